@@ -1,0 +1,234 @@
+//! Client for arrpc servers: `arrpc-host` and the Python `arrpc.Server`.
+//!
+//! A [`Client`] holds one connection, opened on first use and reopened when
+//! the server dropped it. Each [`Client::send`] writes one MessagePack
+//! message (signed when a secret is set) and reads one reply; the seed's
+//! error strings come back as typed [`Error`]s.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), arrpc_client::Error> {
+//! let mut client = arrpc_client::Client::new(arrpc_client::ClientConfig::new("127.0.0.1:8080"));
+//! let reply: String = client.send(&std::collections::HashMap::from([("foo", "bar")])).await?;
+//! # Ok(()) }
+//! ```
+
+mod blocking;
+
+use std::time::Duration;
+
+use arrpc_wire::{Connection, ErrorKind, ReadError, envelope, reply};
+use bytes::Bytes;
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+pub use blocking::BlockingClient;
+
+/// Any byte stream a client can talk over (plain TCP, or TLS over TCP).
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// How a [`Client`] connects and behaves. Defaults follow the seed where it
+/// has one: five connection attempts with a growing pause between them.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// `host:port` of the server.
+    pub addr: String,
+    /// Connection attempts before giving up (at least one is made).
+    pub connect_attempts: u32,
+    /// Pause after the first failed attempt; doubled after each further one.
+    pub backoff: Duration,
+    /// Limit on one connection attempt.
+    pub connect_timeout: Duration,
+    /// Limit on one request, from writing it to reading its whole reply.
+    pub timeout: Option<Duration>,
+    /// Sign every message with this secret (the seed's `auth_secret`).
+    pub auth_secret: Option<Vec<u8>>,
+    /// Largest reply accepted, in bytes.
+    pub max_reply: usize,
+}
+
+impl ClientConfig {
+    pub fn new(addr: impl Into<String>) -> Self {
+        ClientConfig {
+            addr: addr.into(),
+            connect_attempts: 5,
+            backoff: Duration::from_millis(200),
+            connect_timeout: Duration::from_secs(5),
+            timeout: Some(Duration::from_secs(30)),
+            auth_secret: None,
+            max_reply: 64 << 20,
+        }
+    }
+}
+
+/// What went wrong with a request; mirrors the seed's exceptions.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No connection could be made (the seed's `ConnectException`).
+    #[error("failed to connect to {addr} after {attempts} attempts: {source}")]
+    Connect {
+        addr: String,
+        attempts: u32,
+        source: std::io::Error,
+    },
+    /// The request did not finish in time (the seed's `RpcTimeoutException`).
+    #[error("request to {addr} timed out after {after:?}")]
+    Timeout { addr: String, after: Duration },
+    /// The server refused the signature (the seed's `AuthException`).
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    /// The server or its handler reported an error (the seed's `RpcException`).
+    #[error("remote error: {0}")]
+    Rpc(String),
+    /// The connection failed mid-request or the reply was not MessagePack.
+    #[error("connection to {addr} failed: {source}")]
+    Transport { addr: String, source: ReadError },
+    /// The message could not be encoded as MessagePack.
+    #[error("cannot encode message: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    /// The reply did not have the type asked for.
+    #[error("cannot decode reply: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+}
+
+/// A connection to one arrpc server.
+pub struct Client {
+    config: ClientConfig,
+    conn: Option<Connection<Box<dyn Io>>>,
+}
+
+impl Client {
+    /// A client for `config`; nothing is connected until the first request.
+    pub fn new(config: ClientConfig) -> Self {
+        Client { config, conn: None }
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Sends `message` and decodes the reply as `R`.
+    pub async fn send<T: Serialize + ?Sized, R: DeserializeOwned>(
+        &mut self,
+        message: &T,
+    ) -> Result<R, Error> {
+        let bytes = rmp_serde::to_vec_named(message)?;
+        let reply = self.send_raw(&bytes).await?;
+        Ok(rmp_serde::from_slice(&reply)?)
+    }
+
+    /// Sends one MessagePack value as is and returns the reply's bytes.
+    ///
+    /// A seed error string in the reply becomes [`Error::Rpc`] or
+    /// [`Error::Auth`].
+    pub async fn send_raw(&mut self, message: &[u8]) -> Result<Bytes, Error> {
+        let signed;
+        let message = match &self.config.auth_secret {
+            Some(secret) => {
+                signed = envelope::sign(secret, message);
+                &signed[..]
+            }
+            None => message,
+        };
+        let reply = match self.config.timeout {
+            Some(after) => tokio::time::timeout(after, self.round_trip(message))
+                .await
+                .map_err(|_| {
+                    // The reply may still arrive; it must not answer the next request.
+                    self.conn = None;
+                    Error::Timeout {
+                        addr: self.config.addr.clone(),
+                        after,
+                    }
+                })??,
+            None => self.round_trip(message).await?,
+        };
+        match reply::parse_error(&reply) {
+            Some(e) if e.kind == ErrorKind::Auth => Err(Error::Auth(e.reason)),
+            Some(e) => Err(Error::Rpc(e.reason)),
+            None => Ok(reply),
+        }
+    }
+
+    /// Writes one message and reads one reply, reconnecting once when a
+    /// reused connection turns out to have been closed by the server (for
+    /// example after its idle timeout).
+    async fn round_trip(&mut self, message: &[u8]) -> Result<Bytes, Error> {
+        let reused = self.conn.is_some();
+        match self.try_round_trip(message).await {
+            Err(Error::Transport { source, .. }) if reused && closed_by_peer(&source) => {
+                self.conn = None;
+                self.try_round_trip(message).await
+            }
+            other => other,
+        }
+    }
+
+    async fn try_round_trip(&mut self, message: &[u8]) -> Result<Bytes, Error> {
+        let addr = self.config.addr.clone();
+        let transport = |source: ReadError| Error::Transport {
+            addr: addr.clone(),
+            source,
+        };
+        if self.conn.is_none() {
+            self.conn = Some(self.connect().await?);
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        let result = async {
+            conn.write_message(message).await?;
+            conn.flush().await?;
+            match conn.read_message().await? {
+                Some(reply) => Ok(reply),
+                None => Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+            }
+        }
+        .await;
+        result.map_err(|e| {
+            self.conn = None;
+            transport(e)
+        })
+    }
+
+    /// Connects with retries and a doubling pause, as the seed does.
+    async fn connect(&self) -> Result<Connection<Box<dyn Io>>, Error> {
+        let attempts = self.config.connect_attempts.max(1);
+        let mut pause = self.config.backoff;
+        let mut last = None;
+        for attempt in 1..=attempts {
+            let result = tokio::time::timeout(
+                self.config.connect_timeout,
+                TcpStream::connect(&self.config.addr),
+            )
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+            match result {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    let stream: Box<dyn Io> = Box::new(stream);
+                    return Ok(Connection::new(stream, self.config.max_reply));
+                }
+                Err(e) => {
+                    tracing::debug!(addr = %self.config.addr, attempt, error = %e, "connect failed");
+                    last = Some(e);
+                }
+            }
+            if attempt < attempts {
+                tokio::time::sleep(pause).await;
+                pause = pause.saturating_mul(2);
+            }
+        }
+        Err(Error::Connect {
+            addr: self.config.addr.clone(),
+            attempts,
+            source: last.expect("at least one attempt was made"),
+        })
+    }
+}
+
+/// Whether a failure means the server had already closed the connection
+/// before this request reached it.
+fn closed_by_peer(e: &ReadError) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e, ReadError::Io(io) if matches!(io.kind(), UnexpectedEof | ConnectionReset | BrokenPipe))
+}

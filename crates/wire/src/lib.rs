@@ -1,0 +1,15 @@
+//! The arrpc wire format, shared by the host and the client.
+//!
+//! - [`frame`]: where one MessagePack value ends in a byte stream.
+//! - [`connection`]: whole messages in and out of one socket.
+//! - [`envelope`]: HMAC-SHA256 signed envelopes.
+//! - [`reply`]: the seed's error reply strings.
+
+pub mod connection;
+pub mod envelope;
+pub mod frame;
+pub mod reply;
+
+pub use connection::{Connection, ReadError};
+pub use frame::FrameError;
+pub use reply::{ErrorKind, RemoteError};

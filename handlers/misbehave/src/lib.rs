@@ -1,0 +1,164 @@
+//! `misbehave`: does on request what a faulty or hostile handler might do.
+//!
+//! The host's tests send it commands to check that the sandbox holds: a trap,
+//! an endless loop or unbounded allocation ends only that call, bad output is
+//! caught, files and environment variables stay out of reach, and output is
+//! captured and tagged with the request.
+//!
+//! The payload is a MessagePack string, `"<command>"` or `"<command>:<n>"`.
+//! Any other payload, or an unknown command, is echoed back unchanged.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::io::Write;
+use std::time::Duration;
+
+use rmpv::Value;
+use serde::Serialize;
+
+/// Bindings for the `handler` world. The export glue takes one argument per
+/// flattened field of `context` and `payload`, more than clippy's default.
+#[allow(clippy::too_many_arguments)]
+mod bindings {
+    wit_bindgen::generate!({ world: "handler", path: "../../wit" });
+}
+
+use bindings::{Context, Guest};
+
+type Reply = Result<Vec<u8>, String>;
+
+struct Misbehave;
+
+impl Guest for Misbehave {
+    fn handle(ctx: Context, payload: Vec<u8>) -> Reply {
+        let Ok(Value::String(text)) = rmpv::decode::read_value(&mut payload.as_slice()) else {
+            return Ok(payload);
+        };
+        let Some(text) = text.as_str() else {
+            return Ok(payload);
+        };
+        let (command, arg) = match text.split_once(':') {
+            Some((command, arg)) => (command, Some(arg)),
+            None => (text, None),
+        };
+        match command {
+            "trap" => trap(),
+            "error" => Err("misbehave: asked to fail".into()),
+            "invalid-output" => Ok(vec![0xc1]),
+            "two-values" => Ok(vec![0x01, 0x02]),
+            "truncated-output" => truncated_output(),
+            "loop" => spin(),
+            "alloc" => alloc(),
+            "read-file" => read_file(),
+            "env" => env(),
+            "print" => print(count(command, arg)?),
+            "context" => context(&ctx),
+            "sleep" => sleep(count(command, arg)?),
+            _ => Ok(payload),
+        }
+    }
+}
+
+bindings::export!(Misbehave with_types_in bindings);
+
+/// Reads the number after the colon, as in `print:3`.
+fn count(command: &str, arg: Option<&str>) -> Result<u64, String> {
+    arg.and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("misbehave: {command} needs a count, e.g. \"{command}:3\""))
+}
+
+fn encode<T: Serialize + ?Sized>(value: &T) -> Reply {
+    rmp_serde::to_vec_named(value).map_err(|e| format!("misbehave: cannot encode the reply: {e}"))
+}
+
+/// A panic aborts the guest with a trap; the host must turn it into an error
+/// for this call only.
+fn trap() -> Reply {
+    panic!("misbehave: asked to trap")
+}
+
+/// A str8 header promising 10 bytes, followed by only 2.
+fn truncated_output() -> Reply {
+    Ok(vec![0xd9, 10, b'h', b'i'])
+}
+
+/// Never returns and never calls the host, so only the host's deadline
+/// (fuel or epoch interruption) can stop it.
+fn spin() -> Reply {
+    let mut n: u64 = 0;
+    loop {
+        n = black_box(n.wrapping_add(1));
+    }
+}
+
+/// Grows memory 1 MiB at a time until the host's memory limit stops it.
+/// Every page is written so that none of it stays untouched.
+fn alloc() -> Reply {
+    const CHUNK: usize = 1 << 20;
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut chunk = vec![0u8; CHUNK];
+        for byte in chunk.iter_mut().step_by(4096) {
+            *byte = 1;
+        }
+        kept.push(black_box(chunk));
+    }
+}
+
+/// Reads a file outside the sandbox; with no directory granted to the
+/// guest this fails, and the error says why.
+fn read_file() -> Reply {
+    match std::fs::read_to_string("/etc/hostname") {
+        Ok(contents) => encode(&contents),
+        Err(e) => Err(format!("misbehave: read-file failed: {e}")),
+    }
+}
+
+/// Every environment variable the guest can see; the host should pass none
+/// of its own.
+fn env() -> Reply {
+    let vars: BTreeMap<String, String> = std::env::vars_os()
+        .map(|(k, v)| (k.to_string_lossy().into(), v.to_string_lossy().into()))
+        .collect();
+    encode(&vars)
+}
+
+/// Writes `n` numbered lines to each of stdout and stderr, from 1 to `n`.
+fn print(n: u64) -> Reply {
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr().lock();
+    for i in 1..=n {
+        writeln!(out, "stdout line {i}").map_err(|e| format!("misbehave: stdout: {e}"))?;
+        writeln!(err, "stderr line {i}").map_err(|e| format!("misbehave: stderr: {e}"))?;
+    }
+    out.flush().map_err(|e| format!("misbehave: stdout: {e}"))?;
+    encode(&n)
+}
+
+/// The context the host passed in, with the field names of the WIT record.
+fn context(ctx: &Context) -> Reply {
+    #[derive(Serialize)]
+    struct Fields<'a> {
+        handler: &'a str,
+        request_id: u64,
+        peer: &'a str,
+        timeout_ms: u32,
+        traceparent: Option<&'a str>,
+    }
+    encode(&Fields {
+        handler: &ctx.handler,
+        request_id: ctx.request_id,
+        peer: &ctx.peer,
+        timeout_ms: ctx.timeout_ms,
+        traceparent: ctx.traceparent.as_deref(),
+    })
+}
+
+/// Blocks in the host for `ms` milliseconds (`wasi:io/poll` on the monotonic
+/// clock), then returns `ms`. Unlike `loop`, the guest runs no code meanwhile,
+/// so an epoch or fuel deadline only takes effect once the sleep ends; a
+/// wall-clock timeout around the call cancels it sooner.
+fn sleep(ms: u64) -> Reply {
+    std::thread::sleep(Duration::from_millis(ms));
+    encode(&ms)
+}

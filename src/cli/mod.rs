@@ -1,0 +1,88 @@
+//! The command line: `arrpc-host [serve]`, `check` and `send`.
+
+mod send;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Serves sandboxed WebAssembly handlers over the arrpc MessagePack protocol.
+#[derive(Debug, Parser)]
+#[command(name = "arrpc-host", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// With no subcommand, `arrpc-host` serves.
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the handlers in the config (the default).
+    Serve(ServeArgs),
+    /// Validate the config and load every handler, without listening.
+    Check(ConfigArgs),
+    /// Send one message to an arrpc server and print the reply.
+    Send(send::SendArgs),
+}
+
+#[derive(Debug, Args)]
+struct ConfigArgs {
+    /// Path of the config file.
+    #[arg(long, short, default_value = "arrpc.toml")]
+    config: PathBuf,
+    /// Log debug detail (per connection and message).
+    #[arg(long)]
+    debug: bool,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Listen here instead of the config's `server.listen`.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+/// Runs the parsed command line; errors are printed as one line.
+pub fn run(cli: Cli) -> ExitCode {
+    let command = cli.command.unwrap_or(Command::Serve(cli.serve));
+    let result = match command {
+        Command::Send(args) => {
+            crate::telemetry::init("warn", args.debug);
+            return send::run(args);
+        }
+        Command::Check(args) => {
+            crate::telemetry::init("info", args.debug);
+            runtime().and_then(|rt| rt.block_on(serve::check(&args)))
+        }
+        Command::Serve(args) => {
+            crate::telemetry::init("info", args.config.debug);
+            runtime().and_then(|rt| rt.block_on(serve::serve(&args)))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Parses `5s`, `250ms` and the like.
+fn parse_duration(text: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(text)
+}

@@ -1,0 +1,164 @@
+//! `arrpc-host send`: one message to any arrpc server, from the shell.
+//!
+//! The message is JSON by default (encoded as MessagePack for the wire) and
+//! the reply is printed as JSON; `--hex` and `--raw` pass MessagePack bytes
+//! through untouched for values JSON cannot express.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use arrpc_client::{BlockingClient, ClientConfig};
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The message. Without it, the message is read from --file or stdin.
+    message: Option<String>,
+    /// Server address, `host:port`.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// Read the message from this file.
+    #[arg(long, conflicts_with = "message")]
+    file: Option<PathBuf>,
+    /// Limit on the whole request (e.g. `10s`, `500ms`).
+    #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
+    timeout: Duration,
+    /// Connection attempts before giving up.
+    #[arg(long, default_value_t = 5)]
+    retries: u32,
+    /// Message and reply are hex-encoded MessagePack instead of JSON.
+    #[arg(long, conflicts_with = "raw")]
+    hex: bool,
+    /// Message and reply are raw MessagePack bytes (stdin/--file to stdout).
+    #[arg(long)]
+    raw: bool,
+    /// Log connection attempts and other detail.
+    #[arg(long)]
+    pub debug: bool,
+}
+
+pub fn run(args: SendArgs) -> ExitCode {
+    match send(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn send(args: &SendArgs) -> anyhow::Result<()> {
+    let input = read_input(args)?;
+    let message = if args.raw {
+        input
+    } else if args.hex {
+        hex::decode(String::from_utf8_lossy(&input).trim()).context("--hex message is not hex")?
+    } else {
+        let json: serde_json::Value =
+            serde_json::from_slice(&input).context("message is not JSON")?;
+        rmp_serde::to_vec(&json)?
+    };
+    if !arrpc_wire::frame::is_single_value(&message) {
+        bail!("message is not exactly one MessagePack value");
+    }
+
+    let mut config = ClientConfig::new(args.addr.clone());
+    config.timeout = Some(args.timeout);
+    config.connect_timeout = args.timeout;
+    config.connect_attempts = args.retries.max(1);
+    let mut client = BlockingClient::new(config)?;
+    let reply = client.send_raw(&message)?;
+
+    let mut stdout = std::io::stdout().lock();
+    if args.raw {
+        stdout.write_all(&reply)?;
+    } else if args.hex {
+        writeln!(stdout, "{}", hex::encode(&reply))?;
+    } else {
+        let value =
+            rmpv::decode::read_value(&mut &reply[..]).context("reply is not MessagePack")?;
+        writeln!(stdout, "{}", to_json(value))?;
+    }
+    Ok(())
+}
+
+fn read_input(args: &SendArgs) -> anyhow::Result<Vec<u8>> {
+    if let Some(message) = &args.message {
+        return Ok(message.clone().into_bytes());
+    }
+    if let Some(path) = &args.file {
+        return std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
+    }
+    let mut input = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut input)
+        .context("cannot read stdin")?;
+    Ok(input)
+}
+
+/// MessagePack to JSON, for printing. Binary becomes an array of byte
+/// values, non-string map keys become their JSON text, and an extension
+/// becomes `{"ext": type, "data": [bytes]}`.
+fn to_json(value: rmpv::Value) -> serde_json::Value {
+    use rmpv::Value as M;
+    use serde_json::Value as J;
+    match value {
+        M::Nil => J::Null,
+        M::Boolean(b) => J::Bool(b),
+        M::Integer(i) => match (i.as_u64(), i.as_i64()) {
+            (Some(u), _) => J::from(u),
+            (_, Some(s)) => J::from(s),
+            _ => J::Null,
+        },
+        M::F32(f) => J::from(f64::from(f)),
+        M::F64(f) => J::from(f),
+        M::String(s) => J::String(match s.into_str() {
+            Some(s) => s,
+            None => String::from("<invalid UTF-8>"),
+        }),
+        M::Binary(bytes) => J::from(bytes),
+        M::Array(items) => J::Array(items.into_iter().map(to_json).collect()),
+        M::Map(entries) => J::Object(
+            entries
+                .into_iter()
+                .map(|(k, v)| {
+                    let key = match to_json(k) {
+                        J::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    (key, to_json(v))
+                })
+                .collect(),
+        ),
+        M::Ext(kind, data) => serde_json::json!({ "ext": kind, "data": data }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_survives_a_round_trip_through_messagepack() {
+        let json: serde_json::Value =
+            serde_json::from_str(r#"{"foo":"bar","n":[1,-2,3.5,null,true],"nested":{}}"#).unwrap();
+        let packed = rmp_serde::to_vec(&json).unwrap();
+        let value = rmpv::decode::read_value(&mut &packed[..]).unwrap();
+        assert_eq!(to_json(value), json);
+    }
+
+    #[test]
+    fn non_json_values_are_spelled_out() {
+        let value = rmpv::Value::Map(vec![
+            (rmpv::Value::from(1), rmpv::Value::Binary(vec![7, 8])),
+            (rmpv::Value::from("e"), rmpv::Value::Ext(5, vec![1])),
+        ]);
+        assert_eq!(
+            to_json(value),
+            serde_json::json!({"1": [7, 8], "e": {"ext": 5, "data": [1]}})
+        );
+    }
+}

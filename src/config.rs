@@ -1,0 +1,267 @@
+//! `arrpc.toml`: one typed struct, read and validated before anything starts.
+//!
+//! Unknown keys are refused, and every error names the file and the key (or
+//! handler) at fault, so an operator learns of a bad config at start, not
+//! from the first request.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A config file that cannot be used, with the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+/// The whole of `arrpc.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// `[[handler]]` tables, in file order.
+    #[serde(default, rename = "handler")]
+    pub handlers: Vec<HandlerConfig>,
+}
+
+/// `[server]`: the message listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the message port listens on.
+    pub listen: SocketAddr,
+    /// Handler that receives the seed's bare messages. May be left out when
+    /// exactly one handler is configured.
+    pub default_handler: Option<String>,
+    /// Largest message accepted, in bytes; a larger one is answered with an
+    /// error and its connection closed.
+    pub max_message_bytes: usize,
+    /// A connection with no message for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Connections served at once; further ones wait in the accept queue.
+    pub max_connections: usize,
+    /// Messages read from one connection ahead of their replies.
+    pub max_pipelined: usize,
+    /// On shutdown, how long messages in flight may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            default_handler: None,
+            max_message_bytes: 4 << 20,
+            idle_timeout: Duration::from_secs(300),
+            max_connections: 1024,
+            max_pipelined: 128,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One `[[handler]]`: a WebAssembly component served under a name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandlerConfig {
+    pub name: String,
+    /// Path of the component; relative paths start at the config's folder.
+    pub module: PathBuf,
+    /// Shell command that produces `module` when it is missing, run in the
+    /// config's folder.
+    #[serde(default)]
+    pub build: Option<String>,
+    /// Linear memory one instance may grow to, in MiB.
+    #[serde(default = "default_memory_mib")]
+    pub max_memory_mib: u32,
+    /// Wall-clock time one message may take.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Instances of this handler running at once; further messages get a
+    /// "busy" error rather than queueing without bound.
+    #[serde(default = "default_max_instances")]
+    pub max_instances: u32,
+}
+
+fn default_memory_mib() -> u32 {
+    64
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_max_instances() -> u32 {
+    100
+}
+
+/// Upper bounds that keep the pooling allocator's reservations sane.
+const MAX_MEMORY_MIB: u32 = 4096;
+const MAX_INSTANCES: u32 = 10_000;
+
+impl Config {
+    /// Reads, parses and validates `path`; relative module paths are made
+    /// absolute against the config's folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let error = |message: String| ConfigError {
+            path: path.to_owned(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read: {e}")))?;
+        let mut config: Config = toml::from_str(&text).map_err(|e| error(e.to_string()))?;
+        config.validate().map_err(error)?;
+        let base = Config::base_dir(path);
+        for handler in &mut config.handlers {
+            handler.module = base.join(&handler.module);
+        }
+        Ok(config)
+    }
+
+    /// The folder relative paths and build commands start from, given the
+    /// config's own path.
+    pub fn base_dir(path: &Path) -> PathBuf {
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty());
+        std::path::absolute(base.unwrap_or(Path::new("."))).unwrap_or_else(|_| PathBuf::from("."))
+    }
+
+    /// The handler bare messages go to.
+    pub fn default_handler(&self) -> Option<&str> {
+        match (&self.server.default_handler, self.handlers.as_slice()) {
+            (Some(name), _) => Some(name),
+            (None, [only]) => Some(&only.name),
+            _ => None,
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let server = &self.server;
+        if server.max_message_bytes == 0 {
+            return Err("server.max_message_bytes must be at least 1".into());
+        }
+        if server.max_connections == 0 {
+            return Err("server.max_connections must be at least 1".into());
+        }
+        if server.max_pipelined == 0 {
+            return Err("server.max_pipelined must be at least 1".into());
+        }
+        if server.idle_timeout.is_zero() {
+            return Err("server.idle_timeout must be longer than zero".into());
+        }
+        if self.handlers.is_empty() {
+            return Err("no [[handler]] is configured; at least one is needed".into());
+        }
+        let mut names = HashSet::new();
+        for (i, h) in self.handlers.iter().enumerate() {
+            let at = format!("handler #{} (`{}`)", i + 1, h.name);
+            if h.name.is_empty()
+                || !h
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return Err(format!(
+                    "{at}: name must be non-empty ASCII letters, digits, '-', '_' or '.'"
+                ));
+            }
+            if !names.insert(h.name.as_str()) {
+                return Err(format!("{at}: name is used by an earlier handler"));
+            }
+            if h.module.as_os_str().is_empty() {
+                return Err(format!("{at}: module is empty"));
+            }
+            if h.build.as_deref().is_some_and(|b| b.trim().is_empty()) {
+                return Err(format!("{at}: build is empty; leave it out instead"));
+            }
+            if !(1..=MAX_MEMORY_MIB).contains(&h.max_memory_mib) {
+                return Err(format!(
+                    "{at}: max_memory_mib must be between 1 and {MAX_MEMORY_MIB}"
+                ));
+            }
+            if h.timeout.is_zero() || h.timeout > Duration::from_secs(3600) {
+                return Err(format!("{at}: timeout must be between 1ms and 1h"));
+            }
+            if !(1..=MAX_INSTANCES).contains(&h.max_instances) {
+                return Err(format!(
+                    "{at}: max_instances must be between 1 and {MAX_INSTANCES}"
+                ));
+            }
+        }
+        match (&server.default_handler, self.handlers.len()) {
+            (Some(name), _) if !names.contains(name.as_str()) => Err(format!(
+                "server.default_handler: no handler is named `{name}`"
+            )),
+            (None, n) if n > 1 => Err(
+                "server.default_handler must name the handler for bare messages when several are configured"
+                    .into(),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    const ONE: &str = "[[handler]]\nname = \"echo\"\nmodule = \"echo.wasm\"\n";
+
+    #[test]
+    fn defaults_fill_what_is_left_out() {
+        let config = parse(ONE).unwrap();
+        assert_eq!(config.server.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.default_handler(), Some("echo"));
+        assert_eq!(config.handlers[0].timeout, Duration::from_secs(5));
+        assert_eq!(config.handlers[0].max_memory_mib, 64);
+    }
+
+    #[test]
+    fn durations_read_as_human_text() {
+        let text = format!("[server]\nidle_timeout = \"90s\"\n{ONE}timeout = \"250ms\"\n");
+        let config = parse(&text).unwrap();
+        assert_eq!(config.server.idle_timeout, Duration::from_secs(90));
+        assert_eq!(config.handlers[0].timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let unknown = parse(&format!("{ONE}colour = \"red\"\n")).unwrap_err();
+        assert!(unknown.contains("unknown field `colour`"), "{unknown}");
+        let bad_listen = parse(&format!("[server]\nlisten = \"nowhere\"\n{ONE}")).unwrap_err();
+        assert!(bad_listen.contains("listen"), "{bad_listen}");
+        let dup = parse(&format!("{ONE}{ONE}[server]\ndefault_handler = \"echo\"\n")).unwrap_err();
+        assert!(dup.contains("handler #2 (`echo`)"), "{dup}");
+        let missing = parse(&format!("[server]\ndefault_handler = \"nope\"\n{ONE}")).unwrap_err();
+        assert!(missing.contains("server.default_handler"), "{missing}");
+        let two = format!("{ONE}[[handler]]\nname = \"sum\"\nmodule = \"s.wasm\"\n");
+        assert!(parse(&two).unwrap_err().contains("server.default_handler"));
+        assert!(parse("").unwrap_err().contains("[[handler]]"));
+        let mem = parse(&format!("{ONE}max_memory_mib = 0\n")).unwrap_err();
+        assert!(mem.contains("max_memory_mib"), "{mem}");
+    }
+
+    #[test]
+    fn relative_modules_resolve_against_the_config_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("arrpc.toml");
+        std::fs::write(&path, ONE).unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.handlers[0].module, dir.path().join("echo.wasm"));
+        let err = Config::load(&dir.path().join("missing.toml")).unwrap_err();
+        assert!(
+            err.to_string().contains("missing.toml: cannot read"),
+            "{err}"
+        );
+    }
+}

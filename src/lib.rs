@@ -1,0 +1,12 @@
+//! `arrpc-host`: serves sandboxed WebAssembly handlers over the arrpc wire
+//! protocol.
+//!
+//! Dependencies flow one way: [`config`] and [`runtime`] know nothing of
+//! sockets; [`server`] uses both and the shared wire format; [`cli`] wires
+//! everything together for the binary.
+
+pub mod cli;
+pub mod config;
+pub mod runtime;
+pub mod server;
+pub mod telemetry;

@@ -1,0 +1,157 @@
+//! A handler's stdout and stderr, turned into host log lines.
+//!
+//! Each message's instance gets its own pair of streams, so every line is
+//! tagged with the handler and the request it came from. Output per stream
+//! and message is capped: past the cap the rest is dropped with one notice,
+//! and the guest never sees a write fail.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::AsyncWrite;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+/// Bytes one stream may log per message before the rest is dropped.
+pub const OUTPUT_BUDGET: usize = 64 * 1024;
+
+/// Longest line kept whole; longer ones are split.
+const MAX_LINE: usize = 4096;
+
+/// One of a guest's output streams.
+#[derive(Clone)]
+pub struct GuestLog {
+    state: Arc<Mutex<LineBuffer>>,
+}
+
+struct LineBuffer {
+    handler: Arc<str>,
+    request_id: u64,
+    stream: &'static str,
+    partial: Vec<u8>,
+    budget: usize,
+    truncated: bool,
+}
+
+impl GuestLog {
+    pub fn new(handler: Arc<str>, request_id: u64, stream: &'static str) -> Self {
+        GuestLog {
+            state: Arc::new(Mutex::new(LineBuffer {
+                handler,
+                request_id,
+                stream,
+                partial: Vec::new(),
+                budget: OUTPUT_BUDGET,
+                truncated: false,
+            })),
+        }
+    }
+
+    fn append(&self, bytes: &[u8]) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.append(bytes);
+    }
+}
+
+impl LineBuffer {
+    fn append(&mut self, bytes: &[u8]) {
+        let kept = bytes.len().min(self.budget);
+        self.budget -= kept;
+        for chunk in bytes[..kept].split_inclusive(|b| *b == b'\n') {
+            self.partial.extend_from_slice(chunk);
+            if chunk.ends_with(b"\n") || self.partial.len() >= MAX_LINE {
+                self.emit();
+            }
+        }
+        if kept < bytes.len() && !self.truncated {
+            self.truncated = true;
+            self.emit();
+            tracing::warn!(
+                handler = %self.handler,
+                request_id = self.request_id,
+                stream = self.stream,
+                "guest output over {OUTPUT_BUDGET} bytes; the rest of this message's output is dropped"
+            );
+        }
+    }
+
+    fn emit(&mut self) {
+        if self.partial.is_empty() {
+            return;
+        }
+        let line = String::from_utf8_lossy(&self.partial);
+        let line = line.trim_end_matches(['\n', '\r']);
+        tracing::info!(
+            target: "guest",
+            handler = %self.handler,
+            request_id = self.request_id,
+            stream = self.stream,
+            "{line}"
+        );
+        self.partial.clear();
+    }
+}
+
+impl Drop for LineBuffer {
+    fn drop(&mut self) {
+        self.emit();
+    }
+}
+
+impl IsTerminal for GuestLog {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestLog {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl OutputStream for GuestLog {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.append(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(1 << 20)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for GuestLog {
+    async fn ready(&mut self) {}
+}
+
+impl AsyncWrite for GuestLog {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.append(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

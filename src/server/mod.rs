@@ -1,0 +1,109 @@
+//! The message port: accept loop, connection limit and graceful shutdown.
+
+mod connection;
+mod dispatch;
+pub mod shutdown;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::config::ServerConfig;
+use crate::runtime::HandlerRegistry;
+pub use connection::ConnectionLimits;
+pub use dispatch::Dispatcher;
+
+/// A bound listener, ready to serve.
+pub struct Server {
+    listener: TcpListener,
+    dispatcher: Arc<Dispatcher>,
+    limits: ConnectionLimits,
+    /// One permit per connection served at once; when none is left the
+    /// accept loop waits, and new clients queue in the kernel's backlog.
+    connections: Arc<Semaphore>,
+    shutdown_grace: Duration,
+}
+
+impl Server {
+    /// Binds the message port; fails (e.g. address in use) before serving.
+    pub async fn bind(
+        config: &ServerConfig,
+        registry: Arc<HandlerRegistry>,
+    ) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(config.listen).await?;
+        Ok(Server {
+            listener,
+            dispatcher: Arc::new(Dispatcher::new(registry)),
+            limits: ConnectionLimits {
+                max_message: config.max_message_bytes,
+                max_pipelined: config.max_pipelined,
+                idle_timeout: config.idle_timeout,
+            },
+            connections: Arc::new(Semaphore::new(config.max_connections)),
+            shutdown_grace: config.shutdown_grace,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `stop` completes, then stops accepting, lets messages
+    /// already read finish (up to the configured grace) and returns.
+    pub async fn run(self, stop: impl Future<Output = ()>) {
+        let (trigger, shutdown) = shutdown::channel();
+        let mut tasks = JoinSet::new();
+        tokio::pin!(stop);
+        loop {
+            let permit = tokio::select! {
+                permit = self.connections.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+                _ = &mut stop => break,
+            };
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                _ = &mut stop => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Typically out of file descriptors: wait rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let dispatcher = self.dispatcher.clone();
+            let limits = self.limits;
+            let shutdown = shutdown.clone();
+            // Reap finished connections so the set stays small.
+            while tasks.try_join_next().is_some() {}
+            tasks.spawn(async move {
+                let peer: Arc<str> = peer.to_string().into();
+                tracing::debug!(peer = %peer, "connection opened");
+                connection::serve(stream, peer.clone(), dispatcher, limits, shutdown).await;
+                tracing::debug!(peer = %peer, "connection closed");
+                drop(permit);
+            });
+        }
+        drop(self.listener);
+        trigger.trigger();
+        tracing::info!(connections = tasks.len(), grace = ?self.shutdown_grace, "shutting down; draining connections");
+        let drained = tokio::time::timeout(self.shutdown_grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                connections = tasks.len(),
+                "grace period over; closing remaining connections"
+            );
+            tasks.shutdown().await;
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! The Rust client against a real host: typed errors, timeouts, reconnects.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use arrpc_client::{BlockingClient, ClientConfig, Error};
+use common::*;
+
+fn misbehave_host(server: &str) -> Host {
+    Host::start(&format!(
+        "[server]\ndefault_handler = \"misbehave\"\n{server}\n{}",
+        handler("misbehave", "misbehave", "")
+    ))
+}
+
+fn client(host: &Host, timeout: Duration) -> BlockingClient {
+    let mut config = ClientConfig::new(host.addr.to_string());
+    config.timeout = Some(timeout);
+    BlockingClient::new(config).unwrap()
+}
+
+#[test]
+fn handler_errors_come_back_typed() {
+    let host = misbehave_host("");
+    let mut client = client(&host, Duration::from_secs(10));
+    match client.send::<_, String>("error") {
+        Err(Error::Rpc(reason)) => assert_eq!(reason, "misbehave: asked to fail"),
+        other => panic!("expected an rpc error, got {other:?}"),
+    }
+    assert_eq!(client.send::<_, String>("again").unwrap(), "again");
+}
+
+#[test]
+fn a_slow_reply_times_out_and_does_not_answer_the_next_request() {
+    let host = misbehave_host("");
+    let mut client = client(&host, Duration::from_millis(300));
+    let started = Instant::now();
+    assert!(matches!(
+        client.send::<_, u64>("sleep:1000"),
+        Err(Error::Timeout { .. })
+    ));
+    assert!(started.elapsed() < Duration::from_millis(900));
+    // The late reply (1000) must not be taken as this request's reply.
+    assert_eq!(client.send::<_, String>("next").unwrap(), "next");
+}
+
+#[test]
+fn the_client_reconnects_after_the_server_closed_an_idle_connection() {
+    let host = misbehave_host("idle_timeout = \"200ms\"");
+    let mut client = client(&host, Duration::from_secs(10));
+    assert_eq!(client.send::<_, String>("one").unwrap(), "one");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(client.send::<_, String>("two").unwrap(), "two");
+}

@@ -1,0 +1,242 @@
+//! Shared test scaffolding: built handler components, a real `arrpc-host`
+//! process on an ephemeral port, and raw sockets that speak the wire format.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub const HOST: &str = env!("CARGO_BIN_EXE_arrpc-host");
+
+/// Folder of the built handler components; builds them on first use.
+pub fn components() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let status = Command::new("sh")
+            .arg(root.join("handlers/build.sh"))
+            .stdout(Stdio::null())
+            .status()
+            .expect("running handlers/build.sh");
+        assert!(status.success(), "handlers/build.sh failed");
+        root.join("handlers/target/wasm32-wasip2/release")
+    })
+}
+
+pub fn component(name: &str) -> PathBuf {
+    components().join(format!("{name}.wasm"))
+}
+
+/// A handler entry for a test config.
+pub fn handler(name: &str, component_name: &str, extra: &str) -> String {
+    format!(
+        "[[handler]]\nname = \"{name}\"\nmodule = \"{}\"\n{extra}\n",
+        component(component_name).display()
+    )
+}
+
+/// A config file in a temporary folder.
+pub struct TestConfig {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+pub fn write_config(text: &str) -> TestConfig {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("arrpc.toml");
+    std::fs::write(&path, text).unwrap();
+    TestConfig { dir, path }
+}
+
+/// A running `arrpc-host`; killed on drop.
+pub struct Host {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+    _config: TestConfig,
+}
+
+impl Host {
+    /// Starts a host on `config` (listening on an ephemeral port) and waits
+    /// until it is listening.
+    pub fn start(config: &str) -> Host {
+        Host::start_with(write_config(config), &[])
+    }
+
+    pub fn start_with(config: TestConfig, args: &[&str]) -> Host {
+        components();
+        let mut child = Command::new(HOST)
+            .arg("--config")
+            .arg(&config.path)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting arrpc-host");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line
+                    .contains(" listening")
+                    .then(|| field(&line, "addr="))
+                    .flatten()
+                {
+                    let _ = tx.send(addr);
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(addr) => addr.parse().unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "host did not start listening; log:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        Host {
+            child,
+            addr,
+            log,
+            _config: config,
+        }
+    }
+
+    /// Everything the host has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "log never showed {needle:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn connect(&self) -> Wire {
+        Wire::connect(self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of a `key=value` field in a log line.
+fn field(line: &str, key: &str) -> Option<String> {
+    let start = line.find(key)? + key.len();
+    Some(line[start..].split_whitespace().next()?.to_string())
+}
+
+/// A raw socket that reads whole MessagePack replies.
+pub struct Wire {
+    pub stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl Wire {
+    pub fn connect(addr: SocketAddr) -> Wire {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        Wire {
+            stream,
+            buffer: Vec::new(),
+        }
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Reads one whole MessagePack value; `None` when the server closed the
+    /// connection first.
+    pub fn read(&mut self) -> Option<Vec<u8>> {
+        use std::io::Read;
+        loop {
+            if let Some(len) = arrpc_wire::frame::value_len(&self.buffer) {
+                return Some(self.buffer.drain(..len).collect());
+            }
+            let mut chunk = [0u8; 65536];
+            let n = self.stream.read(&mut chunk).expect("reading a reply");
+            if n == 0 {
+                assert!(self.buffer.is_empty(), "connection closed mid-reply");
+                return None;
+            }
+            self.buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Sends one value and reads one reply.
+    pub fn call(&mut self, message: &[u8]) -> Vec<u8> {
+        self.write(message);
+        self.read().expect("a reply")
+    }
+
+    /// Sends a value and decodes the reply.
+    pub fn call_value(&mut self, value: &rmpv::Value) -> rmpv::Value {
+        decode(&self.call(&encode(value)))
+    }
+}
+
+pub fn encode(value: &rmpv::Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, value).unwrap();
+    out
+}
+
+pub fn decode(bytes: &[u8]) -> rmpv::Value {
+    let mut slice = bytes;
+    let value = rmpv::decode::read_value(&mut slice).unwrap();
+    assert!(slice.is_empty(), "trailing bytes after the reply");
+    value
+}
+
+/// The text of a seed error reply (`arrpc.error.RpcException: ...`), if the
+/// reply is one.
+pub fn error_text(reply: &[u8]) -> Option<String> {
+    match decode(reply) {
+        rmpv::Value::String(s) => s.into_str().filter(|s| s.starts_with("arrpc.error.")),
+        _ => None,
+    }
+}
+
+pub fn str_value(s: &str) -> rmpv::Value {
+    rmpv::Value::from(s)
+}

@@ -1,0 +1,181 @@
+//! Handlers in their sandbox: failures become error replies, limits hold,
+//! capabilities stay closed, output reaches the host log, and the host
+//! keeps serving through all of it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use rmpv::Value;
+
+fn misbehave_host(extra: &str) -> Host {
+    Host::start(&format!(
+        "[server]\ndefault_handler = \"misbehave\"\n{}",
+        handler("misbehave", "misbehave", extra)
+    ))
+}
+
+fn command(wire: &mut Wire, text: &str) -> Vec<u8> {
+    wire.call(&encode(&str_value(text)))
+}
+
+#[test]
+fn a_trap_becomes_an_error_reply_and_the_connection_goes_on() {
+    let host = misbehave_host("");
+    let mut wire = host.connect();
+    let error = error_text(&command(&mut wire, "trap")).unwrap();
+    assert!(
+        error.starts_with("arrpc.error.RpcException: handler `misbehave` trapped:"),
+        "{error}"
+    );
+    assert_eq!(decode(&command(&mut wire, "hello")), str_value("hello"));
+    // The guest's panic message went to the host log, tagged.
+    let log = host.wait_for_log("misbehave: asked to trap");
+    let line = log.lines().find(|l| l.contains("asked to trap")).unwrap();
+    assert!(
+        line.contains("handler=misbehave") && line.contains("stream=\"stderr\""),
+        "{line}"
+    );
+}
+
+#[test]
+fn an_error_returned_by_the_handler_reaches_the_client_verbatim() {
+    let host = misbehave_host("");
+    let error = error_text(&command(&mut host.connect(), "error")).unwrap();
+    assert_eq!(error, "arrpc.error.RpcException: misbehave: asked to fail");
+}
+
+#[test]
+fn output_that_is_not_exactly_one_messagepack_value_is_refused() {
+    let host = misbehave_host("");
+    let mut wire = host.connect();
+    for (cmd, why) in [
+        ("invalid-output", "not one whole MessagePack value"),
+        ("truncated-output", "not one whole MessagePack value"),
+        ("two-values", "more than one MessagePack value"),
+    ] {
+        let error = error_text(&command(&mut wire, cmd)).unwrap();
+        assert!(error.contains(why), "{cmd}: {error}");
+    }
+    assert_eq!(decode(&command(&mut wire, "fine")), str_value("fine"));
+}
+
+#[test]
+fn an_endless_loop_is_cut_off_at_the_timeout_while_others_are_served() {
+    let host = misbehave_host("timeout = \"500ms\"");
+    let mut looping = host.connect();
+    looping.write(&encode(&str_value("loop")));
+    // While the loop runs, other connections are answered promptly.
+    let mut other = host.connect();
+    for i in 0..20 {
+        let started = Instant::now();
+        assert_eq!(
+            decode(&command(&mut other, &format!("m{i}"))),
+            str_value(&format!("m{i}"))
+        );
+        assert!(started.elapsed() < Duration::from_millis(400));
+    }
+    let error = error_text(&looping.read().unwrap()).unwrap();
+    assert!(error.contains("exceeded its timeout of 500 ms"), "{error}");
+    // A handler blocked in a host call (sleep) is cut off too.
+    let error = error_text(&command(&mut looping, "sleep:3000")).unwrap();
+    assert!(error.contains("timeout"), "{error}");
+}
+
+#[test]
+fn unbounded_allocation_stops_at_the_memory_limit() {
+    let host = misbehave_host("max_memory_mib = 16");
+    let mut wire = host.connect();
+    let error = error_text(&command(&mut wire, "alloc")).unwrap();
+    assert!(
+        error.contains("exceeded its memory limit of 16 MiB"),
+        "{error}"
+    );
+    assert_eq!(decode(&command(&mut wire, "ok")), str_value("ok"));
+}
+
+#[test]
+fn no_filesystem_and_no_environment_by_default() {
+    let host = misbehave_host("");
+    let mut wire = host.connect();
+    let error = error_text(&command(&mut wire, "read-file")).unwrap();
+    assert!(error.contains("read-file failed"), "{error}");
+    assert_eq!(decode(&command(&mut wire, "env")), Value::Map(vec![]));
+}
+
+#[test]
+fn each_message_gets_a_fresh_instance_and_its_context() {
+    let host = misbehave_host("timeout = \"2s\"");
+    let mut wire = host.connect();
+    let first = decode(&command(&mut wire, "context"));
+    let second = decode(&command(&mut wire, "context"));
+    let get = |v: &Value, k: &str| {
+        v.as_map()
+            .unwrap()
+            .iter()
+            .find(|(key, _)| key.as_str() == Some(k))
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    assert_eq!(get(&first, "handler"), str_value("misbehave"));
+    assert_eq!(get(&first, "timeout_ms"), Value::from(2000));
+    assert_eq!(get(&first, "traceparent"), Value::Nil);
+    let local = wire.stream.local_addr().unwrap().to_string();
+    assert_eq!(get(&first, "peer"), str_value(&local));
+    assert_ne!(get(&first, "request_id"), get(&second, "request_id"));
+}
+
+#[test]
+fn guest_output_is_logged_with_handler_and_request_and_capped() {
+    let host = misbehave_host("");
+    let mut wire = host.connect();
+    assert_eq!(decode(&command(&mut wire, "print:3")), Value::from(3));
+    let log = host.wait_for_log("stdout line 3");
+    let line = log.lines().find(|l| l.contains("stdout line 2")).unwrap();
+    assert!(
+        line.contains("handler=misbehave") && line.contains("request_id="),
+        "{line}"
+    );
+    // 100k lines is far over the per-message budget: the call still succeeds,
+    // the log says the rest was dropped, and it holds far fewer lines.
+    assert_eq!(
+        decode(&command(&mut wire, "print:100000")),
+        Value::from(100000)
+    );
+    let log = host.wait_for_log("output over");
+    assert!(!log.contains("stdout line 99999"));
+    assert!(log.lines().count() < 20_000);
+}
+
+#[test]
+fn busy_handler_refuses_beyond_max_instances() {
+    let host = misbehave_host("max_instances = 1");
+    let mut slow = host.connect();
+    slow.write(&encode(&str_value("sleep:600")));
+    std::thread::sleep(Duration::from_millis(150));
+    let error = error_text(&command(&mut host.connect(), "x")).unwrap();
+    assert!(error.contains("busy"), "{error}");
+    assert_eq!(decode(&slow.read().unwrap()), Value::from(600));
+    assert_eq!(decode(&command(&mut host.connect(), "x")), str_value("x"));
+}
+
+#[test]
+fn the_sum_handler_does_real_work_on_the_decoded_message() {
+    let host = Host::start(&handler("sum", "sum", ""));
+    let mut wire = host.connect();
+    let reply = wire.call_value(&Value::Array(vec![
+        Value::from(1),
+        Value::from(2),
+        Value::from(39),
+    ]));
+    assert_eq!(
+        reply,
+        Value::Map(vec![
+            (str_value("sum"), Value::from(42)),
+            (str_value("count"), Value::from(3))
+        ])
+    );
+    let error = error_text(&wire.call(&encode(&str_value("nope")))).unwrap();
+    assert!(error.contains("expected an array of numbers"), "{error}");
+}

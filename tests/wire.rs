@@ -1,0 +1,184 @@
+//! The wire protocol as a client sees it over a real socket: framing,
+//! pipelining, odd-sized and falsy messages, malformed and over-size input.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use rmpv::Value;
+
+fn echo_host(server: &str) -> Host {
+    Host::start(&format!(
+        "[server]\n{server}\n{}",
+        handler("echo", "echo", "")
+    ))
+}
+
+#[test]
+fn falsy_values_are_answered() {
+    let host = echo_host("");
+    let mut wire = host.connect();
+    // 0, "", {}, [], nil, false: the seed drops these silently.
+    for message in [[0x00], [0xa0], [0x80], [0x90], [0xc0], [0xc2]] {
+        assert_eq!(wire.call(&message), message);
+    }
+}
+
+#[test]
+fn message_fed_one_byte_at_a_time() {
+    let host = echo_host("");
+    let mut wire = host.connect();
+    let message = encode(&Value::Map(vec![(
+        str_value("words"),
+        Value::Array((0..50).map(|i| str_value(&format!("w{i}"))).collect()),
+    )]));
+    for byte in &message {
+        wire.write(&[*byte]);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(wire.read().unwrap(), message);
+}
+
+#[test]
+fn message_split_across_writes_that_arrive_apart() {
+    let host = echo_host("");
+    let mut wire = host.connect();
+    let message = encode(&Value::Binary(vec![7; 10_000]));
+    let (head, tail) = message.split_at(3);
+    wire.write(head);
+    std::thread::sleep(Duration::from_millis(300));
+    wire.write(tail);
+    assert_eq!(wire.read().unwrap(), message);
+}
+
+#[test]
+fn two_hundred_messages_in_one_write_get_two_hundred_replies_in_order() {
+    let host = echo_host("");
+    let mut wire = host.connect();
+    let mut batch = Vec::new();
+    for i in 0..200u64 {
+        batch.extend(encode(&Value::Array(vec![Value::from(i), str_value("x")])));
+    }
+    wire.write(&batch);
+    for i in 0..200u64 {
+        assert_eq!(
+            decode(&wire.read().unwrap()),
+            Value::Array(vec![Value::from(i), str_value("x")])
+        );
+    }
+}
+
+#[test]
+fn messages_of_exactly_4096_bytes_and_of_1_mib_round_trip() {
+    let host = echo_host("");
+    let mut wire = host.connect();
+    // bin16 header (3 bytes) + 4093 bytes = 4096, the seed's read size.
+    let exact = encode(&Value::Binary(vec![1; 4093]));
+    assert_eq!(exact.len(), 4096);
+    assert_eq!(wire.call(&exact), exact);
+    let big = encode(&Value::Binary((0..1 << 20).map(|i| i as u8).collect()));
+    assert_eq!(wire.call(&big), big);
+}
+
+#[test]
+fn pipelined_replies_keep_request_order_when_handlers_finish_out_of_order() {
+    let host = Host::start(&format!(
+        "[server]\ndefault_handler = \"misbehave\"\n{}",
+        handler("misbehave", "misbehave", "")
+    ));
+    let mut wire = host.connect();
+    // The first message takes longest; every later one finishes sooner.
+    let sleeps = [400, 200, 0, 100, 0];
+    let mut batch = Vec::new();
+    for ms in sleeps {
+        batch.extend(encode(&str_value(&format!("sleep:{ms}"))));
+    }
+    let started = Instant::now();
+    wire.write(&batch);
+    for ms in sleeps {
+        assert_eq!(decode(&wire.read().unwrap()), Value::from(ms));
+    }
+    // They ran side by side, not one after another (700 ms in sequence).
+    assert!(
+        started.elapsed() < Duration::from_millis(650),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn malformed_input_gets_an_error_and_a_close_and_other_connections_carry_on() {
+    let host = echo_host("");
+    let mut good = host.connect();
+    assert_eq!(good.call(&[0x01]), [0x01]);
+
+    let mut bad = host.connect();
+    // A good message, then 0xc1 (never valid), then what would be a good one.
+    bad.write(&[0x02, 0xc1, 0x03]);
+    assert_eq!(bad.read().unwrap(), [0x02]);
+    let error = error_text(&bad.read().unwrap()).expect("an error reply");
+    assert!(
+        error.starts_with("arrpc.error.RpcException: malformed MessagePack"),
+        "{error}"
+    );
+    assert_eq!(bad.read(), None, "connection is closed after the error");
+
+    // Invalid UTF-8 in a string is malformed too.
+    let mut utf8 = host.connect();
+    utf8.write(&[0xa2, 0xff, 0xfe]);
+    assert!(error_text(&utf8.read().unwrap()).unwrap().contains("UTF-8"));
+
+    assert_eq!(good.call(&[0x04]), [0x04]);
+}
+
+#[test]
+fn over_size_message_is_refused_before_it_is_buffered() {
+    let host = echo_host("max_message_bytes = 1000");
+    let mut wire = host.connect();
+    let fits = encode(&Value::Binary(vec![0; 990]));
+    assert_eq!(wire.call(&fits), fits);
+    // Only the header of a 1 MiB binary is sent: the declared size is enough.
+    wire.write(&[0xc6, 0x00, 0x10, 0x00, 0x00]);
+    let error = error_text(&wire.read().unwrap()).unwrap();
+    assert!(error.contains("larger than the 1000-byte limit"), "{error}");
+    assert_eq!(wire.read(), None);
+    assert_eq!(host.connect().call(&[0x05]), [0x05]);
+}
+
+#[test]
+fn idle_connections_are_closed() {
+    let host = echo_host("idle_timeout = \"300ms\"");
+    let mut wire = host.connect();
+    assert_eq!(wire.call(&[0x01]), [0x01]);
+    let started = Instant::now();
+    assert_eq!(wire.read(), None);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}
+
+#[test]
+fn connections_beyond_the_cap_wait_instead_of_failing() {
+    let host = echo_host("max_connections = 2");
+    let mut first = host.connect();
+    let mut second = host.connect();
+    assert_eq!(first.call(&[0x01]), [0x01]);
+    assert_eq!(second.call(&[0x02]), [0x02]);
+    let mut third = host.connect();
+    third.write(&[0x03]);
+    third
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let waited = std::io::Read::read(&mut third.stream, &mut byte);
+    assert!(
+        waited.is_err(),
+        "third connection was served while two were open"
+    );
+    drop(first);
+    third
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(third.read().unwrap(), [0x03]);
+}
