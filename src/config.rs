@@ -31,7 +31,7 @@ pub struct Config {
 }
 
 /// `[server]`: the message listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address the message port listens on.
@@ -69,7 +69,7 @@ impl Default for ServerConfig {
 }
 
 /// One `[[handler]]`: a WebAssembly component served under a name.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HandlerConfig {
     pub name: String,
@@ -79,6 +79,10 @@ pub struct HandlerConfig {
     /// config's folder.
     #[serde(default)]
     pub build: Option<String>,
+    /// Files or folders whose changes rerun `build` under `--watch`;
+    /// relative paths start at the config's folder.
+    #[serde(default)]
+    pub sources: Vec<PathBuf>,
     /// Linear memory one instance may grow to, in MiB.
     #[serde(default = "default_memory_mib")]
     pub max_memory_mib: u32,
@@ -119,6 +123,9 @@ impl Config {
         let base = Config::base_dir(path);
         for handler in &mut config.handlers {
             handler.module = base.join(&handler.module);
+            for source in &mut handler.sources {
+                *source = base.join(&*source);
+            }
         }
         Ok(config)
     }

@@ -2,11 +2,13 @@
 //! protocol.
 //!
 //! Dependencies flow one way: [`config`] and [`runtime`] know nothing of
-//! sockets; [`server`] uses both and the shared wire format; [`cli`] wires
-//! everything together for the binary.
+//! sockets; [`server`] uses both and the shared wire format; [`reload`]
+//! swaps handlers while the server runs; [`cli`] wires everything together
+//! for the binary.
 
 pub mod cli;
 pub mod config;
+pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod telemetry;

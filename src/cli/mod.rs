@@ -48,6 +48,10 @@ struct ServeArgs {
     /// Listen here instead of the config's `server.listen`.
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Development loop: also watch each handler's `sources` and rerun its
+    /// `build` command when they change, then swap the result in.
+    #[arg(long)]
+    watch: bool,
 }
 
 /// Runs the parsed command line; errors are printed as one line.

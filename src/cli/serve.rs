@@ -6,24 +6,25 @@ use anyhow::{Context, anyhow};
 
 use super::{ConfigArgs, ServeArgs};
 use crate::config::Config;
-use crate::runtime::{HandlerRegistry, PoolSize, Runtime};
+use crate::reload::Reloader;
+use crate::runtime::{HandlerRegistry, HandlerSet, PoolSize, Runtime};
 use crate::server::Server;
 
 /// Loads the config and every handler, the part `serve` and `check` share.
-async fn load(args: &ConfigArgs) -> anyhow::Result<(Config, HandlerRegistry)> {
+async fn load(args: &ConfigArgs) -> anyhow::Result<(Config, Runtime, HandlerSet)> {
     let config = Config::load(&args.config)?;
     let runtime = Runtime::new(PoolSize::for_handlers(&config.handlers))
         .map_err(|e| anyhow!("cannot create the WebAssembly engine: {e:#}"))?;
-    let registry = HandlerRegistry::load(&runtime, &config, &Config::base_dir(&args.config))
+    let handlers = HandlerSet::load(&runtime, &config, &Config::base_dir(&args.config), None)
         .await
         .with_context(|| format!("{}", args.config.display()))?;
-    Ok((config, registry))
+    Ok((config, runtime, handlers))
 }
 
 pub async fn check(args: &ConfigArgs) -> anyhow::Result<()> {
-    let (config, registry) = load(args).await?;
+    let (config, _, handlers) = load(args).await?;
     for handler in &config.handlers {
-        let loaded = registry
+        let loaded = handlers
             .get(&handler.name)
             .expect("every configured handler is loaded");
         println!(
@@ -42,14 +43,17 @@ pub async fn check(args: &ConfigArgs) -> anyhow::Result<()> {
 }
 
 pub async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
-    let (mut config, registry) = load(&args.config).await?;
+    let (mut config, runtime, handlers) = load(&args.config).await?;
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
-    let server = Server::bind(&config.server, Arc::new(registry))
+    let registry = Arc::new(HandlerRegistry::new(handlers));
+    let server = Server::bind(&config.server, registry.clone())
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     tracing::info!(addr = %server.local_addr()?, default_handler = config.default_handler().unwrap_or("-"), "listening");
+    Reloader::spawn(runtime, registry, &args.config.config, config, args.watch)
+        .context("cannot watch handler modules and the config for changes")?;
     server.run(stop_signal()).await;
     tracing::info!("stopped");
     Ok(())

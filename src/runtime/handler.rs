@@ -19,6 +19,8 @@ const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 
 /// A compiled, pre-instantiated handler component.
 pub struct Handler {
+    /// The settings this version was loaded with.
+    config: HandlerConfig,
     name: Arc<str>,
     module: PathBuf,
     sha256: String,
@@ -94,6 +96,7 @@ impl ResourceLimiter for Limits {
 impl Handler {
     pub(super) fn new(config: &HandlerConfig, sha256: String, pre: HandlerPre<HostState>) -> Self {
         Handler {
+            config: config.clone(),
             name: config.name.as_str().into(),
             module: config.module.clone(),
             sha256,
@@ -103,6 +106,10 @@ impl Handler {
             instances: Arc::new(Semaphore::new(config.max_instances as usize)),
             max_instances: config.max_instances,
         }
+    }
+
+    pub fn config(&self) -> &HandlerConfig {
+        &self.config
     }
 
     pub fn name(&self) -> &str {

@@ -10,6 +10,7 @@ mod handler;
 mod module;
 mod registry;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,8 +21,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::config::HandlerConfig;
 
 pub use handler::{CallError, Handler, Request};
-pub use module::LoadError;
-pub use registry::HandlerRegistry;
+pub use module::{LoadError, run_build};
+pub use registry::{HandlerRegistry, HandlerSet};
 
 /// Generated bindings for `wit/handler.wit`.
 mod bindings {
@@ -130,10 +131,35 @@ impl Runtime {
     pub async fn load(
         &self,
         config: &HandlerConfig,
-        base_dir: &std::path::Path,
+        base_dir: &Path,
     ) -> Result<Handler, LoadError> {
         module::build_if_missing(config, base_dir).await?;
-        let module::ModuleBytes { bytes, sha256 } = module::read(config)?;
+        let module = module::read(config)?;
+        self.compile(config, module).await
+    }
+
+    /// Like [`Runtime::load`], but `None` when `current` already serves the
+    /// same module bytes with the same settings.
+    pub async fn reload(
+        &self,
+        config: &HandlerConfig,
+        base_dir: &Path,
+        current: &Handler,
+    ) -> Result<Option<Handler>, LoadError> {
+        module::build_if_missing(config, base_dir).await?;
+        let module = module::read(config)?;
+        if module.sha256 == current.sha256() && current.config() == config {
+            return Ok(None);
+        }
+        self.compile(config, module).await.map(Some)
+    }
+
+    async fn compile(
+        &self,
+        config: &HandlerConfig,
+        module: module::ModuleBytes,
+    ) -> Result<Handler, LoadError> {
+        let module::ModuleBytes { bytes, sha256 } = module;
         let engine = self.engine.clone();
         let started = std::time::Instant::now();
         // Compiling takes from milliseconds to seconds: keep it off the

@@ -39,13 +39,22 @@ pub async fn build_if_missing(config: &HandlerConfig, base_dir: &Path) -> Result
     if config.module.exists() {
         return Ok(());
     }
-    let Some(command) = &config.build else {
+    if config.build.is_none() {
         return Err(LoadError::new(
             config,
             "module file not found and no `build` command is configured",
         ));
+    }
+    tracing::info!(handler = %config.name, "module missing; building");
+    run_build(config, base_dir).await
+}
+
+/// Runs the handler's `build` command (with `sh -c`, in `base_dir`) and
+/// checks that it produced the module.
+pub async fn run_build(config: &HandlerConfig, base_dir: &Path) -> Result<(), LoadError> {
+    let Some(command) = &config.build else {
+        return Err(LoadError::new(config, "no `build` command is configured"));
     };
-    tracing::info!(handler = %config.name, command = %command, "module missing; building");
     let status = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(command)

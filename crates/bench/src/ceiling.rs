@@ -1,0 +1,32 @@
+//! The native ceiling: a bare tokio server that frames MessagePack exactly
+//! as the host does (the same `arrpc_wire::Connection`) and writes each
+//! message straight back. No WebAssembly, no dispatch: what is left of the
+//! host's cost once handlers cost nothing.
+
+use std::net::SocketAddr;
+
+use arrpc_wire::Connection;
+use tokio::net::{TcpListener, TcpStream};
+
+pub async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen).await?;
+    // The same line the host logs, so one parser finds either's address.
+    eprintln!("ceiling listening addr={}", listener.local_addr()?);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(echo(stream));
+    }
+}
+
+async fn echo(stream: TcpStream) -> std::io::Result<()> {
+    let mut conn = Connection::new(stream, 4 << 20);
+    while let Ok(Some(message)) = conn.read_message().await {
+        conn.write_message(&message).await?;
+        while let Ok(Some(more)) = conn.try_message() {
+            conn.write_message(&more).await?;
+        }
+        conn.flush().await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! The servers a run measures, each started as its own process, optionally
+//! pinned to one CPU with `taskset` so it cannot borrow the load
+//! generator's core.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// A server process under test; killed on drop.
+pub struct Target {
+    child: Child,
+    pub addr: SocketAddr,
+    _workdir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn command(program: &Path, cpu: Option<usize>) -> Command {
+    match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpu.to_string()).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Starts a process that logs `listening addr=ADDR` on stderr and waits
+/// for that line.
+fn spawn_logging(mut cmd: Command, workdir: Option<tempfile::TempDir>) -> anyhow::Result<Target> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(at) = line.find("listening addr=") {
+                let addr = line[at + "listening addr=".len()..]
+                    .split_whitespace()
+                    .next()
+                    .map(str::to_owned);
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(300)) {
+        Ok(Some(addr)) => Ok(Target {
+            child,
+            addr: addr.parse()?,
+            _workdir: workdir,
+        }),
+        _ => {
+            let _ = child.kill();
+            bail!("{cmd:?} did not start listening")
+        }
+    }
+}
+
+/// The native echo ceiling: this same binary's `ceiling` subcommand.
+pub fn ceiling(cpu: Option<usize>) -> anyhow::Result<Target> {
+    let mut cmd = command(&std::env::current_exe()?, cpu);
+    cmd.args(["ceiling", "--listen", "127.0.0.1:0"]);
+    spawn_logging(cmd, None)
+}
+
+/// `arrpc-host` serving the echo handler, sized for the largest point.
+pub fn host(
+    host_bin: &Path,
+    echo_wasm: &Path,
+    cpu: Option<usize>,
+    extra_handler_keys: &str,
+) -> anyhow::Result<Target> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("arrpc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nmax_connections = 4096\nmax_pipelined = 64\n\n\
+             [[handler]]\nname = \"echo\"\nmodule = \"{}\"\nmax_instances = 4096\n{extra_handler_keys}\n",
+            echo_wasm.display()
+        ),
+    )?;
+    let mut cmd = command(host_bin, cpu);
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["--listen", "127.0.0.1:0"]);
+    cmd.env("RUST_LOG", "info");
+    spawn_logging(cmd, Some(dir))
+}
+
+/// The Python seed's `arrpc.Server` with an echo handler.
+pub fn seed(python: &Path, cpu: Option<usize>) -> anyhow::Result<Target> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let script = format!(
+        "import arrpc, logging\nlogging.disable(logging.INFO)\n\
+         arrpc.Server('127.0.0.1', {port}, lambda m: m).start()\n"
+    );
+    let mut child = command(python, cpu)
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", python.display()))?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline || child.try_wait()?.is_some() {
+            let _ = child.kill();
+            bail!(
+                "the seed server did not start (is arrpc==0.5.0 installed for {}?)",
+                python.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Target {
+        child,
+        addr,
+        _workdir: None,
+    })
+}
+
+/// The echo component, built with `handlers/build.sh` when missing.
+pub fn echo_component(repo: &Path) -> anyhow::Result<PathBuf> {
+    let wasm = repo.join("handlers/target/wasm32-wasip2/release/echo.wasm");
+    if !wasm.exists() {
+        let status = Command::new("sh")
+            .arg(repo.join("handlers/build.sh"))
+            .arg("echo")
+            .status()?;
+        if !status.success() {
+            bail!("handlers/build.sh echo failed");
+        }
+    }
+    Ok(wasm)
+}

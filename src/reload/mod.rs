@@ -1,0 +1,271 @@
+//! Hot swap: new handler modules and config changes take effect while the
+//! host serves, without failing a request.
+//!
+//! Changes arrive from a file watcher (module files, the config, and under
+//! `--watch` each handler's `sources`) and from SIGHUP. Every change is
+//! compiled and pre-instantiated here, off the request path, and only a
+//! version that loaded completely is published; a module that does not
+//! compile (a broken build, a half-written copy) leaves the working version
+//! serving until the next good write.
+
+mod watch;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::config::{Config, HandlerConfig};
+use crate::runtime::{HandlerRegistry, HandlerSet, PoolSize, Runtime};
+use watch::{FileWatcher, canonical};
+
+/// How long the files must be quiet before a burst of writes is acted on.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// What asked for a reload.
+enum Trigger {
+    Changed(Vec<PathBuf>),
+    Hangup,
+}
+
+/// Applies changes to the running host's handler set.
+pub struct Reloader {
+    runtime: Runtime,
+    registry: Arc<HandlerRegistry>,
+    config_path: PathBuf,
+    base_dir: PathBuf,
+    /// The config now in force.
+    config: Config,
+    /// The instance pool was sized for this at start; larger needs a restart.
+    pool: PoolSize,
+    /// Also watch sources and run build commands (`--watch`).
+    build_on_change: bool,
+    watcher: FileWatcher,
+}
+
+impl Reloader {
+    /// Starts watching and reloading in the background.
+    pub fn spawn(
+        runtime: Runtime,
+        registry: Arc<HandlerRegistry>,
+        config_path: &Path,
+        config: Config,
+        build_on_change: bool,
+    ) -> anyhow::Result<()> {
+        let (paths_tx, mut paths_rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let forward = tx.clone();
+        tokio::spawn(async move {
+            while let Some(paths) = paths_rx.recv().await {
+                if forward.send(Trigger::Changed(paths)).is_err() {
+                    break;
+                }
+            }
+        });
+        #[cfg(unix)]
+        {
+            let mut hangup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+            tokio::spawn(async move {
+                while hangup.recv().await.is_some() {
+                    if tx.send(Trigger::Hangup).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let mut reloader = Reloader {
+            runtime,
+            registry,
+            config_path: canonical(config_path),
+            base_dir: Config::base_dir(config_path),
+            pool: PoolSize::for_handlers(&config.handlers),
+            config,
+            build_on_change,
+            watcher: FileWatcher::new(paths_tx, QUIET)?,
+        };
+        reloader.watcher.watch_file(&reloader.config_path.clone())?;
+        reloader.watch_handlers()?;
+        tokio::spawn(reloader.run(rx));
+        Ok(())
+    }
+
+    async fn run(mut self, mut triggers: mpsc::UnboundedReceiver<Trigger>) {
+        while let Some(trigger) = triggers.recv().await {
+            match trigger {
+                Trigger::Hangup => {
+                    tracing::info!("SIGHUP: reloading config");
+                    self.reload_config().await;
+                }
+                Trigger::Changed(paths) if paths.contains(&self.config_path) => {
+                    tracing::info!(config = %self.config_path.display(), "config changed: reloading");
+                    self.reload_config().await;
+                }
+                Trigger::Changed(paths) => {
+                    for handler in self.config.handlers.clone() {
+                        if self.build_on_change && touches_sources(&handler, &paths) {
+                            self.rebuild(&handler).await;
+                        } else if paths.contains(&canonical(&handler.module)) {
+                            self.swap_module(&handler).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn watch_handlers(&mut self) -> anyhow::Result<()> {
+        for handler in &self.config.handlers {
+            self.watcher.watch_file(&handler.module)?;
+            if self.build_on_change {
+                for source in &handler.sources {
+                    self.watcher.watch_tree(source)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Compiles a changed module and, if it loads, swaps it in.
+    async fn swap_module(&self, config: &HandlerConfig) {
+        let Some(current) = self.registry.get(&config.name) else {
+            return;
+        };
+        if !config.module.exists() {
+            tracing::warn!(handler = %config.name, module = %config.module.display(),
+                "module file removed; still serving sha256 {}", current.sha256());
+            return;
+        }
+        let started = Instant::now();
+        match self.runtime.reload(config, &self.base_dir, &current).await {
+            Ok(None) => tracing::debug!(handler = %config.name, "module unchanged"),
+            Ok(Some(next)) => {
+                let next = Arc::new(next);
+                let new_sha256 = next.sha256().to_owned();
+                let old = self.registry.swap_handler(next);
+                tracing::info!(
+                    handler = %config.name,
+                    old_sha256 = old.as_ref().map_or("-", |h| h.sha256()),
+                    new_sha256 = %new_sha256,
+                    compile_ms = started.elapsed().as_millis() as u64,
+                    "swapped handler"
+                );
+            }
+            Err(e) => tracing::error!(
+                handler = %config.name,
+                error = %e,
+                "module change not applied; still serving sha256 {}",
+                current.sha256()
+            ),
+        }
+    }
+
+    /// Runs the handler's build command, then swaps in what it produced.
+    async fn rebuild(&self, config: &HandlerConfig) {
+        let Some(command) = &config.build else {
+            tracing::warn!(handler = %config.name, "sources changed but no `build` command is configured");
+            return;
+        };
+        tracing::info!(handler = %config.name, command = %command, "sources changed: building");
+        match crate::runtime::run_build(config, &self.base_dir).await {
+            Ok(()) => self.swap_module(config).await,
+            Err(e) => {
+                tracing::error!(handler = %config.name, error = %e, "build failed; still serving the last good version")
+            }
+        }
+    }
+
+    /// Loads the config again and applies it whole, or not at all.
+    async fn reload_config(&mut self) {
+        let next = match Config::load(&self.config_path) {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::error!(error = %e, "config reload refused; nothing changed");
+                return;
+            }
+        };
+        for section in restart_required(&self.config, &next) {
+            tracing::warn!("{section} changed: this takes effect only after a restart");
+        }
+        let needed = PoolSize::for_handlers(&next.handlers);
+        if needed.instances > self.pool.instances
+            || needed.max_memory_bytes > self.pool.max_memory_bytes
+        {
+            tracing::error!(
+                "config reload refused; nothing changed: it needs {} instances and {} MiB per instance, \
+                 but the pool was sized for {} and {} MiB at start; restart to apply",
+                needed.instances,
+                needed.max_memory_bytes >> 20,
+                self.pool.instances,
+                self.pool.max_memory_bytes >> 20
+            );
+            return;
+        }
+        let current = self.registry.snapshot();
+        let set = match HandlerSet::load(&self.runtime, &next, &self.base_dir, Some(&current)).await
+        {
+            Ok(set) => set,
+            Err(e) => {
+                tracing::error!(error = %e, "config reload refused; nothing changed");
+                return;
+            }
+        };
+        for handler in set.iter() {
+            match current.get(handler.name()) {
+                None => tracing::info!(
+                    handler = handler.name(),
+                    sha256 = handler.sha256(),
+                    "handler added"
+                ),
+                Some(old) if !Arc::ptr_eq(old, handler) => tracing::info!(
+                    handler = handler.name(),
+                    old_sha256 = old.sha256(),
+                    new_sha256 = handler.sha256(),
+                    "handler replaced"
+                ),
+                Some(_) => {}
+            }
+        }
+        for old in current.iter().filter(|old| set.get(old.name()).is_none()) {
+            tracing::info!(handler = old.name(), "handler removed");
+        }
+        self.registry.replace(set);
+        // [server] stays as started, but for the default handler, which the
+        // new set already applies.
+        let server = crate::config::ServerConfig {
+            default_handler: next.server.default_handler.clone(),
+            ..self.config.server.clone()
+        };
+        self.config = Config { server, ..next };
+        if let Err(e) = self.watch_handlers() {
+            tracing::warn!(error = %e, "cannot watch a new handler's files");
+        }
+        tracing::info!(handlers = self.config.handlers.len(), "config reloaded");
+    }
+}
+
+/// Sections that differ between `old` and `new` and are read only at start.
+fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut sections = Vec::new();
+    if old.server.listen != new.server.listen {
+        sections.push("server.listen");
+    }
+    let settings = |c: &Config| crate::config::ServerConfig {
+        listen: c.server.listen,
+        default_handler: None,
+        ..c.server.clone()
+    };
+    if settings(old) != settings(new) {
+        sections.push("[server] settings other than default_handler");
+    }
+    sections
+}
+
+fn touches_sources(handler: &HandlerConfig, paths: &[PathBuf]) -> bool {
+    handler
+        .sources
+        .iter()
+        .map(|s| canonical(s))
+        .any(|source| paths.iter().any(|p| p.starts_with(&source)))
+}
