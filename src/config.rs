@@ -4,7 +4,7 @@
 //! handler) at fault, so an operator learns of a bad config at start, not
 //! from the first request.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -52,6 +52,15 @@ pub struct ServerConfig {
     /// On shutdown, how long messages in flight may take to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Whether messages shaped like MessagePack-RPC requests and
+    /// notifications are routed by method; when off, every message is bare.
+    pub rpc: bool,
+    /// Whether compiled components are kept on disk across restarts.
+    pub compile_cache: bool,
+    /// Where compiled components are kept; relative paths start at the
+    /// config's folder. Default: `$XDG_CACHE_HOME/arrpc-host` (or
+    /// `~/.cache/arrpc-host`).
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +73,9 @@ impl Default for ServerConfig {
             max_connections: 1024,
             max_pipelined: 128,
             shutdown_grace: Duration::from_secs(10),
+            rpc: true,
+            compile_cache: true,
+            cache_dir: None,
         }
     }
 }
@@ -93,6 +105,33 @@ pub struct HandlerConfig {
     /// "busy" error rather than queueing without bound.
     #[serde(default = "default_max_instances")]
     pub max_instances: u32,
+    /// Fuel one message may burn (about one unit per WebAssembly
+    /// instruction); unset means no fuel metering for this handler.
+    #[serde(default)]
+    pub fuel: Option<u64>,
+    /// Environment variables the guest sees; none by default.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Host directories the guest may open; none by default.
+    #[serde(default)]
+    pub dirs: Vec<DirGrant>,
+    /// Bytes of stdout, and of stderr, one message may log; the rest is
+    /// dropped with a notice.
+    #[serde(default = "default_max_output_bytes")]
+    pub max_output_bytes: usize,
+}
+
+/// A host directory preopened for a handler's guest.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirGrant {
+    /// The directory on the host; relative paths start at the config's folder.
+    pub host: PathBuf,
+    /// Where the guest sees it, e.g. `/data`.
+    pub guest: String,
+    /// Whether the guest may create, change and delete files in it.
+    #[serde(default)]
+    pub writable: bool,
 }
 
 fn default_memory_mib() -> u32 {
@@ -103,6 +142,9 @@ fn default_timeout() -> Duration {
 }
 fn default_max_instances() -> u32 {
     100
+}
+fn default_max_output_bytes() -> usize {
+    64 * 1024
 }
 
 /// Upper bounds that keep the pooling allocator's reservations sane.
@@ -127,6 +169,10 @@ impl Config {
                 *source = base.join(&*source);
             }
         }
+        config.resolve_grants(&base).map_err(error)?;
+        if let Some(dir) = &mut config.server.cache_dir {
+            *dir = base.join(&*dir);
+        }
         Ok(config)
     }
 
@@ -144,6 +190,25 @@ impl Config {
             (None, [only]) => Some(&only.name),
             _ => None,
         }
+    }
+
+    /// Makes granted directories absolute and checks that each exists, so a
+    /// typo is found at start rather than at a handler's first message.
+    fn resolve_grants(&mut self, base: &Path) -> Result<(), String> {
+        for (i, h) in self.handlers.iter_mut().enumerate() {
+            for (j, grant) in h.dirs.iter_mut().enumerate() {
+                grant.host = base.join(&grant.host);
+                if !grant.host.is_dir() {
+                    return Err(format!(
+                        "handler #{} (`{}`): dirs[{j}].host {} is not a directory",
+                        i + 1,
+                        h.name,
+                        grant.host.display()
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -197,6 +262,28 @@ impl Config {
                 return Err(format!(
                     "{at}: max_instances must be between 1 and {MAX_INSTANCES}"
                 ));
+            }
+            if h.fuel == Some(0) {
+                return Err(format!(
+                    "{at}: fuel must be at least 1; leave it out for no limit"
+                ));
+            }
+            if let Some(key) = h
+                .env
+                .keys()
+                .find(|k| k.is_empty() || k.contains(['=', '\0']))
+            {
+                return Err(format!(
+                    "{at}: env name {key:?} must be non-empty, without '=' or NUL"
+                ));
+            }
+            if let Some(value) = h.env.values().find(|v| v.contains('\0')) {
+                return Err(format!("{at}: env value {value:?} contains NUL"));
+            }
+            for (j, grant) in h.dirs.iter().enumerate() {
+                if grant.host.as_os_str().is_empty() || grant.guest.is_empty() {
+                    return Err(format!("{at}: dirs[{j}] needs a non-empty host and guest"));
+                }
             }
         }
         match (&server.default_handler, self.handlers.len()) {
@@ -256,6 +343,12 @@ mod tests {
         assert!(parse("").unwrap_err().contains("[[handler]]"));
         let mem = parse(&format!("{ONE}max_memory_mib = 0\n")).unwrap_err();
         assert!(mem.contains("max_memory_mib"), "{mem}");
+        let fuel = parse(&format!("{ONE}fuel = 0\n")).unwrap_err();
+        assert!(fuel.contains("fuel"), "{fuel}");
+        let env = parse(&format!("{ONE}env = {{ \"A=B\" = \"x\" }}\n")).unwrap_err();
+        assert!(env.contains("env name"), "{env}");
+        let dir = parse(&format!("{ONE}dirs = [{{ host = \"x\" }}]\n")).unwrap_err();
+        assert!(dir.contains("guest"), "{dir}");
     }
 
     #[test]
@@ -265,6 +358,16 @@ mod tests {
         std::fs::write(&path, ONE).unwrap();
         let config = Config::load(&path).unwrap();
         assert_eq!(config.handlers[0].module, dir.path().join("echo.wasm"));
+        let granted = format!("{ONE}dirs = [{{ host = \"data\", guest = \"/data\" }}]\n");
+        std::fs::write(&path, &granted).unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("dirs[0].host") && err.contains("not a directory"),
+            "{err}"
+        );
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.handlers[0].dirs[0].host, dir.path().join("data"));
         let err = Config::load(&dir.path().join("missing.toml")).unwrap_err();
         assert!(
             err.to_string().contains("missing.toml: cannot read"),

@@ -2,7 +2,9 @@
 //!
 //! The message is JSON by default (encoded as MessagePack for the wire) and
 //! the reply is printed as JSON; `--hex` and `--raw` pass MessagePack bytes
-//! through untouched for values JSON cannot express.
+//! through untouched for values JSON cannot express. With `--handler` the
+//! message is the `params` of a MessagePack-RPC call to that handler and the
+//! call's result is printed.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -10,13 +12,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use arrpc_client::{BlockingClient, ClientConfig};
+use arrpc_client::{BlockingClient, ClientConfig, RpcClient};
 use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
     /// The message. Without it, the message is read from --file or stdin.
     message: Option<String>,
+    /// Call this handler over MessagePack-RPC, with the message as params.
+    #[arg(long)]
+    handler: Option<String>,
     /// Server address, `host:port`.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: String,
@@ -69,8 +74,13 @@ fn send(args: &SendArgs) -> anyhow::Result<()> {
     config.timeout = Some(args.timeout);
     config.connect_timeout = args.timeout;
     config.connect_attempts = args.retries.max(1);
-    let mut client = BlockingClient::new(config)?;
-    let reply = client.send_raw(&message)?;
+    let reply = match &args.handler {
+        Some(handler) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(RpcClient::new(config).call_raw(handler, &message))?,
+        None => BlockingClient::new(config)?.send_raw(&message)?,
+    };
 
     let mut stdout = std::io::stdout().lock();
     if args.raw {

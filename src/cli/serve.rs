@@ -7,13 +7,13 @@ use anyhow::{Context, anyhow};
 use super::{ConfigArgs, ServeArgs};
 use crate::config::Config;
 use crate::reload::Reloader;
-use crate::runtime::{HandlerRegistry, HandlerSet, PoolSize, Runtime};
+use crate::runtime::{HandlerRegistry, HandlerSet, Runtime, RuntimeOptions};
 use crate::server::Server;
 
 /// Loads the config and every handler, the part `serve` and `check` share.
 async fn load(args: &ConfigArgs) -> anyhow::Result<(Config, Runtime, HandlerSet)> {
     let config = Config::load(&args.config)?;
-    let runtime = Runtime::new(PoolSize::for_handlers(&config.handlers))
+    let runtime = Runtime::new(RuntimeOptions::for_config(&config))
         .map_err(|e| anyhow!("cannot create the WebAssembly engine: {e:#}"))?;
     let handlers = HandlerSet::load(&runtime, &config, &Config::base_dir(&args.config), None)
         .await

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, HandlerConfig};
-use crate::runtime::{HandlerRegistry, HandlerSet, PoolSize, Runtime};
+use crate::runtime::{HandlerRegistry, HandlerSet, PoolSize, Runtime, RuntimeOptions};
 use watch::{FileWatcher, canonical};
 
 /// How long the files must be quiet before a burst of writes is acted on.
@@ -37,8 +37,9 @@ pub struct Reloader {
     base_dir: PathBuf,
     /// The config now in force.
     config: Config,
-    /// The instance pool was sized for this at start; larger needs a restart.
-    pool: PoolSize,
+    /// The engine was built for this at start (pool size, fuel metering);
+    /// a config that needs more requires a restart.
+    engine: RuntimeOptions,
     /// Also watch sources and run build commands (`--watch`).
     build_on_change: bool,
     watcher: FileWatcher,
@@ -80,7 +81,7 @@ impl Reloader {
             registry,
             config_path: canonical(config_path),
             base_dir: Config::base_dir(config_path),
-            pool: PoolSize::for_handlers(&config.handlers),
+            engine: RuntimeOptions::for_config(&config),
             config,
             build_on_change,
             watcher: FileWatcher::new(paths_tx, QUIET)?,
@@ -188,18 +189,8 @@ impl Reloader {
         for section in restart_required(&self.config, &next) {
             tracing::warn!("{section} changed: this takes effect only after a restart");
         }
-        let needed = PoolSize::for_handlers(&next.handlers);
-        if needed.instances > self.pool.instances
-            || needed.max_memory_bytes > self.pool.max_memory_bytes
-        {
-            tracing::error!(
-                "config reload refused; nothing changed: it needs {} instances and {} MiB per instance, \
-                 but the pool was sized for {} and {} MiB at start; restart to apply",
-                needed.instances,
-                needed.max_memory_bytes >> 20,
-                self.pool.instances,
-                self.pool.max_memory_bytes >> 20
-            );
+        if let Err(why) = self.fits_engine(&next) {
+            tracing::error!("config reload refused; nothing changed: {why}; restart to apply");
             return;
         }
         let current = self.registry.snapshot();
@@ -242,6 +233,30 @@ impl Reloader {
             tracing::warn!(error = %e, "cannot watch a new handler's files");
         }
         tracing::info!(handlers = self.config.handlers.len(), "config reloaded");
+    }
+}
+
+impl Reloader {
+    /// Whether the engine built at start can serve `next`.
+    fn fits_engine(&self, next: &Config) -> Result<(), String> {
+        let have = &self.engine;
+        let need = RuntimeOptions::for_config(next);
+        let PoolSize {
+            instances,
+            max_memory_bytes,
+        } = need.pool;
+        if instances > have.pool.instances || max_memory_bytes > have.pool.max_memory_bytes {
+            return Err(format!(
+                "it needs {instances} instances of up to {} MiB, but the pool was sized for {} of up to {} MiB at start",
+                max_memory_bytes >> 20,
+                have.pool.instances,
+                have.pool.max_memory_bytes >> 20
+            ));
+        }
+        if need.consume_fuel && !have.consume_fuel {
+            return Err("a handler now sets `fuel`, but fuel metering was off at start".into());
+        }
+        Ok(())
     }
 }
 

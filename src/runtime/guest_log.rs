@@ -15,9 +15,6 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-/// Bytes one stream may log per message before the rest is dropped.
-pub const OUTPUT_BUDGET: usize = 64 * 1024;
-
 /// Longest line kept whole; longer ones are split.
 const MAX_LINE: usize = 4096;
 
@@ -32,19 +29,23 @@ struct LineBuffer {
     request_id: u64,
     stream: &'static str,
     partial: Vec<u8>,
+    /// Bytes still allowed, of `limit`.
     budget: usize,
+    limit: usize,
     truncated: bool,
 }
 
 impl GuestLog {
-    pub fn new(handler: Arc<str>, request_id: u64, stream: &'static str) -> Self {
+    /// A stream that logs at most `budget` bytes.
+    pub fn new(handler: Arc<str>, request_id: u64, stream: &'static str, budget: usize) -> Self {
         GuestLog {
             state: Arc::new(Mutex::new(LineBuffer {
                 handler,
                 request_id,
                 stream,
                 partial: Vec::new(),
-                budget: OUTPUT_BUDGET,
+                budget,
+                limit: budget,
                 truncated: false,
             })),
         }
@@ -73,7 +74,8 @@ impl LineBuffer {
                 handler = %self.handler,
                 request_id = self.request_id,
                 stream = self.stream,
-                "guest output over {OUTPUT_BUDGET} bytes; the rest of this message's output is dropped"
+                "guest output over {} bytes (max_output_bytes); the rest of this message's output is dropped",
+                self.limit
             );
         }
     }

@@ -7,12 +7,12 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store};
-use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use super::HostState;
 use super::bindings::{HandlerPre, arrpc::handler::types::Context};
 use super::guest_log::GuestLog;
-use crate::config::HandlerConfig;
+use crate::config::{DirGrant, HandlerConfig};
 
 /// Largest table a guest may grow; far above what compilers emit.
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
@@ -30,6 +30,13 @@ pub struct Handler {
     /// One permit per instance allowed to run at once.
     instances: Arc<Semaphore>,
     max_instances: u32,
+    /// Whether the engine meters fuel; when it does, a handler without a
+    /// fuel limit gets unlimited fuel.
+    metered: bool,
+    fuel: Option<u64>,
+    env: Vec<(String, String)>,
+    dirs: Vec<DirGrant>,
+    max_output: usize,
 }
 
 /// One message for a handler.
@@ -51,6 +58,15 @@ pub enum CallError {
     Timeout { handler: Arc<str>, after: Duration },
     #[error("handler `{handler}` exceeded its memory limit of {} MiB", limit >> 20)]
     MemoryLimit { handler: Arc<str>, limit: usize },
+    #[error("handler `{handler}` exhausted its fuel limit of {fuel}")]
+    FuelExhausted { handler: Arc<str>, fuel: u64 },
+    /// A granted directory could not be opened for this message.
+    #[error("handler `{handler}` cannot open its granted directory {host}: {detail}")]
+    Grant {
+        handler: Arc<str>,
+        host: String,
+        detail: String,
+    },
     #[error("handler `{handler}` trapped: {detail}")]
     Trap { handler: Arc<str>, detail: String },
     /// The handler returned an error: its text goes to the client unchanged.
@@ -94,7 +110,12 @@ impl ResourceLimiter for Limits {
 }
 
 impl Handler {
-    pub(super) fn new(config: &HandlerConfig, sha256: String, pre: HandlerPre<HostState>) -> Self {
+    pub(super) fn new(
+        config: &HandlerConfig,
+        sha256: String,
+        pre: HandlerPre<HostState>,
+        metered: bool,
+    ) -> Self {
         Handler {
             config: config.clone(),
             name: config.name.as_str().into(),
@@ -105,6 +126,11 @@ impl Handler {
             max_memory: (config.max_memory_mib as usize) << 20,
             instances: Arc::new(Semaphore::new(config.max_instances as usize)),
             max_instances: config.max_instances,
+            metered,
+            fuel: config.fuel,
+            env: config.env.clone().into_iter().collect(),
+            dirs: config.dirs.clone(),
+            max_output: config.max_output_bytes,
         }
     }
 
@@ -131,7 +157,7 @@ impl Handler {
             handler: self.name.clone(),
             max: self.max_instances,
         })?;
-        let mut store = self.new_store(request.request_id);
+        let mut store = self.new_store(request.request_id)?;
         let context = Context {
             handler: self.name.to_string(),
             request_id: request.request_id,
@@ -155,6 +181,14 @@ impl Handler {
                 handler: self.name.clone(),
                 limit: self.max_memory,
             }),
+            Ok(Err(trap))
+                if trap.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel) =>
+            {
+                Err(CallError::FuelExhausted {
+                    handler: self.name.clone(),
+                    fuel: self.fuel.unwrap_or(u64::MAX),
+                })
+            }
             Ok(Err(trap)) => {
                 tracing::warn!(handler = %self.name, request_id = request.request_id, error = ?trap, "handler trapped");
                 let detail = match trap.downcast_ref::<wasmtime::Trap>() {
@@ -182,14 +216,30 @@ impl Handler {
         }
     }
 
-    /// A store with no capabilities but logged stdout/stderr, the memory
-    /// cap, and a yield at every epoch tick.
-    fn new_store(&self, request_id: u64) -> Store<HostState> {
+    /// A store with logged stdout/stderr, only the capabilities granted in
+    /// the config, the memory cap, the fuel limit, and a yield at every
+    /// epoch tick.
+    fn new_store(&self, request_id: u64) -> Result<Store<HostState>, CallError> {
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(GuestLog::new(self.name.clone(), request_id, "stdout"))
-            .stderr(GuestLog::new(self.name.clone(), request_id, "stderr"))
+        let log = |stream| GuestLog::new(self.name.clone(), request_id, stream, self.max_output);
+        wasi.stdout(log("stdout"))
+            .stderr(log("stderr"))
+            .envs(&self.env)
             .allow_tcp(false)
             .allow_udp(false);
+        for grant in &self.dirs {
+            let perms = if grant.writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
+            wasi.preopened_dir(&grant.host, &grant.guest, perms)
+                .map_err(|e| CallError::Grant {
+                    handler: self.name.clone(),
+                    host: grant.host.display().to_string(),
+                    detail: format!("{e:#}"),
+                })?;
+        }
         let state = HostState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
@@ -200,9 +250,14 @@ impl Handler {
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limits);
+        if self.metered {
+            store
+                .set_fuel(self.fuel.unwrap_or(u64::MAX))
+                .expect("the engine meters fuel");
+        }
         // The deadline must be set before instantiation: a new store's is 0.
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
-        store
+        Ok(store)
     }
 }

@@ -1,10 +1,12 @@
 //! The handler runtime: wasmtime engine, WASI linker and loaded handlers.
 //!
 //! Work that can be paid once is paid at load: each component is compiled
-//! and pre-instantiated when it is loaded. Every message then gets a fresh
+//! (or read back from the compile cache) and pre-instantiated when it is
+//! loaded. Every message then gets a fresh
 //! store and instance from the pooling allocator, so no state survives from
 //! one message to the next.
 
+mod cache;
 mod guest_log;
 mod handler;
 mod module;
@@ -18,8 +20,9 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::config::HandlerConfig;
+use crate::config::{Config, HandlerConfig};
 
+pub use cache::ComponentCache;
 pub use handler::{CallError, Handler, Request};
 pub use module::{LoadError, run_build};
 pub use registry::{HandlerRegistry, HandlerSet};
@@ -66,6 +69,33 @@ impl PoolSize {
     }
 }
 
+/// How to build the engine for a set of handlers.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    pub pool: PoolSize,
+    /// Meter fuel. It slows every guest, so it is on only when some handler
+    /// sets a fuel limit; the others then get unlimited fuel.
+    pub consume_fuel: bool,
+    /// Where compiled components are kept; `None` compiles at every start.
+    pub cache: Option<ComponentCache>,
+}
+
+impl RuntimeOptions {
+    /// Options for `config` (whose paths are already resolved).
+    pub fn for_config(config: &Config) -> RuntimeOptions {
+        let cache_dir = match (&config.server.cache_dir, config.server.compile_cache) {
+            (_, false) => None,
+            (Some(dir), true) => Some(dir.clone()),
+            (None, true) => ComponentCache::default_dir(),
+        };
+        RuntimeOptions {
+            pool: PoolSize::for_handlers(&config.handlers),
+            consume_fuel: config.handlers.iter().any(|h| h.fuel.is_some()),
+            cache: cache_dir.map(ComponentCache::new),
+        }
+    }
+}
+
 /// Per-store state: the guest's WASI context and its resource limits.
 pub struct HostState {
     wasi: WasiCtx,
@@ -87,10 +117,13 @@ impl WasiView for HostState {
 pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<HostState>>,
+    consume_fuel: bool,
+    cache: Option<ComponentCache>,
 }
 
 impl Runtime {
-    pub fn new(pool: PoolSize) -> wasmtime::Result<Runtime> {
+    pub fn new(options: RuntimeOptions) -> wasmtime::Result<Runtime> {
+        let pool = options.pool;
         let mut limits = PoolingAllocationConfig::default();
         limits
             .total_component_instances(pool.instances)
@@ -102,6 +135,7 @@ impl Runtime {
         let mut config = wasmtime::Config::new();
         config
             .epoch_interruption(true)
+            .consume_fuel(options.consume_fuel)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(limits));
         let engine = Engine::new(&config)?;
 
@@ -123,6 +157,8 @@ impl Runtime {
         Ok(Runtime {
             engine,
             linker: Arc::new(linker),
+            consume_fuel: options.consume_fuel,
+            cache: options.cache,
         })
     }
 
@@ -160,14 +196,8 @@ impl Runtime {
         module: module::ModuleBytes,
     ) -> Result<Handler, LoadError> {
         let module::ModuleBytes { bytes, sha256 } = module;
-        let engine = self.engine.clone();
         let started = std::time::Instant::now();
-        // Compiling takes from milliseconds to seconds: keep it off the
-        // threads that serve messages.
-        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
-            .await
-            .map_err(|e| LoadError::new(config, format!("compilation panicked: {e}")))?
-            .map_err(|e| LoadError::new(config, format!("not a valid component: {e:#}")))?;
+        let (component, from_cache) = self.component(config, bytes, &sha256).await?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -178,13 +208,48 @@ impl Runtime {
                     format!("does not implement the arrpc:handler world: {e:#}"),
                 )
             })?;
+        let load_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
         tracing::info!(
             handler = %config.name,
             module = %config.module.display(),
             sha256 = %sha256,
-            compile_ms = started.elapsed().as_millis() as u64,
+            from_cache,
+            load_ms,
             "loaded handler"
         );
-        Ok(Handler::new(config, sha256, pre))
+        Ok(Handler::new(config, sha256, pre, self.consume_fuel))
+    }
+
+    /// The compiled component, from the cache when it holds a usable entry,
+    /// else compiled now (and stored for the next start). Both run on a
+    /// blocking thread: compiling takes from milliseconds to seconds, and
+    /// reading an entry is file I/O.
+    async fn component(
+        &self,
+        config: &HandlerConfig,
+        bytes: Vec<u8>,
+        sha256: &str,
+    ) -> Result<(Component, bool), LoadError> {
+        let engine = self.engine.clone();
+        let cache = self.cache.clone();
+        let sha256 = sha256.to_owned();
+        let name = config.name.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(component) = cache.as_ref().and_then(|c| c.load(&engine, &sha256)) {
+                return Ok((component, true));
+            }
+            let component = Component::new(&engine, &bytes)?;
+            if let Some(cache) = &cache
+                && let Err(e) = cache.store(&engine, &sha256, &component)
+            {
+                tracing::warn!(handler = %name, error = %e, "compiled component not cached");
+            }
+            Ok((component, false))
+        })
+        .await
+        .map_err(|e| LoadError::new(config, format!("compilation panicked: {e}")))?
+        .map_err(|e: wasmtime::Error| {
+            LoadError::new(config, format!("not a valid component: {e:#}"))
+        })
     }
 }

@@ -1,24 +1,27 @@
-//! One client connection: read messages, run them, write replies in order.
+//! One client connection: read messages, run them, write replies.
 //!
 //! Messages are read ahead of their replies (pipelining) up to a cap; each
-//! runs as its own task, so one connection's messages use every core, and
-//! replies leave in request order, batched into one flush when several are
-//! ready. At the cap the connection stops reading: backpressure reaches the
-//! client through TCP instead of an unbounded queue here.
+//! runs as its own task, so one connection's messages use every core.
+//! Replies to bare messages leave in request order; MessagePack-RPC
+//! responses, which carry their msgid, leave as soon as their handler
+//! finishes. Whatever is ready is batched into one flush. At the cap (bare
+//! and RPC messages in flight together) the connection stops reading:
+//! backpressure reaches the client through TCP instead of an unbounded
+//! queue here.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrpc_wire::reply::{ErrorKind, error_reply};
-use arrpc_wire::{Connection, ReadError};
+use arrpc_wire::{Connection, ReadError, rpc};
 use futures::FutureExt;
-use futures::future::{Either, Ready, ready};
-use futures::stream::{FuturesOrdered, StreamExt};
+use futures::future::{BoxFuture, Either, Ready, ready};
+use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::{Instant, sleep};
 
-use super::dispatch::Dispatcher;
+use super::dispatch::{Dispatcher, Incoming};
 use super::shutdown::Shutdown;
 
 /// Per-connection limits from `[server]`.
@@ -32,6 +35,28 @@ pub struct ConnectionLimits {
 /// A reply still being produced, or one known already (an error).
 type PendingReply = Either<JoinHandle<Vec<u8>>, Ready<Result<Vec<u8>, JoinError>>>;
 
+/// An RPC call in flight: its response, or nothing for a notification.
+type PendingCall = BoxFuture<'static, Option<Vec<u8>>>;
+
+/// Replies owed on one connection.
+#[derive(Default)]
+struct Owed {
+    /// Replies to bare messages, in request order.
+    ordered: FuturesOrdered<PendingReply>,
+    /// RPC calls, answered in the order they finish.
+    calls: FuturesUnordered<PendingCall>,
+}
+
+impl Owed {
+    fn len(&self) -> usize {
+        self.ordered.len() + self.calls.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Serves one connection until the peer closes it, it breaks, it idles out,
 /// or shutdown begins; replies owed for messages already read are sent.
 pub async fn serve<S>(
@@ -44,35 +69,58 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut conn = Connection::new(stream, limits.max_message);
-    let mut pending: FuturesOrdered<PendingReply> = FuturesOrdered::new();
+    let mut owed = Owed::default();
     let mut reading = true;
     let idle = sleep(limits.idle_timeout);
     tokio::pin!(idle);
 
-    while reading || !pending.is_empty() {
+    while reading || !owed.is_empty() {
         tokio::select! {
             biased;
-            Some(reply) = pending.next(), if !pending.is_empty() => {
-                if let Err(e) = write_replies(&mut conn, reply, &mut pending).await {
+            Some(reply) = owed.ordered.next(), if !owed.ordered.is_empty() => {
+                if let Err(e) = write_replies(&mut conn, Some(reply_bytes(reply)), &mut owed).await {
                     tracing::debug!(peer = %peer, error = %e, "cannot write reply; closing");
                     return;
                 }
                 idle.as_mut().reset(Instant::now() + limits.idle_timeout);
             }
-            read = conn.read_message(), if reading && pending.len() < limits.max_pipelined => {
+            Some(response) = owed.calls.next(), if !owed.calls.is_empty() => {
+                if let Err(e) = write_replies(&mut conn, response, &mut owed).await {
+                    tracing::debug!(peer = %peer, error = %e, "cannot write reply; closing");
+                    return;
+                }
+                idle.as_mut().reset(Instant::now() + limits.idle_timeout);
+            }
+            read = conn.read_message(), if reading && owed.len() < limits.max_pipelined => {
                 idle.as_mut().reset(Instant::now() + limits.idle_timeout);
                 match read {
                     Ok(Some(message)) => {
                         let dispatcher = dispatcher.clone();
                         let peer = peer.clone();
-                        pending.push_back(Either::Left(tokio::spawn(async move {
-                            dispatcher.dispatch(message, peer).await
-                        })));
+                        match dispatcher.classify(message) {
+                            Incoming::Bare(message) => {
+                                owed.ordered.push_back(Either::Left(tokio::spawn(async move {
+                                    dispatcher.dispatch(message, peer).await
+                                })));
+                            }
+                            Incoming::Rpc(call) => {
+                                let msgid = call.msgid();
+                                let task = tokio::spawn(async move {
+                                    dispatcher.dispatch_rpc(call, peer).await
+                                });
+                                owed.calls.push(Box::pin(task.map(move |done| {
+                                    done.unwrap_or_else(|e| {
+                                        tracing::error!(error = %e, "message task failed");
+                                        msgid.map(|id| rpc::response(id, Err(INTERNAL_ERROR)))
+                                    })
+                                })));
+                            }
+                        }
                     }
                     Ok(None) => reading = false,
                     Err(ReadError::Frame(e)) => {
                         tracing::info!(peer = %peer, error = %e, "refusing message; closing connection");
-                        pending.push_back(Either::Right(ready(Ok(error_reply(ErrorKind::Rpc, &e.to_string())))));
+                        owed.ordered.push_back(Either::Right(ready(Ok(error_reply(ErrorKind::Rpc, &e.to_string())))));
                         reading = false;
                     }
                     Err(e) => {
@@ -81,7 +129,7 @@ pub async fn serve<S>(
                     }
                 }
             }
-            _ = &mut idle, if pending.is_empty() => {
+            _ = &mut idle, if owed.is_empty() => {
                 tracing::debug!(peer = %peer, "closing idle connection");
                 break;
             }
@@ -91,19 +139,28 @@ pub async fn serve<S>(
     let _ = conn.shutdown().await;
 }
 
-/// Writes `first` and every further reply that is already finished, then
-/// flushes once.
+const INTERNAL_ERROR: &str = "internal error while handling the message";
+
+/// Writes `first` (if any: a notification has no response) and every
+/// further reply that is already finished, then flushes once.
 async fn write_replies<S>(
     conn: &mut Connection<S>,
-    first: Result<Vec<u8>, JoinError>,
-    pending: &mut FuturesOrdered<PendingReply>,
+    first: Option<Vec<u8>>,
+    owed: &mut Owed,
 ) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    conn.write_message(&reply_bytes(first)).await?;
-    while let Some(Some(next)) = pending.next().now_or_never() {
+    if let Some(first) = first {
+        conn.write_message(&first).await?;
+    }
+    while let Some(Some(next)) = owed.ordered.next().now_or_never() {
         conn.write_message(&reply_bytes(next)).await?;
+    }
+    while let Some(Some(next)) = owed.calls.next().now_or_never() {
+        if let Some(response) = next {
+            conn.write_message(&response).await?;
+        }
     }
     conn.flush().await
 }
@@ -111,6 +168,6 @@ where
 fn reply_bytes(result: Result<Vec<u8>, JoinError>) -> Vec<u8> {
     result.unwrap_or_else(|e| {
         tracing::error!(error = %e, "message task failed");
-        error_reply(ErrorKind::Rpc, "internal error while handling the message")
+        error_reply(ErrorKind::Rpc, INTERNAL_ERROR)
     })
 }

@@ -38,7 +38,7 @@ impl Server {
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Server {
             listener,
-            dispatcher: Arc::new(Dispatcher::new(registry)),
+            dispatcher: Arc::new(Dispatcher::new(registry, config.rpc)),
             limits: ConnectionLimits {
                 max_message: config.max_message_bytes,
                 max_pipelined: config.max_pipelined,

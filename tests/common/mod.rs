@@ -57,7 +57,7 @@ pub struct Host {
     child: Child,
     pub addr: SocketAddr,
     log: Arc<Mutex<String>>,
-    _config: TestConfig,
+    pub config: TestConfig,
 }
 
 impl Host {
@@ -74,6 +74,9 @@ impl Host {
             .arg(&config.path)
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
+            // The default compile cache lives under the test's target folder,
+            // not the user's home.
+            .env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -111,7 +114,7 @@ impl Host {
             child,
             addr,
             log,
-            _config: config,
+            config,
         }
     }
 

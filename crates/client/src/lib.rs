@@ -3,7 +3,8 @@
 //! A [`Client`] holds one connection, opened on first use and reopened when
 //! the server dropped it. Each [`Client::send`] writes one MessagePack
 //! message (signed when a secret is set) and reads one reply; the seed's
-//! error strings come back as typed [`Error`]s.
+//! error strings come back as typed [`Error`]s. [`RpcClient`] calls named
+//! handlers over MessagePack-RPC, many calls at once on one connection.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), arrpc_client::Error> {
@@ -13,6 +14,7 @@
 //! ```
 
 mod blocking;
+mod rpc;
 
 use std::time::Duration;
 
@@ -23,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 pub use blocking::BlockingClient;
+pub use rpc::RpcClient;
 
 /// Any byte stream a client can talk over (plain TCP, or TLS over TCP).
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -190,40 +193,43 @@ impl Client {
         })
     }
 
-    /// Connects with retries and a doubling pause, as the seed does.
     async fn connect(&self) -> Result<Connection<Box<dyn Io>>, Error> {
-        let attempts = self.config.connect_attempts.max(1);
-        let mut pause = self.config.backoff;
-        let mut last = None;
-        for attempt in 1..=attempts {
-            let result = tokio::time::timeout(
-                self.config.connect_timeout,
-                TcpStream::connect(&self.config.addr),
-            )
+        Ok(Connection::new(
+            open(&self.config).await?,
+            self.config.max_reply,
+        ))
+    }
+}
+
+/// Connects with retries and a doubling pause, as the seed does.
+async fn open(config: &ClientConfig) -> Result<Box<dyn Io>, Error> {
+    let attempts = config.connect_attempts.max(1);
+    let mut pause = config.backoff;
+    let mut last = None;
+    for attempt in 1..=attempts {
+        let result = tokio::time::timeout(config.connect_timeout, TcpStream::connect(&config.addr))
             .await
             .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
-            match result {
-                Ok(stream) => {
-                    let _ = stream.set_nodelay(true);
-                    let stream: Box<dyn Io> = Box::new(stream);
-                    return Ok(Connection::new(stream, self.config.max_reply));
-                }
-                Err(e) => {
-                    tracing::debug!(addr = %self.config.addr, attempt, error = %e, "connect failed");
-                    last = Some(e);
-                }
+        match result {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(Box::new(stream));
             }
-            if attempt < attempts {
-                tokio::time::sleep(pause).await;
-                pause = pause.saturating_mul(2);
+            Err(e) => {
+                tracing::debug!(addr = %config.addr, attempt, error = %e, "connect failed");
+                last = Some(e);
             }
         }
-        Err(Error::Connect {
-            addr: self.config.addr.clone(),
-            attempts,
-            source: last.expect("at least one attempt was made"),
-        })
+        if attempt < attempts {
+            tokio::time::sleep(pause).await;
+            pause = pause.saturating_mul(2);
+        }
     }
+    Err(Error::Connect {
+        addr: config.addr.clone(),
+        attempts,
+        source: last.expect("at least one attempt was made"),
+    })
 }
 
 /// Whether a failure means the server had already closed the connection

@@ -4,11 +4,13 @@
 //! - [`connection`]: whole messages in and out of one socket.
 //! - [`envelope`]: HMAC-SHA256 signed envelopes.
 //! - [`reply`]: the seed's error reply strings.
+//! - [`rpc`]: MessagePack-RPC requests, responses and notifications.
 
 pub mod connection;
 pub mod envelope;
 pub mod frame;
 pub mod reply;
+pub mod rpc;
 
 pub use connection::{Connection, ReadError};
 pub use frame::FrameError;

@@ -5,8 +5,9 @@
 //! caught, files and environment variables stay out of reach, and output is
 //! captured and tagged with the request.
 //!
-//! The payload is a MessagePack string, `"<command>"` or `"<command>:<n>"`.
-//! Any other payload, or an unknown command, is echoed back unchanged.
+//! The payload is a MessagePack string, `"<command>"` or `"<command>:<n>"`,
+//! or an array holding just that string (MessagePack-RPC params). Any other
+//! payload, or an unknown command, is echoed back unchanged.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -31,8 +32,16 @@ struct Misbehave;
 
 impl Guest for Misbehave {
     fn handle(ctx: Context, payload: Vec<u8>) -> Reply {
-        let Ok(Value::String(text)) = rmpv::decode::read_value(&mut payload.as_slice()) else {
-            return Ok(payload);
+        let text = match rmpv::decode::read_value(&mut payload.as_slice()) {
+            Ok(Value::String(text)) => text,
+            // MessagePack-RPC clients send params as an array: `["loop"]`.
+            Ok(Value::Array(mut items)) if matches!(items.as_slice(), [Value::String(_)]) => {
+                let Some(Value::String(text)) = items.pop() else {
+                    return Ok(payload);
+                };
+                text
+            }
+            _ => return Ok(payload),
         };
         let Some(text) = text.as_str() else {
             return Ok(payload);
@@ -49,7 +58,8 @@ impl Guest for Misbehave {
             "truncated-output" => truncated_output(),
             "loop" => spin(),
             "alloc" => alloc(),
-            "read-file" => read_file(),
+            "read-file" => read_file(arg.unwrap_or("/etc/hostname")),
+            "write-file" => write_file(arg.unwrap_or("/etc/hostname")),
             "env" => env(),
             "print" => print(count(command, arg)?),
             "context" => context(&ctx),
@@ -105,12 +115,22 @@ fn alloc() -> Reply {
     }
 }
 
-/// Reads a file outside the sandbox; with no directory granted to the
-/// guest this fails, and the error says why.
-fn read_file() -> Reply {
-    match std::fs::read_to_string("/etc/hostname") {
+/// Reads a file (`/etc/hostname` unless `read-file:<path>` names one); a
+/// path outside the directories granted to the guest fails, and the error
+/// says why.
+fn read_file(path: &str) -> Reply {
+    match std::fs::read_to_string(path) {
         Ok(contents) => encode(&contents),
         Err(e) => Err(format!("misbehave: read-file failed: {e}")),
+    }
+}
+
+/// Writes `written by misbehave` to a file, as `read_file` names it; fails
+/// unless the file is in a directory granted writable.
+fn write_file(path: &str) -> Reply {
+    match std::fs::write(path, "written by misbehave") {
+        Ok(()) => encode(path),
+        Err(e) => Err(format!("misbehave: write-file failed: {e}")),
     }
 }
 

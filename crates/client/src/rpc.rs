@@ -1,0 +1,262 @@
+//! MessagePack-RPC calls to named handlers, many in flight on one connection.
+//!
+//! An [`RpcClient`] is cheap to clone and shared by every caller. Each call
+//! gets its own msgid and waits for the response with that msgid, so calls
+//! finish in whatever order their handlers do. One task per connection
+//! reads responses and hands each to its waiting caller while another
+//! writes requests; reading never waits on writing, so a server that stops
+//! reading until its replies are taken cannot deadlock the connection.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), arrpc_client::Error> {
+//! use arrpc_client::{ClientConfig, RpcClient};
+//! let client = RpcClient::new(ClientConfig::new("127.0.0.1:8080"));
+//! let sum: std::collections::HashMap<String, f64> = client.call("sum", &[1, 2, 3]).await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arrpc_wire::{Connection, ReadError, envelope, rpc};
+use bytes::Bytes;
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::io::{AsyncWriteExt, BufWriter, WriteHalf};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{ClientConfig, Error, Io};
+
+/// Requests queued for the writer before callers wait for room.
+const OUTGOING_QUEUE: usize = 256;
+
+/// Callers waiting for a response, by msgid.
+type Waiting = Arc<Mutex<HashMap<u32, oneshot::Sender<Response>>>>;
+
+/// A response's `error` (when not nil) and `result`, sliced from the message.
+struct Response {
+    error: Option<Bytes>,
+    result: Bytes,
+}
+
+/// A MessagePack-RPC client of one server; clones share the connection.
+#[derive(Clone)]
+pub struct RpcClient {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: ClientConfig,
+    next_msgid: AtomicU32,
+    link: tokio::sync::Mutex<Option<Link>>,
+}
+
+/// The open connection: where requests go and who waits for responses.
+#[derive(Clone)]
+struct Link {
+    outgoing: mpsc::Sender<Vec<u8>>,
+    waiting: Waiting,
+}
+
+impl RpcClient {
+    /// A client for `config`; nothing is connected until the first call.
+    pub fn new(config: ClientConfig) -> Self {
+        RpcClient {
+            shared: Arc::new(Shared {
+                config,
+                next_msgid: AtomicU32::new(0),
+                link: tokio::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.shared.config
+    }
+
+    /// Calls `method` with `params` and decodes the result as `R`.
+    pub async fn call<P: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: &P,
+    ) -> Result<R, Error> {
+        let params = rmp_serde::to_vec_named(params)?;
+        let result = self.call_raw(method, &params).await?;
+        Ok(rmp_serde::from_slice(&result)?)
+    }
+
+    /// Calls `method` with `params` (exactly one MessagePack value) and
+    /// returns the result's bytes. A non-nil `error` in the response becomes
+    /// [`Error::Rpc`] with the error's text.
+    pub async fn call_raw(&self, method: &str, params: &[u8]) -> Result<Bytes, Error> {
+        let link = self.link().await?;
+        let msgid = self.shared.next_msgid.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&link.waiting).insert(msgid, tx);
+        let request = rpc::request(msgid, method, params);
+        let outcome = async {
+            link.outgoing
+                .send(self.sign(request))
+                .await
+                .map_err(|_| self.closed())?;
+            rx.await.map_err(|_| self.closed())
+        };
+        let response = match self.shared.config.timeout {
+            Some(after) => match tokio::time::timeout(after, outcome).await {
+                Ok(response) => response,
+                Err(_) => {
+                    lock(&link.waiting).remove(&msgid);
+                    return Err(Error::Timeout {
+                        addr: self.shared.config.addr.clone(),
+                        after,
+                    });
+                }
+            },
+            None => outcome.await,
+        };
+        let response = response.inspect_err(|_| {
+            lock(&link.waiting).remove(&msgid);
+        })?;
+        match response.error {
+            None => Ok(response.result),
+            Some(error) => Err(Error::Rpc(error_text(&error))),
+        }
+    }
+
+    /// Sends a notification: `method` runs with `params`, nothing comes back.
+    pub async fn notify(&self, method: &str, params: &[u8]) -> Result<(), Error> {
+        let link = self.link().await?;
+        link.outgoing
+            .send(self.sign(rpc::notification(method, params)))
+            .await
+            .map_err(|_| self.closed())
+    }
+
+    fn sign(&self, message: Vec<u8>) -> Vec<u8> {
+        match &self.shared.config.auth_secret {
+            Some(secret) => envelope::sign(secret, &message),
+            None => message,
+        }
+    }
+
+    fn closed(&self) -> Error {
+        Error::Transport {
+            addr: self.shared.config.addr.clone(),
+            source: ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()),
+        }
+    }
+
+    /// The open connection, opened (again) when there is none or it ended.
+    async fn link(&self) -> Result<Link, Error> {
+        let mut slot = self.shared.link.lock().await;
+        if let Some(link) = slot.as_ref().filter(|l| !l.outgoing.is_closed()) {
+            return Ok(link.clone());
+        }
+        let config = &self.shared.config;
+        let stream = crate::open(config).await?;
+        let (read, write) = tokio::io::split(stream);
+        // Reading only: the sink stands in for the write side, which the
+        // writer owns.
+        let reader = Connection::new(tokio::io::join(read, tokio::io::sink()), config.max_reply);
+        let (outgoing, queue) = mpsc::channel(OUTGOING_QUEUE);
+        let link = Link {
+            outgoing,
+            waiting: Waiting::default(),
+        };
+        tokio::spawn(drive(
+            reader,
+            BufWriter::new(write),
+            queue,
+            link.waiting.clone(),
+            config.addr.clone(),
+        ));
+        *slot = Some(link.clone());
+        Ok(link)
+    }
+}
+
+/// Runs one connection: writes queued requests and routes responses until
+/// either side ends, then fails every caller still waiting.
+async fn drive<R>(
+    mut reader: Connection<R>,
+    mut writer: BufWriter<WriteHalf<Box<dyn Io>>>,
+    mut queue: mpsc::Receiver<Vec<u8>>,
+    waiting: Waiting,
+    addr: String,
+) where
+    R: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let read = async {
+        loop {
+            match reader.read_message().await {
+                Ok(Some(message)) => deliver(&waiting, message),
+                Ok(None) => return "server closed the connection".to_string(),
+                Err(e) => return e.to_string(),
+            }
+        }
+    };
+    let write = async {
+        while let Some(first) = queue.recv().await {
+            let mut next = Some(first);
+            while let Some(message) = next {
+                if let Err(e) = writer.write_all(&message).await {
+                    return e.to_string();
+                }
+                next = queue.try_recv().ok();
+            }
+            if let Err(e) = writer.flush().await {
+                return e.to_string();
+            }
+        }
+        "client dropped".to_string()
+    };
+    let reason = tokio::select! {
+        reason = read => reason,
+        reason = write => reason,
+    };
+    tracing::debug!(addr = %addr, reason = %reason, "rpc connection ended");
+    // Dropping the senders wakes every caller with a transport error.
+    lock(&waiting).clear();
+}
+
+/// Hands a response to the caller waiting for its msgid.
+fn deliver(waiting: &Waiting, message: Bytes) {
+    let Some(rpc::Message::Response {
+        msgid,
+        error,
+        result,
+    }) = rpc::parse(&message)
+    else {
+        tracing::debug!(
+            bytes = message.len(),
+            "ignoring a message that is not an rpc response"
+        );
+        return;
+    };
+    let response = Response {
+        error: (error != [0xc0]).then(|| message.slice_ref(error)),
+        result: message.slice_ref(result),
+    };
+    match lock(waiting).remove(&msgid) {
+        // The caller may have timed out meanwhile; then nobody wants it.
+        Some(caller) => {
+            let _ = caller.send(response);
+        }
+        None => tracing::debug!(msgid, "response for no waiting call"),
+    }
+}
+
+/// The error's text when it is a string, else the value spelled out.
+fn error_text(error: &[u8]) -> String {
+    if let Some(text) = rpc::error_text(error) {
+        return text.to_owned();
+    }
+    match rmpv::decode::read_value(&mut &error[..]) {
+        Ok(value) => value.to_string(),
+        Err(_) => "an error that is not MessagePack".to_owned(),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

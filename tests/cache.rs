@@ -1,0 +1,107 @@
+//! The on-disk compile cache: a restart with an unchanged module loads the
+//! compiled component instead of compiling again, and a damaged entry is
+//! ignored and rebuilt.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use rmpv::Value;
+
+/// `(from_cache, load_ms)` from the host's "loaded handler" log line.
+fn load_report(host: &Host) -> (bool, f64) {
+    let log = host.wait_for_log("loaded handler");
+    let line = log.lines().find(|l| l.contains("loaded handler")).unwrap();
+    let field = |key: &str| {
+        let start = line
+            .find(key)
+            .unwrap_or_else(|| panic!("no {key} in {line}"))
+            + key.len();
+        line[start..].split_whitespace().next().unwrap().to_owned()
+    };
+    (
+        field("from_cache=").parse().unwrap(),
+        field("load_ms=").parse().unwrap(),
+    )
+}
+
+/// Starts a host serving `sum` with its cache in `cache`, checks that it
+/// works, and returns how it loaded.
+fn start(cache: &Path) -> (bool, f64) {
+    let host = Host::start(&format!(
+        "[server]\ncache_dir = \"{}\"\n{}",
+        cache.display(),
+        handler("sum", "sum", "")
+    ));
+    let reply = host
+        .connect()
+        .call_value(&Value::Array(vec![Value::from(2), Value::from(3)]));
+    assert_eq!(reply.as_map().unwrap()[0].1, Value::from(5));
+    load_report(&host)
+}
+
+fn entries(cache: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect()
+}
+
+#[test]
+fn a_restart_with_an_unchanged_module_loads_from_the_cache_faster() {
+    let cache = tempfile::tempdir().unwrap();
+    let (first_cached, compiled_ms) = start(cache.path());
+    let (second_cached, cached_ms) = start(cache.path());
+    eprintln!("sum.wasm: compiled in {compiled_ms} ms, loaded from cache in {cached_ms} ms");
+    assert!(!first_cached && second_cached);
+    // Generous: deserializing is typically tens of times faster.
+    assert!(
+        cached_ms * 2.0 < compiled_ms,
+        "compiled {compiled_ms} ms, cached {cached_ms} ms"
+    );
+    // One entry, and no temporary file left behind.
+    let files = entries(cache.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].extension().is_some_and(|e| e == "cwasm"));
+}
+
+#[test]
+fn a_corrupt_or_truncated_entry_is_ignored_and_rebuilt() {
+    let cache = tempfile::tempdir().unwrap();
+    assert!(!start(cache.path()).0);
+    let entry = entries(cache.path()).pop().unwrap();
+    let good = std::fs::read(&entry).unwrap();
+
+    let mut corrupt = good.clone();
+    let middle = corrupt.len() / 2;
+    corrupt[middle] ^= 0xff;
+    std::fs::write(&entry, &corrupt).unwrap();
+    let host = Host::start(&format!(
+        "[server]\ncache_dir = \"{}\"\n{}",
+        cache.path().display(),
+        handler("sum", "sum", "")
+    ));
+    host.wait_for_log("compile cache entry is corrupt; recompiling");
+    assert!(!load_report(&host).0);
+    drop(host);
+    assert_eq!(std::fs::read(&entry).unwrap(), good, "entry rewritten");
+    assert!(start(cache.path()).0);
+
+    std::fs::write(&entry, &good[..10]).unwrap();
+    assert!(!start(cache.path()).0);
+    assert!(start(cache.path()).0);
+}
+
+#[test]
+fn with_the_cache_off_nothing_is_written() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().join("never");
+    let host = Host::start(&format!(
+        "[server]\ncompile_cache = false\ncache_dir = \"{}\"\n{}",
+        dir.display(),
+        handler("sum", "sum", "")
+    ));
+    assert!(!load_report(&host).0);
+    assert!(!dir.exists());
+}

@@ -1,0 +1,268 @@
+//! MessagePack-RPC routing: requests reach the handler their method names,
+//! responses come back matched by msgid as handlers finish, notifications
+//! get no reply, bare messages keep working, and clients this project did
+//! not write (Node's `msgpack-rpc-lite`) and did write (`RpcClient`,
+//! `send --handler`) interoperate.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use arrpc_client::{ClientConfig, Error, RpcClient};
+use common::*;
+use rmpv::Value;
+
+fn two_handlers(server: &str) -> Host {
+    Host::start_with(
+        write_config(&format!(
+            "[server]\ndefault_handler = \"misbehave\"\n{server}\n{}{}",
+            handler("misbehave", "misbehave", ""),
+            handler("sum", "sum", "")
+        )),
+        &["--debug"],
+    )
+}
+
+fn request(msgid: u32, method: &str, params: Value) -> Vec<u8> {
+    arrpc_wire::rpc::request(msgid, method, &encode(&params))
+}
+
+/// A response as `(msgid, error, result)`.
+fn response(bytes: &[u8]) -> (u64, Value, Value) {
+    match decode(bytes) {
+        Value::Array(items) => match items.as_slice() {
+            [kind, msgid, error, result] if kind.as_u64() == Some(1) => {
+                (msgid.as_u64().unwrap(), error.clone(), result.clone())
+            }
+            _ => panic!("not a response: {items:?}"),
+        },
+        other => panic!("not a response: {other:?}"),
+    }
+}
+
+#[test]
+fn interleaved_requests_come_back_matched_by_msgid_as_handlers_finish() {
+    let host = two_handlers("");
+    let mut wire = host.connect();
+    // One write, four requests to two handlers; the slowest goes first.
+    let mut batch = request(10, "misbehave", str_value("sleep:900"));
+    batch.extend(request(11, "misbehave", str_value("sleep:300")));
+    batch.extend(request(
+        12,
+        "sum",
+        Value::Array(vec![Value::from(2), Value::from(40)]),
+    ));
+    batch.extend(request(13, "misbehave", str_value("fast")));
+    wire.write(&batch);
+    let replies: Vec<_> = (0..4).map(|_| response(&wire.read().unwrap())).collect();
+    let order: Vec<u64> = replies.iter().map(|r| r.0).collect();
+    assert_eq!(&order[2..], [11, 10], "slow calls answer last: {order:?}");
+    let by_id = |id| replies.iter().find(|r| r.0 == id).unwrap().clone();
+    assert_eq!(by_id(10), (10, Value::Nil, Value::from(900)));
+    assert_eq!(by_id(11), (11, Value::Nil, Value::from(300)));
+    assert_eq!(
+        by_id(12).2,
+        Value::Map(vec![
+            (str_value("sum"), Value::from(42)),
+            (str_value("count"), Value::from(2))
+        ])
+    );
+    assert_eq!(by_id(13), (13, Value::Nil, str_value("fast")));
+}
+
+#[test]
+fn errors_go_in_the_error_field_and_unknown_methods_are_named() {
+    let host = two_handlers("");
+    let mut wire = host.connect();
+    let (id, error, result) = response(&wire.call(&request(1, "nope", Value::Nil)));
+    assert_eq!(
+        (id, error, result),
+        (1, str_value("no handler is named `nope`"), Value::Nil)
+    );
+    let (_, error, _) = response(&wire.call(&request(2, "misbehave", str_value("error"))));
+    assert_eq!(error, str_value("misbehave: asked to fail"));
+    let (_, error, _) = response(&wire.call(&request(3, "misbehave", str_value("trap"))));
+    assert!(
+        error
+            .as_str()
+            .unwrap()
+            .contains("handler `misbehave` trapped"),
+        "{error}"
+    );
+}
+
+#[test]
+fn notifications_run_but_get_no_reply() {
+    let host = two_handlers("");
+    let mut wire = host.connect();
+    wire.write(&arrpc_wire::rpc::notification(
+        "misbehave",
+        &encode(&str_value("print:1")),
+    ));
+    // The next thing on the wire is the reply to the request after it.
+    let (id, _, result) = response(&wire.call(&request(5, "misbehave", str_value("x"))));
+    assert_eq!((id, result), (5, str_value("x")));
+    host.wait_for_log("stdout line 1");
+}
+
+#[test]
+fn bare_messages_keep_their_order_and_their_form_beside_rpc() {
+    let host = two_handlers("");
+    let mut wire = host.connect();
+    let mut batch = encode(&str_value("sleep:400"));
+    batch.extend(request(7, "misbehave", str_value("quick")));
+    batch.extend(encode(&str_value("second")));
+    wire.write(&batch);
+    // The RPC response overtakes; the bare replies stay in request order.
+    assert_eq!(
+        response(&wire.read().unwrap()),
+        (7, Value::Nil, str_value("quick"))
+    );
+    assert_eq!(decode(&wire.read().unwrap()), Value::from(400));
+    assert_eq!(decode(&wire.read().unwrap()), str_value("second"));
+}
+
+#[test]
+fn with_rpc_off_an_rpc_shaped_message_is_bare() {
+    let host = two_handlers("rpc = false");
+    let message = request(1, "sum", Value::Array(vec![Value::from(1)]));
+    // misbehave echoes what it does not understand: the whole message.
+    assert_eq!(host.connect().call(&message), message);
+}
+
+#[test]
+fn the_rpc_client_multiplexes_concurrent_calls_over_one_connection() {
+    let host = two_handlers("");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = RpcClient::new(ClientConfig::new(host.addr.to_string()));
+    let started = Instant::now();
+    let results = runtime.block_on(async {
+        let calls = (0..16u64).map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let ms = 400 - i * 20;
+                let slept: u64 = client
+                    .call("misbehave", &format!("sleep:{ms}"))
+                    .await
+                    .unwrap();
+                assert_eq!(slept, ms);
+                let sum: std::collections::HashMap<String, f64> =
+                    client.call("sum", &[i, 1]).await.unwrap();
+                sum["sum"]
+            })
+        });
+        futures::future::join_all(calls).await
+    });
+    let sums: Vec<f64> = results.into_iter().map(Result::unwrap).collect();
+    assert_eq!(sums, (0..16).map(|i| i as f64 + 1.0).collect::<Vec<_>>());
+    // Run one after another these would take over 4 s.
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let log = host.log();
+    assert_eq!(log.matches("connection opened").count(), 1, "{log}");
+
+    let error = runtime
+        .block_on(client.call::<_, String>("misbehave", "error"))
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Rpc(text) if text == "misbehave: asked to fail"),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn send_with_handler_calls_that_handler() {
+    let host = two_handlers("");
+    let addr = host.addr.to_string();
+    let out = Command::new(HOST)
+        .args(["send", "--addr", &addr, "--handler", "sum", "[1, 2, 4]"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"count\":3,\"sum\":7}\n"
+    );
+    let out = Command::new(HOST)
+        .args(["send", "--addr", &addr, "--handler", "nope", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr, "error: remote error: no handler is named `nope`\n",
+        "{stderr}"
+    );
+}
+
+/// Node's `msgpack-rpc-lite`, installed with npm on first use.
+fn msgpack_rpc_lite() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("node-msgpack-rpc-lite");
+    if !dir.join("node_modules/msgpack-rpc-lite").exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = Command::new("npm")
+            .args([
+                "install",
+                "--no-save",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+            ])
+            .arg(&dir)
+            .arg("msgpack-rpc-lite@1.0.2")
+            .status()
+            .expect("running npm (install Node.js and npm: apt-get install nodejs npm)");
+        assert!(status.success(), "npm install msgpack-rpc-lite failed");
+    }
+    dir
+}
+
+const NODE_CLIENT: &str = r#"
+const rpc = require('msgpack-rpc-lite');
+const [port] = process.argv.slice(2);
+const client = rpc.createClient(Number(port), '127.0.0.1');
+const finished = [];
+const call = (name, method, ...params) =>
+  client.request(method, ...params).then(
+    ([result]) => { finished.push(name); return { result }; },
+    (error) => { finished.push(name); return { error: String(error) }; });
+Promise.all([
+  call('slow', 'misbehave', 'sleep:600'),
+  call('sum', 'sum', 1, 2, 3.5),
+  call('echo', 'misbehave', { nested: [1, 'two'] }),
+  call('missing', 'nope', 1),
+  call('failing', 'misbehave', 'error'),
+]).then((results) => {
+  console.log(JSON.stringify({ results, finished }));
+  client.close();
+});
+"#;
+
+#[test]
+fn a_third_party_node_client_calls_handlers_concurrently() {
+    let host = two_handlers("");
+    let dir = msgpack_rpc_lite();
+    let script = dir.join("client.js");
+    std::fs::write(&script, NODE_CLIENT).unwrap();
+    let out = Command::new("node")
+        .arg(&script)
+        .arg(host.addr.port().to_string())
+        .current_dir(&dir)
+        .output()
+        .expect("running node");
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["results"],
+        serde_json::json!([
+            { "result": 600 },
+            { "result": { "sum": 6.5, "count": 3 } },
+            { "result": [{ "nested": [1, "two"] }] },
+            { "error": "no handler is named `nope`" },
+            { "error": "misbehave: asked to fail" },
+        ])
+    );
+    // All five were in flight at once: the slow one finished last.
+    assert_eq!(report["finished"][4], "slow", "{report}");
+}
