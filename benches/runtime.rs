@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use arrpc_host::config::Config;
-use arrpc_host::runtime::{PoolSize, Request, Runtime};
+use arrpc_host::runtime::{Request, Runtime, RuntimeOptions};
 
 fn main() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -22,7 +22,7 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let runtime = Runtime::new(PoolSize::for_handlers(&config.handlers)).expect("engine");
+        let runtime = Runtime::new(RuntimeOptions::for_config(&config)).expect("engine");
         let handler = runtime
             .load(&config.handlers[0], repo)
             .await

@@ -148,7 +148,7 @@ fn default_max_output_bytes() -> usize {
 }
 
 /// Upper bounds that keep the pooling allocator's reservations sane.
-const MAX_MEMORY_MIB: u32 = 4096;
+pub const MAX_MEMORY_MIB: u32 = 4096;
 const MAX_INSTANCES: u32 = 10_000;
 
 impl Config {

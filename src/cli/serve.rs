@@ -44,6 +44,8 @@ pub async fn check(args: &ConfigArgs) -> anyhow::Result<()> {
 
 pub async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let (mut config, runtime, handlers) = load(&args.config).await?;
+    // Reloads compare against the file, not the command-line overrides.
+    let file_config = config.clone();
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
@@ -51,9 +53,17 @@ pub async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let server = Server::bind(&config.server, registry.clone())
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-    tracing::info!(addr = %server.local_addr()?, default_handler = config.default_handler().unwrap_or("-"), "listening");
-    Reloader::spawn(runtime, registry, &args.config.config, config, args.watch)
-        .context("cannot watch handler modules and the config for changes")?;
+    let default_handler = config.default_handler().unwrap_or("-").to_owned();
+    // Changes are watched from before the first message is served.
+    Reloader::spawn(
+        runtime,
+        registry,
+        &args.config.config,
+        file_config,
+        args.watch,
+    )
+    .context("cannot watch handler modules and the config for changes")?;
+    tracing::info!(addr = %server.local_addr()?, default_handler = %default_handler, "listening");
     server.run(stop_signal()).await;
     tracing::info!("stopped");
     Ok(())

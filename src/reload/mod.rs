@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, HandlerConfig};
-use crate::runtime::{HandlerRegistry, HandlerSet, PoolSize, Runtime, RuntimeOptions};
+use crate::runtime::{HandlerRegistry, HandlerSet, Runtime, RuntimeOptions};
 use watch::{FileWatcher, canonical};
 
 /// How long the files must be quiet before a burst of writes is acted on.
@@ -177,6 +177,22 @@ impl Reloader {
         }
     }
 
+    /// Whether the engine built at start can serve `next`.
+    fn fits_engine(&self, next: &Config) -> Result<(), String> {
+        let have = &self.engine;
+        let need = RuntimeOptions::for_config(next);
+        if !have.pool.fits(&next.handlers) {
+            return Err(format!(
+                "its handlers' max_instances add up to more than the {} instances the pool was sized for at start",
+                have.pool.instances
+            ));
+        }
+        if need.consume_fuel && !have.consume_fuel {
+            return Err("a handler now sets `fuel`, but fuel metering was off at start".into());
+        }
+        Ok(())
+    }
+
     /// Loads the config again and applies it whole, or not at all.
     async fn reload_config(&mut self) {
         let next = match Config::load(&self.config_path) {
@@ -233,30 +249,6 @@ impl Reloader {
             tracing::warn!(error = %e, "cannot watch a new handler's files");
         }
         tracing::info!(handlers = self.config.handlers.len(), "config reloaded");
-    }
-}
-
-impl Reloader {
-    /// Whether the engine built at start can serve `next`.
-    fn fits_engine(&self, next: &Config) -> Result<(), String> {
-        let have = &self.engine;
-        let need = RuntimeOptions::for_config(next);
-        let PoolSize {
-            instances,
-            max_memory_bytes,
-        } = need.pool;
-        if instances > have.pool.instances || max_memory_bytes > have.pool.max_memory_bytes {
-            return Err(format!(
-                "it needs {instances} instances of up to {} MiB, but the pool was sized for {} of up to {} MiB at start",
-                max_memory_bytes >> 20,
-                have.pool.instances,
-                have.pool.max_memory_bytes >> 20
-            ));
-        }
-        if need.consume_fuel && !have.consume_fuel {
-            return Err("a handler now sets `fuel`, but fuel metering was off at start".into());
-        }
-        Ok(())
     }
 }
 

@@ -46,26 +46,21 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 pub struct PoolSize {
     /// Handler instances alive at once, across all handlers.
     pub instances: u32,
-    /// Largest linear memory any handler may grow to, in bytes.
-    pub max_memory_bytes: usize,
 }
 
 impl PoolSize {
-    /// A pool large enough for every handler's `max_instances` and memory cap.
+    /// Room for every handler's `max_instances` twice over (at least 1,000),
+    /// so a config reload can add handlers without a restart.
     pub fn for_handlers(handlers: &[HandlerConfig]) -> PoolSize {
+        let needed: u32 = handlers.iter().map(|h| h.max_instances).sum();
         PoolSize {
-            instances: handlers
-                .iter()
-                .map(|h| h.max_instances)
-                .sum::<u32>()
-                .clamp(1, 10_000),
-            max_memory_bytes: handlers
-                .iter()
-                .map(|h| h.max_memory_mib as usize)
-                .max()
-                .unwrap_or(64)
-                << 20,
+            instances: needed.saturating_mul(2).clamp(1_000, 10_000),
         }
+    }
+
+    /// Whether a pool of this size serves `handlers`.
+    pub fn fits(&self, handlers: &[HandlerConfig]) -> bool {
+        handlers.iter().map(|h| h.max_instances).sum::<u32>() <= self.instances
     }
 }
 
@@ -128,10 +123,12 @@ impl Runtime {
         limits
             .total_component_instances(pool.instances)
             .total_core_instances(pool.instances.saturating_mul(8))
-            .total_memories(pool.instances.saturating_mul(2))
+            .total_memories(pool.instances)
             .total_tables(pool.instances.saturating_mul(4))
             .total_stacks(pool.instances)
-            .max_memory_size(pool.max_memory_bytes);
+            // Slots are reserved at 4 GiB each anyway; the per-handler cap is
+            // enforced by the store's limiter, so a reload may raise it.
+            .max_memory_size((crate::config::MAX_MEMORY_MIB as usize) << 20);
         let mut config = wasmtime::Config::new();
         config
             .epoch_interruption(true)

@@ -1,0 +1,282 @@
+//! Hot swap: module files and the config change under a running host, with
+//! traffic flowing, and no request fails because of it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rmpv::Value;
+
+/// `[1, 2]`: echo returns it as is, sum returns `{"sum": 3, "count": 2}`.
+fn probe() -> Vec<u8> {
+    encode(&Value::Array(vec![Value::from(1), Value::from(2)]))
+}
+
+#[derive(Debug, PartialEq, Clone, Copy)]
+enum Version {
+    Echo,
+    Sum,
+}
+
+fn version_of(reply: &[u8]) -> Option<Version> {
+    match decode(reply) {
+        Value::Array(_) if reply == probe() => Some(Version::Echo),
+        Value::Map(entries)
+            if entries
+                .iter()
+                .any(|(k, v)| k.as_str() == Some("sum") && v.as_u64() == Some(3)) =>
+        {
+            Some(Version::Sum)
+        }
+        _ => None,
+    }
+}
+
+/// A host serving `h` from a module file in its config folder, starting as
+/// a copy of `first`.
+fn swappable_host(first: &str, args: &[&str], extra: &str) -> (Host, PathBuf) {
+    let config = write_config("");
+    let module = config.dir.path().join("h.wasm");
+    std::fs::copy(component(first), &module).unwrap();
+    std::fs::write(
+        &config.path,
+        format!("[[handler]]\nname = \"h\"\nmodule = \"h.wasm\"\nmax_instances = 500\n{extra}\n"),
+    )
+    .unwrap();
+    (Host::start_with(config, args), module)
+}
+
+/// Waits until a fresh connection is answered by `want`.
+fn wait_for_version(host: &Host, want: Version) -> Duration {
+    let started = Instant::now();
+    loop {
+        let reply = host.connect().call(&probe());
+        if version_of(&reply) == Some(want) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{want:?} never served:\n{}",
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn twenty_swaps_under_pipelined_load_fail_no_request() {
+    let (host, module) = swappable_host("echo", &[], "");
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, answered) = (stop.clone(), answered.clone());
+            let mut wire = host.connect();
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                let batch: Vec<u8> = (0..8).flat_map(|_| probe()).collect();
+                while !stop.load(Ordering::Relaxed) {
+                    wire.write(&batch);
+                    for _ in 0..8 {
+                        let reply = wire.read().expect("connection stays open");
+                        if version_of(&reply).is_none() {
+                            failures.push(decode(&reply));
+                        }
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+
+    let mut slowest = Duration::ZERO;
+    for swap in 0..20 {
+        let (file, version) = if swap % 2 == 0 {
+            ("sum", Version::Sum)
+        } else {
+            ("echo", Version::Echo)
+        };
+        std::fs::copy(component(file), &module).unwrap();
+        slowest = slowest.max(wait_for_version(&host, version));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let failures: Vec<_> = load.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    assert!(
+        failures.is_empty(),
+        "failed replies during swaps: {failures:?}"
+    );
+    assert!(answered.load(Ordering::Relaxed) > 100);
+    let log = host.log();
+    assert!(log.matches("swapped handler").count() >= 20, "{log}");
+    let swap_line = log.lines().find(|l| l.contains("swapped handler")).unwrap();
+    assert!(
+        swap_line.contains("old_sha256=")
+            && swap_line.contains("new_sha256=")
+            && swap_line.contains("compile_ms="),
+        "{swap_line}"
+    );
+    eprintln!(
+        "20 swaps, {} replies, slowest switch-over {slowest:?}",
+        answered.load(Ordering::Relaxed)
+    );
+}
+
+#[test]
+fn broken_and_truncated_modules_never_replace_the_working_one() {
+    let (host, module) = swappable_host("echo", &[], "");
+    assert_eq!(
+        version_of(&host.connect().call(&probe())),
+        Some(Version::Echo)
+    );
+
+    std::fs::write(&module, b"\0asm this is not a component").unwrap();
+    host.wait_for_log("module change not applied");
+    assert_eq!(
+        version_of(&host.connect().call(&probe())),
+        Some(Version::Echo)
+    );
+
+    let sum = std::fs::read(component("sum")).unwrap();
+    std::fs::write(&module, &sum[..sum.len() / 2]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while host.log().matches("module change not applied").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "truncated module not reported:\n{}",
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        version_of(&host.connect().call(&probe())),
+        Some(Version::Echo)
+    );
+
+    std::fs::write(&module, &sum).unwrap();
+    wait_for_version(&host, Version::Sum);
+}
+
+fn rpc_call(host: &Host, method: &str, params: &Value) -> (Value, Value) {
+    let reply = host
+        .connect()
+        .call(&arrpc_wire::rpc::request(7, method, &encode(params)));
+    match decode(&reply) {
+        Value::Array(items) if items.len() == 4 => (items[2].clone(), items[3].clone()),
+        other => panic!("not a response: {other:?}"),
+    }
+}
+
+fn wait_until(host: &Host, what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}:\n{}", host.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn config_reload_adds_removes_and_refuses_invalid_changes() {
+    let base = format!(
+        "[server]\ndefault_handler = \"echo\"\n{}",
+        handler("echo", "echo", "")
+    );
+    let host = Host::start(&base);
+    let path = host.config.path.clone();
+    let numbers = Value::Array(vec![Value::from(4), Value::from(5)]);
+    let (error, _) = rpc_call(&host, "sum", &numbers);
+    assert!(
+        error
+            .as_str()
+            .unwrap()
+            .contains("no handler is named `sum`")
+    );
+
+    // Add a handler.
+    std::fs::write(&path, format!("{base}{}", handler("sum", "sum", ""))).unwrap();
+    wait_until(&host, "sum was never added", || {
+        rpc_call(&host, "sum", &numbers).0.is_nil()
+    });
+    assert!(host.log().contains("handler added"));
+
+    // An invalid config changes nothing.
+    std::fs::write(
+        &path,
+        format!("{base}{}colour = \"red\"\n", handler("sum", "sum", "")),
+    )
+    .unwrap();
+    host.wait_for_log("config reload refused");
+    assert!(rpc_call(&host, "sum", &numbers).0.is_nil());
+    assert_eq!(host.connect().call(&[0x05]), [0x05]);
+
+    // Remove it again: later requests get a clear error.
+    std::fs::write(&path, &base).unwrap();
+    wait_until(&host, "sum was never removed", || {
+        rpc_call(&host, "sum", &numbers)
+            .0
+            .as_str()
+            .is_some_and(|e| e.contains("no handler is named `sum`"))
+    });
+    assert!(host.log().contains("handler removed"));
+}
+
+#[test]
+fn restart_only_settings_are_reported_not_ignored() {
+    let host = Host::start(&handler("echo", "echo", ""));
+    std::fs::write(
+        &host.config.path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:1\"\n{}",
+            handler("echo", "echo", "")
+        ),
+    )
+    .unwrap();
+    host.wait_for_log("server.listen changed: this takes effect only after a restart");
+    assert_eq!(host.connect().call(&[0x01]), [0x01]);
+}
+
+#[cfg(unix)]
+#[test]
+fn sighup_reloads_the_config() {
+    let host = Host::start(&handler("echo", "echo", ""));
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &host.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    host.wait_for_log("SIGHUP: reloading config");
+    host.wait_for_log("config reloaded");
+    assert_eq!(host.connect().call(&[0x02]), [0x02]);
+}
+
+#[test]
+fn watch_mode_rebuilds_when_sources_change_and_swaps_the_result() {
+    // The "build" copies whichever component `src/which` names.
+    let config = write_config("");
+    let dir = config.dir.path().to_path_buf();
+    std::fs::create_dir(dir.join("src")).unwrap();
+    std::fs::write(dir.join("src/which"), component("echo").to_str().unwrap()).unwrap();
+    std::fs::write(
+        &config.path,
+        "[[handler]]\nname = \"h\"\nmodule = \"h.wasm\"\nbuild = 'cp \"$(cat src/which)\" h.wasm'\nsources = [\"src\"]\n",
+    )
+    .unwrap();
+    let host = Host::start_with(config, &["--watch"]);
+    assert_eq!(
+        version_of(&host.connect().call(&probe())),
+        Some(Version::Echo)
+    );
+    write_atomically(&dir.join("src/which"), component("sum").to_str().unwrap());
+    wait_for_version(&host, Version::Sum);
+    assert!(host.log().contains("sources changed: building"));
+}
+
+fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(tmp, path).unwrap();
+}
