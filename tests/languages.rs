@@ -72,10 +72,16 @@ fn assert_echoes(lang: &str) {
         (str_value("bytes"), Value::Binary(vec![0, 1, 255])),
         (str_value("float"), Value::F64(2.5)),
         (str_value("big"), Value::from(u64::MAX)),
-        (str_value("nested"), Value::Array(vec![Value::Nil, Value::from(true)])),
+        (
+            str_value("nested"),
+            Value::Array(vec![Value::Nil, Value::from(true)]),
+        ),
     ]));
     assert_eq!(wire.call(&payload), payload);
-    assert_eq!(wire.call(&encode(&Value::from(-7))), encode(&Value::from(-7)));
+    assert_eq!(
+        wire.call(&encode(&Value::from(-7))),
+        encode(&Value::from(-7))
+    );
 }
 
 /// Sum decodes the message, computes, and encodes a map; bad shapes and
@@ -90,7 +96,13 @@ fn assert_sums(lang: &str) {
         .unwrap();
     assert_eq!(total, Total { sum: 3.0, count: 3 });
     let total: Total<u64> = client.send(&[u64::MAX - 1, 1]).unwrap();
-    assert_eq!(total, Total { sum: u64::MAX, count: 2 });
+    assert_eq!(
+        total,
+        Total {
+            sum: u64::MAX,
+            count: 2
+        }
+    );
     let total: Total<i64> = client.send::<[i64; 0], _>(&[]).unwrap();
     assert_eq!(total, Total { sum: 0, count: 0 });
 

@@ -26,7 +26,10 @@ fn skeleton_builds_and_serves(lang: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     let entry = String::from_utf8(out.stdout).unwrap();
-    assert!(entry.starts_with(&format!("[[handler]]\nname = \"{name}\"\n")), "{entry}");
+    assert!(
+        entry.starts_with(&format!("[[handler]]\nname = \"{name}\"\n")),
+        "{entry}"
+    );
 
     // The entry's build command, as the host would run it for a missing module.
     let config: toml::Table = toml::from_str(&entry).unwrap();

@@ -51,7 +51,10 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
     check_name(&args.name)?;
     let folder = args.dir.join(&args.name);
     if folder.exists() {
-        bail!("{} already exists; pick another name or --dir", folder.display());
+        bail!(
+            "{} already exists; pick another name or --dir",
+            folder.display()
+        );
     }
     let up = relative(&folder, Path::new("."))?;
     let sdk = match args.lang {
@@ -164,8 +167,13 @@ fn check_name(name: &str) -> anyhow::Result<()> {
 /// folder (or absolute).
 fn relative(folder: &Path, target: &Path) -> anyhow::Result<String> {
     let cwd = std::env::current_dir().context("cannot read the current folder")?;
-    let path = pathdiff::diff_paths(cwd.join(target), cwd.join(folder))
-        .with_context(|| format!("cannot express {} relative to {}", target.display(), folder.display()))?;
+    let path = pathdiff::diff_paths(cwd.join(target), cwd.join(folder)).with_context(|| {
+        format!(
+            "cannot express {} relative to {}",
+            target.display(),
+            folder.display()
+        )
+    })?;
     Ok(path.display().to_string())
 }
 
