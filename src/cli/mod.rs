@@ -1,5 +1,6 @@
-//! The command line: `arrpc-host [serve]`, `check` and `send`.
+//! The command line: `arrpc-host [serve]`, `check`, `send` and `new`.
 
+mod new;
 mod send;
 mod serve;
 
@@ -29,6 +30,8 @@ enum Command {
     Check(ConfigArgs),
     /// Send one message to an arrpc server and print the reply.
     Send(send::SendArgs),
+    /// Write a handler skeleton (Rust, Python, JavaScript or C) and print its config entry.
+    New(new::NewArgs),
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +64,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Send(args) => {
             crate::telemetry::init("warn", args.debug);
             return send::run(args);
+        }
+        Command::New(args) => {
+            crate::telemetry::init("warn", false);
+            new::run(&args)
         }
         Command::Check(args) => {
             crate::telemetry::init("info", args.debug);

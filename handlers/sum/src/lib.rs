@@ -11,30 +11,17 @@
 use rmpv::Value;
 use serde::Serialize;
 
-/// Bindings for the `handler` world. The export glue takes one argument per
-/// flattened field of `context` and `payload`, more than clippy's default.
-#[allow(clippy::too_many_arguments)]
-mod bindings {
-    wit_bindgen::generate!({ world: "handler", path: "../../wit" });
-}
-
-use bindings::{Context, Guest};
+use arrpc_handler::Context;
 
 /// What the caller is told to send, repeated in every shape error.
 const EXPECTED: &str = r#"an array of numbers or {"numbers": [...]}"#;
 
-struct Sum;
-
-impl Guest for Sum {
-    fn handle(_ctx: Context, payload: Vec<u8>) -> Result<Vec<u8>, String> {
-        let input: Value = rmp_serde::from_slice(&payload)
-            .map_err(|e| format!("sum: invalid MessagePack: {e}"))?;
-        let reply = sum(numbers(&input)?)?;
-        rmp_serde::to_vec_named(&reply).map_err(|e| format!("sum: cannot encode the reply: {e}"))
-    }
+/// Decodes any MessagePack value, so shape errors can say what arrived.
+fn handle(_ctx: &Context, input: Value) -> Result<Reply, String> {
+    sum(numbers(&input)?)
 }
 
-bindings::export!(Sum with_types_in bindings);
+arrpc_handler::handler!(handle);
 
 /// The reply, encoded as a map with these field names.
 #[derive(Serialize)]

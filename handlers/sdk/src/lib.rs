@@ -1,0 +1,109 @@
+//! `arrpc-handler`: write an `arrpc-host` handler as a plain Rust function.
+//!
+//! The host calls a component's `handle` export (see `wit/handler.wit`) with
+//! the message's MessagePack bytes. This crate owns the WIT bindings and the
+//! MessagePack round trip, so a handler is one function and one macro line:
+//!
+//! ```ignore
+//! #[derive(serde::Deserialize)]
+//! struct Order { items: Vec<u32> }
+//!
+//! #[derive(serde::Serialize)]
+//! struct Total { total: u32 }
+//!
+//! fn total(_ctx: &arrpc_handler::Context, order: Order) -> Result<Total, String> {
+//!     Ok(Total { total: order.items.iter().sum() })
+//! }
+//!
+//! arrpc_handler::handler!(total);
+//! ```
+//!
+//! [`handler!`] decodes the payload into the function's input type and
+//! encodes its output as a MessagePack map with the field names; an `Err`
+//! reaches the client as `arrpc.error.RpcException: <text>`. [`raw_handler!`]
+//! passes the payload bytes through untouched, for handlers that must not
+//! re-encode them. Anything written to stdout or stderr lands in the host's
+//! log, tagged with the handler name and request id.
+
+use std::fmt::Display;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The bindings for the `handler` world, generated once here so handler
+/// crates do not repeat them. The export glue takes one argument per
+/// flattened field of `context` and `payload`, more than clippy's default.
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "handler",
+        path: "../../wit",
+        pub_export_macro: true,
+        export_macro_name: "export_handler_world",
+        default_bindings_module: "arrpc_handler::bindings",
+    });
+}
+
+/// What the host tells a handler about the message: handler name, request
+/// id, peer address, time allowed and trace context.
+pub use bindings::Context;
+
+/// Runs a typed handler on one payload: decode, call, encode.
+#[doc(hidden)]
+pub fn call_typed<I, O, E>(
+    ctx: &Context,
+    payload: &[u8],
+    handler: impl FnOnce(&Context, I) -> Result<O, E>,
+) -> Result<Vec<u8>, String>
+where
+    I: DeserializeOwned,
+    O: Serialize,
+    E: Display,
+{
+    let input = rmp_serde::from_slice(payload)
+        .map_err(|e| format!("{}: cannot decode the message: {e}", ctx.handler))?;
+    let output = handler(ctx, input).map_err(|e| e.to_string())?;
+    rmp_serde::to_vec_named(&output)
+        .map_err(|e| format!("{}: cannot encode the reply: {e}", ctx.handler))
+}
+
+/// Exports `fn(&Context, I) -> Result<O, E>` as the component's handler,
+/// where `I: Deserialize`, `O: Serialize` and `E: Display`.
+#[macro_export]
+macro_rules! handler {
+    ($function:path) => {
+        struct ArrpcHandler;
+
+        impl $crate::bindings::Guest for ArrpcHandler {
+            fn handle(
+                ctx: $crate::Context,
+                payload: ::std::vec::Vec<u8>,
+            ) -> ::std::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
+                $crate::call_typed(&ctx, &payload, $function)
+            }
+        }
+
+        $crate::bindings::export_handler_world!(ArrpcHandler);
+    };
+}
+
+/// Exports `fn(&Context, Vec<u8>) -> Result<Vec<u8>, E>` as the component's
+/// handler: the payload's bytes in, exactly one MessagePack value out.
+#[macro_export]
+macro_rules! raw_handler {
+    ($function:path) => {
+        struct ArrpcHandler;
+
+        impl $crate::bindings::Guest for ArrpcHandler {
+            fn handle(
+                ctx: $crate::Context,
+                payload: ::std::vec::Vec<u8>,
+            ) -> ::std::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
+                $function(&ctx, payload).map_err(|e| ::std::string::ToString::to_string(&e))
+            }
+        }
+
+        $crate::bindings::export_handler_world!(ArrpcHandler);
+    };
+}

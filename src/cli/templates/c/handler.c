@@ -1,0 +1,20 @@
+/*
+ * `{{name}}`: an arrpc-host handler in C.
+ *
+ * `payload` holds one MessagePack value, the bytes the client sent; set
+ * `ret` to one MessagePack value (malloc'd memory) and return true, or set
+ * `err` (e.g. with handler_string_dup) and return false: the client receives
+ * `arrpc.error.RpcException: <text>`. The arguments belong to this function.
+ * stdout and stderr go to the host's log.
+ */
+
+#include "handler.h"
+
+bool exports_handler_handle(handler_context_t *ctx, handler_list_u8_t *payload,
+                            handler_list_u8_t *ret, handler_string_t *err) {
+    (void)err;
+    /* Hand the payload's memory over as the reply. */
+    *ret = *payload;
+    handler_context_free(ctx);
+    return true;
+}

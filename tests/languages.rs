@@ -1,0 +1,170 @@
+//! Handlers written in other languages, built with their real toolchains
+//! (`handlers/install-toolchains.sh` installs them) and served by a real
+//! `arrpc-host`: Python (componentize-py), JavaScript (componentize-js) and
+//! C (clang + wit-bindgen). Each example component echoes when served under
+//! a name ending in `echo` and adds numbers under a name ending in `sum`,
+//! with the Rust `sum` handler's replies and error texts.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use arrpc_client::{BlockingClient, ClientConfig, Error};
+use common::*;
+use rmpv::Value;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+/// Builds `handlers/<lang>-example` once per test process with its build.sh.
+/// Builds run one at a time: two tests of one language share one build.
+fn example(lang: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("handlers/{lang}-example"));
+    let module = dir.join(format!("{lang}-example.wasm"));
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if built.iter().any(|b| b == lang) {
+        return module;
+    }
+    let output = Command::new("sh")
+        .arg(dir.join("build.sh"))
+        .output()
+        .expect("running build.sh");
+    assert!(
+        output.status.success(),
+        "building the {lang} example failed; run handlers/install-toolchains.sh\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    built.push(lang.into());
+    module
+}
+
+/// A host serving the `lang` example under `name` as its only handler.
+fn serve(lang: &str, name: &str) -> Host {
+    Host::start(&format!(
+        "[[handler]]\nname = \"{name}\"\nmodule = \"{}\"\ntimeout = \"10s\"\n",
+        example(lang).display()
+    ))
+}
+
+fn client(host: &Host) -> BlockingClient {
+    let mut config = ClientConfig::new(host.addr.to_string());
+    config.timeout = Some(Duration::from_secs(20));
+    BlockingClient::new(config).unwrap()
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+struct Total<N> {
+    sum: N,
+    count: usize,
+}
+
+/// Echo returns the payload's exact bytes, whatever their MessagePack types.
+fn assert_echoes(lang: &str) {
+    let host = serve(lang, &format!("{lang}-echo"));
+    let mut wire = host.connect();
+    let payload = encode(&Value::Map(vec![
+        (str_value("text"), str_value("héllo")),
+        (str_value("bytes"), Value::Binary(vec![0, 1, 255])),
+        (str_value("float"), Value::F64(2.5)),
+        (str_value("big"), Value::from(u64::MAX)),
+        (
+            str_value("nested"),
+            Value::Array(vec![Value::Nil, Value::from(true)]),
+        ),
+    ]));
+    assert_eq!(wire.call(&payload), payload);
+    assert_eq!(
+        wire.call(&encode(&Value::from(-7))),
+        encode(&Value::from(-7))
+    );
+}
+
+/// Sum decodes the message, computes, and encodes a map; bad shapes and
+/// overflow come back as the handler's own error text.
+fn assert_sums(lang: &str) {
+    let host = serve(lang, &format!("{lang}-sum"));
+    let mut client = client(&host);
+    let total: Total<i64> = client.send(&[1, 2, 39]).unwrap();
+    assert_eq!(total, Total { sum: 42, count: 3 });
+    let total: Total<f64> = client
+        .send(&HashMap::from([("numbers", [1.5, 2.0, -0.5])]))
+        .unwrap();
+    assert_eq!(total, Total { sum: 3.0, count: 3 });
+    let total: Total<u64> = client.send(&[u64::MAX - 1, 1]).unwrap();
+    assert_eq!(
+        total,
+        Total {
+            sum: u64::MAX,
+            count: 2
+        }
+    );
+    let total: Total<i64> = client.send::<[i64; 0], _>(&[]).unwrap();
+    assert_eq!(total, Total { sum: 0, count: 0 });
+
+    let expected = r#"sum: expected an array of numbers or {"numbers": [...]}"#;
+    match client.send::<_, IgnoredAny>("nope") {
+        Err(Error::Rpc(reason)) => assert_eq!(reason, format!("{expected}, got a string")),
+        other => panic!("expected the handler's error, got {other:?}"),
+    }
+    match client.send::<_, IgnoredAny>(&(1, "two")) {
+        Err(Error::Rpc(reason)) => {
+            assert_eq!(reason, format!("{expected}, got a string at index 1"))
+        }
+        other => panic!("expected the handler's error, got {other:?}"),
+    }
+    match client.send::<_, IgnoredAny>(&[u64::MAX, 1]) {
+        Err(Error::Rpc(reason)) => assert_eq!(reason, "sum: integer overflow"),
+        other => panic!("expected the handler's error, got {other:?}"),
+    }
+    // After the errors the same connection still serves.
+    let total: Total<i64> = client.send(&[-5, 5]).unwrap();
+    assert_eq!(total, Total { sum: 0, count: 2 });
+}
+
+#[test]
+fn python_echo() {
+    assert_echoes("python");
+}
+
+#[test]
+fn python_sum() {
+    assert_sums("python");
+}
+
+#[test]
+fn js_echo() {
+    assert_echoes("js");
+}
+
+#[test]
+fn js_sum() {
+    assert_sums("js");
+}
+
+#[test]
+fn c_echo() {
+    assert_echoes("c");
+}
+
+#[test]
+fn c_sum() {
+    assert_sums("c");
+}
+
+#[test]
+fn a_name_the_example_has_no_operation_for_is_an_error() {
+    let host = serve("python", "python-other");
+    match client(&host).send::<_, IgnoredAny>(&[1]) {
+        Err(Error::Rpc(reason)) => assert_eq!(
+            reason,
+            "python-other: serve this component under a name ending in echo or sum"
+        ),
+        other => panic!("expected the handler's error, got {other:?}"),
+    }
+    host.wait_for_log("no operation for the name");
+}
