@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod security;
+pub use security::{AuthConfig, SecretSource, TlsConfig, default_handshake_timeout};
+
 /// A config file that cannot be used, with the reason.
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {message}", path.display())]
@@ -28,6 +31,12 @@ pub struct Config {
     /// `[[handler]]` tables, in file order.
     #[serde(default, rename = "handler")]
     pub handlers: Vec<HandlerConfig>,
+    /// `[auth]`: message signatures.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// `[tls]`: absent means plain TCP.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 /// `[server]`: the message listener.
@@ -120,6 +129,10 @@ impl Config {
         for handler in &mut config.handlers {
             handler.module = base.join(&handler.module);
         }
+        config.auth.resolve(&base);
+        if let Some(tls) = &mut config.tls {
+            tls.resolve(&base);
+        }
         Ok(config)
     }
 
@@ -155,6 +168,10 @@ impl Config {
         }
         if self.handlers.is_empty() {
             return Err("no [[handler]] is configured; at least one is needed".into());
+        }
+        self.auth.validate()?;
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
         }
         let mut names = HashSet::new();
         for (i, h) in self.handlers.iter().enumerate() {
@@ -249,6 +266,51 @@ mod tests {
         assert!(parse("").unwrap_err().contains("[[handler]]"));
         let mem = parse(&format!("{ONE}max_memory_mib = 0\n")).unwrap_err();
         assert!(mem.contains("max_memory_mib"), "{mem}");
+    }
+
+    #[test]
+    fn security_sections_read_secret_sources_and_resolve_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("arrpc.toml");
+        let text = format!(
+            "[auth]\nsecrets = [{{ env = \"A\" }}, {{ file = \"s.key\" }}, {{ value = \"v\" }}]\n\
+             replay_protection = true\nreplay_window = \"5s\"\n\
+             [tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n{ONE}"
+        );
+        std::fs::write(&path, text).unwrap();
+        let config = Config::load(&path).unwrap();
+        assert!(matches!(&config.auth.secrets[0], SecretSource::Env(n) if n == "A"));
+        assert!(
+            matches!(&config.auth.secrets[1], SecretSource::File(p) if *p == dir.path().join("s.key"))
+        );
+        assert_eq!(config.auth.replay_window, Duration::from_secs(5));
+        let tls = config.tls.unwrap();
+        assert_eq!(tls.key, dir.path().join("k.pem"));
+        assert_eq!(tls.handshake_timeout, default_handshake_timeout());
+
+        let bad = parse(&format!("[auth]\nsecrets = [{{ url = \"x\" }}]\n{ONE}")).unwrap_err();
+        assert!(bad.contains("secrets"), "{bad}");
+        let lonely = parse(&format!("[auth]\nreplay_protection = true\n{ONE}")).unwrap_err();
+        assert!(lonely.contains("auth.replay_protection"), "{lonely}");
+    }
+
+    #[test]
+    fn secret_sources_refuse_unset_empty_and_exposed_secrets() {
+        let unset = SecretSource::Env("ARRPC_TEST_SURELY_UNSET".into()).read();
+        assert!(unset.unwrap_err().contains("ARRPC_TEST_SURELY_UNSET"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+            let exposed = SecretSource::File(file.clone()).read().unwrap_err();
+            assert!(exposed.contains("chmod 600"), "{exposed}");
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        assert_eq!(SecretSource::File(file).read().unwrap(), b"s3cret");
+        assert!(SecretSource::Value(String::new()).read().is_err());
     }
 
     #[test]

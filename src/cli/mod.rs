@@ -1,5 +1,6 @@
 //! The command line: `arrpc-host [serve]`, `check` and `send`.
 
+mod security;
 mod send;
 mod serve;
 
@@ -48,6 +49,8 @@ struct ServeArgs {
     /// Listen here instead of the config's `server.listen`.
     #[arg(long)]
     listen: Option<SocketAddr>,
+    #[command(flatten)]
+    security: security::ServeSecurityArgs,
 }
 
 /// Runs the parsed command line; errors are printed as one line.

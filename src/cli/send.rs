@@ -38,6 +38,8 @@ pub struct SendArgs {
     /// Log connection attempts and other detail.
     #[arg(long)]
     pub debug: bool,
+    #[command(flatten)]
+    security: super::security::SendSecurityArgs,
 }
 
 pub fn run(args: SendArgs) -> ExitCode {
@@ -69,6 +71,7 @@ fn send(args: &SendArgs) -> anyhow::Result<()> {
     config.timeout = Some(args.timeout);
     config.connect_timeout = args.timeout;
     config.connect_attempts = args.retries.max(1);
+    args.security.apply(&mut config)?;
     let mut client = BlockingClient::new(config)?;
     let reply = client.send_raw(&message)?;
 

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 
+use super::security::server_security;
 use super::{ConfigArgs, ServeArgs};
 use crate::config::Config;
 use crate::runtime::{HandlerRegistry, PoolSize, Runtime};
@@ -22,6 +23,7 @@ async fn load(args: &ConfigArgs) -> anyhow::Result<(Config, HandlerRegistry)> {
 
 pub async fn check(args: &ConfigArgs) -> anyhow::Result<()> {
     let (config, registry) = load(args).await?;
+    server_security(&config, &args.config.display().to_string())?;
     for handler in &config.handlers {
         let loaded = registry
             .get(&handler.name)
@@ -46,9 +48,25 @@ pub async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
-    let server = Server::bind(&config.server, Arc::new(registry))
+    args.security.apply(&mut config)?;
+    let origin = args.config.config.display().to_string();
+    let (tls, auth) = server_security(&config, &origin)?;
+    tracing::info!(
+        tls = tls.is_some(),
+        client_certificates = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        signed = auth.is_some(),
+        replay_protection = auth.is_some() && config.auth.replay_protection,
+        "security"
+    );
+    let mut server = Server::bind(&config.server, Arc::new(registry))
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    if let Some(tls) = tls {
+        server = server.with_tls(tls);
+    }
+    if let Some(auth) = auth {
+        server = server.with_auth(auth);
+    }
     tracing::info!(addr = %server.local_addr()?, default_handler = config.default_handler().unwrap_or("-"), "listening");
     server.run(stop_signal()).await;
     tracing::info!("stopped");

@@ -1,4 +1,4 @@
-//! From one verified message to its reply bytes.
+//! From one message to its reply bytes: signature check, then handler.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arrpc_wire::reply::{ErrorKind, error_reply};
 use bytes::Bytes;
 
+use super::auth::Authenticator;
 use crate::runtime::{HandlerRegistry, Request};
 
 /// Routes messages to handlers; shared by every connection.
@@ -13,6 +14,8 @@ pub struct Dispatcher {
     registry: Arc<HandlerRegistry>,
     /// Source of request ids, unique within this process.
     next_request: AtomicU64,
+    /// Set: messages must be signed envelopes; handlers get their `data`.
+    auth: Option<Authenticator>,
 }
 
 impl Dispatcher {
@@ -20,12 +23,27 @@ impl Dispatcher {
         Dispatcher {
             registry,
             next_request: AtomicU64::new(1),
+            auth: None,
         }
+    }
+
+    pub fn set_auth(&mut self, auth: Authenticator) {
+        self.auth = Some(auth);
     }
 
     /// Produces the reply to one message: the handler's output, or an error
     /// reply in the seed's spelling.
     pub async fn dispatch(&self, message: Bytes, peer: Arc<str>) -> Vec<u8> {
+        let message = match &self.auth {
+            None => message,
+            Some(auth) => match auth.open(&message) {
+                Ok(data) => message.slice_ref(data),
+                Err(refusal) => {
+                    tracing::info!(peer = %peer, reason = %refusal, "refusing message");
+                    return refusal.reply();
+                }
+            },
+        };
         let request_id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let Some(handler) = self.registry.default_handler() else {
             return error_reply(

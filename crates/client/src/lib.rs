@@ -13,6 +13,7 @@
 //! ```
 
 mod blocking;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 pub use blocking::BlockingClient;
+pub use tls::Tls;
 
 /// Any byte stream a client can talk over (plain TCP, or TLS over TCP).
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -46,6 +48,11 @@ pub struct ClientConfig {
     pub auth_secret: Option<Vec<u8>>,
     /// Largest reply accepted, in bytes.
     pub max_reply: usize,
+    /// Talk TLS to the server (the seed's `tls_cafile`).
+    pub tls: Option<Tls>,
+    /// With `auth_secret`: stamp each envelope with the time and a fresh
+    /// nonce, for servers that enforce replay protection (not the seed).
+    pub replay_protection: bool,
 }
 
 impl ClientConfig {
@@ -58,6 +65,8 @@ impl ClientConfig {
             timeout: Some(Duration::from_secs(30)),
             auth_secret: None,
             max_reply: 64 << 20,
+            tls: None,
+            replay_protection: false,
         }
     }
 }
@@ -75,6 +84,13 @@ pub enum Error {
     /// The request did not finish in time (the seed's `RpcTimeoutException`).
     #[error("request to {addr} timed out after {after:?}")]
     Timeout { addr: String, after: Duration },
+    /// The TLS handshake failed or timed out; not retried, since another
+    /// attempt would meet the same certificates.
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Tls {
+        addr: String,
+        source: std::io::Error,
+    },
     /// The server refused the signature (the seed's `AuthException`).
     #[error("authentication failed: {0}")]
     Auth(String),
@@ -90,6 +106,9 @@ pub enum Error {
     /// The reply did not have the type asked for.
     #[error("cannot decode reply: {0}")]
     Decode(#[from] rmp_serde::decode::Error),
+    /// The system offered no random bytes for a replay-protection nonce.
+    #[error("cannot draw a random nonce: {0}")]
+    Random(String),
 }
 
 /// A connection to one arrpc server.
@@ -125,6 +144,19 @@ impl Client {
     pub async fn send_raw(&mut self, message: &[u8]) -> Result<Bytes, Error> {
         let signed;
         let message = match &self.config.auth_secret {
+            Some(secret) if self.config.replay_protection => {
+                let mut nonce = [0u8; 16];
+                getrandom::fill(&mut nonce).map_err(|e| Error::Random(e.to_string()))?;
+                let timestamp_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_millis() as u64);
+                let stamp = envelope::Stamp {
+                    timestamp_ms,
+                    nonce: &nonce,
+                };
+                signed = envelope::sign_stamped(secret, message, stamp);
+                &signed[..]
+            }
             Some(secret) => {
                 signed = envelope::sign(secret, message);
                 &signed[..]
@@ -205,7 +237,10 @@ impl Client {
             match result {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
-                    let stream: Box<dyn Io> = Box::new(stream);
+                    let stream: Box<dyn Io> = match &self.config.tls {
+                        Some(tls) => Box::new(self.handshake(tls, stream).await?),
+                        None => Box::new(stream),
+                    };
                     return Ok(Connection::new(stream, self.config.max_reply));
                 }
                 Err(e) => {
@@ -222,6 +257,26 @@ impl Client {
             addr: self.config.addr.clone(),
             attempts,
             source: last.expect("at least one attempt was made"),
+        })
+    }
+}
+
+impl Client {
+    /// The TLS handshake on a fresh connection, within the connect timeout.
+    async fn handshake(
+        &self,
+        tls: &Tls,
+        stream: TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Error> {
+        tokio::time::timeout(
+            self.config.connect_timeout,
+            tls.connect(&self.config.addr, stream),
+        )
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+        .map_err(|source| Error::Tls {
+            addr: self.config.addr.clone(),
+            source,
         })
     }
 }

@@ -4,10 +4,12 @@
 //! - [`connection`]: whole messages in and out of one socket.
 //! - [`envelope`]: HMAC-SHA256 signed envelopes.
 //! - [`reply`]: the seed's error reply strings.
+//! - [`pem`]: TLS certificates and keys from PEM files, checked at start.
 
 pub mod connection;
 pub mod envelope;
 pub mod frame;
+pub mod pem;
 pub mod reply;
 
 pub use connection::{Connection, ReadError};
