@@ -3,7 +3,8 @@
 //! A [`Client`] holds one connection, opened on first use and reopened when
 //! the server dropped it. Each [`Client::send`] writes one MessagePack
 //! message (signed when a secret is set) and reads one reply; the seed's
-//! error strings come back as typed [`Error`]s.
+//! error strings come back as typed [`Error`]s. [`ClientConfig::tls`] talks
+//! TLS (see [`tls`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), arrpc_client::Error> {
@@ -259,9 +260,7 @@ impl Client {
             source: last.expect("at least one attempt was made"),
         })
     }
-}
 
-impl Client {
     /// The TLS handshake on a fresh connection, within the connect timeout.
     async fn handshake(
         &self,
