@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod security;
+pub use security::{AuthConfig, SecretSource, TlsConfig, default_handshake_timeout};
+
 /// A config file that cannot be used, with the reason.
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {message}", path.display())]
@@ -28,6 +31,12 @@ pub struct Config {
     /// `[[handler]]` tables, in file order.
     #[serde(default, rename = "handler")]
     pub handlers: Vec<HandlerConfig>,
+    /// `[auth]`: message signatures.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// `[tls]`: absent means plain TCP.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 /// `[server]`: the message listener.
@@ -119,6 +128,12 @@ pub struct HandlerConfig {
     /// dropped with a notice.
     #[serde(default = "default_max_output_bytes")]
     pub max_output_bytes: usize,
+    /// Messages one instance may serve, one at a time, before it is
+    /// replaced (also after a trap or a timeout). 0 or 1: a fresh instance
+    /// per message, the default. Higher is faster but lets a message see
+    /// what earlier ones left in memory: for trusted handlers only.
+    #[serde(default)]
+    pub reuse: u32,
 }
 
 /// A host directory preopened for a handler's guest.
@@ -149,6 +164,7 @@ fn default_max_output_bytes() -> usize {
 
 /// Upper bounds that keep the pooling allocator's reservations sane.
 pub const MAX_MEMORY_MIB: u32 = 4096;
+const MAX_REUSE: u32 = 1_000_000;
 const MAX_INSTANCES: u32 = 10_000;
 
 impl Config {
@@ -172,6 +188,10 @@ impl Config {
         config.resolve_grants(&base).map_err(error)?;
         if let Some(dir) = &mut config.server.cache_dir {
             *dir = base.join(&*dir);
+        }
+        config.auth.resolve(&base);
+        if let Some(tls) = &mut config.tls {
+            tls.resolve(&base);
         }
         Ok(config)
     }
@@ -228,6 +248,10 @@ impl Config {
         if self.handlers.is_empty() {
             return Err("no [[handler]] is configured; at least one is needed".into());
         }
+        self.auth.validate()?;
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+        }
         let mut names = HashSet::new();
         for (i, h) in self.handlers.iter().enumerate() {
             let at = format!("handler #{} (`{}`)", i + 1, h.name);
@@ -262,6 +286,9 @@ impl Config {
                 return Err(format!(
                     "{at}: max_instances must be between 1 and {MAX_INSTANCES}"
                 ));
+            }
+            if h.reuse > MAX_REUSE {
+                return Err(format!("{at}: reuse must be at most {MAX_REUSE}"));
             }
             if h.fuel == Some(0) {
                 return Err(format!(
@@ -349,6 +376,51 @@ mod tests {
         assert!(env.contains("env name"), "{env}");
         let dir = parse(&format!("{ONE}dirs = [{{ host = \"x\" }}]\n")).unwrap_err();
         assert!(dir.contains("guest"), "{dir}");
+    }
+
+    #[test]
+    fn security_sections_read_secret_sources_and_resolve_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("arrpc.toml");
+        let text = format!(
+            "[auth]\nsecrets = [{{ env = \"A\" }}, {{ file = \"s.key\" }}, {{ value = \"v\" }}]\n\
+             replay_protection = true\nreplay_window = \"5s\"\n\
+             [tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n{ONE}"
+        );
+        std::fs::write(&path, text).unwrap();
+        let config = Config::load(&path).unwrap();
+        assert!(matches!(&config.auth.secrets[0], SecretSource::Env(n) if n == "A"));
+        assert!(
+            matches!(&config.auth.secrets[1], SecretSource::File(p) if *p == dir.path().join("s.key"))
+        );
+        assert_eq!(config.auth.replay_window, Duration::from_secs(5));
+        let tls = config.tls.unwrap();
+        assert_eq!(tls.key, dir.path().join("k.pem"));
+        assert_eq!(tls.handshake_timeout, default_handshake_timeout());
+
+        let bad = parse(&format!("[auth]\nsecrets = [{{ url = \"x\" }}]\n{ONE}")).unwrap_err();
+        assert!(bad.contains("secrets"), "{bad}");
+        let lonely = parse(&format!("[auth]\nreplay_protection = true\n{ONE}")).unwrap_err();
+        assert!(lonely.contains("auth.replay_protection"), "{lonely}");
+    }
+
+    #[test]
+    fn secret_sources_refuse_unset_empty_and_exposed_secrets() {
+        let unset = SecretSource::Env("ARRPC_TEST_SURELY_UNSET".into()).read();
+        assert!(unset.unwrap_err().contains("ARRPC_TEST_SURELY_UNSET"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+            let exposed = SecretSource::File(file.clone()).read().unwrap_err();
+            assert!(exposed.contains("chmod 600"), "{exposed}");
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        assert_eq!(SecretSource::File(file).read().unwrap(), b"s3cret");
+        assert!(SecretSource::Value(String::new()).read().is_err());
     }
 
     #[test]

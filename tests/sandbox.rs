@@ -179,3 +179,23 @@ fn the_sum_handler_does_real_work_on_the_decoded_message() {
     let error = error_text(&wire.call(&encode(&str_value("nope")))).unwrap();
     assert!(error.contains("expected an array of numbers"), "{error}");
 }
+
+#[test]
+fn instances_are_fresh_per_message_unless_reuse_is_set() {
+    let fresh = misbehave_host("");
+    let mut wire = fresh.connect();
+    for _ in 0..3 {
+        assert_eq!(decode(&command(&mut wire, "count")), Value::from(1));
+    }
+
+    let reusing = misbehave_host("reuse = 3");
+    let mut wire = reusing.connect();
+    let seen: Vec<Value> = (0..6)
+        .map(|_| decode(&command(&mut wire, "count")))
+        .collect();
+    assert_eq!(seen, [1, 2, 3, 1, 2, 3].map(Value::from));
+    // A trap retires the instance: the next message starts on a new one.
+    assert_eq!(decode(&command(&mut wire, "count")), Value::from(1));
+    assert!(error_text(&command(&mut wire, "trap")).is_some());
+    assert_eq!(decode(&command(&mut wire, "count")), Value::from(1));
+}

@@ -1,6 +1,7 @@
 //! The command line: `arrpc-host [serve]`, `check`, `send` and `new`.
 
 mod new;
+mod security;
 mod send;
 mod serve;
 
@@ -55,6 +56,8 @@ struct ServeArgs {
     /// `build` command when they change, then swap the result in.
     #[arg(long)]
     watch: bool,
+    #[command(flatten)]
+    security: security::ServeSecurityArgs,
 }
 
 /// Runs the parsed command line; errors are printed as one line.

@@ -43,6 +43,8 @@ pub struct SendArgs {
     /// Log connection attempts and other detail.
     #[arg(long)]
     pub debug: bool,
+    #[command(flatten)]
+    security: super::security::SendSecurityArgs,
 }
 
 pub fn run(args: SendArgs) -> ExitCode {
@@ -74,6 +76,7 @@ fn send(args: &SendArgs) -> anyhow::Result<()> {
     config.timeout = Some(args.timeout);
     config.connect_timeout = args.timeout;
     config.connect_attempts = args.retries.max(1);
+    args.security.apply(&mut config)?;
     let reply = match &args.handler {
         Some(handler) => tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 
+use super::security::server_security;
 use super::{ConfigArgs, ServeArgs};
 use crate::config::Config;
 use crate::reload::Reloader;
@@ -23,6 +24,7 @@ async fn load(args: &ConfigArgs) -> anyhow::Result<(Config, Runtime, HandlerSet)
 
 pub async fn check(args: &ConfigArgs) -> anyhow::Result<()> {
     let (config, _, handlers) = load(args).await?;
+    server_security(&config, &args.config.display().to_string())?;
     for handler in &config.handlers {
         let loaded = handlers
             .get(&handler.name)
@@ -49,10 +51,26 @@ pub async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
+    args.security.apply(&mut config)?;
+    let origin = args.config.config.display().to_string();
+    let (tls, auth) = server_security(&config, &origin)?;
+    tracing::info!(
+        tls = tls.is_some(),
+        client_certificates = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        signed = auth.is_some(),
+        replay_protection = auth.is_some() && config.auth.replay_protection,
+        "security"
+    );
     let registry = Arc::new(HandlerRegistry::new(handlers));
-    let server = Server::bind(&config.server, registry.clone())
+    let mut server = Server::bind(&config.server, registry.clone())
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    if let Some(tls) = tls {
+        server = server.with_tls(tls);
+    }
+    if let Some(auth) = auth {
+        server = server.with_auth(auth);
+    }
     let default_handler = config.default_handler().unwrap_or("-").to_owned();
     // Changes are watched from before the first message is served.
     Reloader::spawn(

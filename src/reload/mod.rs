@@ -266,6 +266,12 @@ fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
     if settings(old) != settings(new) {
         sections.push("[server] settings other than default_handler");
     }
+    if old.tls != new.tls {
+        sections.push("[tls]");
+    }
+    if old.auth != new.auth {
+        sections.push("[auth]");
+    }
     sections
 }
 

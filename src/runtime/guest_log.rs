@@ -52,8 +52,21 @@ impl GuestLog {
     }
 
     fn append(&self, bytes: &[u8]) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.append(bytes);
+        self.lock().append(bytes);
+    }
+
+    /// Starts the next message on a kept instance: what is left of the last
+    /// one's output is logged, and the budget starts over.
+    pub fn begin(&self, request_id: u64) {
+        let mut state = self.lock();
+        state.emit();
+        state.request_id = request_id;
+        state.budget = state.limit;
+        state.truncated = false;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LineBuffer> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -1,16 +1,16 @@
 //! One loaded handler and what it costs to run one message through it.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store};
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 use super::HostState;
-use super::bindings::{HandlerPre, arrpc::handler::types::Context};
+use super::bindings::{Handler as Guest, HandlerPre, arrpc::handler::types::Context};
 use super::guest_log::GuestLog;
 use crate::config::{DirGrant, HandlerConfig};
 
@@ -34,9 +34,71 @@ pub struct Handler {
     /// fuel limit gets unlimited fuel.
     metered: bool,
     fuel: Option<u64>,
+    /// How each message's WASI context is made.
+    wasi: Arc<WasiRecipe>,
+    /// Messages one instance may serve (`reuse`); 1 means a fresh instance
+    /// per message.
+    uses_per_instance: u32,
+    /// Instances between messages, for `reuse` > 1.
+    idle: Mutex<Vec<Warm>>,
+}
+
+/// An instance kept for its next message, with how many it has served.
+struct Warm {
+    store: Store<HostState>,
+    guest: Guest,
+    served: u32,
+}
+
+/// What a guest's WASI context is made of: no capabilities but those
+/// granted, stdout and stderr into the host log.
+pub(super) struct WasiRecipe {
+    name: Arc<str>,
     env: Vec<(String, String)>,
     dirs: Vec<DirGrant>,
     max_output: usize,
+}
+
+impl WasiRecipe {
+    /// Everything but the granted directories, which can fail to open.
+    fn builder(&self, request_id: u64) -> (WasiCtxBuilder, [GuestLog; 2]) {
+        let log = |stream| GuestLog::new(self.name.clone(), request_id, stream, self.max_output);
+        let logs = [log("stdout"), log("stderr")];
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(logs[0].clone())
+            .stderr(logs[1].clone())
+            .envs(&self.env)
+            .allow_tcp(false)
+            .allow_udp(false);
+        (wasi, logs)
+    }
+
+    /// The context with its directories, made before the guest runs so a
+    /// directory that cannot be opened fails the message clearly.
+    fn build_with_dirs(&self, request_id: u64) -> Result<(WasiCtx, [GuestLog; 2]), CallError> {
+        let (mut wasi, logs) = self.builder(request_id);
+        for grant in &self.dirs {
+            let perms = if grant.writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
+            wasi.preopened_dir(&grant.host, &grant.guest, perms)
+                .map_err(|e| CallError::Grant {
+                    handler: self.name.clone(),
+                    host: grant.host.display().to_string(),
+                    detail: format!("{e:#}"),
+                })?;
+        }
+        Ok((wasi.build(), logs))
+    }
+
+    /// The context for a guest that has no directories, made on its first
+    /// WASI call; a guest that makes none never pays for it.
+    pub(super) fn build_lazily(&self, request_id: u64) -> (WasiCtx, [GuestLog; 2]) {
+        let (mut wasi, logs) = self.builder(request_id);
+        (wasi.build(), logs)
+    }
 }
 
 /// One message for a handler.
@@ -128,9 +190,14 @@ impl Handler {
             max_instances: config.max_instances,
             metered,
             fuel: config.fuel,
-            env: config.env.clone().into_iter().collect(),
-            dirs: config.dirs.clone(),
-            max_output: config.max_output_bytes,
+            wasi: Arc::new(WasiRecipe {
+                name: config.name.as_str().into(),
+                env: config.env.clone().into_iter().collect(),
+                dirs: config.dirs.clone(),
+                max_output: config.max_output_bytes,
+            }),
+            uses_per_instance: config.reuse.max(1),
+            idle: Mutex::new(Vec::new()),
         }
     }
 
@@ -150,14 +217,24 @@ impl Handler {
         &self.sha256
     }
 
-    /// Runs one message in a fresh instance and returns the handler's reply,
-    /// checked to be exactly one MessagePack value.
+    /// Runs one message in a fresh instance (or, with `reuse`, in a kept
+    /// one) and returns the handler's reply, checked to be exactly one
+    /// MessagePack value.
     pub async fn call(&self, request: Request<'_>) -> Result<Vec<u8>, CallError> {
         let _permit = self.instances.try_acquire().map_err(|_| CallError::Busy {
             handler: self.name.clone(),
             max: self.max_instances,
         })?;
-        let mut store = self.new_store(request.request_id)?;
+        let warm = lock(&self.idle).pop();
+        let (mut store, guest, served) = match warm {
+            Some(Warm {
+                store,
+                guest,
+                served,
+            }) => (store, Some(guest), served),
+            None => (self.new_store(request.request_id)?, None, 0),
+        };
+        self.begin(&mut store, request.request_id);
         let context = Context {
             handler: self.name.to_string(),
             request_id: request.request_id,
@@ -166,13 +243,17 @@ impl Handler {
             traceparent: request.traceparent,
         };
         let run = async {
-            let guest = self.pre.instantiate_async(&mut store).await?;
-            guest
+            let guest = match guest {
+                Some(guest) => guest,
+                None => self.pre.instantiate_async(&mut store).await?,
+            };
+            let reply = guest
                 .call_handle(&mut store, &context, request.payload)
-                .await
+                .await?;
+            Ok::<_, wasmtime::Error>((guest, reply))
         };
         let outcome = tokio::time::timeout(self.timeout, run).await;
-        match outcome {
+        let reply = match outcome {
             Err(_) => Err(CallError::Timeout {
                 handler: self.name.clone(),
                 after: self.timeout,
@@ -200,13 +281,37 @@ impl Handler {
                     detail,
                 })
             }
-            Ok(Ok(Err(message))) => Err(CallError::Failed(message)),
-            Ok(Ok(Ok(reply))) => match arrpc_wire::frame::value_len(&reply) {
-                Some(len) if len == reply.len() => Ok(reply),
-                Some(_) => Err(self.invalid_output("more than one MessagePack value")),
-                None => Err(self.invalid_output("bytes that are not one whole MessagePack value")),
-            },
+            Ok(Ok((guest, reply))) => {
+                // Only an instance that returned normally is kept: after a
+                // trap or a cancelled call its state is not to be trusted.
+                if served + 1 < self.uses_per_instance {
+                    lock(&self.idle).push(Warm {
+                        store,
+                        guest,
+                        served: served + 1,
+                    });
+                }
+                reply.map_err(CallError::Failed)
+            }
+        }?;
+        match arrpc_wire::frame::value_len(&reply) {
+            Some(len) if len == reply.len() => Ok(reply),
+            Some(_) => Err(self.invalid_output("more than one MessagePack value")),
+            None => Err(self.invalid_output("bytes that are not one whole MessagePack value")),
         }
+    }
+
+    /// Readies a store for the next message: its request id in the guest's
+    /// log lines, a full fuel tank and a new epoch deadline.
+    fn begin(&self, store: &mut Store<HostState>, request_id: u64) {
+        store.data_mut().begin(request_id);
+        if self.metered {
+            store
+                .set_fuel(self.fuel.unwrap_or(u64::MAX))
+                .expect("the engine meters fuel");
+        }
+        // The deadline must be set before instantiation: a new store's is 0.
+        store.set_epoch_deadline(1);
     }
 
     fn invalid_output(&self, reason: &'static str) -> CallError {
@@ -216,32 +321,19 @@ impl Handler {
         }
     }
 
-    /// A store with logged stdout/stderr, only the capabilities granted in
-    /// the config, the memory cap, the fuel limit, and a yield at every
-    /// epoch tick.
+    /// A store with the memory cap and a yield at every epoch tick; its
+    /// WASI context is made now when directories are granted, else on the
+    /// guest's first WASI call.
     fn new_store(&self, request_id: u64) -> Result<Store<HostState>, CallError> {
-        let mut wasi = WasiCtxBuilder::new();
-        let log = |stream| GuestLog::new(self.name.clone(), request_id, stream, self.max_output);
-        wasi.stdout(log("stdout"))
-            .stderr(log("stderr"))
-            .envs(&self.env)
-            .allow_tcp(false)
-            .allow_udp(false);
-        for grant in &self.dirs {
-            let perms = if grant.writable {
-                FsPerms::ReadWrite
-            } else {
-                FsPerms::ReadOnly
-            };
-            wasi.preopened_dir(&grant.host, &grant.guest, perms)
-                .map_err(|e| CallError::Grant {
-                    handler: self.name.clone(),
-                    host: grant.host.display().to_string(),
-                    detail: format!("{e:#}"),
-                })?;
-        }
+        let wasi = if self.wasi.dirs.is_empty() {
+            None
+        } else {
+            Some(self.wasi.build_with_dirs(request_id)?)
+        };
         let state = HostState {
-            wasi: wasi.build(),
+            recipe: self.wasi.clone(),
+            request_id,
+            wasi,
             table: ResourceTable::new(),
             limits: Limits {
                 max_memory: self.max_memory,
@@ -250,14 +342,11 @@ impl Handler {
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limits);
-        if self.metered {
-            store
-                .set_fuel(self.fuel.unwrap_or(u64::MAX))
-                .expect("the engine meters fuel");
-        }
-        // The deadline must be set before instantiation: a new store's is 0.
-        store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
         Ok(store)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

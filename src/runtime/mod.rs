@@ -97,15 +97,35 @@ impl RuntimeOptions {
 
 /// Per-store state: the guest's WASI context and its resource limits.
 pub struct HostState {
-    wasi: WasiCtx,
+    /// How to make `wasi` when the guest first needs it.
+    recipe: Arc<handler::WasiRecipe>,
+    /// The message being handled, for the guest's log lines.
+    request_id: u64,
+    /// The WASI context and the stdout/stderr it writes to, once made.
+    wasi: Option<(WasiCtx, [guest_log::GuestLog; 2])>,
     table: ResourceTable,
     limits: handler::Limits,
 }
 
+impl HostState {
+    /// Tags what the guest logs from now on with `request_id`.
+    fn begin(&mut self, request_id: u64) {
+        self.request_id = request_id;
+        if let Some((_, logs)) = &self.wasi {
+            for log in logs {
+                log.begin(request_id);
+            }
+        }
+    }
+}
+
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let (ctx, _) = self
+            .wasi
+            .get_or_insert_with(|| self.recipe.build_lazily(self.request_id));
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx,
             table: &mut self.table,
         }
     }

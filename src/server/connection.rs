@@ -97,11 +97,16 @@ pub async fn serve<S>(
                     Ok(Some(message)) => {
                         let dispatcher = dispatcher.clone();
                         let peer = peer.clone();
-                        match dispatcher.classify(message) {
+                        match dispatcher.classify(message, &peer) {
                             Incoming::Bare(message) => {
                                 owed.ordered.push_back(Either::Left(tokio::spawn(async move {
                                     dispatcher.dispatch(message, peer).await
                                 })));
+                            }
+                            Incoming::Refused(reply) => {
+                                if let Some(reply) = reply {
+                                    owed.ordered.push_back(Either::Right(ready(Ok(reply))));
+                                }
                             }
                             Incoming::Rpc(call) => {
                                 let msgid = call.msgid();

@@ -1,5 +1,7 @@
-//! From one verified message to its reply bytes.
+//! From one message to its reply bytes: signature check, routing, handler.
 //!
+//! With a secret configured, every message must be a signed envelope; it is
+//! verified before anything else looks at it, and only its `data` goes on.
 //! A message is either bare (the seed's form: the whole message goes to the
 //! default handler and the handler's output is the reply) or
 //! MessagePack-RPC (its `method` names the handler, `params` is the payload
@@ -12,6 +14,7 @@ use arrpc_wire::reply::{ErrorKind, error_reply};
 use arrpc_wire::rpc;
 use bytes::Bytes;
 
+use super::auth::Authenticator;
 use crate::runtime::{CallError, Handler, HandlerRegistry, Request};
 
 /// Routes messages to handlers; shared by every connection.
@@ -21,6 +24,8 @@ pub struct Dispatcher {
     rpc: bool,
     /// Source of request ids, unique within this process.
     next_request: AtomicU64,
+    /// Set: messages must be signed envelopes; handlers get their `data`.
+    auth: Option<Authenticator>,
 }
 
 /// A message as read from a connection, sorted by how it is answered.
@@ -29,6 +34,9 @@ pub enum Incoming {
     Bare(Bytes),
     /// MessagePack-RPC: answered as soon as its handler finishes.
     Rpc(RpcCall),
+    /// Refused before reaching a handler (signature): answered in request
+    /// order with this reply, if any.
+    Refused(Option<Vec<u8>>),
 }
 
 /// A MessagePack-RPC request or notification, owning its message.
@@ -52,11 +60,35 @@ impl Dispatcher {
             registry,
             rpc,
             next_request: AtomicU64::new(1),
+            auth: None,
         }
     }
 
-    /// Tells an RPC request or notification from a bare message.
-    pub fn classify(&self, message: Bytes) -> Incoming {
+    pub fn set_auth(&mut self, auth: Authenticator) {
+        self.auth = Some(auth);
+    }
+
+    /// Verifies the signature (when a secret is set), then tells an RPC
+    /// request or notification from a bare message.
+    pub fn classify(&self, message: Bytes, peer: &str) -> Incoming {
+        let message = match &self.auth {
+            None => message,
+            Some(auth) => match auth.open(&message) {
+                Ok(data) => message.slice_ref(data),
+                Err(refusal) => {
+                    tracing::info!(peer = %peer, reason = %refusal, "refusing message");
+                    // An unsigned RPC request still gets a response its client
+                    // can match; a notification gets nothing, as always.
+                    return Incoming::Refused(match rpc::parse(&message) {
+                        Some(rpc::Message::Request { msgid, .. }) if self.rpc => {
+                            Some(rpc::response(msgid, Err(&refusal.text())))
+                        }
+                        Some(rpc::Message::Notification { .. }) if self.rpc => None,
+                        _ => Some(refusal.reply()),
+                    });
+                }
+            },
+        };
         if !self.rpc {
             return Incoming::Bare(message);
         }

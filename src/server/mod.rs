@@ -1,8 +1,11 @@
 //! The message port: accept loop, connection limit and graceful shutdown.
 
+pub mod auth;
 mod connection;
 mod dispatch;
+pub mod replay;
 pub mod shutdown;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,6 +20,7 @@ use crate::config::ServerConfig;
 use crate::runtime::HandlerRegistry;
 pub use connection::ConnectionLimits;
 pub use dispatch::Dispatcher;
+pub use tls::TlsListener;
 
 /// A bound listener, ready to serve.
 pub struct Server {
@@ -27,6 +31,8 @@ pub struct Server {
     /// accept loop waits, and new clients queue in the kernel's backlog.
     connections: Arc<Semaphore>,
     shutdown_grace: Duration,
+    /// Set: every connection starts with a TLS handshake.
+    tls: Option<Arc<TlsListener>>,
 }
 
 impl Server {
@@ -46,7 +52,22 @@ impl Server {
             },
             connections: Arc::new(Semaphore::new(config.max_connections)),
             shutdown_grace: config.shutdown_grace,
+            tls: None,
         })
+    }
+
+    /// Serves TLS instead of plain TCP.
+    pub fn with_tls(mut self, tls: TlsListener) -> Server {
+        self.tls = Some(Arc::new(tls));
+        self
+    }
+
+    /// Requires every message to be a signed envelope.
+    pub fn with_auth(mut self, auth: auth::Authenticator) -> Server {
+        Arc::get_mut(&mut self.dispatcher)
+            .expect("the dispatcher is shared only once serving")
+            .set_auth(auth);
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -81,12 +102,27 @@ impl Server {
             let dispatcher = self.dispatcher.clone();
             let limits = self.limits;
             let shutdown = shutdown.clone();
+            let tls = self.tls.clone();
             // Reap finished connections so the set stays small.
             while tasks.try_join_next().is_some() {}
             tasks.spawn(async move {
                 let peer: Arc<str> = peer.to_string().into();
                 tracing::debug!(peer = %peer, "connection opened");
-                connection::serve(stream, peer.clone(), dispatcher, limits, shutdown).await;
+                match tls {
+                    None => {
+                        connection::serve(stream, peer.clone(), dispatcher, limits, shutdown).await
+                    }
+                    // The handshake runs in this connection's own task, so
+                    // a slow or broken one holds up no other connection.
+                    Some(tls) => match tls.accept(stream).await {
+                        Ok(stream) => {
+                            tracing::debug!(peer = %peer, version = ?stream.get_ref().1.protocol_version(), "TLS established");
+                            connection::serve(stream, peer.clone(), dispatcher, limits, shutdown)
+                                .await
+                        }
+                        Err(e) => tracing::info!(peer = %peer, error = %e, "closing connection"),
+                    },
+                }
                 tracing::debug!(peer = %peer, "connection closed");
                 drop(permit);
             });

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
+pub mod seed;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -68,6 +71,11 @@ impl Host {
     }
 
     pub fn start_with(config: TestConfig, args: &[&str]) -> Host {
+        Host::start_with_env(config, args, &[])
+    }
+
+    /// Like [`Host::start_with`], with `env` set for the host process.
+    pub fn start_with_env(config: TestConfig, args: &[&str], env: &[(&str, &str)]) -> Host {
         components();
         let mut child = Command::new(HOST)
             .arg("--config")
@@ -77,6 +85,7 @@ impl Host {
             // The default compile cache lives under the test's target folder,
             // not the user's home.
             .env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -5,6 +5,7 @@
 //! message (signed when a secret is set) and reads one reply; the seed's
 //! error strings come back as typed [`Error`]s. [`RpcClient`] calls named
 //! handlers over MessagePack-RPC, many calls at once on one connection.
+//! [`ClientConfig::tls`] talks TLS (see [`tls`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), arrpc_client::Error> {
@@ -15,7 +16,9 @@
 
 mod blocking;
 mod rpc;
+pub mod tls;
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use arrpc_wire::{Connection, ErrorKind, ReadError, envelope, reply};
@@ -26,6 +29,7 @@ use tokio::net::TcpStream;
 
 pub use blocking::BlockingClient;
 pub use rpc::RpcClient;
+pub use tls::Tls;
 
 /// Any byte stream a client can talk over (plain TCP, or TLS over TCP).
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -49,6 +53,11 @@ pub struct ClientConfig {
     pub auth_secret: Option<Vec<u8>>,
     /// Largest reply accepted, in bytes.
     pub max_reply: usize,
+    /// Talk TLS to the server (the seed's `tls_cafile`).
+    pub tls: Option<Tls>,
+    /// With `auth_secret`: stamp each envelope with the time and a fresh
+    /// nonce, for servers that enforce replay protection (not the seed).
+    pub replay_protection: bool,
 }
 
 impl ClientConfig {
@@ -61,6 +70,8 @@ impl ClientConfig {
             timeout: Some(Duration::from_secs(30)),
             auth_secret: None,
             max_reply: 64 << 20,
+            tls: None,
+            replay_protection: false,
         }
     }
 }
@@ -78,6 +89,13 @@ pub enum Error {
     /// The request did not finish in time (the seed's `RpcTimeoutException`).
     #[error("request to {addr} timed out after {after:?}")]
     Timeout { addr: String, after: Duration },
+    /// The TLS handshake failed or timed out; not retried, since another
+    /// attempt would meet the same certificates.
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Tls {
+        addr: String,
+        source: std::io::Error,
+    },
     /// The server refused the signature (the seed's `AuthException`).
     #[error("authentication failed: {0}")]
     Auth(String),
@@ -93,6 +111,9 @@ pub enum Error {
     /// The reply did not have the type asked for.
     #[error("cannot decode reply: {0}")]
     Decode(#[from] rmp_serde::decode::Error),
+    /// The system offered no random bytes for a replay-protection nonce.
+    #[error("cannot draw a random nonce: {0}")]
+    Random(String),
 }
 
 /// A connection to one arrpc server.
@@ -126,14 +147,8 @@ impl Client {
     /// A seed error string in the reply becomes [`Error::Rpc`] or
     /// [`Error::Auth`].
     pub async fn send_raw(&mut self, message: &[u8]) -> Result<Bytes, Error> {
-        let signed;
-        let message = match &self.config.auth_secret {
-            Some(secret) => {
-                signed = envelope::sign(secret, message);
-                &signed[..]
-            }
-            None => message,
-        };
+        let sealed = seal(&self.config, message)?;
+        let message = &sealed[..];
         let reply = match self.config.timeout {
             Some(after) => tokio::time::timeout(after, self.round_trip(message))
                 .await
@@ -213,7 +228,10 @@ async fn open(config: &ClientConfig) -> Result<Box<dyn Io>, Error> {
         match result {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
-                return Ok(Box::new(stream));
+                return match &config.tls {
+                    Some(tls) => Ok(Box::new(handshake(config, tls, stream).await?)),
+                    None => Ok(Box::new(stream)),
+                };
             }
             Err(e) => {
                 tracing::debug!(addr = %config.addr, attempt, error = %e, "connect failed");
@@ -230,6 +248,43 @@ async fn open(config: &ClientConfig) -> Result<Box<dyn Io>, Error> {
         attempts,
         source: last.expect("at least one attempt was made"),
     })
+}
+
+/// `message` as it goes on the wire: signed into an envelope when a secret
+/// is set (stamped when replay protection is on), else as it is.
+fn seal<'a>(config: &ClientConfig, message: &'a [u8]) -> Result<Cow<'a, [u8]>, Error> {
+    let Some(secret) = &config.auth_secret else {
+        return Ok(Cow::Borrowed(message));
+    };
+    if !config.replay_protection {
+        return Ok(Cow::Owned(envelope::sign(secret, message)));
+    }
+    let mut nonce = [0u8; 16];
+    getrandom::fill(&mut nonce).map_err(|e| Error::Random(e.to_string()))?;
+    let timestamp_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64);
+    let stamp = envelope::Stamp {
+        timestamp_ms,
+        nonce: &nonce,
+    };
+    Ok(Cow::Owned(envelope::sign_stamped(secret, message, stamp)))
+}
+
+/// The TLS handshake on a fresh connection, within the connect timeout; not
+/// retried, since a refused certificate will be refused again.
+async fn handshake(
+    config: &ClientConfig,
+    tls: &Tls,
+    stream: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Error> {
+    tokio::time::timeout(config.connect_timeout, tls.connect(&config.addr, stream))
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+        .map_err(|source| Error::Tls {
+            addr: config.addr.clone(),
+            source,
+        })
 }
 
 /// Whether a failure means the server had already closed the connection

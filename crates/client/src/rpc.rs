@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arrpc_wire::{Connection, ReadError, envelope, rpc};
+use arrpc_wire::{Connection, ReadError, rpc};
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::io::{AsyncWriteExt, BufWriter, WriteHalf};
@@ -96,7 +96,7 @@ impl RpcClient {
         let request = rpc::request(msgid, method, params);
         let outcome = async {
             link.outgoing
-                .send(self.sign(request))
+                .send(self.sign(request)?)
                 .await
                 .map_err(|_| self.closed())?;
             rx.await.map_err(|_| self.closed())
@@ -119,7 +119,10 @@ impl RpcClient {
         })?;
         match response.error {
             None => Ok(response.result),
-            Some(error) => Err(Error::Rpc(error_text(&error))),
+            Some(error) => Err(match arrpc_wire::reply::parse_error(&error) {
+                Some(e) if e.kind == arrpc_wire::ErrorKind::Auth => Error::Auth(e.reason),
+                _ => Error::Rpc(error_text(&error)),
+            }),
         }
     }
 
@@ -127,16 +130,13 @@ impl RpcClient {
     pub async fn notify(&self, method: &str, params: &[u8]) -> Result<(), Error> {
         let link = self.link().await?;
         link.outgoing
-            .send(self.sign(rpc::notification(method, params)))
+            .send(self.sign(rpc::notification(method, params))?)
             .await
             .map_err(|_| self.closed())
     }
 
-    fn sign(&self, message: Vec<u8>) -> Vec<u8> {
-        match &self.shared.config.auth_secret {
-            Some(secret) => envelope::sign(secret, &message),
-            None => message,
-        }
+    fn sign(&self, message: Vec<u8>) -> Result<Vec<u8>, Error> {
+        Ok(crate::seal(&self.shared.config, &message)?.into_owned())
     }
 
     fn closed(&self) -> Error {

@@ -5,10 +5,12 @@
 //! - [`envelope`]: HMAC-SHA256 signed envelopes.
 //! - [`reply`]: the seed's error reply strings.
 //! - [`rpc`]: MessagePack-RPC requests, responses and notifications.
+//! - [`pem`]: TLS certificates and keys from PEM files, checked at start.
 
 pub mod connection;
 pub mod envelope;
 pub mod frame;
+pub mod pem;
 pub mod reply;
 pub mod rpc;
 

@@ -27,6 +27,11 @@ impl ErrorKind {
 pub const AUTH_FAILED: &str =
     "Invalid or missing message signature, make sure 'auth_secret' is set/correct";
 
+/// An error reply's text, as the seed's client parses it.
+pub fn error_text(kind: ErrorKind, reason: &str) -> String {
+    format!("{}{reason}", kind.prefix())
+}
+
 /// Encodes an error reply.
 pub fn error_reply(kind: ErrorKind, reason: &str) -> Vec<u8> {
     let prefix = kind.prefix();

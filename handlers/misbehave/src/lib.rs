@@ -3,7 +3,8 @@
 //! The host's tests send it commands to check that the sandbox holds: a trap,
 //! an endless loop or unbounded allocation ends only that call, bad output is
 //! caught, files and environment variables stay out of reach, and output is
-//! captured and tagged with the request.
+//! captured and tagged with the request, and (`count`) whether an instance
+//! was reused.
 //!
 //! The payload is a MessagePack string, `"<command>"` or `"<command>:<n>"`,
 //! or an array holding just that string (MessagePack-RPC params). Any other
@@ -12,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rmpv::Value;
@@ -63,6 +65,7 @@ impl Guest for Misbehave {
             "env" => env(),
             "print" => print(count(command, arg)?),
             "context" => context(&ctx),
+            "count" => messages_seen(),
             "sleep" => sleep(count(command, arg)?),
             _ => Ok(payload),
         }
@@ -153,6 +156,13 @@ fn print(n: u64) -> Reply {
     }
     out.flush().map_err(|e| format!("misbehave: stdout: {e}"))?;
     encode(&n)
+}
+
+/// How many messages this instance has handled, this one included: always
+/// 1 with a fresh instance per message, more when the host reuses instances.
+fn messages_seen() -> Reply {
+    static SEEN: AtomicU64 = AtomicU64::new(0);
+    encode(&(SEEN.fetch_add(1, Ordering::Relaxed) + 1))
 }
 
 /// The context the host passed in, with the field names of the WIT record.

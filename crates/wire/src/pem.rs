@@ -1,0 +1,221 @@
+//! TLS certificates and private keys from PEM files, checked the way both
+//! ends need them checked before they start.
+//!
+//! A certificate chain that has expired (or is not valid yet) is refused
+//! with its dates, so the operator hears of it at start rather than from
+//! every peer's failed handshake. A private key readable by group or others
+//! is refused as ssh refuses one.
+
+use std::path::{Path, PathBuf};
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+
+/// A certificate or key file that cannot be used, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum PemError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: no PEM certificate (`-----BEGIN CERTIFICATE-----`) found", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("{}: not a PEM file: {reason}", path.display())]
+    Malformed { path: PathBuf, reason: String },
+    #[error("{}: certificate #{index} is not valid X.509: {reason}", path.display())]
+    NotX509 {
+        path: PathBuf,
+        index: usize,
+        reason: String,
+    },
+    #[error("{}: certificate #{index} ({subject}) expired on {not_after}", path.display())]
+    Expired {
+        path: PathBuf,
+        index: usize,
+        subject: String,
+        not_after: String,
+    },
+    #[error("{}: certificate #{index} ({subject}) is not valid before {not_before}", path.display())]
+    NotYetValid {
+        path: PathBuf,
+        index: usize,
+        subject: String,
+        not_before: String,
+    },
+    #[error("{}: no PEM private key (PKCS#8, PKCS#1 or SEC1) found", path.display())]
+    NoKey { path: PathBuf },
+    #[error(
+        "{}: private key is accessible by group or others (mode {mode:04o}); run `chmod 600 {}`",
+        path.display(),
+        path.display()
+    )]
+    KeyPermissions { path: PathBuf, mode: u32 },
+}
+
+/// The certificates in a CA or pinned-certificate file, in file order.
+pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
+    let text = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&text)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PemError::Malformed {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(PemError::NoCertificate {
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+/// A certificate chain presented to peers (leaf first); every certificate
+/// in it must be valid now.
+pub fn certificate_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
+    let certs = certificates(path)?;
+    let now = UnixTime::now().as_secs() as i64;
+    for (index, cert) in certs.iter().enumerate() {
+        let index = index + 1;
+        let (_, parsed) =
+            x509_parser::parse_x509_certificate(cert).map_err(|e| PemError::NotX509 {
+                path: path.to_owned(),
+                index,
+                reason: e.to_string(),
+            })?;
+        let validity = parsed.validity();
+        if validity.not_after.timestamp() < now {
+            return Err(PemError::Expired {
+                path: path.to_owned(),
+                index,
+                subject: parsed.subject().to_string(),
+                not_after: validity.not_after.to_string(),
+            });
+        }
+        if validity.not_before.timestamp() > now {
+            return Err(PemError::NotYetValid {
+                path: path.to_owned(),
+                index,
+                subject: parsed.subject().to_string(),
+                not_before: validity.not_before.to_string(),
+            });
+        }
+    }
+    Ok(certs)
+}
+
+/// The private key in `path`, which only its owner may access.
+pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
+    owner_only(path)?;
+    let text = read(path)?;
+    PrivateKeyDer::from_pem_slice(&text).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => PemError::NoKey {
+            path: path.to_owned(),
+        },
+        e => PemError::Malformed {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        },
+    })
+}
+
+/// Refuses a secret file that group or others can access, as ssh does.
+pub fn owner_only(path: &Path) -> Result<(), PemError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|source| PemError::Read {
+                path: path.to_owned(),
+                source,
+            })?
+            .permissions()
+            .mode()
+            & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(PemError::KeyPermissions {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, PemError> {
+    std::fs::read(path).map_err(|source| PemError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        path
+    }
+
+    #[test]
+    fn a_valid_chain_and_owner_only_key_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let cert_path = write(dir.path(), "c.pem", &cert.pem(), 0o644);
+        let key_path = write(dir.path(), "k.pem", &key.serialize_pem(), 0o600);
+        assert_eq!(certificate_chain(&cert_path).unwrap().len(), 1);
+        assert!(private_key(&key_path).is_ok());
+    }
+
+    #[test]
+    fn expired_certificates_are_refused_with_their_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        let cert = params.self_signed(&key).unwrap();
+        let path = write(dir.path(), "old.pem", &cert.pem(), 0o644);
+        let err = certificate_chain(&path).unwrap_err().to_string();
+        assert!(err.contains("old.pem: certificate #1"), "{err}");
+        assert!(err.contains("expired on") && err.contains("2021"), "{err}");
+        // A CA or pinned file is only parsed, not judged by date.
+        assert!(certificates(&path).is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn keys_readable_by_others_are_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let path = write(dir.path(), "k.pem", &key.serialize_pem(), 0o644);
+        let err = private_key(&path).unwrap_err().to_string();
+        assert!(err.contains("mode 0644"), "{err}");
+        assert!(err.contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn wrong_formats_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = write(dir.path(), "g.pem", "not pem at all\n", 0o600);
+        assert!(matches!(
+            certificates(&garbage),
+            Err(PemError::NoCertificate { .. })
+        ));
+        assert!(matches!(private_key(&garbage), Err(PemError::NoKey { .. })));
+        let missing = dir.path().join("missing.pem");
+        let err = certificates(&missing).unwrap_err().to_string();
+        assert!(err.contains("missing.pem: cannot read"), "{err}");
+    }
+}

@@ -1,0 +1,181 @@
+//! Security flags on the command line: they override `arrpc.toml`, so
+//! operators can keep secrets and key paths out of files.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use arrpc_client::ClientConfig;
+use arrpc_client::tls::{Identity, Tls, Trust};
+use clap::Args;
+
+use crate::config::{Config, SecretSource, TlsConfig, default_handshake_timeout};
+use crate::server::TlsListener;
+use crate::server::auth::Authenticator;
+use crate::server::replay::ReplayGuard;
+
+/// `arrpc-host serve` flags for TLS and signatures.
+#[derive(Debug, Args)]
+pub struct ServeSecurityArgs {
+    /// Serve TLS with this PEM certificate chain (replaces `[tls]`).
+    #[arg(long, value_name = "F", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert (mode 600).
+    #[arg(long, value_name = "F", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by a CA in this PEM file (mutual TLS).
+    #[arg(long, value_name = "F")]
+    tls_client_ca: Option<PathBuf>,
+    /// Accept messages signed with the secret in this environment variable
+    /// (replaces `auth.secrets`; repeat to accept several).
+    #[arg(long, value_name = "NAME", conflicts_with = "auth_secret_file")]
+    auth_secret_env: Vec<String>,
+    /// Accept messages signed with the secret in this file (mode 600;
+    /// replaces `auth.secrets`; repeat to accept several).
+    #[arg(long, value_name = "F")]
+    auth_secret_file: Vec<PathBuf>,
+}
+
+impl ServeSecurityArgs {
+    /// Writes the flags given over `config`.
+    pub fn apply(&self, config: &mut Config) -> anyhow::Result<()> {
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            let previous = config.tls.take();
+            config.tls = Some(TlsConfig {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: previous.as_ref().and_then(|tls| tls.client_ca.clone()),
+                handshake_timeout: previous
+                    .map_or_else(default_handshake_timeout, |tls| tls.handshake_timeout),
+            });
+        }
+        if let Some(ca) = &self.tls_client_ca {
+            match &mut config.tls {
+                Some(tls) => tls.client_ca = Some(ca.clone()),
+                None => bail!(
+                    "--tls-client-ca needs TLS: give --tls-cert and --tls-key, or a [tls] section"
+                ),
+            }
+        }
+        if self.overrides_secrets() {
+            config.auth.secrets = self
+                .auth_secret_env
+                .iter()
+                .cloned()
+                .map(SecretSource::Env)
+                .chain(
+                    self.auth_secret_file
+                        .iter()
+                        .cloned()
+                        .map(SecretSource::File),
+                )
+                .collect();
+        }
+        Ok(())
+    }
+
+    pub fn overrides_secrets(&self) -> bool {
+        !self.auth_secret_env.is_empty() || !self.auth_secret_file.is_empty()
+    }
+}
+
+/// The TLS listener and authenticator `config` asks for; errors name
+/// `origin` (the config file or the command line) and the setting.
+pub fn server_security(
+    config: &Config,
+    origin: &str,
+) -> anyhow::Result<(Option<TlsListener>, Option<Authenticator>)> {
+    let tls = config
+        .tls
+        .as_ref()
+        .map(TlsListener::new)
+        .transpose()
+        .with_context(|| format!("{origin}: [tls]"))?;
+    let auth = &config.auth;
+    if auth.secrets.is_empty() {
+        return Ok((tls, None));
+    }
+    let mut secrets = Vec::with_capacity(auth.secrets.len());
+    for (i, source) in auth.secrets.iter().enumerate() {
+        let at = format!("{origin}: auth.secrets #{} ({source})", i + 1);
+        if matches!(source, SecretSource::Value(_)) {
+            tracing::warn!(
+                "{at} is written inline; prefer {{ env = \"NAME\" }} or {{ file = \"path\" }}"
+            );
+        }
+        secrets.push(source.read().map_err(|e| anyhow::anyhow!("{at}: {e}"))?);
+    }
+    let replay = auth
+        .replay_protection
+        .then(|| ReplayGuard::new(auth.replay_window, auth.replay_max_nonces));
+    Ok((tls, Some(Authenticator::new(secrets, replay))))
+}
+
+/// `arrpc-host send` flags for TLS and signatures.
+#[derive(Debug, Args)]
+pub struct SendSecurityArgs {
+    /// Talk TLS, trusting servers whose certificate a CA in this PEM file signed.
+    #[arg(long, value_name = "F")]
+    tls_ca: Option<PathBuf>,
+    /// The --tls-ca file is the server's own self-signed certificate: trust
+    /// exactly it, whatever names it carries (the seed's `tls_self_signed`).
+    #[arg(long, requires = "tls_ca")]
+    tls_self_signed: bool,
+    /// Present this PEM certificate chain (mutual TLS).
+    #[arg(long, value_name = "F", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert (mode 600).
+    #[arg(long, value_name = "F", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Check the server's certificate for this name instead of the
+    /// address's host.
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "tls_ca",
+        conflicts_with = "tls_self_signed"
+    )]
+    tls_server_name: Option<String>,
+    /// Sign the message with the secret in this environment variable.
+    #[arg(long, value_name = "NAME", conflicts_with = "auth_secret_file")]
+    auth_secret_env: Option<String>,
+    /// Sign the message with the secret in this file (mode 600).
+    #[arg(long, value_name = "F")]
+    auth_secret_file: Option<PathBuf>,
+    /// Stamp the signed envelope with the time and a nonce, for hosts with
+    /// `auth.replay_protection` on.
+    #[arg(long)]
+    replay_protection: bool,
+}
+
+impl SendSecurityArgs {
+    /// Writes the flags given into the client's `config`.
+    pub fn apply(&self, config: &mut ClientConfig) -> anyhow::Result<()> {
+        if let Some(ca) = &self.tls_ca {
+            let trust = if self.tls_self_signed {
+                Trust::Pinned(ca.clone())
+            } else {
+                Trust::CaFile(ca.clone())
+            };
+            let identity = self.tls_cert.clone().zip(self.tls_key.clone());
+            let identity = identity.map(|(cert, key)| Identity { cert, key });
+            let mut tls = Tls::new(&trust, identity.as_ref())?;
+            tls.server_name = self.tls_server_name.clone();
+            config.tls = Some(tls);
+        }
+        let source = match (&self.auth_secret_env, &self.auth_secret_file) {
+            (Some(name), _) => Some(SecretSource::Env(name.clone())),
+            (_, Some(path)) => Some(SecretSource::File(path.clone())),
+            _ => None,
+        };
+        if let Some(source) = source {
+            let secret = source
+                .read()
+                .map_err(|e| anyhow::anyhow!("auth secret ({source}): {e}"))?;
+            config.auth_secret = Some(secret);
+        } else if self.replay_protection {
+            bail!("--replay-protection signs: give --auth-secret-env or --auth-secret-file");
+        }
+        config.replay_protection = self.replay_protection;
+        Ok(())
+    }
+}

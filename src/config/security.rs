@@ -1,0 +1,155 @@
+//! `[auth]` and `[tls]`: who may send messages, and how the port is encrypted.
+//!
+//! Secrets are named here, not written here: each comes from an environment
+//! variable or a file (an inline value works but is warned about at start),
+//! so `arrpc.toml` can be shared and committed.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `[auth]`: signed messages, as the seed's `auth_secret`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Secrets a signature may be made with; any one verifies, so a new
+    /// secret can be added before clients move to it and the old one removed
+    /// after. Empty: messages need no signature.
+    pub secrets: Vec<SecretSource>,
+    /// Require stamped envelopes (time and nonce under the MAC) and refuse
+    /// replays. Seed clients cannot send these, so it is off by default.
+    pub replay_protection: bool,
+    /// How far an envelope's time may be from the host's clock, either way.
+    #[serde(with = "humantime_serde")]
+    pub replay_window: Duration,
+    /// Nonces remembered at once; when this many envelopes arrived within
+    /// one window, further ones are refused until old nonces expire.
+    pub replay_max_nonces: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            secrets: Vec::new(),
+            replay_protection: false,
+            replay_window: Duration::from_secs(30),
+            replay_max_nonces: 100_000,
+        }
+    }
+}
+
+/// Where one secret comes from: `{ env = "NAME" }`, `{ file = "path" }` or
+/// `{ value = "text" }`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum SecretSource {
+    Env(String),
+    File(PathBuf),
+    Value(String),
+}
+
+impl SecretSource {
+    /// The secret's bytes. A file's trailing line break is not part of it,
+    /// and the file must be readable by its owner only.
+    pub fn read(&self) -> Result<Vec<u8>, String> {
+        let secret = match self {
+            SecretSource::Env(name) => std::env::var_os(name)
+                .ok_or_else(|| format!("environment variable `{name}` is not set"))?
+                .into_encoded_bytes(),
+            SecretSource::File(path) => {
+                arrpc_wire::pem::owner_only(path).map_err(|e| e.to_string())?;
+                let mut bytes = std::fs::read(path)
+                    .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+                for end in [b'\n', b'\r'] {
+                    if bytes.last() == Some(&end) {
+                        bytes.pop();
+                    }
+                }
+                bytes
+            }
+            SecretSource::Value(text) => text.clone().into_bytes(),
+        };
+        if secret.is_empty() {
+            return Err(format!("{self} is empty"));
+        }
+        Ok(secret)
+    }
+}
+
+impl std::fmt::Display for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::Env(name) => write!(f, "environment variable `{name}`"),
+            SecretSource::File(path) => write!(f, "secret file {}", path.display()),
+            SecretSource::Value(_) => f.write_str("inline secret"),
+        }
+    }
+}
+
+/// `[tls]`: serve TLS instead of plain TCP.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key of the leaf; readable by its owner only.
+    pub key: PathBuf,
+    /// PEM CA certificate(s): when set, clients must present a certificate
+    /// signed by one of them (mutual TLS).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// A connection that has not finished its handshake in this long is
+    /// closed.
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+}
+
+pub fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl AuthConfig {
+    pub(super) fn validate(&self) -> Result<(), String> {
+        if self.replay_protection && self.secrets.is_empty() {
+            return Err(
+                "auth.replay_protection needs auth.secrets: only signed envelopes carry a stamp"
+                    .into(),
+            );
+        }
+        if self.replay_window.is_zero() {
+            return Err("auth.replay_window must be longer than zero".into());
+        }
+        if self.replay_max_nonces == 0 {
+            return Err("auth.replay_max_nonces must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Makes relative secret files absolute against `base`.
+    pub(super) fn resolve(&mut self, base: &Path) {
+        for source in &mut self.secrets {
+            if let SecretSource::File(path) = source {
+                *path = base.join(&*path);
+            }
+        }
+    }
+}
+
+impl TlsConfig {
+    pub(super) fn validate(&self) -> Result<(), String> {
+        if self.handshake_timeout.is_zero() {
+            return Err("tls.handshake_timeout must be longer than zero".into());
+        }
+        Ok(())
+    }
+
+    /// Makes relative certificate and key paths absolute against `base`.
+    pub(super) fn resolve(&mut self, base: &Path) {
+        self.cert = base.join(&self.cert);
+        self.key = base.join(&self.key);
+        if let Some(ca) = &mut self.client_ca {
+            *ca = base.join(&*ca);
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Certificates made fresh for each test with rcgen; no key is committed.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+
+/// A certificate file and its key file (mode 600), in a test's folder.
+#[derive(Debug, Clone)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A certificate authority that issues server and client certificates.
+pub struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+    /// The CA certificate (PEM), to trust.
+    pub cert: PathBuf,
+}
+
+/// The names a local test server answers to.
+pub fn local_names() -> Vec<String> {
+    vec!["localhost".into(), "127.0.0.1".into()]
+}
+
+impl Ca {
+    pub fn new(dir: &Path, name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let cert = dir.join(format!("{name}-ca.pem"));
+        std::fs::write(&cert, issuer.pem()).unwrap();
+        Ca { issuer, cert }
+    }
+
+    /// A server certificate for `names`.
+    pub fn server(&self, dir: &Path, file: &str, names: Vec<String>) -> CertFiles {
+        self.issue(dir, file, names, ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    /// A client certificate for mutual TLS.
+    pub fn client(&self, dir: &Path, file: &str) -> CertFiles {
+        self.issue(
+            dir,
+            file,
+            vec!["client".into()],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )
+    }
+
+    fn issue(
+        &self,
+        dir: &Path,
+        file: &str,
+        names: Vec<String>,
+        usage: ExtendedKeyUsagePurpose,
+    ) -> CertFiles {
+        let mut params = CertificateParams::new(names).unwrap();
+        params.distinguished_name.push(DnType::CommonName, file);
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        write_pair(dir, file, &cert.pem(), &key)
+    }
+}
+
+/// A self-signed server certificate for the local names.
+pub fn self_signed(dir: &Path, file: &str) -> CertFiles {
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(local_names())
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    write_pair(dir, file, &cert.pem(), &key)
+}
+
+/// A self-signed certificate that expired on 2021-01-01.
+pub fn expired(dir: &Path, file: &str) -> CertFiles {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(local_names()).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let cert = params.self_signed(&key).unwrap();
+    write_pair(dir, file, &cert.pem(), &key)
+}
+
+fn write_pair(dir: &Path, file: &str, cert_pem: &str, key: &KeyPair) -> CertFiles {
+    let cert = dir.join(format!("{file}.pem"));
+    let key_path = dir.join(format!("{file}.key"));
+    std::fs::write(&cert, cert_pem).unwrap();
+    write_private(&key_path, &key.serialize_pem());
+    CertFiles {
+        cert,
+        key: key_path,
+    }
+}
+
+/// Writes a file only its owner may read, as keys and secrets must be.
+pub fn write_private(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    set_mode(path, 0o600);
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}

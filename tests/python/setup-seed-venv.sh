@@ -1,0 +1,10 @@
+#!/bin/sh
+# Creates a virtualenv at $1 holding the Python seed, arrpc 0.5.0 from PyPI.
+# Used by tests/common/seed.rs (under a file lock) and by .ci/run.
+set -eu
+venv=$1
+[ -f "$venv/.ready" ] && exit 0
+rm -rf "$venv"
+python3 -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check arrpc==0.5.0
+touch "$venv/.ready"

@@ -1,0 +1,388 @@
+//! Our client and `arrpc-host` together: mutual TLS, replay protection,
+//! and bad input around signatures and TLS.
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arrpc_client::tls::{Identity, Tls, Trust};
+use arrpc_client::{BlockingClient, ClientConfig, Error};
+use arrpc_wire::envelope::{self, Stamp};
+use arrpc_wire::reply::AUTH_FAILED;
+use common::certs::{self, Ca, CertFiles};
+use common::*;
+
+const AUTH_REPLY: &str = "arrpc.error.AuthException: ";
+
+fn auth_failed() -> String {
+    format!("{AUTH_REPLY}{AUTH_FAILED}")
+}
+
+/// A host serving the echo handler with `extra` config.
+fn echo_host(extra: &str, args: &[&str]) -> Host {
+    Host::start_with(
+        write_config(&format!("{extra}\n{}", handler("echo", "echo", ""))),
+        args,
+    )
+}
+
+fn tls_args(files: &CertFiles) -> Vec<String> {
+    vec![
+        "--tls-cert".into(),
+        files.cert.display().to_string(),
+        "--tls-key".into(),
+        files.key.display().to_string(),
+    ]
+}
+
+fn client_config(host: &Host, tls: Option<Tls>) -> ClientConfig {
+    let mut config = ClientConfig::new(host.addr.to_string());
+    config.connect_attempts = 1;
+    config.timeout = Some(Duration::from_secs(10));
+    config.tls = tls;
+    config
+}
+
+#[test]
+fn mutual_tls_accepts_only_certificates_from_the_client_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "clients");
+    let server = ca.server(dir.path(), "server", certs::local_names());
+    let good = ca.client(dir.path(), "good");
+    let stranger = Ca::new(dir.path(), "stranger").client(dir.path(), "stranger");
+    let mut args = tls_args(&server);
+    args.extend(["--tls-client-ca".into(), ca.cert.display().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let host = echo_host("", &args);
+    let trust = Trust::CaFile(ca.cert.clone());
+
+    let identity = |files: &CertFiles| Identity {
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+    };
+    let tls = Tls::new(&trust, Some(&identity(&good))).unwrap();
+    let mut client = BlockingClient::new(client_config(&host, Some(tls))).unwrap();
+    assert_eq!(client.send::<_, String>("in").unwrap(), "in");
+    assert_eq!(client.send::<_, String>("again").unwrap(), "again");
+
+    for (name, tls) in [
+        ("no certificate", Tls::new(&trust, None).unwrap()),
+        (
+            "another CA's certificate",
+            Tls::new(&trust, Some(&identity(&stranger))).unwrap(),
+        ),
+    ] {
+        let mut client = BlockingClient::new(client_config(&host, Some(tls))).unwrap();
+        match client.send::<_, String>("in") {
+            Err(Error::Tls { .. } | Error::Transport { .. }) => {}
+            other => panic!("{name}: expected a refused handshake, got {other:?}"),
+        }
+    }
+    let log = host.wait_for_log("UnknownIssuer");
+    assert!(log.contains("TLS handshake failed"), "{log}");
+    assert!(log.contains("peer sent no certificates"), "{log}");
+
+    // `arrpc-host send` presents a certificate too.
+    let out = Command::new(HOST)
+        .args(["send", "--addr", &host.addr.to_string()])
+        .args(["--tls-ca", ca.cert.to_str().unwrap()])
+        .args(["--tls-cert", good.cert.to_str().unwrap()])
+        .args(["--tls-key", good.key.to_str().unwrap()])
+        .arg("[1]")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "[1]\n");
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A host that requires stamped envelopes signed with "stamp-secret".
+fn replay_host() -> (Host, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    certs::write_private(&secret, "stamp-secret");
+    let host = echo_host(
+        &format!(
+            "[auth]\nsecrets = [{{ file = \"{}\" }}]\nreplay_protection = true\nreplay_window = \"5s\"\n",
+            secret.display()
+        ),
+        &[],
+    );
+    (host, dir)
+}
+
+#[test]
+fn replay_protection_refuses_replays_stale_stamps_and_seed_envelopes() {
+    let (host, dir) = replay_host();
+    let mut config = client_config(&host, None);
+    config.auth_secret = Some(b"stamp-secret".to_vec());
+    config.replay_protection = true;
+    let mut client = BlockingClient::new(config).unwrap();
+    for n in 0..3u8 {
+        assert_eq!(client.send::<_, u8>(&n).unwrap(), n);
+    }
+
+    let mut wire = host.connect();
+    let message = encode(&str_value("once"));
+    let stamp = |timestamp_ms| Stamp {
+        timestamp_ms,
+        nonce: b"a-fresh-nonce-01",
+    };
+    let envelope = envelope::sign_stamped(b"stamp-secret", &message, stamp(now_ms()));
+    assert_eq!(decode(&wire.call(&envelope)), str_value("once"));
+    assert_eq!(error_text(&wire.call(&envelope)), Some(auth_failed()));
+    host.wait_for_log("replayed envelope");
+
+    let stale = stamp(now_ms() - 60_000);
+    let stale = envelope::sign_stamped(
+        b"stamp-secret",
+        &message,
+        Stamp {
+            nonce: b"another-nonce-02",
+            ..stale
+        },
+    );
+    assert_eq!(error_text(&wire.call(&stale)), Some(auth_failed()));
+    host.wait_for_log("outside the 5s window");
+
+    let seed = envelope::sign(b"stamp-secret", &message);
+    assert_eq!(error_text(&wire.call(&seed)), Some(auth_failed()));
+    host.wait_for_log("no `arrpc.ts` field");
+
+    // `arrpc-host send` stamps too.
+    let out = Command::new(HOST)
+        .args(["send", "--addr", &host.addr.to_string()])
+        .args([
+            "--auth-secret-file",
+            dir.path().join("secret").to_str().unwrap(),
+        ])
+        .args(["--replay-protection", "\"sent\""])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "\"sent\"\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `{"arrpc.sign": sign, "data": data}` with values already encoded.
+fn raw_envelope(sign: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x82];
+    out.extend(encode(&str_value("arrpc.sign")));
+    out.extend(sign);
+    out.extend(encode(&str_value("data")));
+    out.extend(data);
+    out
+}
+
+#[test]
+fn malformed_envelopes_get_a_clear_error_and_never_reach_the_handler() {
+    let host = echo_host("[auth]\nsecrets = [{ value = \"k\" }]", &["--debug"]);
+    host.wait_for_log("is written inline");
+    let mut wire = host.connect();
+
+    // Signature is not hex.
+    let not_hex = raw_envelope(
+        &encode(&str_value("zz")),
+        &encode(&rmpv::Value::Binary(vec![1])),
+    );
+    assert_eq!(error_text(&wire.call(&not_hex)), Some(auth_failed()));
+    host.wait_for_log("reason=signature is not hex");
+
+    // `data` is a string, not binary.
+    let sign = encode(&str_value(&hex_mac(b"k", &[0xa1, b'x'])));
+    let as_string = raw_envelope(&sign, &encode(&str_value("x")));
+    assert_eq!(error_text(&wire.call(&as_string)), Some(auth_failed()));
+    host.wait_for_log("no `data` field");
+
+    // `data` is binary, correctly signed, but not one MessagePack value.
+    for bad in [&[0x92, 0x01][..], &[0xc1], &[0x01, 0x02]] {
+        let envelope = envelope::sign(b"k", bad);
+        let reply = error_text(&wire.call(&envelope)).unwrap();
+        assert_eq!(
+            reply,
+            "arrpc.error.RpcException: signed data is not exactly one MessagePack value"
+        );
+    }
+
+    // A truncated envelope, then the peer leaves: logged, nothing else hurt.
+    let good = envelope::sign(b"k", &encode(&str_value("fine")));
+    let mut truncated = host.connect();
+    truncated.write(&good[..good.len() / 2]);
+    drop(truncated);
+    host.wait_for_log("connection closed in the middle of a message");
+    assert_eq!(decode(&wire.call(&good)), str_value("fine"));
+}
+
+/// The hex MAC the seed envelope carries for `data`.
+fn hex_mac(secret: &[u8], data: &[u8]) -> String {
+    let rmpv::Value::Map(fields) = decode(&envelope::sign(secret, data)) else {
+        panic!("an envelope is a map");
+    };
+    let (_, mac) = fields
+        .into_iter()
+        .find(|(key, _)| key.as_str() == Some("arrpc.sign"))
+        .unwrap();
+    mac.as_str().unwrap().to_owned()
+}
+
+#[test]
+fn garbage_and_stalled_handshakes_are_logged_and_others_carry_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let own = certs::self_signed(dir.path(), "own");
+    let args = tls_args(&own);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let host = Host::start_with(
+        write_config(&format!(
+            "[tls]\ncert = \"unused.pem\"\nkey = \"unused.key\"\nhandshake_timeout = \"1s\"\n{}",
+            handler("echo", "echo", "")
+        )),
+        &args,
+    );
+    let tls = || Some(Tls::new(&Trust::Pinned(own.cert.clone()), None).unwrap());
+
+    // A stalled handshake holds up no one, and is closed at the timeout.
+    let stalled = TcpStream::connect(host.addr).unwrap();
+    let started = Instant::now();
+    let mut client = BlockingClient::new(client_config(&host, tls())).unwrap();
+    assert_eq!(client.send::<_, String>("meanwhile").unwrap(), "meanwhile");
+    host.wait_for_log("TLS handshake not finished within 1s");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    drop(stalled);
+
+    // Plain arrpc (or anything else) where a handshake belongs.
+    let mut garbage = TcpStream::connect(host.addr).unwrap();
+    garbage
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    std::io::Write::write_all(&mut garbage, &encode(&str_value("plain text, not TLS"))).unwrap();
+    let mut rest = Vec::new();
+    let _ = garbage.read_to_end(&mut rest);
+    let log = host.wait_for_log("TLS handshake failed");
+    assert!(log.contains("peer=127.0.0.1:"), "{log}");
+    assert_eq!(client.send::<_, String>("still").unwrap(), "still");
+}
+
+/// Starts the host expecting it to refuse; returns its stderr.
+fn refuses(config: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    components();
+    let config = write_config(&format!("{config}\n{}", handler("echo", "echo", "")));
+    let out = Command::new(HOST)
+        .arg("--config")
+        .arg(&config.path)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "host started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn unusable_certificates_keys_and_secrets_stop_the_host_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let expired = certs::expired(dir.path(), "expired");
+    let err = refuses(
+        "",
+        &tls_args(&expired)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    assert!(err.contains("expired.pem: certificate #1"), "{err}");
+    assert!(err.contains("expired on") && err.contains("2021"), "{err}");
+
+    let good = certs::self_signed(dir.path(), "good");
+    certs::set_mode(&good.key, 0o644);
+    let args = tls_args(&good);
+    let err = refuses(
+        "",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[],
+    );
+    assert!(err.contains("good.key"), "{err}");
+    assert!(err.contains("chmod 600"), "{err}");
+    certs::set_mode(&good.key, 0o600);
+
+    // A certificate where the key belongs.
+    let swapped = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        good.cert.display(),
+        dir.path().join("copy.pem").display()
+    );
+    std::fs::copy(&good.cert, dir.path().join("copy.pem")).unwrap();
+    certs::set_mode(&dir.path().join("copy.pem"), 0o600);
+    let err = refuses(&swapped, &[], &[]);
+    assert!(err.contains("copy.pem: no PEM private key"), "{err}");
+    assert!(err.contains("arrpc.toml"), "{err}");
+
+    let missing = "[tls]\ncert = \"nowhere.pem\"\nkey = \"nowhere.key\"\n";
+    let err = refuses(missing, &[], &[]);
+    assert!(err.contains("nowhere.pem: cannot read"), "{err}");
+
+    let err = refuses(
+        "[auth]\nsecrets = [{ env = \"ARRPC_TEST_UNSET_SECRET\" }]",
+        &[],
+        &[],
+    );
+    assert!(err.contains("auth.secrets #1"), "{err}");
+    assert!(
+        err.contains("`ARRPC_TEST_UNSET_SECRET` is not set"),
+        "{err}"
+    );
+
+    let err = refuses("", &["--tls-client-ca", "ca.pem"], &[]);
+    assert!(err.contains("--tls-client-ca needs TLS"), "{err}");
+}
+
+#[test]
+fn rpc_calls_are_signed_and_verified_like_bare_messages() {
+    let host = Host::start_with_env(
+        write_config(&format!(
+            "[auth]\nsecrets = [{{ env = \"ARRPC_TEST_SECRET\" }}]\n[server]\ndefault_handler = \"echo\"\n{}{}",
+            handler("echo", "echo", ""),
+            handler("sum", "sum", "")
+        )),
+        &[],
+        &[("ARRPC_TEST_SECRET", "rpc-secret")],
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let numbers = vec![20u32, 22];
+
+    let mut signed = client_config(&host, None);
+    signed.auth_secret = Some(b"rpc-secret".to_vec());
+    let reply: std::collections::BTreeMap<String, u64> = runtime
+        .block_on(arrpc_client::RpcClient::new(signed).call("sum", &numbers))
+        .unwrap();
+    assert_eq!(reply["sum"], 42);
+
+    // Unsigned and wrongly signed calls get a response their client can
+    // match, carrying the seed's auth error.
+    for secret in [None, Some(b"wrong".to_vec())] {
+        let mut config = client_config(&host, None);
+        config.auth_secret = secret;
+        let outcome = runtime.block_on(
+            arrpc_client::RpcClient::new(config)
+                .call::<_, std::collections::BTreeMap<String, u64>>("sum", &numbers),
+        );
+        match outcome {
+            Err(Error::Auth(reason)) => assert_eq!(reason, AUTH_FAILED),
+            other => panic!("expected an auth error, got {other:?}"),
+        }
+    }
+}
