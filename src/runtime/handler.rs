@@ -142,6 +142,11 @@ impl Handler {
         &self.name
     }
 
+    /// The name, shared: metrics label their series with it.
+    pub fn shared_name(&self) -> &Arc<str> {
+        &self.name
+    }
+
     pub fn module(&self) -> &std::path::Path {
         &self.module
     }
@@ -157,7 +162,13 @@ impl Handler {
             handler: self.name.clone(),
             max: self.max_instances,
         })?;
-        let mut store = self.new_store(request.request_id)?;
+        // A traceparent is `version-traceid-parentid-flags`.
+        let trace_id = request
+            .traceparent
+            .as_deref()
+            .and_then(|tp| tp.split('-').nth(1))
+            .map(Arc::from);
+        let mut store = self.new_store(request.request_id, trace_id)?;
         let context = Context {
             handler: self.name.to_string(),
             request_id: request.request_id,
@@ -219,9 +230,21 @@ impl Handler {
     /// A store with logged stdout/stderr, only the capabilities granted in
     /// the config, the memory cap, the fuel limit, and a yield at every
     /// epoch tick.
-    fn new_store(&self, request_id: u64) -> Result<Store<HostState>, CallError> {
+    fn new_store(
+        &self,
+        request_id: u64,
+        trace_id: Option<Arc<str>>,
+    ) -> Result<Store<HostState>, CallError> {
         let mut wasi = WasiCtxBuilder::new();
-        let log = |stream| GuestLog::new(self.name.clone(), request_id, stream, self.max_output);
+        let log = |stream| {
+            GuestLog::new(
+                self.name.clone(),
+                request_id,
+                trace_id.clone(),
+                stream,
+                self.max_output,
+            )
+        };
         wasi.stdout(log("stdout"))
             .stderr(log("stderr"))
             .envs(&self.env)

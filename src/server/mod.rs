@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::config::ServerConfig;
 use crate::runtime::HandlerRegistry;
+use crate::telemetry::Metrics;
 pub use connection::ConnectionLimits;
 pub use dispatch::Dispatcher;
 
@@ -27,18 +28,21 @@ pub struct Server {
     /// accept loop waits, and new clients queue in the kernel's backlog.
     connections: Arc<Semaphore>,
     shutdown_grace: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Server {
     /// Binds the message port; fails (e.g. address in use) before serving.
+    /// Messages and connections are counted in `metrics`.
     pub async fn bind(
         config: &ServerConfig,
         registry: Arc<HandlerRegistry>,
+        metrics: Arc<Metrics>,
     ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Server {
             listener,
-            dispatcher: Arc::new(Dispatcher::new(registry, config.rpc)),
+            dispatcher: Arc::new(Dispatcher::new(registry, config.rpc, metrics.clone())),
             limits: ConnectionLimits {
                 max_message: config.max_message_bytes,
                 max_pipelined: config.max_pipelined,
@@ -46,6 +50,7 @@ impl Server {
             },
             connections: Arc::new(Semaphore::new(config.max_connections)),
             shutdown_grace: config.shutdown_grace,
+            metrics,
         })
     }
 
@@ -59,6 +64,7 @@ impl Server {
         let (trigger, shutdown) = shutdown::channel();
         let mut tasks = JoinSet::new();
         tokio::pin!(stop);
+        self.metrics.set_accepting(true);
         loop {
             let permit = tokio::select! {
                 permit = self.connections.clone().acquire_owned() => permit.expect("semaphore is never closed"),
@@ -81,6 +87,7 @@ impl Server {
             let dispatcher = self.dispatcher.clone();
             let limits = self.limits;
             let shutdown = shutdown.clone();
+            let open = self.metrics.connection_opened();
             // Reap finished connections so the set stays small.
             while tasks.try_join_next().is_some() {}
             tasks.spawn(async move {
@@ -88,10 +95,12 @@ impl Server {
                 tracing::debug!(peer = %peer, "connection opened");
                 connection::serve(stream, peer.clone(), dispatcher, limits, shutdown).await;
                 tracing::debug!(peer = %peer, "connection closed");
+                drop(open);
                 drop(permit);
             });
         }
         drop(self.listener);
+        self.metrics.set_accepting(false);
         trigger.trigger();
         tracing::info!(connections = tasks.len(), grace = ?self.shutdown_grace, "shutting down; draining connections");
         let drained = tokio::time::timeout(self.shutdown_grace, async {

@@ -6,6 +6,12 @@
 //! error strings come back as typed [`Error`]s. [`RpcClient`] calls named
 //! handlers over MessagePack-RPC, many calls at once on one connection.
 //!
+//! A call can carry the caller's W3C `traceparent` ([`Client::send_raw_traced`],
+//! [`RpcClient::call_raw_traced`]) in a trace envelope, which `arrpc-host`
+//! continues; the Python seed server does not know trace envelopes. With
+//! the cargo feature `metrics`, calls are measured into a
+//! `prometheus-client` registry ([`ClientMetrics`]).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), arrpc_client::Error> {
 //! let mut client = arrpc_client::Client::new(arrpc_client::ClientConfig::new("127.0.0.1:8080"));
@@ -14,17 +20,21 @@
 //! ```
 
 mod blocking;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod rpc;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use arrpc_wire::{Connection, ErrorKind, ReadError, envelope, reply};
+use arrpc_wire::{Connection, ErrorKind, ReadError, envelope, reply, trace};
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 pub use blocking::BlockingClient;
+#[cfg(feature = "metrics")]
+pub use metrics::ClientMetrics;
 pub use rpc::RpcClient;
 
 /// Any byte stream a client can talk over (plain TCP, or TLS over TCP).
@@ -49,6 +59,9 @@ pub struct ClientConfig {
     pub auth_secret: Option<Vec<u8>>,
     /// Largest reply accepted, in bytes.
     pub max_reply: usize,
+    /// Where calls are measured; clones of one [`ClientMetrics`] share it.
+    #[cfg(feature = "metrics")]
+    pub metrics: Option<ClientMetrics>,
 }
 
 impl ClientConfig {
@@ -61,6 +74,8 @@ impl ClientConfig {
             timeout: Some(Duration::from_secs(30)),
             auth_secret: None,
             max_reply: 64 << 20,
+            #[cfg(feature = "metrics")]
+            metrics: None,
         }
     }
 }
@@ -126,6 +141,24 @@ impl Client {
     /// A seed error string in the reply becomes [`Error::Rpc`] or
     /// [`Error::Auth`].
     pub async fn send_raw(&mut self, message: &[u8]) -> Result<Bytes, Error> {
+        let started = Instant::now();
+        let result = self.send_frame(message).await;
+        record(&self.config, "", started, &result);
+        result
+    }
+
+    /// Like [`Client::send_raw`], with the caller's W3C `traceparent`
+    /// (`00-<trace id>-<span id>-<flags>`) in a trace envelope, so the
+    /// host's span for the message continues the caller's trace.
+    pub async fn send_raw_traced(
+        &mut self,
+        message: &[u8],
+        traceparent: &str,
+    ) -> Result<Bytes, Error> {
+        self.send_raw(&trace::wrap(traceparent, message)).await
+    }
+
+    async fn send_frame(&mut self, message: &[u8]) -> Result<Bytes, Error> {
         let signed;
         let message = match &self.config.auth_secret {
             Some(secret) => {
@@ -161,6 +194,7 @@ impl Client {
         let reused = self.conn.is_some();
         match self.try_round_trip(message).await {
             Err(Error::Transport { source, .. }) if reused && closed_by_peer(&source) => {
+                retried(&self.config);
                 self.conn = None;
                 self.try_round_trip(message).await
             }
@@ -221,6 +255,7 @@ async fn open(config: &ClientConfig) -> Result<Box<dyn Io>, Error> {
             }
         }
         if attempt < attempts {
+            retried(config);
             tokio::time::sleep(pause).await;
             pause = pause.saturating_mul(2);
         }
@@ -237,4 +272,24 @@ async fn open(config: &ClientConfig) -> Result<Box<dyn Io>, Error> {
 fn closed_by_peer(e: &ReadError) -> bool {
     use std::io::ErrorKind::*;
     matches!(e, ReadError::Io(io) if matches!(io.kind(), UnexpectedEof | ConnectionReset | BrokenPipe))
+}
+
+/// Records one finished request in the caller's metrics, when enabled.
+fn record<T>(config: &ClientConfig, method: &str, started: Instant, result: &Result<T, Error>) {
+    #[cfg(feature = "metrics")]
+    if let Some(metrics) = &config.metrics {
+        metrics.observe(method, started.elapsed(), result.as_ref().err());
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (config, method, started, result);
+}
+
+/// Counts a retry in the caller's metrics, when enabled.
+fn retried(config: &ClientConfig) {
+    #[cfg(feature = "metrics")]
+    if let Some(metrics) = &config.metrics {
+        metrics.retry();
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = config;
 }

@@ -5,12 +5,14 @@
 //! - [`envelope`]: HMAC-SHA256 signed envelopes.
 //! - [`reply`]: the seed's error reply strings.
 //! - [`rpc`]: MessagePack-RPC requests, responses and notifications.
+//! - [`trace`]: W3C trace context carried with a message.
 
 pub mod connection;
 pub mod envelope;
 pub mod frame;
 pub mod reply;
 pub mod rpc;
+pub mod trace;
 
 pub use connection::{Connection, ReadError};
 pub use frame::FrameError;
