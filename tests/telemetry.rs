@@ -535,3 +535,63 @@ fn json_logs_are_one_object_per_line() {
             .is_ok()
     );
 }
+
+#[test]
+fn client_metrics_count_latency_errors_and_retries() {
+    let host = Host::start(&handler("misbehave", "misbehave", ""));
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = arrpc_client::ClientMetrics::register(&mut registry);
+    let mut config = arrpc_client::ClientConfig::new(host.addr.to_string());
+    config.metrics = Some(metrics.clone());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = arrpc_client::RpcClient::new(config);
+    let ok = encode(&Value::Array(vec![str_value("hi")]));
+    let error = encode(&Value::Array(vec![str_value("error")]));
+    runtime.block_on(async {
+        client.call_raw("misbehave", &ok).await.unwrap();
+        client.call_raw("misbehave", &ok).await.unwrap();
+        assert!(client.call_raw("misbehave", &error).await.is_err());
+    });
+    // Nothing listens on a port just freed: two attempts, one retry.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut refused = arrpc_client::ClientConfig::new(closed.local_addr().unwrap().to_string());
+    drop(closed);
+    refused.connect_attempts = 2;
+    refused.backoff = Duration::from_millis(10);
+    refused.metrics = Some(metrics);
+    let mut bare = arrpc_client::Client::new(refused);
+    assert!(runtime.block_on(bare.send_raw(&[0x01])).is_err());
+
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    assert_eq!(
+        value(
+            &scrape,
+            "arrpc_client_request_seconds_count",
+            &[("method", "misbehave")]
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "arrpc_client_errors_total",
+            &[("method", "misbehave"), ("error", "rpc")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "arrpc_client_errors_total",
+            &[("method", ""), ("error", "connect")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(value(&scrape, "arrpc_client_retries_total", &[]), Some(1.0));
+}
