@@ -68,7 +68,14 @@ pub fn install(
             "{default},arrpc_host=debug,arrpc_client=debug,arrpc_wire=debug"
         )),
         _ => EnvFilter::new(default),
-    };
+    }
+    // Message spans are for the exporter; log lines name handler, request
+    // and trace themselves, and formatting every span would cost each message.
+    .add_directive(
+        format!("{}=off", otel::MESSAGE_TARGET)
+            .parse()
+            .expect("a valid directive"),
+    );
     let logs = match format {
         LogFormat::Human => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
@@ -88,8 +95,10 @@ pub fn install(
     };
     let spans = provider.as_ref().map(|provider| {
         // Message spans, guest output within them, and the host's warnings.
+        // Nothing below INFO: a TRACE anywhere would make every trace-level
+        // callsite in wasmtime's WASI host calls check its filters.
         let targets = Targets::new()
-            .with_target(otel::MESSAGE_TARGET, LevelFilter::TRACE)
+            .with_target(otel::MESSAGE_TARGET, LevelFilter::INFO)
             .with_target("guest", LevelFilter::INFO)
             .with_target("arrpc_host", LevelFilter::WARN);
         otel::layer(provider).with_filter(targets)

@@ -129,7 +129,13 @@ where
     S: tracing::Subscriber + Send + Sync + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
     ENABLED.store(true, Ordering::Relaxed);
-    tracing_opentelemetry::layer().with_tracer(provider.tracer("arrpc-host"))
+    // Source locations, thread names and busy/idle times are not worth
+    // their cost on every message.
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("arrpc-host"))
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
 }
 
 /// The trace one message belongs to, as the host sees it.
