@@ -37,6 +37,38 @@ pub struct Config {
     /// `[tls]`: absent means plain TCP.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[admin]`: the HTTP listener for `/metrics`, `/healthz` and `/readyz`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin listener; no admin listener when left out.
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[telemetry]`: OpenTelemetry trace export. The standard `OTEL_*`
+/// environment variables apply too; these keys win over them.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Base URL of an OTLP/HTTP collector, e.g. `http://127.0.0.1:4318`
+    /// (plain HTTP: a collector on the host or a sidecar);
+    /// spans go to `<otlp_endpoint>/v1/traces`. Setting it turns tracing on.
+    pub otlp_endpoint: Option<String>,
+    /// Extra HTTP headers sent with every export (e.g. an API key).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// `service.name` of the exported spans; default `arrpc-host`, or
+    /// `OTEL_SERVICE_NAME` when set.
+    pub service_name: Option<String>,
+    /// Fraction of new traces recorded, 0.0 to 1.0; a trace the caller
+    /// started follows the caller's sampling decision. Default: all.
+    pub sample_ratio: Option<f64>,
 }
 
 /// `[server]`: the message listener.
@@ -313,6 +345,7 @@ impl Config {
                 }
             }
         }
+        self.validate_telemetry()?;
         match (&server.default_handler, self.handlers.len()) {
             (Some(name), _) if !names.contains(name.as_str()) => Err(format!(
                 "server.default_handler: no handler is named `{name}`"
@@ -323,6 +356,33 @@ impl Config {
             ),
             _ => Ok(()),
         }
+    }
+}
+
+impl Config {
+    fn validate_telemetry(&self) -> Result<(), String> {
+        let telemetry = &self.telemetry;
+        if let Some(endpoint) = &telemetry.otlp_endpoint
+            && !endpoint.starts_with("http://")
+        {
+            return Err(format!(
+                "telemetry.otlp_endpoint {endpoint:?} must be an http:// URL (TLS to the collector is not built in)"
+            ));
+        }
+        if let Some(ratio) = telemetry.sample_ratio
+            && !(0.0..=1.0).contains(&ratio)
+        {
+            return Err("telemetry.sample_ratio must be between 0.0 and 1.0".into());
+        }
+        if let (Some(admin), listen) = (self.admin.listen, self.server.listen)
+            && admin == listen
+            && admin.port() != 0
+        {
+            return Err(format!(
+                "admin.listen {admin} is the message port's address; it needs its own"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -421,6 +481,33 @@ mod tests {
         }
         assert_eq!(SecretSource::File(file).read().unwrap(), b"s3cret");
         assert!(SecretSource::Value(String::new()).read().is_err());
+    }
+
+    #[test]
+    fn admin_and_telemetry_sections_are_optional_and_checked() {
+        let config = parse(ONE).unwrap();
+        assert_eq!(config.admin.listen, None);
+        assert_eq!(config.telemetry.otlp_endpoint, None);
+        let text = format!(
+            "[admin]\nlisten = \"127.0.0.1:9100\"\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\nsample_ratio = 0.5\n{ONE}"
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(config.admin.listen, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(config.telemetry.sample_ratio, Some(0.5));
+        let ratio = parse(&format!("[telemetry]\nsample_ratio = 2.0\n{ONE}")).unwrap_err();
+        assert!(ratio.contains("telemetry.sample_ratio"), "{ratio}");
+        let url = parse(&format!(
+            "[telemetry]\notlp_endpoint = \"https://c:4318\"\n{ONE}"
+        ))
+        .unwrap_err();
+        assert!(url.contains("telemetry.otlp_endpoint"), "{url}");
+        let same = parse(&format!(
+            "[server]\nlisten = \"127.0.0.1:8080\"\n[admin]\nlisten = \"127.0.0.1:8080\"\n{ONE}"
+        ))
+        .unwrap_err();
+        assert!(same.contains("admin.listen"), "{same}");
+        let unknown = parse(&format!("[admin]\nport = 1\n{ONE}")).unwrap_err();
+        assert!(unknown.contains("unknown field `port`"), "{unknown}");
     }
 
     #[test]

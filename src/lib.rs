@@ -3,9 +3,10 @@
 //!
 //! Dependencies flow one way: [`config`] and [`runtime`] know nothing of
 //! sockets; [`server`] uses both and the shared wire format; [`reload`]
-//! swaps handlers while the server runs; [`cli`] wires everything together
-//! for the binary.
+//! swaps handlers while the server runs; [`telemetry`] and [`admin`]
+//! report on all of it; [`cli`] wires everything together for the binary.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod reload;

@@ -43,6 +43,9 @@ struct ConfigArgs {
     /// Log debug detail (per connection and message).
     #[arg(long)]
     debug: bool,
+    /// How log lines are written: `human`, or `json` (one object a line).
+    #[arg(long, value_enum, default_value_t)]
+    log_format: crate::telemetry::LogFormat,
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +61,10 @@ struct ServeArgs {
     watch: bool,
     #[command(flatten)]
     security: security::ServeSecurityArgs,
+    /// Serve `/metrics`, `/healthz` and `/readyz` here instead of at the
+    /// config's `admin.listen`.
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
 }
 
 /// Runs the parsed command line; errors are printed as one line.
@@ -73,13 +80,10 @@ pub fn run(cli: Cli) -> ExitCode {
             new::run(&args)
         }
         Command::Check(args) => {
-            crate::telemetry::init("info", args.debug);
+            let _ = crate::telemetry::install("info", args.debug, args.log_format, None);
             runtime().and_then(|rt| rt.block_on(serve::check(&args)))
         }
-        Command::Serve(args) => {
-            crate::telemetry::init("info", args.config.debug);
-            runtime().and_then(|rt| rt.block_on(serve::serve(&args)))
-        }
+        Command::Serve(args) => serve::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

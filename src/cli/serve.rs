@@ -6,14 +6,24 @@ use anyhow::{Context, anyhow};
 
 use super::security::server_security;
 use super::{ConfigArgs, ServeArgs};
+use crate::admin::AdminListener;
 use crate::config::Config;
 use crate::reload::Reloader;
 use crate::runtime::{HandlerRegistry, HandlerSet, Runtime, RuntimeOptions};
 use crate::server::Server;
+use crate::telemetry::Metrics;
 
 /// Loads the config and every handler, the part `serve` and `check` share.
 async fn load(args: &ConfigArgs) -> anyhow::Result<(Config, Runtime, HandlerSet)> {
     let config = Config::load(&args.config)?;
+    load_handlers(args, config).await
+}
+
+/// Loads every handler of an already loaded config.
+async fn load_handlers(
+    args: &ConfigArgs,
+    config: Config,
+) -> anyhow::Result<(Config, Runtime, HandlerSet)> {
     let runtime = Runtime::new(RuntimeOptions::for_config(&config))
         .map_err(|e| anyhow!("cannot create the WebAssembly engine: {e:#}"))?;
     let handlers = HandlerSet::load(&runtime, &config, &Config::base_dir(&args.config), None)
@@ -44,8 +54,34 @@ pub async fn check(args: &ConfigArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
-    let (mut config, runtime, handlers) = load(&args.config).await?;
+/// `serve` from start to exit: logs and trace export are set up from the
+/// config, and buffered spans are flushed once serving has stopped.
+pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.config.config)?;
+    let telemetry = crate::telemetry::install(
+        "info",
+        args.config.debug,
+        args.config.log_format,
+        Some(&config.telemetry),
+    )
+    .with_context(|| format!("{}: [telemetry]", args.config.config.display()))?;
+    let served = super::runtime().and_then(|rt| rt.block_on(serve(args, config)));
+    telemetry.shutdown();
+    served
+}
+
+pub async fn serve(args: &ServeArgs, config: Config) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    // Up before handlers load, so /healthz answers and /readyz says why not.
+    if let Some(addr) = args.admin_listen.or(config.admin.listen) {
+        let admin = AdminListener::bind(addr, metrics.clone())
+            .await
+            .with_context(|| format!("cannot listen on {addr} (admin)"))?;
+        tracing::info!(admin = %admin.local_addr()?, "admin endpoint up: /metrics /healthz /readyz");
+        admin.spawn();
+    }
+    let (mut config, runtime, handlers) = load_handlers(&args.config, config).await?;
+    metrics.handlers_served(&handlers);
     // Reloads compare against the file, not the command-line overrides.
     let file_config = config.clone();
     if let Some(listen) = args.listen {
@@ -62,7 +98,7 @@ pub async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         "security"
     );
     let registry = Arc::new(HandlerRegistry::new(handlers));
-    let mut server = Server::bind(&config.server, registry.clone())
+    let mut server = Server::bind(&config.server, registry.clone(), metrics.clone())
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     if let Some(tls) = tls {
@@ -79,26 +115,67 @@ pub async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         &args.config.config,
         file_config,
         args.watch,
+        metrics,
     )
     .context("cannot watch handler modules and the config for changes")?;
     tracing::info!(addr = %server.local_addr()?, default_handler = %default_handler, "listening");
-    server.run(stop_signal()).await;
+    let mut signals = StopSignals::new()?;
+    let stop = async move {
+        let first = signals.recv().await;
+        tracing::info!(
+            signal = first,
+            "stop signal: draining; a second one exits at once"
+        );
+        tokio::spawn(async move {
+            let second = signals.recv().await;
+            tracing::warn!(signal = second, "second stop signal: exiting now");
+            std::process::exit(EXIT_ON_SECOND_SIGNAL);
+        });
+    };
+    server.run(stop).await;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn stop_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Exit status when a second stop signal cuts the drain short.
+const EXIT_ON_SECOND_SIGNAL: i32 = 130;
+
+/// SIGINT and SIGTERM, listened for from start to exit so that none is
+/// missed between the first and the second.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = interrupt => {}
-            _ = term.recv() => {}
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> std::io::Result<StopSignals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(StopSignals {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(StopSignals {})
+    }
+
+    /// Completes on the next stop signal, naming it.
+    async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => "SIGINT",
+                _ = self.terminate.recv() => "SIGTERM",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
         }
     }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
 }

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{Config, HandlerConfig};
 use crate::runtime::{HandlerRegistry, HandlerSet, Runtime, RuntimeOptions};
+use crate::telemetry::Metrics;
 use watch::{FileWatcher, canonical};
 
 /// How long the files must be quiet before a burst of writes is acted on.
@@ -43,6 +44,8 @@ pub struct Reloader {
     /// Also watch sources and run build commands (`--watch`).
     build_on_change: bool,
     watcher: FileWatcher,
+    /// Counts swaps and keeps the handler info series current.
+    metrics: Arc<Metrics>,
 }
 
 impl Reloader {
@@ -53,6 +56,7 @@ impl Reloader {
         config_path: &Path,
         config: Config,
         build_on_change: bool,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<()> {
         let (paths_tx, mut paths_rx) = mpsc::unbounded_channel();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -85,6 +89,7 @@ impl Reloader {
             config,
             build_on_change,
             watcher: FileWatcher::new(paths_tx, QUIET)?,
+            metrics,
         };
         reloader.watcher.watch_file(&reloader.config_path.clone())?;
         reloader.watch_handlers()?;
@@ -145,6 +150,7 @@ impl Reloader {
                 let next = Arc::new(next);
                 let new_sha256 = next.sha256().to_owned();
                 let old = self.registry.swap_handler(next);
+                self.swapped();
                 tracing::info!(
                     handler = %config.name,
                     old_sha256 = old.as_ref().map_or("-", |h| h.sha256()),
@@ -153,12 +159,15 @@ impl Reloader {
                     "swapped handler"
                 );
             }
-            Err(e) => tracing::error!(
-                handler = %config.name,
-                error = %e,
-                "module change not applied; still serving sha256 {}",
-                current.sha256()
-            ),
+            Err(e) => {
+                self.metrics.swap(false);
+                tracing::error!(
+                    handler = %config.name,
+                    error = %e,
+                    "module change not applied; still serving sha256 {}",
+                    current.sha256()
+                )
+            }
         }
     }
 
@@ -172,9 +181,16 @@ impl Reloader {
         match crate::runtime::run_build(config, &self.base_dir).await {
             Ok(()) => self.swap_module(config).await,
             Err(e) => {
+                self.metrics.swap(false);
                 tracing::error!(handler = %config.name, error = %e, "build failed; still serving the last good version")
             }
         }
+    }
+
+    /// Counts an applied swap and publishes the modules now served.
+    fn swapped(&self) {
+        self.metrics.swap(true);
+        self.metrics.handlers_served(&self.registry.snapshot());
     }
 
     /// Whether the engine built at start can serve `next`.
@@ -198,6 +214,7 @@ impl Reloader {
         let next = match Config::load(&self.config_path) {
             Ok(next) => next,
             Err(e) => {
+                self.metrics.swap(false);
                 tracing::error!(error = %e, "config reload refused; nothing changed");
                 return;
             }
@@ -206,6 +223,7 @@ impl Reloader {
             tracing::warn!("{section} changed: this takes effect only after a restart");
         }
         if let Err(why) = self.fits_engine(&next) {
+            self.metrics.swap(false);
             tracing::error!("config reload refused; nothing changed: {why}; restart to apply");
             return;
         }
@@ -214,6 +232,7 @@ impl Reloader {
         {
             Ok(set) => set,
             Err(e) => {
+                self.metrics.swap(false);
                 tracing::error!(error = %e, "config reload refused; nothing changed");
                 return;
             }
@@ -238,6 +257,7 @@ impl Reloader {
             tracing::info!(handler = old.name(), "handler removed");
         }
         self.registry.replace(set);
+        self.swapped();
         // [server] stays as started, but for the default handler, which the
         // new set already applies.
         let server = crate::config::ServerConfig {
@@ -271,6 +291,12 @@ fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.auth != new.auth {
         sections.push("[auth]");
+    }
+    if old.admin != new.admin {
+        sections.push("[admin]");
+    }
+    if old.telemetry != new.telemetry {
+        sections.push("[telemetry]");
     }
     sections
 }

@@ -1,7 +1,8 @@
 //! A handler's stdout and stderr, turned into host log lines.
 //!
 //! Each message's instance gets its own pair of streams, so every line is
-//! tagged with the handler and the request it came from. Output per stream
+//! tagged with the handler, the request it came from and, when the message
+//! belongs to a trace, the trace id. Output per stream
 //! and message is capped: past the cap the rest is dropped with one notice,
 //! and the guest never sees a write fail.
 
@@ -27,6 +28,7 @@ pub struct GuestLog {
 struct LineBuffer {
     handler: Arc<str>,
     request_id: u64,
+    trace_id: Option<Arc<str>>,
     stream: &'static str,
     partial: Vec<u8>,
     /// Bytes still allowed, of `limit`.
@@ -37,11 +39,18 @@ struct LineBuffer {
 
 impl GuestLog {
     /// A stream that logs at most `budget` bytes.
-    pub fn new(handler: Arc<str>, request_id: u64, stream: &'static str, budget: usize) -> Self {
+    pub fn new(
+        handler: Arc<str>,
+        request_id: u64,
+        trace_id: Option<Arc<str>>,
+        stream: &'static str,
+        budget: usize,
+    ) -> Self {
         GuestLog {
             state: Arc::new(Mutex::new(LineBuffer {
                 handler,
                 request_id,
+                trace_id,
                 stream,
                 partial: Vec::new(),
                 budget,
@@ -57,10 +66,11 @@ impl GuestLog {
 
     /// Starts the next message on a kept instance: what is left of the last
     /// one's output is logged, and the budget starts over.
-    pub fn begin(&self, request_id: u64) {
+    pub fn begin(&self, request_id: u64, trace_id: Option<Arc<str>>) {
         let mut state = self.lock();
         state.emit();
         state.request_id = request_id;
+        state.trace_id = trace_id;
         state.budget = state.limit;
         state.truncated = false;
     }
@@ -103,6 +113,7 @@ impl LineBuffer {
             target: "guest",
             handler = %self.handler,
             request_id = self.request_id,
+            trace_id = self.trace_id.as_deref().map(tracing::field::display),
             stream = self.stream,
             "{line}"
         );

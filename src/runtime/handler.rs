@@ -61,8 +61,20 @@ pub(super) struct WasiRecipe {
 
 impl WasiRecipe {
     /// Everything but the granted directories, which can fail to open.
-    fn builder(&self, request_id: u64) -> (WasiCtxBuilder, [GuestLog; 2]) {
-        let log = |stream| GuestLog::new(self.name.clone(), request_id, stream, self.max_output);
+    fn builder(
+        &self,
+        request_id: u64,
+        trace_id: Option<Arc<str>>,
+    ) -> (WasiCtxBuilder, [GuestLog; 2]) {
+        let log = |stream| {
+            GuestLog::new(
+                self.name.clone(),
+                request_id,
+                trace_id.clone(),
+                stream,
+                self.max_output,
+            )
+        };
         let logs = [log("stdout"), log("stderr")];
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(logs[0].clone())
@@ -75,8 +87,12 @@ impl WasiRecipe {
 
     /// The context with its directories, made before the guest runs so a
     /// directory that cannot be opened fails the message clearly.
-    fn build_with_dirs(&self, request_id: u64) -> Result<(WasiCtx, [GuestLog; 2]), CallError> {
-        let (mut wasi, logs) = self.builder(request_id);
+    fn build_with_dirs(
+        &self,
+        request_id: u64,
+        trace_id: Option<Arc<str>>,
+    ) -> Result<(WasiCtx, [GuestLog; 2]), CallError> {
+        let (mut wasi, logs) = self.builder(request_id, trace_id);
         for grant in &self.dirs {
             let perms = if grant.writable {
                 FsPerms::ReadWrite
@@ -95,8 +111,12 @@ impl WasiRecipe {
 
     /// The context for a guest that has no directories, made on its first
     /// WASI call; a guest that makes none never pays for it.
-    pub(super) fn build_lazily(&self, request_id: u64) -> (WasiCtx, [GuestLog; 2]) {
-        let (mut wasi, logs) = self.builder(request_id);
+    pub(super) fn build_lazily(
+        &self,
+        request_id: u64,
+        trace_id: Option<Arc<str>>,
+    ) -> (WasiCtx, [GuestLog; 2]) {
+        let (mut wasi, logs) = self.builder(request_id, trace_id);
         (wasi.build(), logs)
     }
 }
@@ -209,6 +229,11 @@ impl Handler {
         &self.name
     }
 
+    /// The name, shared: metrics label their series with it.
+    pub fn shared_name(&self) -> &Arc<str> {
+        &self.name
+    }
+
     pub fn module(&self) -> &std::path::Path {
         &self.module
     }
@@ -225,6 +250,12 @@ impl Handler {
             handler: self.name.clone(),
             max: self.max_instances,
         })?;
+        // A traceparent is `version-traceid-parentid-flags`.
+        let trace_id: Option<Arc<str>> = request
+            .traceparent
+            .as_deref()
+            .and_then(|tp| tp.split('-').nth(1))
+            .map(Arc::from);
         let warm = lock(&self.idle).pop();
         let (mut store, guest, served) = match warm {
             Some(Warm {
@@ -232,9 +263,13 @@ impl Handler {
                 guest,
                 served,
             }) => (store, Some(guest), served),
-            None => (self.new_store(request.request_id)?, None, 0),
+            None => (
+                self.new_store(request.request_id, trace_id.clone())?,
+                None,
+                0,
+            ),
         };
-        self.begin(&mut store, request.request_id);
+        self.begin(&mut store, request.request_id, trace_id);
         let context = Context {
             handler: self.name.to_string(),
             request_id: request.request_id,
@@ -303,8 +338,8 @@ impl Handler {
 
     /// Readies a store for the next message: its request id in the guest's
     /// log lines, a full fuel tank and a new epoch deadline.
-    fn begin(&self, store: &mut Store<HostState>, request_id: u64) {
-        store.data_mut().begin(request_id);
+    fn begin(&self, store: &mut Store<HostState>, request_id: u64, trace_id: Option<Arc<str>>) {
+        store.data_mut().begin(request_id, trace_id);
         if self.metered {
             store
                 .set_fuel(self.fuel.unwrap_or(u64::MAX))
@@ -324,15 +359,20 @@ impl Handler {
     /// A store with the memory cap and a yield at every epoch tick; its
     /// WASI context is made now when directories are granted, else on the
     /// guest's first WASI call.
-    fn new_store(&self, request_id: u64) -> Result<Store<HostState>, CallError> {
+    fn new_store(
+        &self,
+        request_id: u64,
+        trace_id: Option<Arc<str>>,
+    ) -> Result<Store<HostState>, CallError> {
         let wasi = if self.wasi.dirs.is_empty() {
             None
         } else {
-            Some(self.wasi.build_with_dirs(request_id)?)
+            Some(self.wasi.build_with_dirs(request_id, trace_id.clone())?)
         };
         let state = HostState {
             recipe: self.wasi.clone(),
             request_id,
+            trace_id,
             wasi,
             table: ResourceTable::new(),
             limits: Limits {

@@ -101,6 +101,7 @@ pub struct HostState {
     recipe: Arc<handler::WasiRecipe>,
     /// The message being handled, for the guest's log lines.
     request_id: u64,
+    trace_id: Option<Arc<str>>,
     /// The WASI context and the stdout/stderr it writes to, once made.
     wasi: Option<(WasiCtx, [guest_log::GuestLog; 2])>,
     table: ResourceTable,
@@ -109,21 +110,23 @@ pub struct HostState {
 
 impl HostState {
     /// Tags what the guest logs from now on with `request_id`.
-    fn begin(&mut self, request_id: u64) {
-        self.request_id = request_id;
+    fn begin(&mut self, request_id: u64, trace_id: Option<Arc<str>>) {
         if let Some((_, logs)) = &self.wasi {
             for log in logs {
-                log.begin(request_id);
+                log.begin(request_id, trace_id.clone());
             }
         }
+        self.request_id = request_id;
+        self.trace_id = trace_id;
     }
 }
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        let (ctx, _) = self
-            .wasi
-            .get_or_insert_with(|| self.recipe.build_lazily(self.request_id));
+        let (ctx, _) = self.wasi.get_or_insert_with(|| {
+            self.recipe
+                .build_lazily(self.request_id, self.trace_id.clone())
+        });
         WasiCtxView {
             ctx,
             table: &mut self.table,

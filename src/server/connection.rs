@@ -23,6 +23,7 @@ use tokio::time::{Instant, sleep};
 
 use super::dispatch::{Dispatcher, Incoming};
 use super::shutdown::Shutdown;
+use crate::telemetry::Outcome;
 
 /// Per-connection limits from `[server]`.
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +72,7 @@ pub async fn serve<S>(
     let mut conn = Connection::new(stream, limits.max_message);
     let mut owed = Owed::default();
     let mut reading = true;
+    let mut draining = false;
     let idle = sleep(limits.idle_timeout);
     tokio::pin!(idle);
 
@@ -125,6 +127,7 @@ pub async fn serve<S>(
                     Ok(None) => reading = false,
                     Err(ReadError::Frame(e)) => {
                         tracing::info!(peer = %peer, error = %e, "refusing message; closing connection");
+                        dispatcher.metrics().refused(Outcome::Malformed);
                         owed.ordered.push_back(Either::Right(ready(Ok(error_reply(ErrorKind::Rpc, &e.to_string())))));
                         reading = false;
                     }
@@ -138,11 +141,26 @@ pub async fn serve<S>(
                 tracing::debug!(peer = %peer, "closing idle connection");
                 break;
             }
-            _ = shutdown.recv(), if reading => reading = false,
+            _ = shutdown.recv(), if reading => {
+                reading = false;
+                draining = true;
+            }
         }
     }
     let _ = conn.shutdown().await;
+    if draining {
+        // Closing with unread input would reset the connection, and a reset
+        // can destroy replies the client has not read yet; so read (and drop)
+        // whatever the client still sends until it closes too.
+        let _ = tokio::time::timeout(LINGER, async {
+            while let Ok(Some(_)) = conn.read_message().await {}
+        })
+        .await;
+    }
 }
+
+/// How long a connection closed by shutdown waits for the client to close.
+const LINGER: Duration = Duration::from_secs(2);
 
 const INTERNAL_ERROR: &str = "internal error while handling the message";
 

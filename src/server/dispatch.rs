@@ -5,17 +5,23 @@
 //! A message is either bare (the seed's form: the whole message goes to the
 //! default handler and the handler's output is the reply) or
 //! MessagePack-RPC (its `method` names the handler, `params` is the payload
-//! and the handler's output becomes the response's `result`).
+//! and the handler's output becomes the response's `result`). Either may
+//! come in a trace envelope ([`arrpc_wire::trace`]) carrying the caller's
+//! W3C `traceparent`. Every message is counted in the metrics and, when
+//! tracing is on, gets its own span.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use arrpc_wire::reply::{ErrorKind, error_reply};
-use arrpc_wire::rpc;
+use arrpc_wire::{envelope, rpc, trace};
 use bytes::Bytes;
+use tracing::{Instrument, Span};
 
 use super::auth::Authenticator;
 use crate::runtime::{CallError, Handler, HandlerRegistry, Request};
+use crate::telemetry::{Metrics, Outcome, otel};
 
 /// Routes messages to handlers; shared by every connection.
 pub struct Dispatcher {
@@ -26,17 +32,34 @@ pub struct Dispatcher {
     next_request: AtomicU64,
     /// Set: messages must be signed envelopes; handlers get their `data`.
     auth: Option<Authenticator>,
+    metrics: Arc<Metrics>,
 }
 
 /// A message as read from a connection, sorted by how it is answered.
 pub enum Incoming {
     /// The seed's form: answered in request order.
-    Bare(Bytes),
+    Bare(BareMessage),
     /// MessagePack-RPC: answered as soon as its handler finishes.
     Rpc(RpcCall),
-    /// Refused before reaching a handler (signature): answered in request
-    /// order with this reply, if any.
+    /// Refused before reaching a handler (signature, a bad envelope):
+    /// answered in request order with this reply, if any.
     Refused(Option<Vec<u8>>),
+}
+
+/// What is known of a message before its handler runs.
+struct Received {
+    /// When it was read, to tell queueing from handling.
+    at: Instant,
+    /// Its size as read, envelopes included.
+    bytes: usize,
+    /// The caller's W3C `traceparent`, from a trace envelope.
+    traceparent: Option<String>,
+}
+
+/// A message in the seed's bare form.
+pub struct BareMessage {
+    message: Bytes,
+    received: Received,
 }
 
 /// A MessagePack-RPC request or notification, owning its message.
@@ -46,6 +69,7 @@ pub struct RpcCall {
     method: String,
     /// The `params` value, a slice of the message as read.
     params: Bytes,
+    received: Received,
 }
 
 impl RpcCall {
@@ -55,12 +79,13 @@ impl RpcCall {
 }
 
 impl Dispatcher {
-    pub fn new(registry: Arc<HandlerRegistry>, rpc: bool) -> Self {
+    pub fn new(registry: Arc<HandlerRegistry>, rpc: bool, metrics: Arc<Metrics>) -> Self {
         Dispatcher {
             registry,
             rpc,
             next_request: AtomicU64::new(1),
             auth: None,
+            metrics,
         }
     }
 
@@ -68,18 +93,30 @@ impl Dispatcher {
         self.auth = Some(auth);
     }
 
-    /// Verifies the signature (when a secret is set), then tells an RPC
-    /// request or notification from a bare message.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Verifies the signature (when a secret is set), opens a trace
+    /// envelope if the message is one, and tells an RPC request or
+    /// notification from a bare message.
     pub fn classify(&self, message: Bytes, peer: &str) -> Incoming {
+        let mut received = Received {
+            at: Instant::now(),
+            bytes: message.len(),
+            traceparent: None,
+        };
         let message = match &self.auth {
             None => message,
             Some(auth) => match auth.open(&message) {
                 Ok(data) => message.slice_ref(data),
                 Err(refusal) => {
+                    self.metrics.auth_failure();
                     tracing::info!(peer = %peer, reason = %refusal, "refusing message");
                     // An unsigned RPC request still gets a response its client
                     // can match; a notification gets nothing, as always.
-                    return Incoming::Refused(match rpc::parse(&message) {
+                    let inner = envelope::unverified_data(&message).unwrap_or(&message);
+                    return Incoming::Refused(match rpc::parse(inner) {
                         Some(rpc::Message::Request { msgid, .. }) if self.rpc => {
                             Some(rpc::response(msgid, Err(&refusal.text())))
                         }
@@ -89,8 +126,22 @@ impl Dispatcher {
                 }
             },
         };
+        let message = match trace::unwrap(&message) {
+            trace::Unwrapped::Plain => message,
+            trace::Unwrapped::Traced(traced) => {
+                received.traceparent = Some(traced.traceparent.to_owned());
+                message.slice_ref(traced.data)
+            }
+            trace::Unwrapped::BadData => {
+                self.metrics.refused(Outcome::Malformed);
+                return Incoming::Refused(Some(error_reply(
+                    ErrorKind::Rpc,
+                    "the trace envelope's data is not exactly one MessagePack value",
+                )));
+            }
+        };
         if !self.rpc {
-            return Incoming::Bare(message);
+            return Incoming::Bare(BareMessage { message, received });
         }
         let (msgid, method, params) = match rpc::parse(&message) {
             Some(rpc::Message::Request {
@@ -99,41 +150,59 @@ impl Dispatcher {
                 params,
             }) => (Some(msgid), method, params),
             Some(rpc::Message::Notification { method, params }) => (None, method, params),
-            Some(rpc::Message::Response { .. }) | None => return Incoming::Bare(message),
+            Some(rpc::Message::Response { .. }) | None => {
+                return Incoming::Bare(BareMessage { message, received });
+            }
         };
         Incoming::Rpc(RpcCall {
             msgid,
             method: method.to_owned(),
             params: message.slice_ref(params),
+            received,
         })
     }
 
     /// Produces the reply to one bare message: the handler's output, or an
     /// error reply in the seed's spelling.
-    pub async fn dispatch(&self, message: Bytes, peer: Arc<str>) -> Vec<u8> {
+    pub async fn dispatch(&self, bare: BareMessage, peer: Arc<str>) -> Vec<u8> {
         let Some(handler) = self.registry.default_handler() else {
+            self.metrics.refused(Outcome::UnknownHandler);
             return error_reply(
                 ErrorKind::Rpc,
                 "no default handler is configured for bare messages",
             );
         };
-        match self.run(&handler, &message, &peer).await {
+        let (outcome, span) = self
+            .run(&handler, &bare.message, &peer, &bare.received)
+            .await;
+        let reply = match outcome {
             Ok(reply) => reply,
             Err(e) => error_reply(ErrorKind::Rpc, &e.to_string()),
-        }
+        };
+        self.replied(&handler, &span, &bare.received, reply.len());
+        reply
     }
 
     /// Produces the response to an RPC request (`None` for a notification):
     /// the handler's output as `result`, or its failure as the `error` text.
     pub async fn dispatch_rpc(&self, call: RpcCall, peer: Arc<str>) -> Option<Vec<u8>> {
-        let outcome = match self.registry.get(&call.method) {
-            Some(handler) => self
-                .run(&handler, &call.params, &peer)
-                .await
-                .map_err(|e| e.to_string()),
-            None => Err(format!("no handler is named `{}`", call.method)),
+        let Some(handler) = self.registry.get(&call.method) else {
+            // The method is the client's text, so it is no metric label.
+            self.metrics.refused(Outcome::UnknownHandler);
+            let text = format!("no handler is named `{}`", call.method);
+            return match call.msgid {
+                Some(msgid) => Some(rpc::response(msgid, Err(&text))),
+                None => {
+                    tracing::debug!(method = %call.method, peer = %peer, error = %text, "notification failed");
+                    None
+                }
+            };
         };
-        match (call.msgid, outcome) {
+        let (outcome, span) = self
+            .run(&handler, &call.params, &peer, &call.received)
+            .await;
+        let outcome = outcome.map_err(|e| e.to_string());
+        let response = match (call.msgid, outcome) {
             (Some(msgid), Ok(result)) => Some(rpc::response(msgid, Ok(&result))),
             (Some(msgid), Err(text)) => Some(rpc::response(msgid, Err(&text))),
             (None, Err(text)) => {
@@ -141,25 +210,65 @@ impl Dispatcher {
                 None
             }
             (None, Ok(_)) => None,
-        }
+        };
+        let reply_bytes = response.as_ref().map_or(0, Vec::len);
+        self.replied(&handler, &span, &call.received, reply_bytes);
+        response
     }
 
-    /// Runs one payload through `handler` under a fresh request id.
+    /// Runs one payload through `handler` under a fresh request id, in the
+    /// message's span, which is returned for the reply's size.
     async fn run(
         &self,
         handler: &Handler,
         payload: &[u8],
         peer: &Arc<str>,
-    ) -> Result<Vec<u8>, CallError> {
+        received: &Received,
+    ) -> (Result<Vec<u8>, CallError>, Span) {
+        let _in_flight = self.metrics.in_flight();
         let request_id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let trace = otel::message_trace(
+            handler.name(),
+            handler.sha256(),
+            request_id,
+            received.bytes,
+            received.traceparent.as_deref(),
+        );
         let request = Request {
             payload,
             request_id,
             peer: peer.to_string(),
-            traceparent: None,
+            traceparent: trace.traceparent,
         };
-        handler.call(request).await.inspect_err(|e| {
-            tracing::debug!(handler = handler.name(), request_id, peer = %peer, error = %e, "message failed");
-        })
+        let started = Instant::now();
+        let result = handler
+            .call(request)
+            .instrument(trace.span.clone())
+            .await
+            .inspect_err(|e| {
+                tracing::debug!(handler = handler.name(), request_id, trace_id = trace.trace_id.as_deref(), peer = %peer, error = %e, "message failed");
+            });
+        let outcome = match &result {
+            Ok(_) => Outcome::Ok,
+            Err(e) => Outcome::from(e),
+        };
+        self.metrics.message(handler.shared_name(), outcome);
+        self.metrics.timing(
+            handler.shared_name(),
+            started.duration_since(received.at),
+            started.elapsed(),
+        );
+        trace.span.record("outcome", outcome.as_str());
+        if outcome != Outcome::Ok {
+            trace.span.record("otel.status_code", "ERROR");
+        }
+        (result, trace.span)
+    }
+
+    /// Counts the bytes of one message and its reply.
+    fn replied(&self, handler: &Handler, span: &Span, received: &Received, reply_bytes: usize) {
+        span.record("reply_bytes", reply_bytes);
+        self.metrics
+            .bytes(handler.shared_name(), received.bytes, reply_bytes);
     }
 }

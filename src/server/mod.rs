@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 
 use crate::config::ServerConfig;
 use crate::runtime::HandlerRegistry;
+use crate::telemetry::Metrics;
 pub use connection::ConnectionLimits;
 pub use dispatch::Dispatcher;
 pub use tls::TlsListener;
@@ -33,18 +34,21 @@ pub struct Server {
     shutdown_grace: Duration,
     /// Set: every connection starts with a TLS handshake.
     tls: Option<Arc<TlsListener>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Server {
     /// Binds the message port; fails (e.g. address in use) before serving.
+    /// Messages and connections are counted in `metrics`.
     pub async fn bind(
         config: &ServerConfig,
         registry: Arc<HandlerRegistry>,
+        metrics: Arc<Metrics>,
     ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Server {
             listener,
-            dispatcher: Arc::new(Dispatcher::new(registry, config.rpc)),
+            dispatcher: Arc::new(Dispatcher::new(registry, config.rpc, metrics.clone())),
             limits: ConnectionLimits {
                 max_message: config.max_message_bytes,
                 max_pipelined: config.max_pipelined,
@@ -53,6 +57,7 @@ impl Server {
             connections: Arc::new(Semaphore::new(config.max_connections)),
             shutdown_grace: config.shutdown_grace,
             tls: None,
+            metrics,
         })
     }
 
@@ -80,6 +85,7 @@ impl Server {
         let (trigger, shutdown) = shutdown::channel();
         let mut tasks = JoinSet::new();
         tokio::pin!(stop);
+        self.metrics.set_accepting(true);
         loop {
             let permit = tokio::select! {
                 permit = self.connections.clone().acquire_owned() => permit.expect("semaphore is never closed"),
@@ -103,6 +109,8 @@ impl Server {
             let limits = self.limits;
             let shutdown = shutdown.clone();
             let tls = self.tls.clone();
+            let open = self.metrics.connection_opened();
+            let metrics = self.metrics.clone();
             // Reap finished connections so the set stays small.
             while tasks.try_join_next().is_some() {}
             tasks.spawn(async move {
@@ -116,18 +124,24 @@ impl Server {
                     // a slow or broken one holds up no other connection.
                     Some(tls) => match tls.accept(stream).await {
                         Ok(stream) => {
+                            metrics.tls_handshake(true);
                             tracing::debug!(peer = %peer, version = ?stream.get_ref().1.protocol_version(), "TLS established");
                             connection::serve(stream, peer.clone(), dispatcher, limits, shutdown)
                                 .await
                         }
-                        Err(e) => tracing::info!(peer = %peer, error = %e, "closing connection"),
+                        Err(e) => {
+                            metrics.tls_handshake(false);
+                            tracing::info!(peer = %peer, error = %e, "closing connection");
+                        }
                     },
                 }
                 tracing::debug!(peer = %peer, "connection closed");
+                drop(open);
                 drop(permit);
             });
         }
         drop(self.listener);
+        self.metrics.set_accepting(false);
         trigger.trigger();
         tracing::info!(connections = tasks.len(), grace = ?self.shutdown_grace, "shutting down; draining connections");
         let drained = tokio::time::timeout(self.shutdown_grace, async {

@@ -60,16 +60,43 @@ struct ConnResult {
     failure: Option<String>,
 }
 
-pub async fn drive(addr: SocketAddr, point: Point, timing: Timing) -> Outcome {
+/// What goes on the wire and what must come back.
+pub struct Exchange {
+    pub request: Vec<u8>,
+    pub reply: Vec<u8>,
+}
+
+impl Exchange {
+    /// A plain message of `size` bytes, echoed.
+    pub fn plain(size: usize) -> Exchange {
+        let m = message(size);
+        Exchange {
+            request: m.clone(),
+            reply: m,
+        }
+    }
+
+    /// A message of `size` bytes in an envelope signed with `secret`; the
+    /// reply is the message itself.
+    pub fn signed(size: usize, secret: &[u8]) -> Exchange {
+        let m = message(size);
+        Exchange {
+            request: arrpc_wire::envelope::sign(secret, &m),
+            reply: m,
+        }
+    }
+}
+
+pub async fn drive(addr: SocketAddr, point: Point, timing: Timing, exchange: Exchange) -> Outcome {
     let start = Instant::now();
     let measure_from = start + timing.warmup;
     let end = measure_from + timing.measure;
-    let message = std::sync::Arc::new(message(point.payload));
+    let exchange = std::sync::Arc::new(exchange);
     let tasks: Vec<_> = (0..point.conns)
         .map(|_| {
-            let message = message.clone();
+            let exchange = exchange.clone();
             tokio::spawn(async move {
-                one_connection(addr, point.pipeline, &message, measure_from, end, timing).await
+                one_connection(addr, point.pipeline, &exchange, measure_from, end, timing).await
             })
         })
         .collect();
@@ -98,7 +125,7 @@ pub async fn drive(addr: SocketAddr, point: Point, timing: Timing) -> Outcome {
 async fn one_connection(
     addr: SocketAddr,
     pipeline: usize,
-    message: &[u8],
+    exchange: &Exchange,
     measure_from: Instant,
     end: Instant,
     timing: Timing,
@@ -120,7 +147,7 @@ async fn one_connection(
     let mut conn = Connection::new(stream, 1 << 24);
     let mut sent: VecDeque<Instant> = VecDeque::with_capacity(pipeline);
     for _ in 0..pipeline {
-        if conn.write_message(message).await.is_err() {
+        if conn.write_message(&exchange.request).await.is_err() {
             result.failure = Some("write failed".into());
             return result;
         }
@@ -159,7 +186,7 @@ async fn one_connection(
                 result.failure = Some("more replies than requests".into());
                 return result;
             };
-            if reply[..] != *message {
+            if reply[..] != exchange.reply[..] {
                 result.errors += 1;
             } else if at >= measure_from && now < end {
                 result.measured += 1;
@@ -168,7 +195,7 @@ async fn one_connection(
                     .record(now.duration_since(at).as_micros() as u64);
             }
             if now < end {
-                if conn.write_message(message).await.is_err() {
+                if conn.write_message(&exchange.request).await.is_err() {
                     result.failure = Some("write failed".into());
                     return result;
                 }

@@ -17,7 +17,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use load::{Outcome, Point, Timing};
+use load::{Exchange, Outcome, Point, Timing};
+use targets::HostVariant;
 
 #[derive(Parser)]
 #[command(name = "arrpc-bench")]
@@ -34,6 +35,17 @@ enum Sub {
     Ceiling {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+    },
+    /// Start-up time (warm compile cache) and memory with many handlers
+    /// and idle connections.
+    Footprint {
+        #[arg(long, default_value_t = 10)]
+        handlers: usize,
+        #[arg(long, default_value_t = 1000)]
+        idle: usize,
+        /// The `arrpc-host` binary (default: next to this one).
+        #[arg(long)]
+        host_bin: Option<PathBuf>,
     },
 }
 
@@ -54,9 +66,10 @@ struct RunArgs {
     /// Measuring time per point.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     measure: Duration,
-    /// Targets to measure, of: ceiling, host, seed. The ceiling always runs
-    /// when another target does, since ratios need it.
-    #[arg(long, value_delimiter = ',', default_values_t = ["ceiling".to_string(), "host".into(), "seed".into()])]
+    /// Targets to measure, of: ceiling, host (fresh instance per message),
+    /// host-reuse (`reuse = 10000`), host-signed (HMAC envelopes), seed.
+    /// The ceiling always runs, since ratios need it.
+    #[arg(long, value_delimiter = ',', default_values_t = ["ceiling".to_string(), "host".into(), "host-reuse".into(), "host-signed".into(), "seed".into()])]
     targets: Vec<String>,
     /// CPU the server under test is pinned to (with taskset).
     #[arg(long, default_value_t = 0)]
@@ -77,8 +90,23 @@ struct RunArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Sub::Ceiling { listen }) = cli.command {
-        return runtime(1)?.block_on(ceiling::serve(listen));
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let sibling_host = || std::env::current_exe().map(|exe| exe.with_file_name("arrpc-host"));
+    match cli.command {
+        Some(Sub::Ceiling { listen }) => return runtime(1)?.block_on(ceiling::serve(listen)),
+        Some(Sub::Footprint {
+            handlers,
+            idle,
+            host_bin,
+        }) => {
+            return footprint(
+                &repo,
+                &host_bin.map_or_else(sibling_host, Ok)?,
+                handlers,
+                idle,
+            );
+        }
+        None => {}
     }
     let args = cli.run;
     let server_cpu = (!args.no_pin).then_some(args.server_cpu);
@@ -93,11 +121,7 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let rt = runtime(1)?;
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let host_bin = match args.host_bin.clone() {
-        Some(path) => path,
-        None => std::env::current_exe()?.with_file_name("arrpc-host"),
-    };
+    let host_bin = args.host_bin.clone().map_or_else(sibling_host, Ok)?;
     let timing = Timing {
         warmup: args.warmup,
         measure: args.measure,
@@ -120,7 +144,12 @@ fn main() -> anyhow::Result<()> {
     let ceiling: Vec<Outcome> = points
         .iter()
         .map(|p| {
-            let outcome = rt.block_on(load::drive(ceiling_target.addr, *p, timing));
+            let outcome = rt.block_on(load::drive(
+                ceiling_target.addr,
+                *p,
+                timing,
+                Exchange::plain(p.payload),
+            ));
             report("ceiling", p, &outcome, None);
             outcome
         })
@@ -128,9 +157,14 @@ fn main() -> anyhow::Result<()> {
     drop(ceiling_target);
 
     for name in args.targets.iter().filter(|t| *t != "ceiling") {
+        let host = |variant| {
+            targets::echo_component(&repo)
+                .and_then(|wasm| targets::host(&host_bin, &wasm, server_cpu, variant, None))
+        };
         let target = match name.as_str() {
-            "host" => targets::echo_component(&repo)
-                .and_then(|wasm| targets::host(&host_bin, &wasm, server_cpu, "")),
+            "host" => host(HostVariant::Fresh),
+            "host-reuse" => host(HostVariant::Reuse),
+            "host-signed" => host(HostVariant::Signed),
             "seed" if !args.seed_python.exists() => {
                 eprintln!(
                     "seed: not measured: {} not found (create a venv with arrpc==0.5.0 or pass --seed-python)",
@@ -139,11 +173,17 @@ fn main() -> anyhow::Result<()> {
                 continue;
             }
             "seed" => targets::seed(&args.seed_python, server_cpu),
-            other => anyhow::bail!("unknown target `{other}` (ceiling, host, seed)"),
+            other => anyhow::bail!(
+                "unknown target `{other}` (ceiling, host, host-reuse, host-signed, seed)"
+            ),
         };
         let target = target?;
         for (p, base) in points.iter().zip(&ceiling) {
-            let outcome = rt.block_on(load::drive(target.addr, *p, timing));
+            let exchange = match name.as_str() {
+                "host-signed" => Exchange::signed(p.payload, targets::BENCH_SECRET),
+                _ => Exchange::plain(p.payload),
+            };
+            let outcome = rt.block_on(load::drive(target.addr, *p, timing, exchange));
             report(name, p, &outcome, Some(base));
         }
     }
@@ -175,4 +215,58 @@ fn report(target: &str, p: &Point, o: &Outcome, ceiling: Option<&Outcome>) {
         "failure": o.failure,
     });
     println!("{line}");
+}
+
+/// Start-up time with a warm compile cache and memory with many handlers
+/// and idle connections, each beside the native ceiling's in the same run.
+fn footprint(
+    repo: &std::path::Path,
+    host_bin: &std::path::Path,
+    handlers: usize,
+    idle: usize,
+) -> anyhow::Result<()> {
+    let echo = targets::echo_component(repo)?;
+    let cache = tempfile::tempdir()?;
+    let variant = HostVariant::Handlers(handlers);
+    // The first start fills the compile cache; the second is timed.
+    drop(targets::host(
+        host_bin,
+        &echo,
+        None,
+        variant,
+        Some(cache.path()),
+    )?);
+    let started = std::time::Instant::now();
+    let host = targets::host(host_bin, &echo, None, variant, Some(cache.path()))?;
+    let host_start = started.elapsed();
+    let started = std::time::Instant::now();
+    let ceiling = targets::ceiling(None)?;
+    let ceiling_start = started.elapsed();
+
+    let hold = |addr| -> anyhow::Result<Vec<std::net::TcpStream>> {
+        (0..idle)
+            .map(|_| Ok(std::net::TcpStream::connect(addr)?))
+            .collect()
+    };
+    let host_conns = hold(host.addr)?;
+    let ceiling_conns = hold(ceiling.addr)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let (host_rss, host_peak) = host.memory_kib()?;
+    let (ceiling_rss, ceiling_peak) = ceiling.memory_kib()?;
+    drop((host_conns, ceiling_conns));
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "footprint",
+            "handlers": handlers,
+            "idle_connections": idle,
+            "host_start_ms": host_start.as_millis(),
+            "ceiling_start_ms": ceiling_start.as_millis(),
+            "host_rss_mib": host_rss / 1024,
+            "host_peak_rss_mib": host_peak / 1024,
+            "ceiling_rss_mib": ceiling_rss / 1024,
+            "ceiling_peak_rss_mib": ceiling_peak / 1024,
+        })
+    );
+    Ok(())
 }

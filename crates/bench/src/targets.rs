@@ -17,6 +17,22 @@ pub struct Target {
     _workdir: Option<tempfile::TempDir>,
 }
 
+impl Target {
+    /// Resident and peak resident memory of the server process, in KiB
+    /// (`VmRSS`, `VmHWM` from `/proc`).
+    pub fn memory_kib(&self) -> anyhow::Result<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .with_context(|| format!("no {name} in /proc status"))
+        };
+        Ok((field("VmRSS:")?, field("VmHWM:")?))
+    }
+}
+
 impl Drop for Target {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -77,29 +93,72 @@ pub fn ceiling(cpu: Option<usize>) -> anyhow::Result<Target> {
     spawn_logging(cmd, None)
 }
 
-/// `arrpc-host` serving the echo handler, sized for the largest point.
+/// The secret of the signed variant.
+pub const BENCH_SECRET: &[u8] = b"arrpc-bench-secret";
+
+/// How the host under test serves the echo component.
+#[derive(Debug, Clone, Copy)]
+pub enum HostVariant {
+    /// A fresh instance per message (the default).
+    Fresh,
+    /// `reuse = 10000`: instances serve many messages.
+    Reuse,
+    /// Messages are HMAC-signed envelopes, verified before the handler.
+    Signed,
+    /// This many handlers (all the echo component) and default settings.
+    Handlers(usize),
+}
+
+/// `arrpc-host` serving the echo component as `variant` says.
 pub fn host(
     host_bin: &Path,
     echo_wasm: &Path,
     cpu: Option<usize>,
-    extra_handler_keys: &str,
+    variant: HostVariant,
+    cache_dir: Option<&Path>,
 ) -> anyhow::Result<Target> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("arrpc.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nmax_connections = 4096\nmax_pipelined = 64\n\n\
-             [[handler]]\nname = \"echo\"\nmodule = \"{}\"\nmax_instances = 4096\n{extra_handler_keys}\n",
-            echo_wasm.display()
-        ),
-    )?;
+    std::fs::write(&config, host_config(echo_wasm, variant))?;
     let mut cmd = command(host_bin, cpu);
     cmd.arg("--config")
         .arg(&config)
-        .args(["--listen", "127.0.0.1:0"]);
-    cmd.env("RUST_LOG", "info");
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .env(
+            "ARRPC_BENCH_SECRET",
+            String::from_utf8_lossy(BENCH_SECRET).as_ref(),
+        );
+    if let Some(cache) = cache_dir {
+        cmd.env("XDG_CACHE_HOME", cache);
+    }
     spawn_logging(cmd, Some(dir))
+}
+
+/// The config for `variant`, sized for the largest load point.
+fn host_config(echo_wasm: &Path, variant: HostVariant) -> String {
+    let echo = echo_wasm.display();
+    let one = |keys: &str| {
+        format!(
+            "[server]\nmax_connections = 4096\nmax_pipelined = 64\n\n\
+             [[handler]]\nname = \"echo\"\nmodule = \"{echo}\"\nmax_instances = 4096\n{keys}"
+        )
+    };
+    match variant {
+        HostVariant::Fresh => one(""),
+        HostVariant::Reuse => one("reuse = 10000\n"),
+        HostVariant::Signed => {
+            "[auth]\nsecrets = [{ env = \"ARRPC_BENCH_SECRET\" }]\n".to_owned() + &one("")
+        }
+        HostVariant::Handlers(count) => {
+            let mut text =
+                String::from("[server]\ndefault_handler = \"h0\"\nmax_connections = 4096\n");
+            for i in 0..count {
+                text += &format!("[[handler]]\nname = \"h{i}\"\nmodule = \"{echo}\"\n");
+            }
+            text
+        }
+    }
 }
 
 /// The Python seed's `arrpc.Server` with an echo handler.

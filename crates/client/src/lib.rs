@@ -7,6 +7,12 @@
 //! handlers over MessagePack-RPC, many calls at once on one connection.
 //! [`ClientConfig::tls`] talks TLS (see [`tls`]).
 //!
+//! A call can carry the caller's W3C `traceparent` ([`Client::send_raw_traced`],
+//! [`RpcClient::call_raw_traced`]) in a trace envelope, which `arrpc-host`
+//! continues; the Python seed server does not know trace envelopes. With
+//! the cargo feature `metrics`, calls are measured into a
+//! `prometheus-client` registry ([`ClientMetrics`]).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), arrpc_client::Error> {
 //! let mut client = arrpc_client::Client::new(arrpc_client::ClientConfig::new("127.0.0.1:8080"));
@@ -15,19 +21,23 @@
 //! ```
 
 mod blocking;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod rpc;
 pub mod tls;
 
 use std::borrow::Cow;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use arrpc_wire::{Connection, ErrorKind, ReadError, envelope, reply};
+use arrpc_wire::{Connection, ErrorKind, ReadError, envelope, reply, trace};
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 pub use blocking::BlockingClient;
+#[cfg(feature = "metrics")]
+pub use metrics::ClientMetrics;
 pub use rpc::RpcClient;
 pub use tls::Tls;
 
@@ -58,6 +68,9 @@ pub struct ClientConfig {
     /// With `auth_secret`: stamp each envelope with the time and a fresh
     /// nonce, for servers that enforce replay protection (not the seed).
     pub replay_protection: bool,
+    /// Where calls are measured; clones of one [`ClientMetrics`] share it.
+    #[cfg(feature = "metrics")]
+    pub metrics: Option<ClientMetrics>,
 }
 
 impl ClientConfig {
@@ -72,6 +85,8 @@ impl ClientConfig {
             max_reply: 64 << 20,
             tls: None,
             replay_protection: false,
+            #[cfg(feature = "metrics")]
+            metrics: None,
         }
     }
 }
@@ -147,6 +162,24 @@ impl Client {
     /// A seed error string in the reply becomes [`Error::Rpc`] or
     /// [`Error::Auth`].
     pub async fn send_raw(&mut self, message: &[u8]) -> Result<Bytes, Error> {
+        let started = Instant::now();
+        let result = self.send_frame(message).await;
+        record(&self.config, "", started, &result);
+        result
+    }
+
+    /// Like [`Client::send_raw`], with the caller's W3C `traceparent`
+    /// (`00-<trace id>-<span id>-<flags>`) in a trace envelope, so the
+    /// host's span for the message continues the caller's trace.
+    pub async fn send_raw_traced(
+        &mut self,
+        message: &[u8],
+        traceparent: &str,
+    ) -> Result<Bytes, Error> {
+        self.send_raw(&trace::wrap(traceparent, message)).await
+    }
+
+    async fn send_frame(&mut self, message: &[u8]) -> Result<Bytes, Error> {
         let sealed = seal(&self.config, message)?;
         let message = &sealed[..];
         let reply = match self.config.timeout {
@@ -176,6 +209,7 @@ impl Client {
         let reused = self.conn.is_some();
         match self.try_round_trip(message).await {
             Err(Error::Transport { source, .. }) if reused && closed_by_peer(&source) => {
+                retried(&self.config);
                 self.conn = None;
                 self.try_round_trip(message).await
             }
@@ -239,6 +273,7 @@ async fn open(config: &ClientConfig) -> Result<Box<dyn Io>, Error> {
             }
         }
         if attempt < attempts {
+            retried(config);
             tokio::time::sleep(pause).await;
             pause = pause.saturating_mul(2);
         }
@@ -292,4 +327,24 @@ async fn handshake(
 fn closed_by_peer(e: &ReadError) -> bool {
     use std::io::ErrorKind::*;
     matches!(e, ReadError::Io(io) if matches!(io.kind(), UnexpectedEof | ConnectionReset | BrokenPipe))
+}
+
+/// Records one finished request in the caller's metrics, when enabled.
+fn record<T>(config: &ClientConfig, method: &str, started: Instant, result: &Result<T, Error>) {
+    #[cfg(feature = "metrics")]
+    if let Some(metrics) = &config.metrics {
+        metrics.observe(method, started.elapsed(), result.as_ref().err());
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (config, method, started, result);
+}
+
+/// Counts a retry in the caller's metrics, when enabled.
+fn retried(config: &ClientConfig) {
+    #[cfg(feature = "metrics")]
+    if let Some(metrics) = &config.metrics {
+        metrics.retry();
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = config;
 }

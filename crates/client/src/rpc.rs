@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arrpc_wire::{Connection, ReadError, rpc};
+use arrpc_wire::{Connection, ReadError, rpc, trace};
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::io::{AsyncWriteExt, BufWriter, WriteHalf};
@@ -89,11 +89,47 @@ impl RpcClient {
     /// returns the result's bytes. A non-nil `error` in the response becomes
     /// [`Error::Rpc`] with the error's text.
     pub async fn call_raw(&self, method: &str, params: &[u8]) -> Result<Bytes, Error> {
+        self.call_measured(method, params, None).await
+    }
+
+    /// Like [`RpcClient::call_raw`], with the caller's W3C `traceparent`
+    /// (`00-<trace id>-<span id>-<flags>`) in a trace envelope around the
+    /// request, so the host's span for the call continues the caller's trace.
+    pub async fn call_raw_traced(
+        &self,
+        method: &str,
+        params: &[u8],
+        traceparent: &str,
+    ) -> Result<Bytes, Error> {
+        self.call_measured(method, params, Some(traceparent)).await
+    }
+
+    async fn call_measured(
+        &self,
+        method: &str,
+        params: &[u8],
+        traceparent: Option<&str>,
+    ) -> Result<Bytes, Error> {
+        let started = std::time::Instant::now();
+        let result = self.call_once(method, params, traceparent).await;
+        crate::record(&self.shared.config, method, started, &result);
+        result
+    }
+
+    async fn call_once(
+        &self,
+        method: &str,
+        params: &[u8],
+        traceparent: Option<&str>,
+    ) -> Result<Bytes, Error> {
         let link = self.link().await?;
         let msgid = self.shared.next_msgid.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&link.waiting).insert(msgid, tx);
-        let request = rpc::request(msgid, method, params);
+        let mut request = rpc::request(msgid, method, params);
+        if let Some(traceparent) = traceparent {
+            request = trace::wrap(traceparent, &request);
+        }
         let outcome = async {
             link.outgoing
                 .send(self.sign(request)?)

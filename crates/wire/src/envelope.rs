@@ -167,6 +167,13 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// The `data` of an envelope, unchecked. Only for shaping the refusal of a
+/// message that failed verification (e.g. to answer an RPC request by its
+/// msgid), never for handling it.
+pub fn unverified_data(frame: &[u8]) -> Option<&[u8]> {
+    open(frame).ok()?.data
+}
+
 /// Splits an envelope into its fields; other keys are skipped so the
 /// envelope can grow without breaking older readers.
 fn open(frame: &[u8]) -> Result<Fields<'_>, AuthError> {

@@ -6,6 +6,7 @@
 //! - [`reply`]: the seed's error reply strings.
 //! - [`rpc`]: MessagePack-RPC requests, responses and notifications.
 //! - [`pem`]: TLS certificates and keys from PEM files, checked at start.
+//! - [`trace`]: W3C trace context carried with a message.
 
 pub mod connection;
 pub mod envelope;
@@ -13,6 +14,7 @@ pub mod frame;
 pub mod pem;
 pub mod reply;
 pub mod rpc;
+pub mod trace;
 
 pub use connection::{Connection, ReadError};
 pub use frame::FrameError;

@@ -1,0 +1,109 @@
+//! Opt-in metrics of a client's calls (cargo feature `metrics`), registered
+//! into the caller's `prometheus-client` registry.
+//!
+//! ```
+//! let mut registry = prometheus_client::registry::Registry::default();
+//! let mut config = arrpc_client::ClientConfig::new("127.0.0.1:8080");
+//! config.metrics = Some(arrpc_client::ClientMetrics::register(&mut registry));
+//! ```
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::Error;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct MethodLabels {
+    /// The RPC method, or empty for bare messages.
+    method: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ErrorLabels {
+    method: String,
+    error: &'static str,
+}
+
+type Histograms = Family<MethodLabels, Histogram, fn() -> Histogram>;
+
+/// 50 µs to about 7.5 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(50e-6, 2.5, 14))
+}
+
+/// Latency, errors and retries of one or more clients' calls.
+///
+/// Method labels are the method names the calling code passes, so their
+/// number is the caller's to bound.
+#[derive(Debug, Clone)]
+pub struct ClientMetrics {
+    latency: Histograms,
+    errors: Family<ErrorLabels, Counter>,
+    retries: Counter,
+}
+
+impl ClientMetrics {
+    /// Registers the metrics under `arrpc_client_` in `registry`.
+    pub fn register(registry: &mut Registry) -> ClientMetrics {
+        let registry = registry.sub_registry_with_prefix("arrpc_client");
+        let metrics = ClientMetrics {
+            latency: Histograms::new_with_constructor(latency_histogram),
+            errors: Family::default(),
+            retries: Counter::default(),
+        };
+        registry.register(
+            "request_seconds",
+            "Time from sending a request to its reply, by method",
+            metrics.latency.clone(),
+        );
+        registry.register(
+            "errors",
+            "Failed requests, by method and kind of error",
+            metrics.errors.clone(),
+        );
+        registry.register(
+            "retries",
+            "Connection attempts after a failed one, and requests sent again on a new connection",
+            metrics.retries.clone(),
+        );
+        metrics
+    }
+
+    pub(crate) fn observe(&self, method: &str, took: Duration, error: Option<&Error>) {
+        let method = method.to_owned();
+        if let Some(error) = error {
+            self.errors
+                .get_or_create(&ErrorLabels {
+                    method: method.clone(),
+                    error: kind(error),
+                })
+                .inc();
+        }
+        self.latency
+            .get_or_create(&MethodLabels { method })
+            .observe(took.as_secs_f64());
+    }
+
+    pub(crate) fn retry(&self) {
+        self.retries.inc();
+    }
+}
+
+fn kind(error: &Error) -> &'static str {
+    match error {
+        Error::Connect { .. } => "connect",
+        Error::Timeout { .. } => "timeout",
+        Error::Auth(_) => "auth",
+        Error::Rpc(_) => "rpc",
+        Error::Transport { .. } => "transport",
+        Error::Tls { .. } => "tls",
+        Error::Random(_) => "random",
+        Error::Encode(_) => "encode",
+        Error::Decode(_) => "decode",
+    }
+}

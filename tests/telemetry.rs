@@ -1,0 +1,597 @@
+//! Telemetry of a running host: `/metrics` scraped and parsed with a
+//! Prometheus text-format parser, `/healthz` and `/readyz`, spans exported
+//! to an OTLP receiver run by the test and linked to the client's span,
+//! trace context handed to the handler and its log lines, JSON logs, and a
+//! graceful drain on SIGTERM under load.
+//!
+//! Auth failures are not counted here: the signed-envelope check is not on
+//! the message path of this build. `Metrics::auth_failure` is what that
+//! check calls when it refuses a message.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use arrpc_wire::{rpc, trace};
+use common::*;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{TraceContextExt, Tracer, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prometheus_parse::{Scrape, Value as Sample};
+use prost::Message as _;
+use rmpv::Value;
+
+/// Starts a host with its admin listener on an ephemeral port.
+fn start_with_admin(config: &str) -> (Host, SocketAddr) {
+    let host = Host::start_with(write_config(config), &["--admin-listen", "127.0.0.1:0"]);
+    let log = host.wait_for_log("admin endpoint up");
+    let line = log
+        .lines()
+        .find(|l| l.contains("admin endpoint up"))
+        .unwrap();
+    let addr = line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("admin="))
+        .expect("admin= in the log line")
+        .parse()
+        .unwrap();
+    (host, addr)
+}
+
+fn get(admin: SocketAddr, path: &str) -> (u16, String) {
+    let response = reqwest::blocking::get(format!("http://{admin}{path}")).unwrap();
+    (response.status().as_u16(), response.text().unwrap())
+}
+
+fn scrape(admin: SocketAddr) -> Scrape {
+    let (status, body) = get(admin, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text format")
+}
+
+/// The value of the sample named `metric` whose labels include `labels`.
+fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            Sample::Counter(v) | Sample::Gauge(v) | Sample::Untyped(v) => *v,
+            other => panic!("{metric} is not a single value: {other:?}"),
+        })
+}
+
+fn messages(scrape: &Scrape, handler: &str, outcome: &str) -> f64 {
+    value(
+        scrape,
+        "arrpc_messages_total",
+        &[("handler", handler), ("outcome", outcome)],
+    )
+    .unwrap_or(0.0)
+}
+
+fn rpc_call(wire: &mut Wire, method: &str, command: &str) -> Value {
+    let request = rpc::request(1, method, &encode(&str_value(command)));
+    decode(&wire.call(&request))
+}
+
+fn sha256_of(path: &std::path::Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+#[test]
+fn metrics_count_every_outcome_and_health_endpoints_answer() {
+    let (host, admin) = start_with_admin(&format!(
+        "[server]\ndefault_handler = \"echo\"\n{}{}",
+        handler("echo", "echo", ""),
+        handler("misbehave", "misbehave", "timeout = \"300ms\""),
+    ));
+    assert_eq!(get(admin, "/healthz"), (200, "ok\n".into()));
+    assert_eq!(get(admin, "/readyz").0, 200);
+    assert_eq!(get(admin, "/nothing").0, 404);
+
+    let before = scrape(admin);
+    assert_eq!(messages(&before, "echo", "ok"), 0.0);
+    assert_eq!(
+        value(&before, "arrpc_handlers_loaded", &[]),
+        Some(2.0),
+        "{before:?}"
+    );
+    assert_eq!(value(&before, "arrpc_listener_accepting", &[]), Some(1.0));
+    let sha = sha256_of(&component("echo"));
+    assert_eq!(
+        value(
+            &before,
+            "arrpc_handler_info",
+            &[("handler", "echo"), ("sha256", &sha)]
+        ),
+        Some(1.0)
+    );
+
+    let mut wire = host.connect();
+    let hello = encode(&str_value("hello"));
+    for _ in 0..3 {
+        assert_eq!(wire.call(&hello), hello);
+    }
+    for command in ["trap", "loop", "error"] {
+        let reply = rpc_call(&mut wire, "misbehave", command);
+        assert!(reply[2].is_str(), "{command}: {reply:?}");
+    }
+    let unknown = rpc_call(&mut wire, "nobody", "x");
+    assert!(unknown[2].as_str().unwrap().contains("no handler is named"));
+    // A trace envelope whose data is two values, then a byte that is never
+    // MessagePack (which closes the connection).
+    let bad_trace = trace::wrap("00-x-y-01", &[0x01, 0x02]);
+    assert!(error_text(&wire.call(&bad_trace)).is_some());
+    let mut broken = host.connect();
+    broken.write(&[0xc1]);
+    assert!(error_text(&broken.read().unwrap()).is_some());
+
+    let after = scrape(admin);
+    assert_eq!(messages(&after, "echo", "ok"), 3.0);
+    assert_eq!(messages(&after, "misbehave", "trap"), 1.0);
+    assert_eq!(messages(&after, "misbehave", "timeout"), 1.0);
+    assert_eq!(messages(&after, "misbehave", "handler_error"), 1.0);
+    assert_eq!(messages(&after, "", "unknown_handler"), 1.0);
+    assert_eq!(messages(&after, "", "malformed"), 2.0);
+    assert_eq!(
+        value(&after, "arrpc_request_bytes_total", &[("handler", "echo")]),
+        Some(3.0 * hello.len() as f64)
+    );
+    assert_eq!(
+        value(&after, "arrpc_reply_bytes_total", &[("handler", "echo")]),
+        Some(3.0 * hello.len() as f64)
+    );
+    assert_eq!(
+        value(
+            &after,
+            "arrpc_handler_seconds_count",
+            &[("handler", "misbehave")]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(
+            &after,
+            "arrpc_message_queue_seconds_count",
+            &[("handler", "echo")]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(value(&after, "arrpc_connections_total", &[]), Some(2.0));
+    assert_eq!(value(&after, "arrpc_messages_in_flight", &[]), Some(0.0));
+    // Peer addresses never become labels.
+    let (_, text) = get(admin, "/metrics");
+    assert!(!text.contains("127.0.0.1"), "{text}");
+}
+
+/// An OTLP/HTTP trace receiver on an ephemeral port, keeping every span
+/// with its resource's `service.name`.
+struct Receiver {
+    addr: SocketAddr,
+    spans: Arc<Mutex<Vec<(String, Span)>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        use http_body_util::{BodyExt, Full};
+        use hyper::service::service_fn;
+        use hyper_util::rt::TokioIo;
+
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let sink = spans.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                loop {
+                    let (stream, _) = listener.accept().await.unwrap();
+                    let sink = sink.clone();
+                    let service =
+                        service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                            let sink = sink.clone();
+                            async move {
+                                assert_eq!(request.uri().path(), "/v1/traces");
+                                let body = request.into_body().collect().await?.to_bytes();
+                                let export = ExportTraceServiceRequest::decode(body)
+                                    .expect("an OTLP protobuf export");
+                                for resource in export.resource_spans {
+                                    let service = resource
+                                        .resource
+                                        .iter()
+                                        .flat_map(|r| &r.attributes)
+                                        .find(|kv| kv.key == "service.name")
+                                        .and_then(|kv| text(kv.value.as_ref()?.value.as_ref()?))
+                                        .unwrap_or_default();
+                                    for scope in resource.scope_spans {
+                                        let mut sink = sink.lock().unwrap();
+                                        sink.extend(
+                                            scope.spans.into_iter().map(|s| (service.clone(), s)),
+                                        );
+                                    }
+                                }
+                                let reply = ExportTraceServiceResponse::default().encode_to_vec();
+                                Ok::<_, hyper::Error>(
+                                    hyper::Response::builder()
+                                        .header("content-type", "application/x-protobuf")
+                                        .body(Full::new(bytes::Bytes::from(reply)))
+                                        .unwrap(),
+                                )
+                            }
+                        });
+                    tokio::spawn(async move {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            });
+        });
+        Receiver {
+            addr: rx.recv().unwrap(),
+            spans,
+        }
+    }
+
+    /// Waits until a span named `name` in `trace_id` has arrived.
+    fn wait_for(&self, name: &str, trace_id: &[u8]) -> (String, Span) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let spans = self.spans.lock().unwrap();
+            if let Some(found) = spans
+                .iter()
+                .find(|(_, s)| s.name == name && s.trace_id == trace_id)
+            {
+                return found.clone();
+            }
+            let seen: Vec<_> = spans.iter().map(|(_, s)| s.name.clone()).collect();
+            drop(spans);
+            assert!(
+                Instant::now() < deadline,
+                "no span {name:?} arrived; got {seen:?}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn text(value: &AnyValue) -> Option<String> {
+    match value {
+        AnyValue::StringValue(s) => Some(s.clone()),
+        AnyValue::IntValue(i) => Some(i.to_string()),
+        AnyValue::BoolValue(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn attribute(span: &Span, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| text(kv.value.as_ref()?.value.as_ref()?))
+}
+
+fn map_get<'a>(map: &'a Value, key: &str) -> &'a Value {
+    map.as_map()
+        .and_then(|entries| entries.iter().find(|(k, _)| k.as_str() == Some(key)))
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no {key} in {map:?}"))
+}
+
+#[test]
+fn spans_continue_the_client_trace_and_reach_the_handler() {
+    let receiver = Receiver::start();
+    let mut host = Host::start(&format!(
+        "[telemetry]\notlp_endpoint = \"http://{}\"\n{}",
+        receiver.addr,
+        handler("misbehave", "misbehave", "")
+    ));
+
+    // The client's own span, exported by this process to the same receiver.
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(format!("http://{}/v1/traces", receiver.addr))
+        .build()
+        .unwrap();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_simple_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("telemetry-test")
+                .build(),
+        )
+        .build();
+    let span = provider.tracer("test").start("client call");
+    let client_cx = opentelemetry::Context::current_with_span(span);
+    let mut carrier = HashMap::new();
+    opentelemetry_sdk::propagation::TraceContextPropagator::new()
+        .inject_context(&client_cx, &mut carrier);
+    let traceparent = carrier["traceparent"].clone();
+    let client_context = client_cx.span().span_context().clone();
+    let trace_id = client_context.trace_id().to_bytes().to_vec();
+    let trace_hex = client_context.trace_id().to_string();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client =
+        arrpc_client::RpcClient::new(arrpc_client::ClientConfig::new(host.addr.to_string()));
+    let params = encode(&Value::Array(vec![str_value("context")]));
+    let reply = runtime
+        .block_on(client.call_raw_traced("misbehave", &params, &traceparent))
+        .unwrap();
+    let printed = runtime
+        .block_on(client.call_raw_traced(
+            "misbehave",
+            &encode(&Value::Array(vec![str_value("print:1")])),
+            &traceparent,
+        ))
+        .unwrap();
+    assert_eq!(decode(&printed), Value::from(1));
+    // The seed's bare form still works untraced next to traced messages.
+    let mut wire = host.connect();
+    assert_eq!(
+        decode(&wire.call(&encode(&str_value("plain")))),
+        str_value("plain")
+    );
+    client_cx.span().end();
+    provider.shutdown().unwrap();
+
+    // The handler got the host span's context, in the client's trace.
+    let context = decode(&reply);
+    let handed = map_get(&context, "traceparent")
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let parts: Vec<&str> = handed.split('-').collect();
+    assert_eq!(parts.len(), 4, "{handed}");
+    assert_eq!(parts[1], trace_hex);
+    assert_ne!(parts[2], client_context.span_id().to_string());
+
+    // Guest output lines carry the handler and the trace id.
+    let log = host.wait_for_log("stdout line 1");
+    let line = log.lines().find(|l| l.contains("stdout line 1")).unwrap();
+    assert!(line.contains("handler=misbehave"), "{line}");
+    assert!(line.contains(&format!("trace_id={trace_hex}")), "{line}");
+
+    // SIGTERM flushes the host's spans before it exits.
+    let status = Command::new("kill")
+        .args(["-TERM", &host.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(host.child().wait().unwrap().success());
+
+    let (service, client_span) = receiver.wait_for("client call", &trace_id);
+    assert_eq!(service, "telemetry-test");
+    let (service, host_span) = receiver.wait_for("arrpc.message", &trace_id);
+    assert_eq!(service, "arrpc-host");
+    assert_eq!(host_span.parent_span_id, client_span.span_id);
+    assert_eq!(hex::encode(&host_span.span_id), parts[2]);
+    assert_eq!(
+        attribute(&host_span, "handler").as_deref(),
+        Some("misbehave")
+    );
+    assert_eq!(attribute(&host_span, "outcome").as_deref(), Some("ok"));
+    assert_eq!(
+        attribute(&host_span, "module_sha256"),
+        Some(sha256_of(&component("misbehave")))
+    );
+    assert_eq!(
+        attribute(&host_span, "request_bytes"),
+        Some(
+            trace::wrap(&traceparent, &rpc::request(0, "misbehave", &params))
+                .len()
+                .to_string()
+        )
+    );
+    assert!(attribute(&host_span, "reply_bytes").is_some());
+}
+
+#[test]
+fn sigterm_under_load_answers_every_accepted_message_then_exits_0() {
+    let (mut host, admin) = start_with_admin(&format!(
+        "[server]\nshutdown_grace = \"20s\"\n{}",
+        handler("misbehave", "misbehave", "timeout = \"10s\"")
+    ));
+    let clients = 8;
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel();
+    let workers: Vec<_> = (0..clients)
+        .map(|i| {
+            let addr = host.addr;
+            let sent = sent_tx.clone();
+            thread::spawn(move || {
+                let mut wire = Wire::connect(addr);
+                let mut answered = 0;
+                // Fast messages first, then one slow one that is in flight
+                // when the signal arrives.
+                for round in 0..20 {
+                    let text = format!("client {i} round {round}");
+                    assert_eq!(
+                        decode(&wire.call(&encode(&str_value(&text)))),
+                        str_value(&text)
+                    );
+                    answered += 1;
+                }
+                wire.write(&encode(&str_value("sleep:1500")));
+                sent.send(()).unwrap();
+                let reply = wire.read().expect("the in-flight message is answered");
+                assert_eq!(decode(&reply), Value::from(1500));
+                answered += 1;
+                // Draining: the connection ends instead of reading more.
+                wire.write(&encode(&str_value("after the signal")));
+                let after = wire.read();
+                (answered, after)
+            })
+        })
+        .collect();
+    for _ in 0..clients {
+        sent_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    }
+    // Every slow message has been read by now (it takes 1.5 s to answer).
+    thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &host.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    host.wait_for_log("stop signal: draining");
+    // Not ready once draining has begun; still alive.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get(admin, "/readyz").0 != 503 {
+        assert!(
+            Instant::now() < deadline,
+            "/readyz stayed ready while draining"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(get(admin, "/healthz").0, 200);
+    assert!(
+        std::net::TcpStream::connect(host.addr).is_err(),
+        "the message port still accepts"
+    );
+    for worker in workers {
+        let (answered, after) = worker.join().unwrap();
+        assert_eq!(answered, 21);
+        assert_eq!(after, None, "a message read after the signal was answered");
+    }
+    let exit = host.child().wait().unwrap();
+    assert!(exit.success(), "{exit}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(15),
+        "the drain waited for the whole grace period"
+    );
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let mut host = Host::start(&format!(
+        "[server]\nshutdown_grace = \"60s\"\n{}",
+        handler("misbehave", "misbehave", "timeout = \"60s\"")
+    ));
+    let mut wire = host.connect();
+    wire.write(&encode(&str_value("sleep:30000")));
+    thread::sleep(Duration::from_millis(300));
+    let pid = host.pid().to_string();
+    let started = Instant::now();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    host.wait_for_log("stop signal: draining");
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let exit = host.child().wait().unwrap();
+    assert_eq!(exit.code(), Some(130));
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let config = write_config(&handler("echo", "echo", ""));
+    let mut child = Command::new(HOST)
+        .arg("--config")
+        .arg(&config.path)
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let listening = loop {
+        let line = lines.next().expect("a log line").unwrap();
+        let record: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(record["level"].is_string(), "{line}");
+        if record["message"] == "listening" {
+            break record;
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(listening["default_handler"], "echo");
+    assert!(
+        listening["addr"]
+            .as_str()
+            .unwrap()
+            .parse::<SocketAddr>()
+            .is_ok()
+    );
+}
+
+#[test]
+fn client_metrics_count_latency_errors_and_retries() {
+    let host = Host::start(&handler("misbehave", "misbehave", ""));
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = arrpc_client::ClientMetrics::register(&mut registry);
+    let mut config = arrpc_client::ClientConfig::new(host.addr.to_string());
+    config.metrics = Some(metrics.clone());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = arrpc_client::RpcClient::new(config);
+    let ok = encode(&Value::Array(vec![str_value("hi")]));
+    let error = encode(&Value::Array(vec![str_value("error")]));
+    runtime.block_on(async {
+        client.call_raw("misbehave", &ok).await.unwrap();
+        client.call_raw("misbehave", &ok).await.unwrap();
+        assert!(client.call_raw("misbehave", &error).await.is_err());
+    });
+    // Nothing listens on a port just freed: two attempts, one retry.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut refused = arrpc_client::ClientConfig::new(closed.local_addr().unwrap().to_string());
+    drop(closed);
+    refused.connect_attempts = 2;
+    refused.backoff = Duration::from_millis(10);
+    refused.metrics = Some(metrics);
+    let mut bare = arrpc_client::Client::new(refused);
+    assert!(runtime.block_on(bare.send_raw(&[0x01])).is_err());
+
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    assert_eq!(
+        value(
+            &scrape,
+            "arrpc_client_request_seconds_count",
+            &[("method", "misbehave")]
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "arrpc_client_errors_total",
+            &[("method", "misbehave"), ("error", "rpc")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "arrpc_client_errors_total",
+            &[("method", ""), ("error", "connect")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(value(&scrape, "arrpc_client_retries_total", &[]), Some(1.0));
+}
