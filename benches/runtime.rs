@@ -1,5 +1,6 @@
 //! Per-message cost at the runtime level: `Handler::call` on the echo
-//! component, no sockets. Prints one JSON line per payload size.
+//! component, no sockets, with a fresh instance per message and with
+//! instance reuse measured in the same run. Prints one JSON line per case.
 //!
 //! Run: `cargo bench --bench runtime` (builds the echo component if missing).
 
@@ -7,14 +8,17 @@ use std::path::Path;
 use std::time::Instant;
 
 use arrpc_host::config::Config;
-use arrpc_host::runtime::{Request, Runtime, RuntimeOptions};
+use arrpc_host::runtime::{Handler, Request, Runtime, RuntimeOptions};
+
+const CALLS: u64 = 20_000;
 
 fn main() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let echo = repo.join("handlers/target/wasm32-wasip2/release/echo.wasm");
     let config: Config = toml::from_str(&format!(
-        "[[handler]]\nname = \"echo\"\nmodule = \"{}\"\nbuild = \"sh handlers/build.sh echo\"\n",
-        repo.join("handlers/target/wasm32-wasip2/release/echo.wasm")
-            .display()
+        "[[handler]]\nname = \"echo\"\nmodule = \"{0}\"\nbuild = \"sh handlers/build.sh echo\"\n\
+         [[handler]]\nname = \"echo-reuse\"\nmodule = \"{0}\"\nreuse = 1000000\n",
+        echo.display()
     ))
     .expect("bench config");
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -23,42 +27,49 @@ fn main() {
         .expect("runtime");
     rt.block_on(async {
         let runtime = Runtime::new(RuntimeOptions::for_config(&config)).expect("engine");
-        let handler = runtime
-            .load(&config.handlers[0], repo)
-            .await
-            .expect("echo loads");
+        let fresh = runtime.load(&config.handlers[0], repo).await.expect("echo loads");
+        let reuse = runtime.load(&config.handlers[1], repo).await.expect("echo loads");
         for payload_size in [64usize, 4096] {
             let mut payload = vec![0xc5, 0, 0];
             payload.resize(payload_size, 7);
-            let body = payload_size - 3;
-            payload[1..3].copy_from_slice(&(body as u16).to_be_bytes());
-            let call = |id| {
-                handler.call(Request {
-                    payload: &payload,
-                    request_id: id,
-                    peer: "127.0.0.1:1".into(),
-                    traceparent: None,
-                })
-            };
-            for id in 0..2_000 {
-                call(id).await.expect("echo call");
+            let body = (payload_size - 3) as u16;
+            payload[1..3].copy_from_slice(&body.to_be_bytes());
+            let fresh_us = per_call(&fresh, &payload).await;
+            let reuse_us = per_call(&reuse, &payload).await;
+            for (mode, us) in [("fresh_instance", fresh_us), ("reused_instance", reuse_us)] {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "bench": "runtime_call",
+                        "mode": mode,
+                        "handler": "echo",
+                        "payload": payload_size,
+                        "calls": CALLS,
+                        "us_per_call": (us * 100.0).round() / 100.0,
+                        "ratio_to_reused": ((us / reuse_us) * 10.0).round() / 10.0,
+                    })
+                );
             }
-            let calls = 20_000u64;
-            let started = Instant::now();
-            for id in 0..calls {
-                call(id).await.expect("echo call");
-            }
-            let per_call = started.elapsed().as_secs_f64() * 1e6 / calls as f64;
-            println!(
-                "{}",
-                serde_json::json!({
-                    "bench": "runtime_call_fresh_instance",
-                    "handler": "echo",
-                    "payload": payload_size,
-                    "calls": calls,
-                    "us_per_call": (per_call * 100.0).round() / 100.0,
-                })
-            );
         }
     });
+}
+
+/// Mean microseconds per call over `CALLS` calls, after a warm-up.
+async fn per_call(handler: &Handler, payload: &[u8]) -> f64 {
+    let call = |request_id| {
+        handler.call(Request {
+            payload,
+            request_id,
+            peer: "127.0.0.1:1".into(),
+            traceparent: None,
+        })
+    };
+    for id in 0..2_000 {
+        call(id).await.expect("echo call");
+    }
+    let started = Instant::now();
+    for id in 0..CALLS {
+        call(id).await.expect("echo call");
+    }
+    started.elapsed().as_secs_f64() * 1e6 / CALLS as f64
 }
