@@ -73,18 +73,7 @@ where
 #[macro_export]
 macro_rules! handler {
     ($function:path) => {
-        struct ArrpcHandler;
-
-        impl $crate::bindings::Guest for ArrpcHandler {
-            fn handle(
-                ctx: $crate::Context,
-                payload: ::std::vec::Vec<u8>,
-            ) -> ::std::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
-                $crate::call_typed(&ctx, &payload, $function)
-            }
-        }
-
-        $crate::bindings::export_handler_world!(ArrpcHandler);
+        $crate::__export!(ctx, payload => $crate::call_typed(&ctx, &payload, $function));
     };
 }
 
@@ -93,14 +82,25 @@ macro_rules! handler {
 #[macro_export]
 macro_rules! raw_handler {
     ($function:path) => {
+        $crate::__export!(ctx, payload =>
+            $function(&ctx, payload).map_err(|e| ::std::string::ToString::to_string(&e)));
+    };
+}
+
+/// The export glue both forms share: `$body` computes the reply from
+/// `$ctx` and `$payload`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export {
+    ($ctx:ident, $payload:ident => $body:expr) => {
         struct ArrpcHandler;
 
         impl $crate::bindings::Guest for ArrpcHandler {
             fn handle(
-                ctx: $crate::Context,
-                payload: ::std::vec::Vec<u8>,
+                $ctx: $crate::Context,
+                $payload: ::std::vec::Vec<u8>,
             ) -> ::std::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
-                $function(&ctx, payload).map_err(|e| ::std::string::ToString::to_string(&e))
+                $body
             }
         }
 
