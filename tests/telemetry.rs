@@ -595,3 +595,20 @@ fn client_metrics_count_latency_errors_and_retries() {
     );
     assert_eq!(value(&scrape, "arrpc_client_retries_total", &[]), Some(1.0));
 }
+
+#[test]
+fn auth_failures_are_counted_and_never_reach_a_handler() {
+    let (host, admin) = start_with_admin(&format!(
+        "[auth]\nsecrets = [{{ value = \"metrics-secret\" }}]\n{}",
+        handler("echo", "echo", "")
+    ));
+    let mut wire = host.connect();
+    let refused = error_text(&wire.call(&[0x01])).expect("an auth error");
+    assert!(refused.starts_with("arrpc.error.AuthException: "), "{refused}");
+    let signed = arrpc_wire::envelope::sign(b"metrics-secret", &[0x02]);
+    assert_eq!(wire.call(&signed), [0x02]);
+    let scrape = scrape(admin);
+    assert_eq!(messages(&scrape, "", "auth_failure"), 1.0);
+    assert_eq!(messages(&scrape, "echo", "ok"), 1.0);
+    assert_eq!(messages(&scrape, "echo", "auth_failure"), 0.0);
+}
