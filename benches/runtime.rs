@@ -27,8 +27,14 @@ fn main() {
         .expect("runtime");
     rt.block_on(async {
         let runtime = Runtime::new(RuntimeOptions::for_config(&config)).expect("engine");
-        let fresh = runtime.load(&config.handlers[0], repo).await.expect("echo loads");
-        let reuse = runtime.load(&config.handlers[1], repo).await.expect("echo loads");
+        let fresh = runtime
+            .load(&config.handlers[0], repo)
+            .await
+            .expect("echo loads");
+        let reuse = runtime
+            .load(&config.handlers[1], repo)
+            .await
+            .expect("echo loads");
         for payload_size in [64usize, 4096] {
             let mut payload = vec![0xc5, 0, 0];
             payload.resize(payload_size, 7);

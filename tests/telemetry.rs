@@ -604,7 +604,10 @@ fn auth_failures_are_counted_and_never_reach_a_handler() {
     ));
     let mut wire = host.connect();
     let refused = error_text(&wire.call(&[0x01])).expect("an auth error");
-    assert!(refused.starts_with("arrpc.error.AuthException: "), "{refused}");
+    assert!(
+        refused.starts_with("arrpc.error.AuthException: "),
+        "{refused}"
+    );
     let signed = arrpc_wire::envelope::sign(b"metrics-secret", &[0x02]);
     assert_eq!(wire.call(&signed), [0x02]);
     let scrape = scrape(admin);
