@@ -13,13 +13,8 @@ use crate::runtime::{HandlerRegistry, HandlerSet, Runtime, RuntimeOptions};
 use crate::server::Server;
 use crate::telemetry::Metrics;
 
-/// Loads the config and every handler, the part `serve` and `check` share.
-async fn load(args: &ConfigArgs) -> anyhow::Result<(Config, Runtime, HandlerSet)> {
-    let config = Config::load(&args.config)?;
-    load_handlers(args, config).await
-}
-
-/// Loads every handler of an already loaded config.
+/// Loads every handler of an already loaded config, the part `serve` and
+/// `check` share.
 async fn load_handlers(
     args: &ConfigArgs,
     config: Config,
@@ -33,8 +28,10 @@ async fn load_handlers(
 }
 
 pub async fn check(args: &ConfigArgs) -> anyhow::Result<()> {
-    let (config, _, handlers) = load(args).await?;
+    let config = Config::load(&args.config)?;
+    // Certificates, keys and secrets first: compiling handlers takes longer.
     server_security(&config, &args.config.display().to_string())?;
+    let (config, _, handlers) = load_handlers(args, config).await?;
     for handler in &config.handlers {
         let loaded = handlers
             .get(&handler.name)
@@ -80,14 +77,14 @@ pub async fn serve(args: &ServeArgs, config: Config) -> anyhow::Result<()> {
         tracing::info!(admin = %admin.local_addr()?, "admin endpoint up: /metrics /healthz /readyz");
         admin.spawn();
     }
-    let (mut config, runtime, handlers) = load_handlers(&args.config, config).await?;
-    metrics.handlers_served(&handlers);
     // Reloads compare against the file, not the command-line overrides.
     let file_config = config.clone();
+    let mut config = config;
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
     args.security.apply(&mut config)?;
+    // Certificates, keys and secrets first: compiling handlers takes longer.
     let origin = args.config.config.display().to_string();
     let (tls, auth) = server_security(&config, &origin)?;
     tracing::info!(
@@ -97,6 +94,8 @@ pub async fn serve(args: &ServeArgs, config: Config) -> anyhow::Result<()> {
         replay_protection = auth.is_some() && config.auth.replay_protection,
         "security"
     );
+    let (config, runtime, handlers) = load_handlers(&args.config, config).await?;
+    metrics.handlers_served(&handlers);
     let registry = Arc::new(HandlerRegistry::new(handlers));
     let mut server = Server::bind(&config.server, registry.clone(), metrics.clone())
         .await
