@@ -130,6 +130,7 @@ pub async fn serve<S>(
                         dispatcher.metrics().refused(Outcome::Malformed);
                         owed.ordered.push_back(Either::Right(ready(Ok(error_reply(ErrorKind::Rpc, &e.to_string())))));
                         reading = false;
+                        draining = true;
                     }
                     Err(e) => {
                         tracing::debug!(peer = %peer, error = %e, "connection broke");
@@ -149,17 +150,14 @@ pub async fn serve<S>(
     }
     let _ = conn.shutdown().await;
     if draining {
-        // Closing with unread input would reset the connection, and a reset
-        // can destroy replies the client has not read yet; so read (and drop)
-        // whatever the client still sends until it closes too.
-        let _ = tokio::time::timeout(LINGER, async {
-            while let Ok(Some(_)) = conn.read_message().await {}
-        })
-        .await;
+        // Whatever the client still sends is read and dropped until it
+        // closes too, so the last replies are not lost to a reset.
+        let _ = tokio::time::timeout(LINGER, conn.drain()).await;
     }
 }
 
-/// How long a connection closed by shutdown waits for the client to close.
+/// How long a connection closed by shutdown or after malformed input waits
+/// for the client to close.
 const LINGER: Duration = Duration::from_secs(2);
 
 const INTERNAL_ERROR: &str = "internal error while handling the message";

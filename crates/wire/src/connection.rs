@@ -84,6 +84,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.stream.flush().await
     }
 
+    /// Reads and drops whatever the peer still sends, until it closes.
+    ///
+    /// Closing a socket with unread input resets the connection, and a
+    /// reset can destroy replies the peer has not read yet; draining first
+    /// lets a last reply (an error, say) arrive.
+    pub async fn drain(&mut self) -> std::io::Result<()> {
+        loop {
+            self.buffer.clear();
+            self.buffer.reserve(64 * 1024);
+            if self.stream.read_buf(&mut self.buffer).await? == 0 {
+                return Ok(());
+            }
+        }
+    }
+
     /// The underlying stream, e.g. to read TLS session details.
     pub fn get_ref(&self) -> &S {
         self.stream.get_ref()
