@@ -9,7 +9,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -29,15 +28,10 @@ fn example(lang: &str) -> PathBuf {
     if built.iter().any(|b| b == lang) {
         return module;
     }
-    let output = Command::new("sh")
-        .arg(dir.join("build.sh"))
-        .output()
-        .expect("running build.sh");
-    assert!(
-        output.status.success(),
-        "building the {lang} example failed; run handlers/install-toolchains.sh\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    run_sh(
+        &dir.join("build.sh"),
+        &[],
+        &format!("building the {lang} example failed; run handlers/install-toolchains.sh"),
     );
     built.push(lang.into());
     module

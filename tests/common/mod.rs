@@ -20,14 +20,29 @@ pub fn components() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let status = Command::new("sh")
-            .arg(root.join("handlers/build.sh"))
-            .stdout(Stdio::null())
-            .status()
-            .expect("running handlers/build.sh");
-        assert!(status.success(), "handlers/build.sh failed");
+        run_sh(
+            &root.join("handlers/build.sh"),
+            &[],
+            "building the Rust handlers failed",
+        );
         root.join("handlers/target/wasm32-wasip2/release")
     })
+}
+
+/// Runs `sh script args...`; when it fails, the test fails with `failure`
+/// and the script's output.
+pub fn run_sh(script: &Path, args: &[&Path], failure: &str) {
+    let output = Command::new("sh")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        output.status.success(),
+        "{failure}\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 pub fn component(name: &str) -> PathBuf {

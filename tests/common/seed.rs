@@ -19,16 +19,10 @@ pub fn python() -> &'static Path {
         let lock = std::fs::File::create(venv.with_extension("lock")).unwrap();
         // Test binaries run at once; one creates the virtualenv, others wait.
         lock.lock().unwrap();
-        let output = Command::new("sh")
-            .arg(scripts().join("setup-seed-venv.sh"))
-            .arg(&venv)
-            .output()
-            .expect("running tests/python/setup-seed-venv.sh");
-        assert!(
-            output.status.success(),
-            "cannot install Python arrpc==0.5.0 (needs python3 with venv and PyPI):\n{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
+        super::run_sh(
+            &scripts().join("setup-seed-venv.sh"),
+            &[&venv],
+            "cannot install Python arrpc==0.5.0 (needs python3 with venv and PyPI)",
         );
         venv.join("bin/python")
     })
