@@ -1,4 +1,5 @@
-//! Closed-loop load: N connections, each keeping P messages in flight.
+//! Closed-loop load: N connections, each keeping P messages in flight,
+//! over plain TCP or TLS.
 //!
 //! Every connection writes P messages, then answers each reply with a new
 //! message until the run ends, so the offered load follows the server's
@@ -7,11 +8,16 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arrpc_wire::Connection;
 use hdrhistogram::Histogram;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 /// One measured point's shape.
 #[derive(Debug, Clone, Copy)]
@@ -21,16 +27,44 @@ pub struct Point {
     pub payload: usize,
 }
 
-/// What one point measured.
+/// How connections reach a server.
+#[derive(Clone)]
+pub enum Transport {
+    Tcp,
+    /// TLS, with the handshake done before the first message (inside the
+    /// warm-up, so measured latency is per message, not per connection).
+    Tls(TlsConnector),
+}
+
+/// A server to load.
+#[derive(Clone)]
+pub struct Server {
+    pub addr: SocketAddr,
+    pub transport: Transport,
+}
+
+/// What one run measured.
 #[derive(Debug)]
 pub struct Outcome {
     pub msgs_per_s: f64,
-    pub p50_us: u64,
-    pub p99_us: u64,
+    /// Latency in µs of every reply inside the measuring window; kept whole
+    /// so rounds can be merged before taking percentiles.
+    pub histogram: Histogram<u64>,
     pub errors: u64,
-    /// Why the point could not be measured, when it could not.
+    /// Why the run could not be measured, when it could not.
     pub failure: Option<String>,
 }
+
+/// Replies counted as they arrive, warm-up included, so a long run can be
+/// sampled while it goes on (the soak).
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub replies: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// How long one reply may take before the server is said to have lost it.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a run warms up and then measures, and how long one reply may take.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +94,17 @@ struct ConnResult {
     failure: Option<String>,
 }
 
+impl ConnResult {
+    fn new(failure: Option<String>) -> ConnResult {
+        ConnResult {
+            histogram: Histogram::new(3).expect("valid precision"),
+            measured: 0,
+            errors: 0,
+            failure,
+        }
+    }
+}
+
 /// What goes on the wire and what must come back.
 pub struct Exchange {
     pub request: Vec<u8>,
@@ -87,16 +132,27 @@ impl Exchange {
     }
 }
 
-pub async fn drive(addr: SocketAddr, point: Point, timing: Timing, exchange: Exchange) -> Outcome {
+/// Drives `point`'s load against `server` for the warm-up and the measuring
+/// time, counting every reply into `progress` as well.
+pub async fn drive(
+    server: &Server,
+    point: Point,
+    timing: Timing,
+    exchange: Exchange,
+    progress: Arc<Progress>,
+) -> Outcome {
     let start = Instant::now();
-    let measure_from = start + timing.warmup;
-    let end = measure_from + timing.measure;
-    let exchange = std::sync::Arc::new(exchange);
+    let window = Window {
+        from: start + timing.warmup,
+        end: start + timing.warmup + timing.measure,
+        reply_timeout: timing.reply_timeout,
+    };
+    let exchange = Arc::new(exchange);
     let tasks: Vec<_> = (0..point.conns)
         .map(|_| {
-            let exchange = exchange.clone();
+            let (server, exchange, progress) = (server.clone(), exchange.clone(), progress.clone());
             tokio::spawn(async move {
-                one_connection(addr, point.pipeline, &exchange, measure_from, end, timing).await
+                one_connection(&server, point.pipeline, &exchange, window, &progress).await
             })
         })
         .collect();
@@ -115,36 +171,59 @@ pub async fn drive(addr: SocketAddr, point: Point, timing: Timing, exchange: Exc
     }
     Outcome {
         msgs_per_s: measured as f64 / timing.measure.as_secs_f64(),
-        p50_us: histogram.value_at_quantile(0.5),
-        p99_us: histogram.value_at_quantile(0.99),
+        histogram,
         errors,
         failure,
     }
 }
 
+/// When replies count, and how long one may take.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    from: Instant,
+    end: Instant,
+    reply_timeout: Duration,
+}
+
 async fn one_connection(
-    addr: SocketAddr,
+    server: &Server,
     pipeline: usize,
     exchange: &Exchange,
-    measure_from: Instant,
-    end: Instant,
-    timing: Timing,
+    window: Window,
+    progress: &Progress,
 ) -> ConnResult {
-    let mut result = ConnResult {
-        histogram: Histogram::new(3).expect("valid precision"),
-        measured: 0,
-        errors: 0,
-        failure: None,
-    };
-    let stream = match TcpStream::connect(addr).await {
+    let failed = |why: String| ConnResult::new(Some(why));
+    let stream = match TcpStream::connect(server.addr).await {
         Ok(s) => s,
-        Err(e) => {
-            result.failure = Some(format!("connect: {e}"));
-            return result;
-        }
+        Err(e) => return failed(format!("connect: {e}")),
     };
     let _ = stream.set_nodelay(true);
-    let mut conn = Connection::new(stream, 1 << 24);
+    match &server.transport {
+        Transport::Tcp => {
+            let conn = Connection::new(stream, 1 << 24);
+            exchange_loop(conn, pipeline, exchange, window, progress).await
+        }
+        Transport::Tls(connector) => {
+            let name = ServerName::try_from(crate::tls::SERVER_NAME).expect("a valid DNS name");
+            match connector.connect(name, stream).await {
+                Ok(tls) => {
+                    let conn = Connection::new(tls, 1 << 24);
+                    exchange_loop(conn, pipeline, exchange, window, progress).await
+                }
+                Err(e) => failed(format!("TLS handshake: {e}")),
+            }
+        }
+    }
+}
+
+async fn exchange_loop<S: AsyncRead + AsyncWrite + Unpin>(
+    mut conn: Connection<S>,
+    pipeline: usize,
+    exchange: &Exchange,
+    window: Window,
+    progress: &Progress,
+) -> ConnResult {
+    let mut result = ConnResult::new(None);
     let mut sent: VecDeque<Instant> = VecDeque::with_capacity(pipeline);
     for _ in 0..pipeline {
         if conn.write_message(&exchange.request).await.is_err() {
@@ -155,7 +234,7 @@ async fn one_connection(
     }
     let _ = conn.flush().await;
     while !sent.is_empty() {
-        let reply = match tokio::time::timeout(timing.reply_timeout, conn.read_message()).await {
+        let reply = match tokio::time::timeout(window.reply_timeout, conn.read_message()).await {
             Ok(Ok(Some(reply))) => reply,
             Ok(Ok(None)) => {
                 result.failure = Some("server closed the connection".into());
@@ -168,7 +247,7 @@ async fn one_connection(
             Err(_) => {
                 result.failure = Some(format!(
                     "no reply within {:?} ({} in flight): the server lost messages",
-                    timing.reply_timeout,
+                    window.reply_timeout,
                     sent.len()
                 ));
                 break;
@@ -188,13 +267,17 @@ async fn one_connection(
             };
             if reply[..] != exchange.reply[..] {
                 result.errors += 1;
-            } else if at >= measure_from && now < end {
-                result.measured += 1;
-                let _ = result
-                    .histogram
-                    .record(now.duration_since(at).as_micros() as u64);
+                progress.errors.fetch_add(1, Ordering::Relaxed);
+            } else {
+                progress.replies.fetch_add(1, Ordering::Relaxed);
+                if at >= window.from && now < window.end {
+                    result.measured += 1;
+                    let _ = result
+                        .histogram
+                        .record(now.duration_since(at).as_micros() as u64);
+                }
             }
-            if now < end {
+            if now < window.end {
                 if conn.write_message(&exchange.request).await.is_err() {
                     result.failure = Some("write failed".into());
                     return result;

@@ -1,23 +1,27 @@
 //! `arrpc-bench`: measures arrpc servers against a native ceiling measured
 //! in the same run.
 //!
-//! For every target (the native echo ceiling, `arrpc-host` serving the echo
-//! component, and the Python seed when available) and every point
-//! (connections × pipeline depth × payload size) it drives closed-loop load
-//! for a fixed time after a warm-up and prints one JSON line: messages/s,
-//! p50 and p99 latency, errors, and the ratio to the ceiling at the same
-//! point. Servers run pinned to one CPU and the load generator to another.
+//! For every point (connections × pipeline depth × payload size) it drives
+//! closed-loop load against the native echo ceiling and each target
+//! (`arrpc-host` serving the echo component plain, reused, signed or over
+//! TLS, and the Python seed when available) in interleaved rounds, and
+//! prints one JSON line per target: messages/s, p50 and p99 latency,
+//! errors, and the ratio to the ceiling. Servers run pinned to one CPU and
+//! the load generator to another. `footprint` measures start-up and memory,
+//! `soak` memory under minutes of load.
 
 mod ceiling;
 mod load;
+mod rounds;
+mod soak;
 mod targets;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use load::{Exchange, Outcome, Point, Timing};
 use targets::HostVariant;
 
 #[derive(Parser)]
@@ -35,6 +39,11 @@ enum Sub {
     Ceiling {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+        /// Serve TLS with this PEM certificate (and `--tls-key`).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Start-up time (warm compile cache) and memory with many handlers
     /// and idle connections.
@@ -47,6 +56,8 @@ enum Sub {
         #[arg(long)]
         host_bin: Option<PathBuf>,
     },
+    /// The host's memory under minutes of steady load, sampled as it runs.
+    Soak(soak::SoakArgs),
 }
 
 #[derive(clap::Args)]
@@ -60,17 +71,36 @@ struct RunArgs {
     /// Message sizes in bytes.
     #[arg(long, value_delimiter = ',', default_values_t = [64, 4096])]
     payload: Vec<usize>,
-    /// Load before measuring starts.
+    /// Load before measuring starts, per round.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     warmup: Duration,
-    /// Measuring time per point.
+    /// Measuring time per target per round.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     measure: Duration,
+    /// Rounds per point; each measures the ceilings and every target back
+    /// to back, and a line reports the median.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Targets to measure, of: ceiling, host (fresh instance per message),
-    /// host-reuse (`reuse = 10000`), host-signed (HMAC envelopes), seed.
-    /// The ceiling always runs, since ratios need it.
-    #[arg(long, value_delimiter = ',', default_values_t = ["ceiling".to_string(), "host".into(), "host-reuse".into(), "host-signed".into(), "seed".into()])]
+    /// host-reuse (`reuse = 10000`), host-signed (HMAC envelopes),
+    /// host-tls (TLS, fresh instance), ceiling-tls, seed. The ceiling
+    /// always runs, since ratios need it; ceiling-tls whenever host-tls does.
+    #[arg(long, value_delimiter = ',', default_values_t = ["ceiling".to_string(), "host".into(), "host-reuse".into(), "host-signed".into(), "host-tls".into(), "seed".into()])]
     targets: Vec<String>,
+    #[command(flatten)]
+    pin: Pinning,
+    /// The `arrpc-host` binary (default: next to this one).
+    #[arg(long)]
+    host_bin: Option<PathBuf>,
+    /// A Python with `arrpc==0.5.0` installed, to measure the seed.
+    #[arg(long, default_value = "target/seed-venv/bin/python")]
+    seed_python: PathBuf,
+}
+
+/// Where servers and the load generator run, so neither borrows the
+/// other's core.
+#[derive(clap::Args)]
+struct Pinning {
     /// CPU the server under test is pinned to (with taskset).
     #[arg(long, default_value_t = 0)]
     server_cpu: usize,
@@ -80,114 +110,66 @@ struct RunArgs {
     /// Do not pin anything.
     #[arg(long)]
     no_pin: bool,
-    /// The `arrpc-host` binary (default: next to this one).
-    #[arg(long)]
-    host_bin: Option<PathBuf>,
-    /// A Python with `arrpc==0.5.0` installed, to measure the seed.
-    #[arg(long, default_value = "target/seed-venv/bin/python")]
-    seed_python: PathBuf,
+}
+
+impl Pinning {
+    /// Pins the calling thread (threads started later inherit it) and
+    /// returns the CPU servers are to be pinned to.
+    fn apply(&self) -> anyhow::Result<Option<usize>> {
+        if self.no_pin {
+            return Ok(None);
+        }
+        let pinned = core_affinity::set_for_current(core_affinity::CoreId {
+            id: self.client_cpu,
+        });
+        anyhow::ensure!(
+            pinned,
+            "cannot pin the load generator to CPU {}",
+            self.client_cpu
+        );
+        Ok(Some(self.server_cpu))
+    }
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let sibling_host = || std::env::current_exe().map(|exe| exe.with_file_name("arrpc-host"));
+    let host_bin = |given: Option<PathBuf>| {
+        given.map_or_else(
+            || std::env::current_exe().map(|exe| exe.with_file_name("arrpc-host")),
+            Ok,
+        )
+    };
     match cli.command {
-        Some(Sub::Ceiling { listen }) => return runtime(1)?.block_on(ceiling::serve(listen)),
+        Some(Sub::Ceiling {
+            listen,
+            tls_cert,
+            tls_key,
+        }) => {
+            let tls = tls_cert
+                .zip(tls_key)
+                .map(|(cert, key)| tls::acceptor(&cert, &key))
+                .transpose()?;
+            runtime(1)?.block_on(ceiling::serve(listen, tls))
+        }
         Some(Sub::Footprint {
             handlers,
             idle,
-            host_bin,
-        }) => {
-            return footprint(
-                &repo,
-                &host_bin.map_or_else(sibling_host, Ok)?,
-                handlers,
-                idle,
-            );
+            host_bin: given,
+        }) => footprint(&repo, &host_bin(given)?, handlers, idle),
+        Some(Sub::Soak(args)) => {
+            // Pinned before the runtime starts, so its threads inherit it.
+            let server_cpu = args.pin.apply()?;
+            let host_bin = host_bin(args.host_bin.clone())?;
+            soak::run(&args, &repo, &host_bin, server_cpu, &runtime(1)?)
         }
-        None => {}
-    }
-    let args = cli.run;
-    let server_cpu = (!args.no_pin).then_some(args.server_cpu);
-    if !args.no_pin {
-        let pinned = core_affinity::set_for_current(core_affinity::CoreId {
-            id: args.client_cpu,
-        });
-        anyhow::ensure!(
-            pinned,
-            "cannot pin the load generator to CPU {}",
-            args.client_cpu
-        );
-    }
-    let rt = runtime(1)?;
-    let host_bin = args.host_bin.clone().map_or_else(sibling_host, Ok)?;
-    let timing = Timing {
-        warmup: args.warmup,
-        measure: args.measure,
-        reply_timeout: Duration::from_secs(2),
-    };
-    let mut points = Vec::new();
-    for &conns in &args.conns {
-        for &pipeline in &args.pipeline {
-            for &payload in &args.payload {
-                points.push(Point {
-                    conns,
-                    pipeline,
-                    payload,
-                });
-            }
+        None => {
+            let args = cli.run;
+            let server_cpu = args.pin.apply()?;
+            let host_bin = host_bin(args.host_bin.clone())?;
+            rounds::run(&args, &repo, &host_bin, server_cpu, &runtime(1)?)
         }
     }
-
-    let ceiling_target = targets::ceiling(server_cpu)?;
-    let ceiling: Vec<Outcome> = points
-        .iter()
-        .map(|p| {
-            let outcome = rt.block_on(load::drive(
-                ceiling_target.addr,
-                *p,
-                timing,
-                Exchange::plain(p.payload),
-            ));
-            report("ceiling", p, &outcome, None);
-            outcome
-        })
-        .collect();
-    drop(ceiling_target);
-
-    for name in args.targets.iter().filter(|t| *t != "ceiling") {
-        let host = |variant| {
-            targets::echo_component(&repo)
-                .and_then(|wasm| targets::host(&host_bin, &wasm, server_cpu, variant, None))
-        };
-        let target = match name.as_str() {
-            "host" => host(HostVariant::Fresh),
-            "host-reuse" => host(HostVariant::Reuse),
-            "host-signed" => host(HostVariant::Signed),
-            "seed" if !args.seed_python.exists() => {
-                eprintln!(
-                    "seed: not measured: {} not found (create a venv with arrpc==0.5.0 or pass --seed-python)",
-                    args.seed_python.display()
-                );
-                continue;
-            }
-            "seed" => targets::seed(&args.seed_python, server_cpu),
-            other => anyhow::bail!(
-                "unknown target `{other}` (ceiling, host, host-reuse, host-signed, seed)"
-            ),
-        };
-        let target = target?;
-        for (p, base) in points.iter().zip(&ceiling) {
-            let exchange = match name.as_str() {
-                "host-signed" => Exchange::signed(p.payload, targets::BENCH_SECRET),
-                _ => Exchange::plain(p.payload),
-            };
-            let outcome = rt.block_on(load::drive(target.addr, *p, timing, exchange));
-            report(name, p, &outcome, Some(base));
-        }
-    }
-    Ok(())
 }
 
 fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
@@ -195,26 +177,6 @@ fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
         .worker_threads(workers)
         .enable_all()
         .build()
-}
-
-/// Prints one JSON line on stdout.
-fn report(target: &str, p: &Point, o: &Outcome, ceiling: Option<&Outcome>) {
-    let ratio = ceiling
-        .filter(|c| c.msgs_per_s > 0.0 && o.failure.is_none())
-        .map(|c| (o.msgs_per_s / c.msgs_per_s * 1000.0).round() / 1000.0);
-    let line = serde_json::json!({
-        "target": target,
-        "conns": p.conns,
-        "pipeline": p.pipeline,
-        "payload": p.payload,
-        "msgs_per_s": o.msgs_per_s.round(),
-        "p50_us": o.p50_us,
-        "p99_us": o.p99_us,
-        "errors": o.errors,
-        "ratio_to_ceiling": ratio,
-        "failure": o.failure,
-    });
-    println!("{line}");
 }
 
 /// Start-up time with a warm compile cache and memory with many handlers
@@ -240,7 +202,7 @@ fn footprint(
     let host = targets::host(host_bin, &echo, None, variant, Some(cache.path()))?;
     let host_start = started.elapsed();
     let started = std::time::Instant::now();
-    let ceiling = targets::ceiling(None)?;
+    let ceiling = targets::ceiling(None, None)?;
     let ceiling_start = started.elapsed();
 
     let hold = |addr| -> anyhow::Result<Vec<std::net::TcpStream>> {

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::tls::SelfSigned;
+
 /// A server process under test; killed on drop.
 pub struct Target {
     child: Child,
@@ -86,10 +88,15 @@ fn spawn_logging(mut cmd: Command, workdir: Option<tempfile::TempDir>) -> anyhow
     }
 }
 
-/// The native echo ceiling: this same binary's `ceiling` subcommand.
-pub fn ceiling(cpu: Option<usize>) -> anyhow::Result<Target> {
+/// The native echo ceiling: this same binary's `ceiling` subcommand,
+/// serving TLS with `tls`'s certificate when given.
+pub fn ceiling(cpu: Option<usize>, tls: Option<&SelfSigned>) -> anyhow::Result<Target> {
     let mut cmd = command(&std::env::current_exe()?, cpu);
     cmd.args(["ceiling", "--listen", "127.0.0.1:0"]);
+    if let Some(tls) = tls {
+        cmd.arg("--tls-cert").arg(&tls.cert);
+        cmd.arg("--tls-key").arg(&tls.key);
+    }
     spawn_logging(cmd, None)
 }
 
@@ -97,14 +104,16 @@ pub fn ceiling(cpu: Option<usize>) -> anyhow::Result<Target> {
 pub const BENCH_SECRET: &[u8] = b"arrpc-bench-secret";
 
 /// How the host under test serves the echo component.
-#[derive(Debug, Clone, Copy)]
-pub enum HostVariant {
+#[derive(Clone, Copy)]
+pub enum HostVariant<'a> {
     /// A fresh instance per message (the default).
     Fresh,
     /// `reuse = 10000`: instances serve many messages.
     Reuse,
     /// Messages are HMAC-signed envelopes, verified before the handler.
     Signed,
+    /// TLS with this certificate; a fresh instance per message.
+    Tls(&'a SelfSigned),
     /// This many handlers (all the echo component) and default settings.
     Handlers(usize),
 }
@@ -114,7 +123,7 @@ pub fn host(
     host_bin: &Path,
     echo_wasm: &Path,
     cpu: Option<usize>,
-    variant: HostVariant,
+    variant: HostVariant<'_>,
     cache_dir: Option<&Path>,
 ) -> anyhow::Result<Target> {
     let dir = tempfile::tempdir()?;
@@ -136,7 +145,7 @@ pub fn host(
 }
 
 /// The config for `variant`, sized for the largest load point.
-fn host_config(echo_wasm: &Path, variant: HostVariant) -> String {
+fn host_config(echo_wasm: &Path, variant: HostVariant<'_>) -> String {
     let echo = echo_wasm.display();
     let one = |keys: &str| {
         format!(
@@ -149,6 +158,13 @@ fn host_config(echo_wasm: &Path, variant: HostVariant) -> String {
         HostVariant::Reuse => one("reuse = 10000\n"),
         HostVariant::Signed => {
             "[auth]\nsecrets = [{ env = \"ARRPC_BENCH_SECRET\" }]\n".to_owned() + &one("")
+        }
+        HostVariant::Tls(tls) => {
+            format!(
+                "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+                tls.cert.display(),
+                tls.key.display()
+            ) + &one("")
         }
         HostVariant::Handlers(count) => {
             let mut text =

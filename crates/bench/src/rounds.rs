@@ -1,0 +1,369 @@
+//! The load run in interleaved rounds.
+//!
+//! Every target is started once, up front, and stays idle while others are
+//! measured. Each point is then measured in rounds: one round loads the
+//! ceilings and then every target back to back, so each target is compared
+//! with a ceiling measured seconds before it, not minutes (the shared
+//! machine's speed drifts by ±30% within a minute). One JSON line per
+//! target per point aggregates its rounds.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use hdrhistogram::Histogram;
+use tokio::runtime::Runtime;
+
+use crate::RunArgs;
+use crate::load::{self, Exchange, Outcome, Point, Server, Timing, Transport};
+use crate::targets::{self, HostVariant, Target};
+use crate::tls::SelfSigned;
+
+/// Every target a run knows, in the order a round measures them: each
+/// ceiling right before the targets compared with it.
+const TARGETS: [&str; 7] = [
+    "ceiling",
+    "host",
+    "host-reuse",
+    "host-signed",
+    "seed",
+    "ceiling-tls",
+    "host-tls",
+];
+
+/// A server started for the whole run.
+struct Started {
+    name: &'static str,
+    server: Server,
+    /// Sends HMAC-signed envelopes instead of bare messages.
+    signed: bool,
+    /// The ceiling its ratios are against; `None` for a ceiling.
+    ceiling: Option<&'static str>,
+    _process: Target,
+}
+
+impl Started {
+    fn exchange(&self, payload: usize) -> Exchange {
+        if self.signed {
+            Exchange::signed(payload, targets::BENCH_SECRET)
+        } else {
+            Exchange::plain(payload)
+        }
+    }
+}
+
+pub fn run(
+    args: &RunArgs,
+    repo: &Path,
+    host_bin: &Path,
+    server_cpu: Option<usize>,
+    rt: &Runtime,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
+    for name in &args.targets {
+        anyhow::ensure!(
+            TARGETS.contains(&name.as_str()),
+            "unknown target `{name}` ({})",
+            TARGETS.join(", ")
+        );
+    }
+    let requested = |name: &str| args.targets.iter().any(|t| t == name);
+    let tls_wanted = requested("host-tls") || requested("ceiling-tls");
+    // Outlives every target: the TLS servers read its files at start.
+    let certs = tls_wanted.then(SelfSigned::generate).transpose()?;
+    let env = Env {
+        args,
+        repo,
+        host_bin,
+        server_cpu,
+        certs: certs.as_ref(),
+    };
+    let mut started = Vec::new();
+    // The plain ceiling always runs, since ratios need it; the TLS one
+    // whenever a TLS target does.
+    for name in TARGETS.into_iter().filter(|&name| {
+        name == "ceiling" || (name == "ceiling-tls" && tls_wanted) || requested(name)
+    }) {
+        started.extend(start(name, &env)?);
+    }
+
+    let timing = Timing {
+        warmup: args.warmup,
+        measure: args.measure,
+        reply_timeout: load::REPLY_TIMEOUT,
+    };
+    for point in points(args) {
+        let results = measure(&started, point, timing, args.rounds, rt);
+        for (target, done) in started.iter().zip(&results) {
+            let ceiling = target
+                .ceiling
+                .and_then(|c| started.iter().position(|s| s.name == c));
+            let rounds: Vec<(&Outcome, Option<f64>)> = done
+                .iter()
+                .enumerate()
+                .filter_map(|(round, outcome)| {
+                    let base = ceiling
+                        .and_then(|c| results[c][round].as_ref())
+                        .filter(|c| c.failure.is_none() && c.msgs_per_s > 0.0)
+                        .map(|c| c.msgs_per_s);
+                    Some((outcome.as_ref()?, base))
+                })
+                .collect();
+            report(target.name, target.ceiling, &point, &summarize(&rounds));
+        }
+    }
+    Ok(())
+}
+
+/// What starting a target needs.
+struct Env<'a> {
+    args: &'a RunArgs,
+    repo: &'a Path,
+    host_bin: &'a Path,
+    server_cpu: Option<usize>,
+    certs: Option<&'a SelfSigned>,
+}
+
+/// Starts target `name`; `None` when it cannot be measured here (the seed
+/// without its Python).
+fn start(name: &'static str, env: &Env<'_>) -> anyhow::Result<Option<Started>> {
+    let cpu = env.server_cpu;
+    let host = |variant| {
+        targets::echo_component(env.repo)
+            .and_then(|wasm| targets::host(env.host_bin, &wasm, cpu, variant, None))
+    };
+    let certs = || env.certs.expect("made when a TLS target is requested");
+    let tls = || anyhow::Ok(Transport::Tls(certs().connector()?));
+    let (process, transport, ceiling) = match name {
+        "ceiling" => (targets::ceiling(cpu, None)?, Transport::Tcp, None),
+        "ceiling-tls" => (targets::ceiling(cpu, Some(certs()))?, tls()?, None),
+        "host" => (host(HostVariant::Fresh)?, Transport::Tcp, Some("ceiling")),
+        "host-reuse" => (host(HostVariant::Reuse)?, Transport::Tcp, Some("ceiling")),
+        "host-signed" => (host(HostVariant::Signed)?, Transport::Tcp, Some("ceiling")),
+        "host-tls" => (
+            host(HostVariant::Tls(certs()))?,
+            tls()?,
+            Some("ceiling-tls"),
+        ),
+        "seed" if !env.args.seed_python.exists() => {
+            eprintln!(
+                "seed: not measured: {} not found (create a venv with arrpc==0.5.0 or pass --seed-python)",
+                env.args.seed_python.display()
+            );
+            return Ok(None);
+        }
+        "seed" => (
+            targets::seed(&env.args.seed_python, cpu)?,
+            Transport::Tcp,
+            Some("ceiling"),
+        ),
+        _ => unreachable!("TARGETS lists every name matched here"),
+    };
+    Ok(Some(Started {
+        name,
+        server: Server {
+            addr: process.addr,
+            transport,
+        },
+        signed: name == "host-signed",
+        ceiling,
+        _process: process,
+    }))
+}
+
+/// Measures `point` in `rounds` rounds, each loading every started target
+/// in turn. `results[t][r]` is target `t` in round `r`: `None` once the
+/// target has failed at this point, since retrying would only wait out the
+/// same failure again.
+fn measure(
+    started: &[Started],
+    point: Point,
+    timing: Timing,
+    rounds: usize,
+    rt: &Runtime,
+) -> Vec<Vec<Option<Outcome>>> {
+    let mut results: Vec<Vec<Option<Outcome>>> = started.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for (target, done) in started.iter().zip(&mut results) {
+            let failed = done.iter().flatten().any(|o| o.failure.is_some());
+            let outcome = (!failed).then(|| {
+                rt.block_on(load::drive(
+                    &target.server,
+                    point,
+                    timing,
+                    target.exchange(point.payload),
+                    Arc::default(),
+                ))
+            });
+            done.push(outcome);
+        }
+    }
+    results
+}
+
+/// Every combination of the requested connections, depths and sizes.
+fn points(args: &RunArgs) -> Vec<Point> {
+    let mut points = Vec::new();
+    for &conns in &args.conns {
+        for &pipeline in &args.pipeline {
+            for &payload in &args.payload {
+                points.push(Point {
+                    conns,
+                    pipeline,
+                    payload,
+                });
+            }
+        }
+    }
+    points
+}
+
+/// One target at one point, over its rounds.
+#[derive(Debug, Default, PartialEq)]
+pub struct Summary {
+    /// Rounds measured: fewer than requested when the target failed.
+    pub rounds: usize,
+    pub msgs_per_s: Option<f64>,
+    pub p50_us: Option<u64>,
+    pub p99_us: Option<u64>,
+    pub errors: u64,
+    pub ratio: Option<f64>,
+    pub ratio_min: Option<f64>,
+    pub ratio_max: Option<f64>,
+    pub failure: Option<String>,
+}
+
+/// Aggregates one target's rounds, each paired with the rate its ceiling
+/// measured in the same round (`None` for a ceiling, or when that round's
+/// ceiling failed).
+///
+/// Messages/s and the ratio are medians over rounds, so one round caught
+/// in a slow spell moves neither; `ratio_min`/`ratio_max` show the spread.
+/// p50 and p99 come from the histograms of all rounds merged, so every
+/// measured reply counts once (the median round alone would drop the rest).
+/// A failed round fails the point: its rate would be meaningless, not zero.
+pub fn summarize(rounds: &[(&Outcome, Option<f64>)]) -> Summary {
+    let errors = rounds.iter().map(|(o, _)| o.errors).sum();
+    let failed = rounds
+        .iter()
+        .enumerate()
+        .find_map(|(r, (o, _))| Some(format!("round {}: {}", r + 1, o.failure.as_ref()?)));
+    if failed.is_some() {
+        return Summary {
+            rounds: rounds.len(),
+            errors,
+            failure: failed,
+            ..Summary::default()
+        };
+    }
+    let mut merged = Histogram::<u64>::new(3).expect("valid precision");
+    for (o, _) in rounds {
+        merged.add(&o.histogram).expect("same precision");
+    }
+    let quantile = |q| (!merged.is_empty()).then(|| merged.value_at_quantile(q));
+    let ratios: Vec<f64> = rounds
+        .iter()
+        .filter_map(|(o, ceiling)| Some(o.msgs_per_s / (*ceiling)?))
+        .collect();
+    Summary {
+        rounds: rounds.len(),
+        msgs_per_s: median(rounds.iter().map(|(o, _)| o.msgs_per_s).collect()),
+        p50_us: quantile(0.5),
+        p99_us: quantile(0.99),
+        errors,
+        ratio: median(ratios.clone()),
+        ratio_min: ratios.iter().copied().reduce(f64::min),
+        ratio_max: ratios.iter().copied().reduce(f64::max),
+        failure: None,
+    }
+}
+
+/// The middle value, or the mean of the two middle ones.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    match values.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(values[mid]),
+        _ => Some((values[mid - 1] + values[mid]) / 2.0),
+    }
+}
+
+/// Prints one JSON line on stdout.
+fn report(target: &str, ceiling: Option<&str>, p: &Point, s: &Summary) {
+    let thousandths = |r: Option<f64>| r.map(|r| (r * 1000.0).round() / 1000.0);
+    let line = serde_json::json!({
+        "target": target,
+        "conns": p.conns,
+        "pipeline": p.pipeline,
+        "payload": p.payload,
+        "rounds": s.rounds,
+        "msgs_per_s": s.msgs_per_s.map(f64::round),
+        "p50_us": s.p50_us,
+        "p99_us": s.p99_us,
+        "errors": s.errors,
+        "ceiling": ceiling,
+        "ratio_to_ceiling": thousandths(s.ratio),
+        "ratio_min": thousandths(s.ratio_min),
+        "ratio_max": thousandths(s.ratio_max),
+        "failure": s.failure,
+    });
+    println!("{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(msgs_per_s: f64, latencies_us: &[u64], failure: Option<&str>) -> Outcome {
+        let mut histogram = Histogram::new(3).unwrap();
+        for &l in latencies_us {
+            histogram.record(l).unwrap();
+        }
+        Outcome {
+            msgs_per_s,
+            histogram,
+            errors: 1,
+            failure: failure.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn rates_and_ratios_are_medians_of_rounds_against_the_same_rounds_ceiling() {
+        let (a, b, c) = (
+            outcome(100.0, &[10, 10], None),
+            outcome(300.0, &[20], None),
+            outcome(120.0, &[1000], None),
+        );
+        // Ratios per round: 0.5, 0.6, 0.4; a ratio of medians would be
+        // 120 / 500 = 0.24.
+        let s = summarize(&[(&a, Some(200.0)), (&b, Some(500.0)), (&c, Some(300.0))]);
+        assert_eq!(s.rounds, 3);
+        assert_eq!(s.msgs_per_s, Some(120.0));
+        assert_eq!(s.ratio, Some(0.5));
+        assert_eq!(s.ratio_min, Some(0.4));
+        assert_eq!(s.ratio_max, Some(0.6));
+        assert_eq!(s.errors, 3);
+        // Merged: 10, 10, 20, 1000.
+        assert_eq!(s.p50_us, Some(10));
+        assert!(s.p99_us.unwrap() >= 1000);
+        assert_eq!(s.failure, None);
+    }
+
+    #[test]
+    fn rounds_without_a_ceiling_give_no_ratio() {
+        let (a, b) = (outcome(100.0, &[5], None), outcome(200.0, &[5], None));
+        let s = summarize(&[(&a, None), (&b, Some(400.0))]);
+        assert_eq!(s.msgs_per_s, Some(150.0));
+        assert_eq!(s.ratio, Some(0.5));
+        assert_eq!(summarize(&[(&a, None)]).ratio, None);
+    }
+
+    #[test]
+    fn a_failed_round_fails_the_point_without_a_rate() {
+        let (a, b) = (outcome(100.0, &[5], None), outcome(3.0, &[], Some("lost")));
+        let s = summarize(&[(&a, Some(200.0)), (&b, Some(200.0))]);
+        assert_eq!(s.failure.as_deref(), Some("round 2: lost"));
+        assert_eq!((s.msgs_per_s, s.ratio, s.p50_us), (None, None, None));
+        assert_eq!(s.errors, 2);
+    }
+}
