@@ -126,8 +126,8 @@ pub struct Request<'a> {
     /// Exactly one MessagePack value.
     pub payload: &'a [u8],
     pub request_id: u64,
-    pub peer: String,
-    pub traceparent: Option<String>,
+    pub peer: &'a str,
+    pub traceparent: Option<&'a str>,
 }
 
 /// Why a message produced no reply from its handler. The `Display` text is
@@ -253,7 +253,6 @@ impl Handler {
         // A traceparent is `version-traceid-parentid-flags`.
         let trace_id: Option<Arc<str>> = request
             .traceparent
-            .as_deref()
             .and_then(|tp| tp.split('-').nth(1))
             .map(Arc::from);
         let warm = lock(&self.idle).pop();
@@ -271,7 +270,7 @@ impl Handler {
         };
         self.begin(&mut store, request.request_id, trace_id);
         let context = Context {
-            handler: self.name.to_string(),
+            handler: &self.name,
             request_id: request.request_id,
             peer: request.peer,
             timeout_ms: self.timeout.as_millis().try_into().unwrap_or(u32::MAX),
@@ -283,11 +282,12 @@ impl Handler {
                 None => self.pre.instantiate_async(&mut store).await?,
             };
             let reply = guest
-                .call_handle(&mut store, &context, request.payload)
+                .call_handle(&mut store, context, request.payload)
                 .await?;
             Ok::<_, wasmtime::Error>((guest, reply))
         };
-        let outcome = tokio::time::timeout(self.timeout, run).await;
+        // Pinned where it is, so the timeout wraps a pointer, not a copy.
+        let outcome = tokio::time::timeout(self.timeout, std::pin::pin!(run)).await;
         let reply = match outcome {
             Err(_) => Err(CallError::Timeout {
                 handler: self.name.clone(),

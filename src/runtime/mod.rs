@@ -33,6 +33,8 @@ mod bindings {
         path: "wit",
         world: "handler",
         exports: { default: async },
+        // The context is lowered from borrowed strings: no copies per message.
+        ownership: Borrowing { duplicate_if_necessary: false },
     });
 }
 

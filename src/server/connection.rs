@@ -1,24 +1,25 @@
 //! One client connection: read messages, run them, write replies.
 //!
-//! Messages are read ahead of their replies (pipelining) up to a cap; each
-//! runs as its own task, so one connection's messages use every core.
-//! Replies to bare messages leave in request order; MessagePack-RPC
+//! Messages are read ahead of their replies (pipelining) up to a cap and
+//! run concurrently inside the connection's task: no task is spawned per
+//! message, and with many connections every core is kept busy. Replies to bare messages leave in request order; MessagePack-RPC
 //! responses, which carry their msgid, leave as soon as their handler
 //! finishes. Whatever is ready is batched into one flush. At the cap (bare
 //! and RPC messages in flight together) the connection stops reading:
 //! backpressure reaches the client through TCP instead of an unbounded
 //! queue here.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrpc_wire::reply::{ErrorKind, error_reply};
 use arrpc_wire::{Connection, ReadError, rpc};
+use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Either, Ready, ready};
 use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::task::{JoinError, JoinHandle};
 use tokio::time::{Instant, sleep};
 
 use super::dispatch::{Dispatcher, Incoming};
@@ -34,7 +35,7 @@ pub struct ConnectionLimits {
 }
 
 /// A reply still being produced, or one known already (an error).
-type PendingReply = Either<JoinHandle<Vec<u8>>, Ready<Result<Vec<u8>, JoinError>>>;
+type PendingReply = Either<BoxFuture<'static, Vec<u8>>, Ready<Vec<u8>>>;
 
 /// An RPC call in flight: its response, or nothing for a notification.
 type PendingCall = BoxFuture<'static, Option<Vec<u8>>>;
@@ -55,6 +56,34 @@ impl Owed {
 
     fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Starts one message; its reply is owed from now on.
+    fn take(&mut self, message: Bytes, dispatcher: &Arc<Dispatcher>, peer: &Arc<str>) {
+        let dispatcher = dispatcher.clone();
+        let peer = peer.clone();
+        match dispatcher.classify(message, &peer) {
+            Incoming::Bare(message) => {
+                self.ordered.push_back(Either::Left(Box::pin(async move {
+                    contain(dispatcher.dispatch(message, peer))
+                        .await
+                        .unwrap_or_else(|| error_reply(ErrorKind::Rpc, INTERNAL_ERROR))
+                })));
+            }
+            Incoming::Refused(reply) => {
+                if let Some(reply) = reply {
+                    self.ordered.push_back(Either::Right(ready(reply)));
+                }
+            }
+            Incoming::Rpc(call) => {
+                self.calls.push(Box::pin(async move {
+                    let msgid = call.msgid();
+                    contain(dispatcher.dispatch_rpc(call, peer))
+                        .await
+                        .unwrap_or_else(|| msgid.map(|id| rpc::response(id, Err(INTERNAL_ERROR))))
+                }));
+            }
+        }
     }
 }
 
@@ -80,7 +109,7 @@ pub async fn serve<S>(
         tokio::select! {
             biased;
             Some(reply) = owed.ordered.next(), if !owed.ordered.is_empty() => {
-                if let Err(e) = write_replies(&mut conn, Some(reply_bytes(reply)), &mut owed).await {
+                if let Err(e) = write_replies(&mut conn, Some(reply), &mut owed).await {
                     tracing::debug!(peer = %peer, error = %e, "cannot write reply; closing");
                     return;
                 }
@@ -95,47 +124,33 @@ pub async fn serve<S>(
             }
             read = conn.read_message(), if reading && owed.len() < limits.max_pipelined => {
                 idle.as_mut().reset(Instant::now() + limits.idle_timeout);
-                match read {
-                    Ok(Some(message)) => {
-                        let dispatcher = dispatcher.clone();
-                        let peer = peer.clone();
-                        match dispatcher.classify(message, &peer) {
-                            Incoming::Bare(message) => {
-                                owed.ordered.push_back(Either::Left(tokio::spawn(async move {
-                                    dispatcher.dispatch(message, peer).await
-                                })));
-                            }
-                            Incoming::Refused(reply) => {
-                                if let Some(reply) = reply {
-                                    owed.ordered.push_back(Either::Right(ready(Ok(reply))));
-                                }
-                            }
-                            Incoming::Rpc(call) => {
-                                let msgid = call.msgid();
-                                let task = tokio::spawn(async move {
-                                    dispatcher.dispatch_rpc(call, peer).await
-                                });
-                                owed.calls.push(Box::pin(task.map(move |done| {
-                                    done.unwrap_or_else(|e| {
-                                        tracing::error!(error = %e, "message task failed");
-                                        msgid.map(|id| rpc::response(id, Err(INTERNAL_ERROR)))
-                                    })
-                                })));
-                            }
+                let mut read = read;
+                loop {
+                    match read {
+                        Ok(Some(message)) => owed.take(message, &dispatcher, &peer),
+                        Ok(None) => reading = false,
+                        Err(ReadError::Frame(e)) => {
+                            tracing::info!(peer = %peer, error = %e, "refusing message; closing connection");
+                            dispatcher.metrics().refused(Outcome::Malformed);
+                            owed.ordered.push_back(Either::Right(ready(error_reply(ErrorKind::Rpc, &e.to_string()))));
+                            reading = false;
+                            draining = true;
+                        }
+                        Err(e) => {
+                            tracing::debug!(peer = %peer, error = %e, "connection broke");
+                            return;
                         }
                     }
-                    Ok(None) => reading = false,
-                    Err(ReadError::Frame(e)) => {
-                        tracing::info!(peer = %peer, error = %e, "refusing message; closing connection");
-                        dispatcher.metrics().refused(Outcome::Malformed);
-                        owed.ordered.push_back(Either::Right(ready(Ok(error_reply(ErrorKind::Rpc, &e.to_string())))));
-                        reading = false;
-                        draining = true;
+                    // Every whole message already read joins in before any
+                    // runs, so their replies leave in one write.
+                    if !reading || owed.len() >= limits.max_pipelined {
+                        break;
                     }
-                    Err(e) => {
-                        tracing::debug!(peer = %peer, error = %e, "connection broke");
-                        return;
-                    }
+                    read = match conn.try_message() {
+                        Ok(Some(message)) => Ok(Some(message)),
+                        Ok(None) => break,
+                        Err(e) => Err(ReadError::Frame(e)),
+                    };
                 }
             }
             _ = &mut idle, if owed.is_empty() => {
@@ -176,7 +191,7 @@ where
         conn.write_message(&first).await?;
     }
     while let Some(Some(next)) = owed.ordered.next().now_or_never() {
-        conn.write_message(&reply_bytes(next)).await?;
+        conn.write_message(&next).await?;
     }
     while let Some(Some(next)) = owed.calls.next().now_or_never() {
         if let Some(response) = next {
@@ -186,9 +201,14 @@ where
     conn.flush().await
 }
 
-fn reply_bytes(result: Result<Vec<u8>, JoinError>) -> Vec<u8> {
-    result.unwrap_or_else(|e| {
-        tracing::error!(error = %e, "message task failed");
-        error_reply(ErrorKind::Rpc, INTERNAL_ERROR)
-    })
+/// Runs one message's future, turning a panic into `None` so that one bad
+/// message cannot take its connection down.
+async fn contain<T>(work: impl Future<Output = T>) -> Option<T> {
+    match AssertUnwindSafe(work).catch_unwind().await {
+        Ok(done) => Some(done),
+        Err(_) => {
+            tracing::error!("message handling panicked");
+            None
+        }
+    }
 }

@@ -21,7 +21,7 @@ use tracing::{Instrument, Span};
 
 use super::auth::Authenticator;
 use crate::runtime::{CallError, Handler, HandlerRegistry, Request};
-use crate::telemetry::{Metrics, Outcome, otel};
+use crate::telemetry::{Handled, Metrics, Outcome, otel};
 
 /// Routes messages to handlers; shared by every connection.
 pub struct Dispatcher {
@@ -172,14 +172,14 @@ impl Dispatcher {
                 "no default handler is configured for bare messages",
             );
         };
-        let (outcome, span) = self
+        let (outcome, ran) = self
             .run(&handler, &bare.message, &peer, &bare.received)
             .await;
         let reply = match outcome {
             Ok(reply) => reply,
             Err(e) => error_reply(ErrorKind::Rpc, &e.to_string()),
         };
-        self.replied(&handler, &span, &bare.received, reply.len());
+        self.replied(&handler, ran, &bare.received, reply.len());
         reply
     }
 
@@ -198,7 +198,7 @@ impl Dispatcher {
                 }
             };
         };
-        let (outcome, span) = self
+        let (outcome, ran) = self
             .run(&handler, &call.params, &peer, &call.received)
             .await;
         let outcome = outcome.map_err(|e| e.to_string());
@@ -212,19 +212,19 @@ impl Dispatcher {
             (None, Ok(_)) => None,
         };
         let reply_bytes = response.as_ref().map_or(0, Vec::len);
-        self.replied(&handler, &span, &call.received, reply_bytes);
+        self.replied(&handler, ran, &call.received, reply_bytes);
         response
     }
 
     /// Runs one payload through `handler` under a fresh request id, in the
-    /// message's span, which is returned for the reply's size.
+    /// message's span.
     async fn run(
         &self,
         handler: &Handler,
         payload: &[u8],
         peer: &Arc<str>,
         received: &Received,
-    ) -> (Result<Vec<u8>, CallError>, Span) {
+    ) -> (Result<Vec<u8>, CallError>, Ran) {
         let _in_flight = self.metrics.in_flight();
         let request_id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let trace = otel::message_trace(
@@ -237,8 +237,8 @@ impl Dispatcher {
         let request = Request {
             payload,
             request_id,
-            peer: peer.to_string(),
-            traceparent: trace.traceparent,
+            peer,
+            traceparent: trace.traceparent.as_deref(),
         };
         let started = Instant::now();
         let result = handler
@@ -252,23 +252,42 @@ impl Dispatcher {
             Ok(_) => Outcome::Ok,
             Err(e) => Outcome::from(e),
         };
-        self.metrics.message(handler.shared_name(), outcome);
-        self.metrics.timing(
-            handler.shared_name(),
-            started.duration_since(received.at),
-            started.elapsed(),
-        );
         trace.span.record("outcome", outcome.as_str());
         if outcome != Outcome::Ok {
             trace.span.record("otel.status_code", "ERROR");
         }
-        (result, trace.span)
+        let ran = Ran {
+            outcome,
+            started,
+            took: started.elapsed(),
+            span: trace.span,
+        };
+        (result, ran)
     }
 
-    /// Counts the bytes of one message and its reply.
-    fn replied(&self, handler: &Handler, span: &Span, received: &Received, reply_bytes: usize) {
-        span.record("reply_bytes", reply_bytes);
-        self.metrics
-            .bytes(handler.shared_name(), received.bytes, reply_bytes);
+    /// Records one message that reached its handler, now that its reply's
+    /// size is known.
+    fn replied(&self, handler: &Handler, ran: Ran, received: &Received, reply_bytes: usize) {
+        ran.span.record("reply_bytes", reply_bytes);
+        let series = self.metrics.handler(handler.shared_name());
+        self.metrics.handled(
+            &series,
+            handler.shared_name(),
+            &Handled {
+                outcome: ran.outcome,
+                queued: ran.started.duration_since(received.at),
+                ran: ran.took,
+                request_bytes: received.bytes,
+                reply_bytes,
+            },
+        );
     }
+}
+
+/// How a message's handler run went.
+struct Ran {
+    outcome: Outcome,
+    started: Instant,
+    took: std::time::Duration,
+    span: Span,
 }

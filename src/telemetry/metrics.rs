@@ -6,7 +6,7 @@
 //! sent by clients never become labels.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -136,6 +136,18 @@ pub struct Metrics {
     info_now: Mutex<HashMap<Arc<str>, InfoLabels>>,
     handlers_loaded: Gauge,
     accepting: Gauge,
+    /// Each handler's series, looked up once per message instead of once
+    /// per metric.
+    series: RwLock<HashMap<Arc<str>, Arc<HandlerSeries>>>,
+}
+
+/// The series one handler's messages update, resolved from their families.
+pub struct HandlerSeries {
+    ok: Counter,
+    queue_seconds: Histogram,
+    handler_seconds: Histogram,
+    request_bytes: Counter,
+    reply_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -241,6 +253,7 @@ impl Metrics {
             info_now: Mutex::default(),
             handlers_loaded,
             accepting,
+            series: RwLock::default(),
         }
     }
 
@@ -250,6 +263,30 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing into a String cannot fail");
         out
+    }
+
+    /// The series of messages that reached `handler`.
+    pub fn handler(&self, handler: &Arc<str>) -> Arc<HandlerSeries> {
+        if let Some(series) = read(&self.series).get(handler) {
+            return series.clone();
+        }
+        let labels = HandlerLabels {
+            handler: handler.clone(),
+        };
+        let series = Arc::new(HandlerSeries {
+            ok: self.messages.get_or_create_owned(&MessageLabels {
+                handler: handler.clone(),
+                outcome: Outcome::Ok,
+            }),
+            queue_seconds: self.queue_seconds.get_or_create_owned(&labels),
+            handler_seconds: self.handler_seconds.get_or_create_owned(&labels),
+            request_bytes: self.request_bytes.get_or_create_owned(&labels),
+            reply_bytes: self.reply_bytes.get_or_create_owned(&labels),
+        });
+        write(&self.series)
+            .entry(handler.clone())
+            .or_insert(series)
+            .clone()
     }
 
     /// Counts one message that reached `handler` (a configured name, or
@@ -274,28 +311,18 @@ impl Metrics {
         self.refused(Outcome::AuthFailure);
     }
 
-    /// Records how long a message waited and how long its handler ran.
-    pub fn timing(&self, handler: &Arc<str>, queued: Duration, ran: Duration) {
-        let labels = HandlerLabels {
-            handler: handler.clone(),
-        };
-        self.queue_seconds
-            .get_or_create(&labels)
-            .observe(queued.as_secs_f64());
-        self.handler_seconds
-            .get_or_create(&labels)
-            .observe(ran.as_secs_f64());
-    }
-
-    /// Adds one message's request and reply sizes.
-    pub fn bytes(&self, handler: &Arc<str>, request: usize, reply: usize) {
-        let labels = HandlerLabels {
-            handler: handler.clone(),
-        };
-        self.request_bytes
-            .get_or_create(&labels)
-            .inc_by(request as u64);
-        self.reply_bytes.get_or_create(&labels).inc_by(reply as u64);
+    /// Records one handled message: how it ended, how long it waited and
+    /// ran, and the sizes of the message and its reply.
+    pub fn handled(&self, series: &HandlerSeries, handler: &Arc<str>, done: &Handled) {
+        if done.outcome == Outcome::Ok {
+            series.ok.inc();
+        } else {
+            self.message(handler, done.outcome);
+        }
+        series.queue_seconds.observe(done.queued.as_secs_f64());
+        series.handler_seconds.observe(done.ran.as_secs_f64());
+        series.request_bytes.inc_by(done.request_bytes as u64);
+        series.reply_bytes.inc_by(done.reply_bytes as u64);
     }
 
     /// Counts a message as in flight until the guard is dropped.
@@ -353,6 +380,25 @@ impl Metrics {
     pub fn is_ready(&self) -> bool {
         self.handlers_loaded.get() > 0 && self.accepting.get() == 1
     }
+}
+
+/// What is recorded of one message that reached its handler.
+pub struct Handled {
+    pub outcome: Outcome,
+    /// From being read to its handler starting.
+    pub queued: Duration,
+    /// In its handler, instantiation included.
+    pub ran: Duration,
+    pub request_bytes: usize,
+    pub reply_bytes: usize,
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Keeps a gauge raised while held.

@@ -17,7 +17,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
 use crate::config::TelemetryConfig;
-pub use metrics::{Metrics, Outcome};
+pub use metrics::{Handled, Metrics, Outcome};
 pub use otel::OtelError;
 
 /// How log lines are written.

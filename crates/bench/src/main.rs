@@ -93,7 +93,7 @@ struct RunArgs {
     #[arg(long)]
     host_bin: Option<PathBuf>,
     /// A Python with `arrpc==0.5.0` installed, to measure the seed.
-    #[arg(long, default_value = "target/seed-venv/bin/python")]
+    #[arg(long, default_value = "target/tmp/seed-venv/bin/python")]
     seed_python: PathBuf,
 }
 
