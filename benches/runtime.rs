@@ -66,7 +66,7 @@ async fn per_call(handler: &Handler, payload: &[u8]) -> f64 {
         handler.call(Request {
             payload,
             request_id,
-            peer: "127.0.0.1:1".into(),
+            peer: "127.0.0.1:1",
             traceparent: None,
         })
     };
