@@ -241,8 +241,9 @@ impl Dispatcher {
             traceparent: trace.traceparent.as_deref(),
         };
         let started = Instant::now();
-        let result = handler
-            .call(request)
+        // Boxed: the call's future is large, and everything that wraps it
+        // would otherwise be copied whole each time it moves.
+        let result = Box::pin(handler.call(request))
             .instrument(trace.span.clone())
             .await
             .inspect_err(|e| {
