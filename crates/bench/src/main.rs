@@ -92,6 +92,12 @@ struct RunArgs {
     /// The `arrpc-host` binary (default: next to this one).
     #[arg(long)]
     host_bin: Option<PathBuf>,
+    /// Another `arrpc-host` build (say, of the previous commit) to measure
+    /// in the same rounds: `host` and `host-reuse`, when requested, are
+    /// joined by `host@baseline` and `host-reuse@baseline`, so a change is
+    /// judged against its baseline under the same conditions.
+    #[arg(long)]
+    baseline_host_bin: Option<PathBuf>,
     /// A Python with `arrpc==0.5.0` installed, to measure the seed.
     #[arg(long, default_value = "target/tmp/seed-venv/bin/python")]
     seed_python: PathBuf,

@@ -30,6 +30,13 @@ const TARGETS: [&str; 7] = [
     "host-tls",
 ];
 
+/// The host targets a `--baseline-host-bin` build is measured as too, each
+/// right after the target it is compared with.
+const BASELINES: [(&str, &str); 2] = [
+    ("host", "host@baseline"),
+    ("host-reuse", "host-reuse@baseline"),
+];
+
 /// A server started for the whole run.
 struct Started {
     name: &'static str,
@@ -42,6 +49,10 @@ struct Started {
 }
 
 impl Started {
+    fn named(self, name: &'static str) -> Started {
+        Started { name, ..self }
+    }
+
     fn exchange(&self, payload: usize) -> Exchange {
         if self.signed {
             Exchange::signed(payload, targets::BENCH_SECRET)
@@ -84,6 +95,16 @@ pub fn run(
         name == "ceiling" || (name == "ceiling-tls" && tls_wanted) || requested(name)
     }) {
         started.extend(start(name, &env)?);
+        if let (Some(baseline), Some((_, alias))) = (
+            &args.baseline_host_bin,
+            BASELINES.iter().find(|(of, _)| *of == name),
+        ) {
+            let env = Env {
+                host_bin: baseline,
+                ..env
+            };
+            started.extend(start(alias, &env)?.map(|s| s.named(alias)));
+        }
     }
 
     let timing = Timing {
@@ -115,6 +136,7 @@ pub fn run(
 }
 
 /// What starting a target needs.
+#[derive(Clone, Copy)]
 struct Env<'a> {
     args: &'a RunArgs,
     repo: &'a Path,
@@ -126,6 +148,10 @@ struct Env<'a> {
 /// Starts target `name`; `None` when it cannot be measured here (the seed
 /// without its Python).
 fn start(name: &'static str, env: &Env<'_>) -> anyhow::Result<Option<Started>> {
+    let name = BASELINES
+        .iter()
+        .find(|(_, alias)| *alias == name)
+        .map_or(name, |(of, _)| of);
     let cpu = env.server_cpu;
     let host = |variant| {
         targets::echo_component(env.repo)
