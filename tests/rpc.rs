@@ -73,6 +73,32 @@ fn interleaved_requests_come_back_matched_by_msgid_as_handlers_finish() {
 }
 
 #[test]
+fn a_spinning_handler_does_not_hold_up_calls_behind_it_on_its_connection() {
+    // A connection's messages share its task: the spinning guest must yield
+    // at every epoch tick, so the call behind it is answered long before
+    // the spinner's timeout.
+    let host = Host::start(&handler("misbehave", "misbehave", "timeout = \"3s\""));
+    let mut wire = host.connect();
+    let started = Instant::now();
+    let mut batch = request(1, "misbehave", str_value("loop"));
+    batch.extend(request(2, "misbehave", str_value("fast")));
+    wire.write(&batch);
+    let first = response(&wire.read().unwrap());
+    let first_after = started.elapsed();
+    assert_eq!(first, (2, Value::Nil, str_value("fast")));
+    assert!(
+        first_after < Duration::from_millis(1500),
+        "the fast call waited {first_after:?} behind the spinning one"
+    );
+    let (msgid, error, _) = response(&wire.read().unwrap());
+    assert_eq!(msgid, 1);
+    assert!(
+        error.as_str().is_some_and(|e| e.contains("timeout")),
+        "{error:?}"
+    );
+}
+
+#[test]
 fn errors_go_in_the_error_field_and_unknown_methods_are_named() {
     let host = two_handlers("");
     let mut wire = host.connect();

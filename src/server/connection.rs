@@ -2,9 +2,11 @@
 //!
 //! Messages are read ahead of their replies (pipelining) up to a cap and
 //! run concurrently inside the connection's task: no task is spawned per
-//! message, and with many connections every core is kept busy. Replies to bare messages leave in request order; MessagePack-RPC
-//! responses, which carry their msgid, leave as soon as their handler
-//! finishes. Whatever is ready is batched into one flush. At the cap (bare
+//! message, so one connection's messages share one worker thread while
+//! many connections spread over all of them. Every whole message already
+//! read starts before any runs, so their replies leave together. Replies
+//! to bare messages leave in request order; MessagePack-RPC responses,
+//! which carry their msgid, leave as soon as their handler finishes. Whatever is ready is batched into one flush. At the cap (bare
 //! and RPC messages in flight together) the connection stops reading:
 //! backpressure reaches the client through TCP instead of an unbounded
 //! queue here.
