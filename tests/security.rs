@@ -224,6 +224,48 @@ fn malformed_envelopes_get_a_clear_error_and_never_reach_the_handler() {
     assert_eq!(decode(&wire.call(&good)), str_value("fine"));
 }
 
+#[test]
+fn a_flood_of_bad_signatures_is_answered_in_full_but_logged_within_a_budget() {
+    let host = echo_host("[auth]\nsecrets = [{ value = \"k\" }]", &[]);
+    let mut wire = host.connect();
+    let forged = envelope::sign(b"not the secret", &encode(&str_value("x")));
+    let flood = 300;
+    wire.write(&forged.repeat(flood));
+    for _ in 0..flood {
+        assert_eq!(error_text(&wire.read().unwrap()), Some(auth_failed()));
+    }
+    // The next window's first line says how many were held back.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(error_text(&wire.call(&forged)), Some(auth_failed()));
+    // Every refusal is either a line or counted in a later line's
+    // `suppressed`; the log reader may lag a moment behind the replies.
+    let tally = |log: &str| {
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("refusing message"))
+            .collect();
+        let suppressed: u64 = lines
+            .iter()
+            .map(|l| {
+                let n = l.split("suppressed=").nth(1).expect("every line counts");
+                n.split_whitespace().next().unwrap().parse::<u64>().unwrap()
+            })
+            .sum();
+        (lines.len() as u64, suppressed)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (lines, suppressed) = loop {
+        let (lines, suppressed) = tally(&host.log());
+        if lines + suppressed == flood as u64 + 1 || Instant::now() > deadline {
+            break (lines, suppressed);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(lines + suppressed, flood as u64 + 1, "{}", host.log());
+    assert!(lines <= 40, "{lines} refusal lines logged");
+    assert!(suppressed > 0);
+}
+
 /// The hex MAC the seed envelope carries for `data`.
 fn hex_mac(secret: &[u8], data: &[u8]) -> String {
     let rmpv::Value::Map(fields) = decode(&envelope::sign(secret, data)) else {

@@ -26,7 +26,11 @@ use tokio::time::{Instant, sleep};
 
 use super::dispatch::{Dispatcher, Incoming};
 use super::shutdown::Shutdown;
-use crate::telemetry::Outcome;
+use crate::telemetry::{LogThrottle, Outcome};
+
+/// Malformed input is logged within a budget: a peer can send it as fast
+/// as it likes.
+static MALFORMED: LogThrottle = LogThrottle::new();
 
 /// Per-connection limits from `[server]`.
 #[derive(Debug, Clone, Copy)]
@@ -132,7 +136,9 @@ pub async fn serve<S>(
                         Ok(Some(message)) => owed.take(message, &dispatcher, &peer),
                         Ok(None) => reading = false,
                         Err(ReadError::Frame(e)) => {
-                            tracing::info!(peer = %peer, error = %e, "refusing message; closing connection");
+                            if let Some(suppressed) = MALFORMED.admit() {
+                                tracing::info!(peer = %peer, error = %e, suppressed, "refusing message; closing connection");
+                            }
                             dispatcher.metrics().refused(Outcome::Malformed);
                             owed.ordered.push_back(Either::Right(ready(error_reply(ErrorKind::Rpc, &e.to_string()))));
                             reading = false;

@@ -21,7 +21,11 @@ use tracing::{Instrument, Span};
 
 use super::auth::Authenticator;
 use crate::runtime::{CallError, Handler, HandlerRegistry, Request};
-use crate::telemetry::{Handled, Metrics, Outcome, otel};
+use crate::telemetry::{Handled, LogThrottle, Metrics, Outcome, otel};
+
+/// Refused signatures are logged within a budget: a peer can send them as
+/// fast as it likes.
+static REFUSALS: LogThrottle = LogThrottle::new();
 
 /// Routes messages to handlers; shared by every connection.
 pub struct Dispatcher {
@@ -112,7 +116,9 @@ impl Dispatcher {
                 Ok(data) => message.slice_ref(data),
                 Err(refusal) => {
                     self.metrics.auth_failure();
-                    tracing::info!(peer = %peer, reason = %refusal, "refusing message");
+                    if let Some(suppressed) = REFUSALS.admit() {
+                        tracing::info!(peer = %peer, reason = %refusal, suppressed, "refusing message");
+                    }
                     // An unsigned RPC request still gets a response its client
                     // can match; a notification gets nothing, as always.
                     let inner = envelope::unverified_data(&message).unwrap_or(&message);

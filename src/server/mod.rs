@@ -18,7 +18,11 @@ use tokio::task::JoinSet;
 
 use crate::config::ServerConfig;
 use crate::runtime::HandlerRegistry;
-use crate::telemetry::Metrics;
+use crate::telemetry::{LogThrottle, Metrics};
+
+/// Failed handshakes are logged within a budget: anyone who can connect
+/// can fail them as fast as they like.
+static FAILED_HANDSHAKES: LogThrottle = LogThrottle::new();
 pub use connection::ConnectionLimits;
 pub use dispatch::Dispatcher;
 pub use tls::TlsListener;
@@ -131,7 +135,9 @@ impl Server {
                         }
                         Err(e) => {
                             metrics.tls_handshake(false);
-                            tracing::info!(peer = %peer, error = %e, "closing connection");
+                            if let Some(suppressed) = FAILED_HANDSHAKES.admit() {
+                                tracing::info!(peer = %peer, error = %e, suppressed, "closing connection");
+                            }
                         }
                     },
                 }

@@ -7,6 +7,7 @@
 
 pub mod metrics;
 pub mod otel;
+mod throttle;
 
 use std::io::IsTerminal;
 
@@ -19,6 +20,7 @@ use tracing_subscriber::{Layer, Registry};
 use crate::config::TelemetryConfig;
 pub use metrics::{Handled, Metrics, Outcome};
 pub use otel::OtelError;
+pub use throttle::LogThrottle;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
