@@ -102,6 +102,9 @@ pub struct ServerConfig {
     /// config's folder. Default: `$XDG_CACHE_HOME/arrpc-host` (or
     /// `~/.cache/arrpc-host`).
     pub cache_dir: Option<PathBuf>,
+    /// MiB the compile cache may take; the least recently used entries go
+    /// first.
+    pub cache_max_mib: u64,
 }
 
 impl Default for ServerConfig {
@@ -117,6 +120,7 @@ impl Default for ServerConfig {
             rpc: true,
             compile_cache: true,
             cache_dir: None,
+            cache_max_mib: 1024,
         }
     }
 }
@@ -273,6 +277,12 @@ impl Config {
         }
         if server.max_pipelined == 0 {
             return Err("server.max_pipelined must be at least 1".into());
+        }
+        if server.cache_max_mib == 0 {
+            return Err(
+                "server.cache_max_mib must be at least 1; set compile_cache = false for no cache"
+                    .into(),
+            );
         }
         if server.idle_timeout.is_zero() {
             return Err("server.idle_timeout must be longer than zero".into());
@@ -436,6 +446,8 @@ mod tests {
         assert!(env.contains("env name"), "{env}");
         let dir = parse(&format!("{ONE}dirs = [{{ host = \"x\" }}]\n")).unwrap_err();
         assert!(dir.contains("guest"), "{dir}");
+        let cache = parse(&format!("[server]\ncache_max_mib = 0\n{ONE}")).unwrap_err();
+        assert!(cache.contains("server.cache_max_mib"), "{cache}");
     }
 
     #[test]

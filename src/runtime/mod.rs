@@ -92,7 +92,9 @@ impl RuntimeOptions {
         RuntimeOptions {
             pool: PoolSize::for_handlers(&config.handlers),
             consume_fuel: config.handlers.iter().any(|h| h.fuel.is_some()),
-            cache: cache_dir.map(ComponentCache::new),
+            cache: cache_dir.map(|dir| {
+                ComponentCache::new(dir, config.server.cache_max_mib.saturating_mul(1 << 20))
+            }),
         }
     }
 }
