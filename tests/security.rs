@@ -315,6 +315,42 @@ fn garbage_and_stalled_handshakes_are_logged_and_others_carry_on() {
     assert_eq!(client.send::<_, String>("still").unwrap(), "still");
 }
 
+#[test]
+fn send_with_public_cas_refuses_a_private_certificate_that_pinning_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let own = certs::self_signed(dir.path(), "own");
+    let args = tls_args(&own);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let host = echo_host("", &args);
+    let send = |extra: &[&str]| {
+        Command::new(HOST)
+            .args(["send", "--retries", "1", "--addr", &host.addr.to_string()])
+            .args(extra)
+            .arg("\"hi\"")
+            .output()
+            .unwrap()
+    };
+    let public = send(&["--tls", "--tls-server-name", "localhost"]);
+    let stderr = String::from_utf8_lossy(&public.stderr);
+    assert!(!public.status.success());
+    assert!(stderr.contains("UnknownIssuer"), "{stderr}");
+    let pinned = send(&["--tls-ca", own.cert.to_str().unwrap(), "--tls-self-signed"]);
+    assert_eq!(String::from_utf8_lossy(&pinned.stdout), "\"hi\"\n");
+    // A client certificate needs TLS to be asked for.
+    let stray = send(&[
+        "--tls-cert",
+        own.cert.to_str().unwrap(),
+        "--tls-key",
+        own.key.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        stray.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&stray.stderr)
+    );
+}
+
 /// Starts the host expecting it to refuse; returns its stderr.
 fn refuses(config: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     components();

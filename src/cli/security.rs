@@ -112,7 +112,12 @@ pub fn server_security(
 
 /// `arrpc-host send` flags for TLS and signatures.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("tls_on").args(["tls", "tls_ca"]).multiple(true)))]
 pub struct SendSecurityArgs {
+    /// Talk TLS, trusting servers with a certificate from a public CA (the
+    /// Mozilla root set, built in); --tls-ca trusts another CA instead.
+    #[arg(long)]
+    tls: bool,
     /// Talk TLS, trusting servers whose certificate a CA in this PEM file signed.
     #[arg(long, value_name = "F")]
     tls_ca: Option<PathBuf>,
@@ -121,7 +126,7 @@ pub struct SendSecurityArgs {
     #[arg(long, requires = "tls_ca")]
     tls_self_signed: bool,
     /// Present this PEM certificate chain (mutual TLS).
-    #[arg(long, value_name = "F", requires_all = ["tls_key", "tls_ca"])]
+    #[arg(long, value_name = "F", requires_all = ["tls_key", "tls_on"])]
     tls_cert: Option<PathBuf>,
     /// PEM private key for --tls-cert (mode 600).
     #[arg(long, value_name = "F", requires = "tls_cert")]
@@ -131,7 +136,7 @@ pub struct SendSecurityArgs {
     #[arg(
         long,
         value_name = "NAME",
-        requires = "tls_ca",
+        requires = "tls_on",
         conflicts_with = "tls_self_signed"
     )]
     tls_server_name: Option<String>,
@@ -150,12 +155,12 @@ pub struct SendSecurityArgs {
 impl SendSecurityArgs {
     /// Writes the flags given into the client's `config`.
     pub fn apply(&self, config: &mut ClientConfig) -> anyhow::Result<()> {
-        if let Some(ca) = &self.tls_ca {
-            let trust = if self.tls_self_signed {
-                Trust::Pinned(ca.clone())
-            } else {
-                Trust::CaFile(ca.clone())
-            };
+        let trust = match &self.tls_ca {
+            Some(ca) if self.tls_self_signed => Some(Trust::Pinned(ca.clone())),
+            Some(ca) => Some(Trust::CaFile(ca.clone())),
+            None => self.tls.then_some(Trust::PublicCas),
+        };
+        if let Some(trust) = trust {
             let identity = self.tls_cert.clone().zip(self.tls_key.clone());
             let identity = identity.map(|(cert, key)| Identity { cert, key });
             let mut tls = Tls::new(&trust, identity.as_ref())?;

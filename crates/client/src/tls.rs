@@ -1,11 +1,12 @@
 //! TLS for the client: which server certificate to trust, and which
 //! certificate (if any) to present for mutual TLS.
 //!
-//! Two ways to trust a server, as the seed offers: a CA file, with the
-//! server's name (the host part of the address, or
-//! [`Tls::server_name`]) checked against its certificate; or the server's
-//! own self-signed certificate, pinned: exactly those certificate bytes are
-//! accepted, whatever names they carry. TLS 1.2 and 1.3 only.
+//! Three ways to trust a server: a CA file or the public CAs (the Mozilla
+//! root set), with the server's name (the host part of the address, or
+//! [`Tls::server_name`]) checked against its certificate; or, as the seed
+//! offers, the server's own self-signed certificate, pinned: exactly those
+//! certificate bytes are accepted, whatever names they carry. TLS 1.2 and
+//! 1.3 only.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +35,9 @@ pub enum Trust {
     /// Exactly the self-signed certificate(s) in this PEM file (the seed's
     /// `tls_cafile` with `tls_self_signed=True`).
     Pinned(PathBuf),
+    /// Servers with a certificate from a public CA: the Mozilla root set,
+    /// built in (`webpki-roots`), so it is the same on every machine.
+    PublicCas,
 }
 
 /// A client certificate chain and its key, for mutual TLS.
@@ -81,6 +85,9 @@ impl Tls {
                 }
                 builder.with_root_certificates(roots)
             }
+            Trust::PublicCas => builder.with_root_certificates(RootCertStore::from_iter(
+                webpki_roots::TLS_SERVER_ROOTS.iter().cloned(),
+            )),
             Trust::Pinned(path) => builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(PinnedCertificate {
