@@ -4,12 +4,12 @@
 //! run concurrently inside the connection's task: no task is spawned per
 //! message, so one connection's messages share one worker thread while
 //! many connections spread over all of them. Every whole message already
-//! read starts before any runs, so their replies leave together. Replies
-//! to bare messages leave in request order; MessagePack-RPC responses,
-//! which carry their msgid, leave as soon as their handler finishes. Whatever is ready is batched into one flush. At the cap (bare
-//! and RPC messages in flight together) the connection stops reading:
-//! backpressure reaches the client through TCP instead of an unbounded
-//! queue here.
+//! read starts before any runs, and whatever replies are ready leave in
+//! one flush. Replies to bare messages leave in request order;
+//! MessagePack-RPC responses, which carry their msgid, leave as soon as
+//! their handler finishes. At the cap (bare and RPC messages in flight
+//! together) the connection stops reading: backpressure reaches the client
+//! through TCP instead of an unbounded queue here.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -155,9 +155,8 @@ pub async fn serve<S>(
                         break;
                     }
                     read = match conn.try_message() {
-                        Ok(Some(message)) => Ok(Some(message)),
                         Ok(None) => break,
-                        Err(e) => Err(ReadError::Frame(e)),
+                        buffered => buffered.map_err(ReadError::Frame),
                     };
                 }
             }
