@@ -276,9 +276,7 @@ impl Dispatcher {
     /// size is known.
     fn replied(&self, handler: &Handler, ran: Ran, received: &Received, reply_bytes: usize) {
         ran.span.record("reply_bytes", reply_bytes);
-        let series = self.metrics.handler(handler.shared_name());
         self.metrics.handled(
-            &series,
             handler.shared_name(),
             &Handled {
                 outcome: ran.outcome,

@@ -142,7 +142,7 @@ pub struct Metrics {
 }
 
 /// The series one handler's messages update, resolved from their families.
-pub struct HandlerSeries {
+struct HandlerSeries {
     ok: Counter,
     queue_seconds: Histogram,
     handler_seconds: Histogram,
@@ -266,7 +266,7 @@ impl Metrics {
     }
 
     /// The series of messages that reached `handler`.
-    pub fn handler(&self, handler: &Arc<str>) -> Arc<HandlerSeries> {
+    fn series(&self, handler: &Arc<str>) -> Arc<HandlerSeries> {
         if let Some(series) = read(&self.series).get(handler) {
             return series.clone();
         }
@@ -313,7 +313,8 @@ impl Metrics {
 
     /// Records one handled message: how it ended, how long it waited and
     /// ran, and the sizes of the message and its reply.
-    pub fn handled(&self, series: &HandlerSeries, handler: &Arc<str>, done: &Handled) {
+    pub fn handled(&self, handler: &Arc<str>, done: &Handled) {
+        let series = self.series(handler);
         if done.outcome == Outcome::Ok {
             series.ok.inc();
         } else {
