@@ -38,6 +38,17 @@ fn tls_args(files: &CertFiles) -> Vec<String> {
     ]
 }
 
+/// The echo host with `extra` config, serving TLS with a self-signed
+/// certificate given on the command line; the folder holds the files.
+fn self_signed_echo_host(extra: &str) -> (tempfile::TempDir, CertFiles, Host) {
+    let dir = tempfile::tempdir().unwrap();
+    let own = certs::self_signed(dir.path(), "own");
+    let args = tls_args(&own);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let host = echo_host(extra, &args);
+    (dir, own, host)
+}
+
 fn client_config(host: &Host, tls: Option<Tls>) -> ClientConfig {
     let mut config = ClientConfig::new(host.addr.to_string());
     config.connect_attempts = 1;
@@ -280,16 +291,8 @@ fn hex_mac(secret: &[u8], data: &[u8]) -> String {
 
 #[test]
 fn garbage_and_stalled_handshakes_are_logged_and_others_carry_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let own = certs::self_signed(dir.path(), "own");
-    let args = tls_args(&own);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let host = Host::start_with(
-        write_config(&format!(
-            "[tls]\ncert = \"unused.pem\"\nkey = \"unused.key\"\nhandshake_timeout = \"1s\"\n{}",
-            handler("echo", "echo", "")
-        )),
-        &args,
+    let (_dir, own, host) = self_signed_echo_host(
+        "[tls]\ncert = \"unused.pem\"\nkey = \"unused.key\"\nhandshake_timeout = \"1s\"",
     );
     let tls = || Some(Tls::new(&Trust::Pinned(own.cert.clone()), None).unwrap());
 
@@ -317,11 +320,7 @@ fn garbage_and_stalled_handshakes_are_logged_and_others_carry_on() {
 
 #[test]
 fn send_with_public_cas_refuses_a_private_certificate_that_pinning_accepts() {
-    let dir = tempfile::tempdir().unwrap();
-    let own = certs::self_signed(dir.path(), "own");
-    let args = tls_args(&own);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let host = echo_host("", &args);
+    let (_dir, own, host) = self_signed_echo_host("");
     let send = |extra: &[&str]| {
         Command::new(HOST)
             .args(["send", "--retries", "1", "--addr", &host.addr.to_string()])
