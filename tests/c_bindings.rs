@@ -1,0 +1,53 @@
+//! The C bindings in `handlers/c-bindings` are generated from `wit/` once
+//! and committed, so C handlers build without wit-bindgen. Their
+//! `WIT_SHA256` records the WIT files they came from; this fails as soon as
+//! `wit/` no longer matches it, so the bindings cannot go stale unnoticed.
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+/// The `sha256sum` lines of every `.wit` file under `dir`, by path in byte
+/// order: what `handlers/c-bindings/regenerate.sh` writes to `WIT_SHA256`.
+fn wit_hashes(dir: &Path) -> String {
+    let mut files = Vec::new();
+    collect_wit(dir, "", &mut files);
+    files.sort();
+    files
+        .iter()
+        .map(|name| {
+            let bytes = std::fs::read(dir.join(name)).unwrap();
+            format!("{}  {name}\n", hex::encode(Sha256::digest(bytes)))
+        })
+        .collect()
+}
+
+/// Adds the `/`-separated paths, relative to the WIT root, of the `.wit`
+/// files in `dir` and its subfolders (wit-bindgen also reads `deps/`).
+fn collect_wit(dir: &Path, prefix: &str, files: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = format!("{prefix}{}", entry.file_name().to_str().unwrap());
+        if entry.file_type().unwrap().is_dir() {
+            collect_wit(&entry.path(), &format!("{name}/"), files);
+        } else if name.ends_with(".wit") {
+            files.push(name);
+        }
+    }
+}
+
+#[test]
+fn c_bindings_were_generated_from_the_current_wit() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let recorded = std::fs::read_to_string(root.join("handlers/c-bindings/WIT_SHA256")).unwrap();
+    let current = wit_hashes(&root.join("wit"));
+    assert!(
+        recorded == current,
+        "handlers/c-bindings was generated from other WIT files than wit/ holds now.\n\
+         recorded in handlers/c-bindings/WIT_SHA256:\n{recorded}\
+         wit/ now:\n{current}\n\
+         Regenerate the bindings and their hashes with \
+         `sh handlers/c-bindings/regenerate.sh` (needs wit-bindgen-cli, which it \
+         installs when missing), then commit handlers/c-bindings."
+    );
+}
