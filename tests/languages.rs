@@ -1,9 +1,10 @@
 //! Handlers written in other languages, built with their real toolchains
 //! (`handlers/install-toolchains.sh` installs them) and served by a real
 //! `arrpc-host`: Python (componentize-py), JavaScript (componentize-js) and
-//! C (clang + wit-bindgen). Each example component echoes when served under
-//! a name ending in `echo` and adds numbers under a name ending in `sum`,
-//! with the Rust `sum` handler's replies and error texts.
+//! C (clang, with the bindings committed in `handlers/c-bindings`). Each
+//! example component echoes when served under a name ending in `echo` and
+//! adds numbers under a name ending in `sum`, with the Rust `sum` handler's
+//! replies and error texts.
 
 mod common;
 

@@ -3,8 +3,9 @@
 //!
 //! Skeletons echo the message back; each file says where to put real work.
 //! Every skeleton except Rust's carries its own copy of `wit/handler.wit`,
-//! so it builds wherever it is moved. Paths in the printed entry are relative
-//! to the current folder, where `arrpc.toml` is expected to live.
+//! and the C one the C bindings generated from it, so it builds wherever it
+//! is moved. Paths in the printed entry are relative to the current folder,
+//! where `arrpc.toml` is expected to live.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -15,6 +16,23 @@ use clap::{Args, ValueEnum};
 
 /// The contract every skeleton implements.
 const WIT: &str = include_str!("../../wit/handler.wit");
+
+/// The committed C bindings of the WIT (`handlers/c-bindings`), copied as
+/// they are into a C skeleton's `gen/` so building it needs no wit-bindgen.
+const C_BINDINGS: &[(&str, &[u8])] = &[
+    (
+        "gen/handler.h",
+        include_bytes!("../../handlers/c-bindings/handler.h"),
+    ),
+    (
+        "gen/handler.c",
+        include_bytes!("../../handlers/c-bindings/handler.c"),
+    ),
+    (
+        "gen/handler_component_type.o",
+        include_bytes!("../../handlers/c-bindings/handler_component_type.o"),
+    ),
+];
 
 /// Where `handlers/install-toolchains.sh` puts the WASI preview1 reactor
 /// adapter that C components need.
@@ -98,11 +116,19 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
             ("wit/handler.wit", WIT),
         ],
     };
-    for (file, template) in files {
+    let copies = match args.lang {
+        Lang::C => C_BINDINGS,
+        _ => &[],
+    };
+    let filled = files
+        .iter()
+        .map(|(file, template)| (*file, fill(template).into_bytes()));
+    let copied = copies.iter().map(|(file, bytes)| (*file, bytes.to_vec()));
+    for (file, contents) in filled.chain(copied) {
         let path = folder.join(file);
         std::fs::create_dir_all(path.parent().unwrap_or(&folder))
             .with_context(|| format!("cannot create {}", folder.display()))?;
-        std::fs::write(&path, fill(template))
+        std::fs::write(&path, contents)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
 
