@@ -27,5 +27,7 @@ else
     done
 fi
 
-cargo build --release --target "$target" "$@"
+# The output's place is fixed (the config and tests name it), whatever
+# CARGO_TARGET_DIR says.
+cargo build --release --target "$target" --target-dir target "$@"
 ls -l "target/$target/release/"*.wasm
