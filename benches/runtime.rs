@@ -68,6 +68,7 @@ async fn per_call(handler: &Handler, payload: &[u8]) -> f64 {
             request_id,
             peer: "127.0.0.1:1",
             traceparent: None,
+            started: Instant::now(),
         })
     };
     for id in 0..2_000 {

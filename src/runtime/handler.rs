@@ -1,10 +1,10 @@
 //! One loaded handler and what it costs to run one message through it.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
@@ -27,9 +27,7 @@ pub struct Handler {
     pre: HandlerPre<HostState>,
     timeout: Duration,
     max_memory: usize,
-    /// One permit per instance allowed to run at once.
-    instances: Arc<Semaphore>,
-    max_instances: u32,
+    instances: InstanceCount,
     /// Whether the engine meters fuel; when it does, a handler without a
     /// fuel limit gets unlimited fuel.
     metered: bool,
@@ -41,6 +39,34 @@ pub struct Handler {
     uses_per_instance: u32,
     /// Instances between messages, for `reuse` > 1.
     idle: Mutex<Vec<Warm>>,
+}
+
+/// Instances of one handler running now, held to its `max_instances`.
+/// A full handler answers "busy" at once, so nothing ever waits here and
+/// a counter serves where a semaphore would take a lock on release.
+struct InstanceCount {
+    running: AtomicU32,
+    max: u32,
+}
+
+impl InstanceCount {
+    fn try_take(&self) -> Option<Running<'_>> {
+        self.running
+            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Running(&self.running))
+    }
+}
+
+/// One running instance, counted until dropped.
+struct Running<'a>(&'a AtomicU32);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
 }
 
 /// An instance kept for its next message, with how many it has served.
@@ -128,6 +154,8 @@ pub struct Request<'a> {
     pub request_id: u64,
     pub peer: &'a str,
     pub traceparent: Option<&'a str>,
+    /// When the call began: its timeout counts from here.
+    pub started: Instant,
 }
 
 /// Why a message produced no reply from its handler. The `Display` text is
@@ -206,8 +234,10 @@ impl Handler {
             pre,
             timeout: config.timeout,
             max_memory: (config.max_memory_mib as usize) << 20,
-            instances: Arc::new(Semaphore::new(config.max_instances as usize)),
-            max_instances: config.max_instances,
+            instances: InstanceCount {
+                running: AtomicU32::new(0),
+                max: config.max_instances,
+            },
             metered,
             fuel: config.fuel,
             wasi: Arc::new(WasiRecipe {
@@ -246,9 +276,9 @@ impl Handler {
     /// one) and returns the handler's reply, checked to be exactly one
     /// MessagePack value.
     pub async fn call(&self, request: Request<'_>) -> Result<Vec<u8>, CallError> {
-        let _permit = self.instances.try_acquire().map_err(|_| CallError::Busy {
+        let _running = self.instances.try_take().ok_or_else(|| CallError::Busy {
             handler: self.name.clone(),
-            max: self.max_instances,
+            max: self.instances.max,
         })?;
         // A traceparent is `version-traceid-parentid-flags`.
         let trace_id: Option<Arc<str>> = request
@@ -287,7 +317,8 @@ impl Handler {
             Ok::<_, wasmtime::Error>((guest, reply))
         };
         // Pinned where it is, so the timeout wraps a pointer, not a copy.
-        let outcome = tokio::time::timeout(self.timeout, std::pin::pin!(run)).await;
+        let deadline = tokio::time::Instant::from_std(request.started + self.timeout);
+        let outcome = tokio::time::timeout_at(deadline, std::pin::pin!(run)).await;
         let reply = match outcome {
             Err(_) => Err(CallError::Timeout {
                 handler: self.name.clone(),

@@ -13,7 +13,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrpc_wire::reply::{ErrorKind, error_reply};
 use arrpc_wire::{Connection, ReadError, rpc};
@@ -22,7 +22,7 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Either, Ready, ready};
 use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, sleep};
+use tokio::time::sleep;
 
 use super::dispatch::{Dispatcher, Incoming};
 use super::shutdown::Shutdown;
@@ -65,10 +65,10 @@ impl Owed {
     }
 
     /// Starts one message; its reply is owed from now on.
-    fn take(&mut self, message: Bytes, dispatcher: &Arc<Dispatcher>, peer: &Arc<str>) {
+    fn take(&mut self, message: Bytes, at: Instant, dispatcher: &Arc<Dispatcher>, peer: &Arc<str>) {
         let dispatcher = dispatcher.clone();
         let peer = peer.clone();
-        match dispatcher.classify(message, &peer) {
+        match dispatcher.classify(message, &peer, at) {
             Incoming::Bare(message) => {
                 self.ordered.push_back(Either::Left(Box::pin(async move {
                     contain(dispatcher.dispatch(message, peer))
@@ -119,21 +119,23 @@ pub async fn serve<S>(
                     tracing::debug!(peer = %peer, error = %e, "cannot write reply; closing");
                     return;
                 }
-                idle.as_mut().reset(Instant::now() + limits.idle_timeout);
+                idle.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
             }
             Some(response) = owed.calls.next(), if !owed.calls.is_empty() => {
                 if let Err(e) = write_replies(&mut conn, response, &mut owed).await {
                     tracing::debug!(peer = %peer, error = %e, "cannot write reply; closing");
                     return;
                 }
-                idle.as_mut().reset(Instant::now() + limits.idle_timeout);
+                idle.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
             }
             read = conn.read_message(), if reading && owed.len() < limits.max_pipelined => {
-                idle.as_mut().reset(Instant::now() + limits.idle_timeout);
+                // One clock reading serves every message read together.
+                let at = Instant::now();
+                idle.as_mut().reset((at + limits.idle_timeout).into());
                 let mut read = read;
                 loop {
                     match read {
-                        Ok(Some(message)) => owed.take(message, &dispatcher, &peer),
+                        Ok(Some(message)) => owed.take(message, at, &dispatcher, &peer),
                         Ok(None) => reading = false,
                         Err(ReadError::Frame(e)) => {
                             if let Some(suppressed) = MALFORMED.admit() {

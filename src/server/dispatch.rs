@@ -103,10 +103,11 @@ impl Dispatcher {
 
     /// Verifies the signature (when a secret is set), opens a trace
     /// envelope if the message is one, and tells an RPC request or
-    /// notification from a bare message.
-    pub fn classify(&self, message: Bytes, peer: &str) -> Incoming {
+    /// notification from a bare message. `at` is when it was read; messages
+    /// read together share one.
+    pub fn classify(&self, message: Bytes, peer: &str, at: Instant) -> Incoming {
         let mut received = Received {
-            at: Instant::now(),
+            at,
             bytes: message.len(),
             traceparent: None,
         };
@@ -232,6 +233,7 @@ impl Dispatcher {
         received: &Received,
     ) -> (Result<Vec<u8>, CallError>, Ran) {
         let _in_flight = self.metrics.in_flight();
+        let started = Instant::now();
         let request_id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let trace = otel::message_trace(
             handler.name(),
@@ -245,8 +247,8 @@ impl Dispatcher {
             request_id,
             peer,
             traceparent: trace.traceparent.as_deref(),
+            started,
         };
-        let started = Instant::now();
         // Boxed: the call's future is large, and everything that wraps it
         // would otherwise be copied whole each time it moves.
         let result = Box::pin(handler.call(request))

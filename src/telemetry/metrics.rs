@@ -265,11 +265,8 @@ impl Metrics {
         out
     }
 
-    /// The series of messages that reached `handler`.
-    fn series(&self, handler: &Arc<str>) -> Arc<HandlerSeries> {
-        if let Some(series) = read(&self.series).get(handler) {
-            return series.clone();
-        }
+    /// Makes the series of messages that reached `handler`, on its first.
+    fn add_series(&self, handler: &Arc<str>) -> Arc<HandlerSeries> {
         let labels = HandlerLabels {
             handler: handler.clone(),
         };
@@ -314,16 +311,23 @@ impl Metrics {
     /// Records one handled message: how it ended, how long it waited and
     /// ran, and the sizes of the message and its reply.
     pub fn handled(&self, handler: &Arc<str>, done: &Handled) {
-        let series = self.series(handler);
-        if done.outcome == Outcome::Ok {
-            series.ok.inc();
-        } else {
+        if done.outcome != Outcome::Ok {
             self.message(handler, done.outcome);
         }
-        series.queue_seconds.observe(done.queued.as_secs_f64());
-        series.handler_seconds.observe(done.ran.as_secs_f64());
-        series.request_bytes.inc_by(done.request_bytes as u64);
-        series.reply_bytes.inc_by(done.reply_bytes as u64);
+        let record = |series: &HandlerSeries| {
+            if done.outcome == Outcome::Ok {
+                series.ok.inc();
+            }
+            series.queue_seconds.observe(done.queued.as_secs_f64());
+            series.handler_seconds.observe(done.ran.as_secs_f64());
+            series.request_bytes.inc_by(done.request_bytes as u64);
+            series.reply_bytes.inc_by(done.reply_bytes as u64);
+        };
+        // Recorded under the read lock: no reference count to touch.
+        if let Some(series) = read(&self.series).get(handler) {
+            return record(series);
+        }
+        record(&self.add_series(handler));
     }
 
     /// Counts a message as in flight until the guard is dropped.
