@@ -5,7 +5,8 @@ mod common;
 
 use std::io::Read;
 use std::net::TcpStream;
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrpc_client::tls::{Identity, Tls, Trust};
@@ -38,14 +39,20 @@ fn tls_args(files: &CertFiles) -> Vec<String> {
     ]
 }
 
+/// The echo host with `extra` config, serving TLS with `cert` given on the
+/// command line.
+fn tls_echo_host(extra: &str, cert: &CertFiles) -> Host {
+    let args = tls_args(cert);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    echo_host(extra, &args)
+}
+
 /// The echo host with `extra` config, serving TLS with a self-signed
-/// certificate given on the command line; the folder holds the files.
+/// certificate; the folder holds the files.
 fn self_signed_echo_host(extra: &str) -> (tempfile::TempDir, CertFiles, Host) {
     let dir = tempfile::tempdir().unwrap();
     let own = certs::self_signed(dir.path(), "own");
-    let args = tls_args(&own);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let host = echo_host(extra, &args);
+    let host = tls_echo_host(extra, &own);
     (dir, own, host)
 }
 
@@ -318,36 +325,99 @@ fn garbage_and_stalled_handshakes_are_logged_and_others_carry_on() {
     assert_eq!(client.send::<_, String>("still").unwrap(), "still");
 }
 
+/// `arrpc-host send "hi"` to `host` with `args`, reading the system
+/// certificate store from `ca_file` alone.
+fn send_hi(host: &Host, args: &[&str], ca_file: &Path) -> Output {
+    Command::new(HOST)
+        .args(["send", "--retries", "1", "--addr", &host.addr.to_string()])
+        .args(args)
+        .arg("\"hi\"")
+        .env("SSL_CERT_FILE", ca_file)
+        .env_remove("SSL_CERT_DIR")
+        .output()
+        .unwrap()
+}
+
 #[test]
-fn send_with_public_cas_refuses_a_private_certificate_that_pinning_accepts() {
-    let (_dir, own, host) = self_signed_echo_host("");
-    let send = |extra: &[&str]| {
-        Command::new(HOST)
-            .args(["send", "--retries", "1", "--addr", &host.addr.to_string()])
-            .args(extra)
-            .arg("\"hi\"")
-            .output()
-            .unwrap()
-    };
-    let public = send(&["--tls", "--tls-server-name", "localhost"]);
-    let stderr = String::from_utf8_lossy(&public.stderr);
-    assert!(!public.status.success());
+fn send_tls_trusts_a_ca_in_the_system_store_and_the_mozilla_set_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "company");
+    let server = ca.server(dir.path(), "server", certs::local_names());
+    let host = tls_echo_host("", &server);
+
+    let system = send_hi(&host, &["--tls"], &ca.cert);
+    assert_eq!(
+        String::from_utf8_lossy(&system.stdout),
+        "\"hi\"\n",
+        "{}",
+        String::from_utf8_lossy(&system.stderr)
+    );
+    let named = send_hi(
+        &host,
+        &[
+            "--tls",
+            "--tls-roots",
+            "system",
+            "--tls-server-name",
+            "localhost",
+        ],
+        &ca.cert,
+    );
+    assert_eq!(String::from_utf8_lossy(&named.stdout), "\"hi\"\n");
+
+    let mozilla = send_hi(&host, &["--tls", "--tls-roots", "mozilla"], &ca.cert);
+    let stderr = String::from_utf8_lossy(&mozilla.stderr);
+    assert_eq!(mozilla.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("UnknownIssuer"), "{stderr}");
+
+    // A store with no certificate in it: one clear line, no handshake.
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "no certificates here\n").unwrap();
+    let out = send_hi(&host, &["--tls"], &empty);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "error: no usable CA certificate in SSL_CERT_FILE={}; while SSL_CERT_FILE or \
+             SSL_CERT_DIR is set, the system store is not read\n",
+            empty.display()
+        )
+    );
+}
+
+#[test]
+fn send_pins_a_self_signed_certificate_and_refuses_tls_options_without_tls() {
+    let (_dir, own, host) = self_signed_echo_host("");
+    let send = |extra: &[&str]| send_hi(&host, extra, &own.cert);
     let pinned = send(&["--tls-ca", own.cert.to_str().unwrap(), "--tls-self-signed"]);
     assert_eq!(String::from_utf8_lossy(&pinned.stdout), "\"hi\"\n");
-    // A client certificate needs TLS to be asked for.
-    let stray = send(&[
-        "--tls-cert",
-        own.cert.to_str().unwrap(),
-        "--tls-key",
-        own.key.to_str().unwrap(),
-    ]);
-    assert_eq!(
-        stray.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&stray.stderr)
-    );
+    // A client certificate, or a choice of roots, needs TLS to be asked for;
+    // a CA file leaves no roots to choose.
+    for stray in [
+        &[
+            "--tls-cert",
+            own.cert.to_str().unwrap(),
+            "--tls-key",
+            own.key.to_str().unwrap(),
+        ][..],
+        &["--tls-roots", "mozilla"],
+        &[
+            "--tls",
+            "--tls-ca",
+            own.cert.to_str().unwrap(),
+            "--tls-roots",
+            "mozilla",
+        ],
+    ] {
+        let out = send(stray);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{stray:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// Starts the host expecting it to refuse; returns its stderr.

@@ -114,10 +114,20 @@ pub fn server_security(
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("tls_on").args(["tls", "tls_ca"]).multiple(true)))]
 pub struct SendSecurityArgs {
-    /// Talk TLS, trusting servers with a certificate from a public CA (the
-    /// Mozilla root set, built in); --tls-ca trusts another CA instead.
+    /// Talk TLS, trusting servers with a certificate from a CA in the roots
+    /// that --tls-roots names; --tls-ca trusts another CA instead.
     #[arg(long)]
     tls: bool,
+    /// Which CAs --tls trusts.
+    #[arg(
+        long,
+        value_enum,
+        default_value_t,
+        value_name = "ROOTS",
+        requires = "tls",
+        conflicts_with = "tls_ca"
+    )]
+    tls_roots: TlsRoots,
     /// Talk TLS, trusting servers whose certificate a CA in this PEM file signed.
     #[arg(long, value_name = "F")]
     tls_ca: Option<PathBuf>,
@@ -152,13 +162,27 @@ pub struct SendSecurityArgs {
     replay_protection: bool,
 }
 
+/// The CAs `send --tls` trusts.
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+pub enum TlsRoots {
+    /// This machine's certificate store, as curl uses it (SSL_CERT_FILE and
+    /// SSL_CERT_DIR, when set, replace it).
+    #[default]
+    System,
+    /// The Mozilla root set built into arrpc-host, the same on every machine.
+    Mozilla,
+}
+
 impl SendSecurityArgs {
     /// Writes the flags given into the client's `config`.
     pub fn apply(&self, config: &mut ClientConfig) -> anyhow::Result<()> {
         let trust = match &self.tls_ca {
             Some(ca) if self.tls_self_signed => Some(Trust::Pinned(ca.clone())),
             Some(ca) => Some(Trust::CaFile(ca.clone())),
-            None => self.tls.then_some(Trust::PublicCas),
+            None => self.tls.then_some(match self.tls_roots {
+                TlsRoots::System => Trust::System,
+                TlsRoots::Mozilla => Trust::PublicCas,
+            }),
         };
         if let Some(trust) = trust {
             let identity = self.tls_cert.clone().zip(self.tls_key.clone());

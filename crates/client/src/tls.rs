@@ -1,12 +1,12 @@
 //! TLS for the client: which server certificate to trust, and which
 //! certificate (if any) to present for mutual TLS.
 //!
-//! Three ways to trust a server: a CA file or the public CAs (the Mozilla
-//! root set), with the server's name (the host part of the address, or
-//! [`Tls::server_name`]) checked against its certificate; or, as the seed
-//! offers, the server's own self-signed certificate, pinned: exactly those
-//! certificate bytes are accepted, whatever names they carry. TLS 1.2 and
-//! 1.3 only.
+//! Four ways to trust a server: a CA file, the CAs this machine trusts (its
+//! certificate store), or the public CAs of the Mozilla root set, with the
+//! server's name (the host part of the address, or [`Tls::server_name`])
+//! checked against its certificate; or, as the seed offers, the server's own
+//! self-signed certificate, pinned: exactly those certificate bytes are
+//! accepted, whatever names they carry. TLS 1.2 and 1.3 only.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,8 +35,15 @@ pub enum Trust {
     /// Exactly the self-signed certificate(s) in this PEM file (the seed's
     /// `tls_cafile` with `tls_self_signed=True`).
     Pinned(PathBuf),
+    /// Servers with a certificate from a CA this machine trusts, as curl and
+    /// openssl do: the operating system's store (`rustls-native-certs`; on
+    /// Linux the OpenSSL bundle and folder such as `/etc/ssl/certs`), or only
+    /// `SSL_CERT_FILE` and `SSL_CERT_DIR` when either is set. Read by
+    /// [`Tls::new`]; a company CA added to the store is trusted too.
+    System,
     /// Servers with a certificate from a public CA: the Mozilla root set,
-    /// built in (`webpki-roots`), so it is the same on every machine.
+    /// built in (`webpki-roots`), so it is the same on every machine
+    /// whatever its store holds.
     PublicCas,
 }
 
@@ -56,6 +63,10 @@ pub enum TlsError {
     Certificate { path: PathBuf, reason: String },
     #[error("{}: cannot use this certificate and key: {reason}", path.display())]
     Identity { path: PathBuf, reason: String },
+    /// [`Trust::System`] found nothing to trust: where it looked, what went
+    /// wrong there, and what to do.
+    #[error("{0}")]
+    NoSystemRoots(String),
 }
 
 /// Ready-to-use client TLS settings; cheap to clone.
@@ -85,6 +96,10 @@ impl Tls {
                 }
                 builder.with_root_certificates(roots)
             }
+            Trust::System => builder.with_root_certificates(system_roots(
+                rustls_native_certs::load_native_certs(),
+                &store_variables(),
+            )?),
             Trust::PublicCas => builder.with_root_certificates(RootCertStore::from_iter(
                 webpki_roots::TLS_SERVER_ROOTS.iter().cloned(),
             )),
@@ -139,6 +154,66 @@ impl Tls {
 fn host_of(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
     host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// The variables that replace the operating system's certificate store
+/// when set, as `NAME=value`.
+fn store_variables() -> Vec<String> {
+    ["SSL_CERT_FILE", "SSL_CERT_DIR"]
+        .into_iter()
+        .filter_map(|name| {
+            std::env::var_os(name).map(|value| format!("{name}={}", value.to_string_lossy()))
+        })
+        .collect()
+}
+
+/// The trust anchors among `loaded`, read from the store that `variables`
+/// (from [`store_variables`]) name. Certificates that cannot be read or
+/// parsed are skipped, as other TLS clients skip them, and counted in a
+/// warning; only a store with nothing usable left is an error.
+fn system_roots(
+    loaded: rustls_native_certs::CertificateResult,
+    variables: &[String],
+) -> Result<RootCertStore, TlsError> {
+    let store = if variables.is_empty() {
+        "the system certificate store".to_owned()
+    } else {
+        variables.join(" and ")
+    };
+    let mut roots = RootCertStore::empty();
+    let (added, unparsable) = roots.add_parsable_certificates(loaded.certs);
+    let mut problems = Vec::new();
+    if unparsable > 0 {
+        problems.push(format!("{unparsable} unparsable certificate(s)"));
+    }
+    if let Some(first) = loaded.errors.first() {
+        problems.push(format!(
+            "{} read error(s), the first: {first}",
+            loaded.errors.len()
+        ));
+    }
+    let problems = problems.join("; ");
+    if added == 0 {
+        let problems = if problems.is_empty() {
+            String::new()
+        } else {
+            format!(" ({problems})")
+        };
+        let hint = if variables.is_empty() {
+            "add CA certificates to it, or point SSL_CERT_FILE or SSL_CERT_DIR at PEM ones"
+        } else {
+            "while SSL_CERT_FILE or SSL_CERT_DIR is set, the system store is not read"
+        };
+        return Err(TlsError::NoSystemRoots(format!(
+            "no usable CA certificate in {store}{problems}; {hint}"
+        )));
+    }
+    if problems.is_empty() {
+        tracing::debug!("trusting {added} CA certificate(s) from {store}");
+    } else {
+        tracing::warn!("trusting {added} CA certificate(s) from {store}, skipping {problems}");
+    }
+    Ok(roots)
 }
 
 /// Accepts exactly the pinned certificates, as the server's own.
@@ -210,5 +285,55 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("/nonexistent/ca.pem: cannot read"), "{err}");
+    }
+
+    /// A PEM block that decodes, but to no certificate.
+    const NOT_DER: &str = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+
+    /// Loads `pem` as `SSL_CERT_FILE` would be, without touching the
+    /// process environment.
+    fn load(pem: &str) -> rustls_native_certs::CertificateResult {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), pem).unwrap();
+        rustls_native_certs::load_certs_from_paths(Some(file.path()), None)
+    }
+
+    #[test]
+    fn unusable_certificates_in_the_system_store_are_skipped() {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        let roots = system_roots(load(&format!("{NOT_DER}{}", ca.pem())), &[]).unwrap();
+        assert_eq!(roots.len(), 1);
+    }
+
+    #[test]
+    fn a_system_store_with_nothing_usable_says_where_it_looked() {
+        let err = system_roots(load(NOT_DER), &["SSL_CERT_FILE=store.pem".into()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "no usable CA certificate in SSL_CERT_FILE=store.pem (1 unparsable certificate(s)); \
+             while SSL_CERT_FILE or SSL_CERT_DIR is set, the system store is not read"
+        );
+
+        let loaded = rustls_native_certs::load_certs_from_paths(
+            Some(Path::new("/nonexistent/ca.pem")),
+            None,
+        );
+        let err = system_roots(loaded, &[]).unwrap_err().to_string();
+        let store = "no usable CA certificate in the system certificate store";
+        assert!(
+            err.starts_with(&format!("{store} (1 read error(s), the first: ")),
+            "{err}"
+        );
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+        assert!(
+            err.ends_with("point SSL_CERT_FILE or SSL_CERT_DIR at PEM ones"),
+            "{err}"
+        );
     }
 }
