@@ -88,6 +88,8 @@ fn send_fails_with_one_line_and_nonzero_exit() {
         err.starts_with("error: failed to connect to") && err.contains("after 2 attempts"),
         "{err}"
     );
+    // The reason is given once, not repeated by the error chain.
+    assert_eq!(err.matches("os error 111").count(), 1, "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 

@@ -11,7 +11,7 @@
 //! [`RpcClient::call_raw_traced`]) in a trace envelope, which `arrpc-host`
 //! continues; the Python seed server does not know trace envelopes. With
 //! the cargo feature `metrics`, calls are measured into a
-//! `prometheus-client` registry ([`ClientMetrics`]).
+//! `prometheus-client` registry (`ClientMetrics`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), arrpc_client::Error> {
@@ -91,11 +91,13 @@ impl ClientConfig {
     }
 }
 
-/// What went wrong with a request; mirrors the seed's exceptions.
+/// What went wrong with a request; mirrors the seed's exceptions. Where a
+/// lower-level error caused it, that is its [`source`](std::error::Error::source),
+/// not part of its text, so a chain printer (anyhow's `{:#}`) shows it once.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No connection could be made (the seed's `ConnectException`).
-    #[error("failed to connect to {addr} after {attempts} attempts: {source}")]
+    #[error("failed to connect to {addr} after {attempts} attempts")]
     Connect {
         addr: String,
         attempts: u32,
@@ -106,7 +108,7 @@ pub enum Error {
     Timeout { addr: String, after: Duration },
     /// The TLS handshake failed or timed out; not retried, since another
     /// attempt would meet the same certificates.
-    #[error("TLS handshake with {addr} failed: {source}")]
+    #[error("TLS handshake with {addr} failed")]
     Tls {
         addr: String,
         source: std::io::Error,
@@ -118,10 +120,10 @@ pub enum Error {
     #[error("remote error: {0}")]
     Rpc(String),
     /// The connection failed mid-request or the reply was not MessagePack.
-    #[error("connection to {addr} failed: {source}")]
+    #[error("connection to {addr} failed")]
     Transport { addr: String, source: ReadError },
     /// The message could not be encoded as MessagePack.
-    #[error("cannot encode message: {0}")]
+    #[error("cannot encode message")]
     Encode(#[from] rmp_serde::encode::Error),
     /// The reply did not have the type asked for.
     #[error("cannot decode reply: {0}")]

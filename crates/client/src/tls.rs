@@ -26,8 +26,10 @@ use tokio_rustls::rustls::{
     self, CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 
-/// Whom the client trusts to be the server.
+/// Whom the client trusts to be the server. More ways may be added, so a
+/// `match` on it needs a catch-all arm.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Trust {
     /// Servers with a certificate signed by a CA in this PEM file (the
     /// seed's `tls_cafile`).
