@@ -110,6 +110,10 @@ pub async fn serve<S>(
     let mut draining = false;
     let idle = sleep(limits.idle_timeout);
     tokio::pin!(idle);
+    // Made once: a wait made anew on every turn of the loop would register
+    // with the shared signal and unregister again for every message.
+    let shutting_down = shutdown.recv();
+    tokio::pin!(shutting_down);
 
     while reading || !owed.is_empty() {
         tokio::select! {
@@ -166,7 +170,7 @@ pub async fn serve<S>(
                 tracing::debug!(peer = %peer, "closing idle connection");
                 break;
             }
-            _ = shutdown.recv(), if reading => {
+            _ = &mut shutting_down, if reading => {
                 reading = false;
                 draining = true;
             }
