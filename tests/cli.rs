@@ -221,3 +221,42 @@ fn rust_client_round_trip_typed_and_raw() {
     assert_eq!(reply, message);
     assert_eq!(&client.send_raw(&[0xc3]).unwrap()[..], [0xc3]);
 }
+
+#[test]
+fn send_continues_a_trace_it_is_given() {
+    let host = Host::start(&format!(
+        "[server]\ndefault_handler = \"misbehave\"\n{}",
+        handler("misbehave", "misbehave", "")
+    ));
+    let addr = host.addr.to_string();
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    // With tracing off the host hands the caller's context to the handler
+    // unchanged, which `context` prints back; bare and RPC alike.
+    for rpc in [&[][..], &["--handler", "misbehave"]] {
+        let mut args = vec!["send", "--addr", &addr, "--traceparent", traceparent];
+        args.extend_from_slice(rpc);
+        args.push(if rpc.is_empty() {
+            "\"context\""
+        } else {
+            "[\"context\"]"
+        });
+        let out = run(&args, b"");
+        assert!(out.status.success(), "{}", stderr(&out));
+        let context: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(context["traceparent"], traceparent, "{context}");
+    }
+    let out = run(&["send", "--addr", &addr, "\"context\""], b"");
+    let context: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(context["traceparent"], serde_json::Value::Null);
+
+    let out = run(
+        &["send", "--addr", &addr, "--traceparent", "00-abc-01", "1"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("expected `00-<32 hex trace id>"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -40,6 +40,13 @@ pub struct SendArgs {
     /// Message and reply are raw MessagePack bytes (stdin/--file to stdout).
     #[arg(long)]
     raw: bool,
+    /// Continue this W3C trace (`00-<trace id>-<parent id>-<flags>`): the
+    /// message travels in a trace envelope, and the host's span for it (or,
+    /// with tracing off, its handler) gets this context. Only for
+    /// `arrpc-host`: the Python seed's server takes the envelope for the
+    /// message.
+    #[arg(long, value_parser = parse_traceparent)]
+    traceparent: Option<String>,
     /// Log connection attempts and other detail.
     #[arg(long)]
     pub debug: bool,
@@ -77,12 +84,22 @@ fn send(args: &SendArgs) -> anyhow::Result<()> {
     config.connect_timeout = args.timeout;
     config.connect_attempts = args.retries.max(1);
     args.security.apply(&mut config)?;
-    let reply = match &args.handler {
-        Some(handler) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(RpcClient::new(config).call_raw(handler, &message))?,
-        None => BlockingClient::new(config)?.send_raw(&message)?,
+    let reply = match (&args.handler, &args.traceparent) {
+        (Some(handler), traceparent) => {
+            let client = RpcClient::new(config);
+            let call = async {
+                match traceparent {
+                    Some(tp) => client.call_raw_traced(handler, &message, tp).await,
+                    None => client.call_raw(handler, &message).await,
+                }
+            };
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(call)?
+        }
+        (None, Some(tp)) => BlockingClient::new(config)?.send_raw_traced(&message, tp)?,
+        (None, None) => BlockingClient::new(config)?.send_raw(&message)?,
     };
 
     let mut stdout = std::io::stdout().lock();
@@ -96,6 +113,12 @@ fn send(args: &SendArgs) -> anyhow::Result<()> {
         writeln!(stdout, "{}", to_json(value))?;
     }
     Ok(())
+}
+
+fn parse_traceparent(text: &str) -> Result<String, String> {
+    arrpc_wire::trace::check_traceparent(text)
+        .map(|()| text.to_owned())
+        .map_err(str::to_owned)
 }
 
 fn read_input(args: &SendArgs) -> anyhow::Result<Vec<u8>> {

@@ -36,4 +36,10 @@ impl BlockingClient {
     pub fn send_raw(&mut self, message: &[u8]) -> Result<Bytes, Error> {
         self.runtime.block_on(self.inner.send_raw(message))
     }
+
+    /// See [`Client::send_raw_traced`].
+    pub fn send_raw_traced(&mut self, message: &[u8], traceparent: &str) -> Result<Bytes, Error> {
+        self.runtime
+            .block_on(self.inner.send_raw_traced(message, traceparent))
+    }
 }

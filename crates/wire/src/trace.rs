@@ -14,6 +14,31 @@ use crate::frame::is_single_value;
 const TRACE_KEY: &str = "arrpc.trace";
 const DATA_KEY: &str = "data";
 
+/// Why a `traceparent` is not one a receiver would continue.
+pub fn check_traceparent(text: &str) -> Result<(), &'static str> {
+    let hex = |part: &str, len: usize| {
+        part.len() == len && part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let zero = |part: &str| part.bytes().all(|b| b == b'0');
+    let parts: Vec<&str> = text.split('-').collect();
+    match parts[..] {
+        [version, trace_id, parent_id, flags]
+            if hex(version, 2) && hex(trace_id, 32) && hex(parent_id, 16) && hex(flags, 2) =>
+        {
+            if version == "ff" {
+                Err("version ff is invalid")
+            } else if zero(trace_id) {
+                Err("the trace id is all zeros")
+            } else if zero(parent_id) {
+                Err("the parent id is all zeros")
+            } else {
+                Ok(())
+            }
+        }
+        _ => Err("expected `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, lowercase"),
+    }
+}
+
 /// Wraps `message` (one MessagePack value) with its `traceparent`.
 pub fn wrap(traceparent: &str, message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + traceparent.len() + 24);
@@ -98,6 +123,41 @@ mod tests {
     use super::*;
 
     const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn traceparents_are_checked_as_w3c_defines_them() {
+        assert_eq!(check_traceparent(TP), Ok(()));
+        for (bad, why) in [
+            ("", "expected"),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+                "expected",
+            ),
+            (
+                "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+                "expected",
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+                "expected",
+            ),
+            (
+                "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                "ff",
+            ),
+            (
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                "trace id",
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+                "parent id",
+            ),
+        ] {
+            let err = check_traceparent(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn wrapped_messages_come_back_byte_for_byte() {
