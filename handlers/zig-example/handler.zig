@@ -1,0 +1,331 @@
+//! An arrpc-host handler in Zig: echo and sum, chosen by the served name.
+//!
+//! The bindings for the `handler` world of wit/handler.wit are the C ones
+//! committed in handlers/c-bindings: Zig compiles their handler.c, links
+//! their component type and imports handler.h. A name ending in "echo"
+//! returns the payload unchanged; one ending in "sum" adds up numbers with
+//! the same input, output and error texts as the Rust `sum` handler, reading
+//! and writing MessagePack with the few lines below.
+//!
+//! Ownership follows wit-bindgen's C rules: the arguments belong to this
+//! function and must be freed or handed on; `ret` and `err` must point to
+//! malloc'd memory, which the bindings free after the host copied it.
+
+const std = @import("std");
+const c = @cImport(@cInclude("handler.h"));
+
+/// A format string: the braces are doubled for std.fmt.
+const expected = "an array of numbers or {{\"numbers\": [...]}}";
+
+/// Sets `err` to a formatted text and returns false, for `return fail(...)`.
+fn fail(err: *c.handler_string_t, comptime format: []const u8, args: anytype) bool {
+    var text: [256]u8 = undefined;
+    const message = std.fmt.bufPrint(&text, format, args) catch text[0..];
+    c.handler_string_dup_n(err, message.ptr, message.len);
+    return false;
+}
+
+fn bytes(ptr: [*c]u8, len: usize) []const u8 {
+    return if (len == 0) &.{} else ptr[0..len];
+}
+
+/// A MessagePack reader over one message.
+const Reader = struct {
+    buf: []const u8,
+    pos: usize = 0,
+
+    const Error = error{Truncated};
+
+    fn peek(r: *const Reader) Error!u8 {
+        if (r.pos >= r.buf.len) return error.Truncated;
+        return r.buf[r.pos];
+    }
+
+    fn take(r: *Reader, n: usize) Error![]const u8 {
+        if (r.buf.len - r.pos < n) return error.Truncated;
+        defer r.pos += n;
+        return r.buf[r.pos..][0..n];
+    }
+
+    fn int(r: *Reader, comptime T: type) Error!T {
+        const raw = try r.take(@sizeOf(T));
+        return std.mem.readInt(T, raw[0..@sizeOf(T)], .big);
+    }
+
+    /// The length that follows a str, bin or ext marker, or an array or
+    /// map header's count, read as a big-endian integer of `size` bytes.
+    fn length(r: *Reader, size: u8) Error!u32 {
+        return switch (size) {
+            1 => try r.int(u8),
+            2 => try r.int(u16),
+            else => try r.int(u32),
+        };
+    }
+
+    /// Skips one whole value, checking that it lies inside the message.
+    fn skip(r: *Reader) Error!void {
+        var left: u64 = 1;
+        while (left > 0) : (left -= 1) {
+            const m = (try r.take(1))[0];
+            switch (m) {
+                0x00...0x7f, 0xe0...0xff, 0xc0, 0xc2, 0xc3 => {},
+                0x80...0x8f => left += 2 * @as(u64, m & 0x0f),
+                0x90...0x9f => left += m & 0x0f,
+                0xa0...0xbf => _ = try r.take(m & 0x1f),
+                0xc4, 0xd9 => _ = try r.take(try r.length(1)),
+                0xc5, 0xda => _ = try r.take(try r.length(2)),
+                0xc6, 0xdb => _ = try r.take(try r.length(4)),
+                0xc7 => _ = try r.take(@as(usize, try r.length(1)) + 1),
+                0xc8 => _ = try r.take(@as(usize, try r.length(2)) + 1),
+                0xc9 => _ = try r.take(@as(usize, try r.length(4)) + 1),
+                0xca, 0xce, 0xd2 => _ = try r.take(4),
+                0xcb, 0xcf, 0xd3 => _ = try r.take(8),
+                0xcc, 0xd0 => _ = try r.take(1),
+                0xcd, 0xd1 => _ = try r.take(2),
+                0xd4 => _ = try r.take(2),
+                0xd5 => _ = try r.take(3),
+                0xd6 => _ = try r.take(5),
+                0xd7 => _ = try r.take(9),
+                0xd8 => _ = try r.take(17),
+                0xdc => left += try r.length(2),
+                0xdd => left += try r.length(4),
+                0xde => left += 2 * @as(u64, try r.length(2)),
+                0xdf => left += 2 * @as(u64, try r.length(4)),
+                0xc1 => return error.Truncated,
+            }
+        }
+    }
+
+    /// An array's element count, or null if the next value is no array.
+    fn array(r: *Reader) Error!?u32 {
+        const m = try r.peek();
+        switch (m) {
+            0x90...0x9f => {
+                r.pos += 1;
+                return m & 0x0f;
+            },
+            0xdc, 0xdd => {
+                r.pos += 1;
+                return try r.length(if (m == 0xdc) 2 else 4);
+            },
+            else => return null,
+        }
+    }
+
+    /// A map's entry count, or null if the next value is no map.
+    fn map(r: *Reader) Error!?u32 {
+        const m = try r.peek();
+        switch (m) {
+            0x80...0x8f => {
+                r.pos += 1;
+                return m & 0x0f;
+            },
+            0xde, 0xdf => {
+                r.pos += 1;
+                return try r.length(if (m == 0xde) 2 else 4);
+            },
+            else => return null,
+        }
+    }
+
+    /// A string's bytes, or null if the next value is no string.
+    fn str(r: *Reader) Error!?[]const u8 {
+        const m = try r.peek();
+        const len: u32 = switch (m) {
+            0xa0...0xbf => blk: {
+                r.pos += 1;
+                break :blk m & 0x1f;
+            },
+            0xd9, 0xda, 0xdb => blk: {
+                r.pos += 1;
+                break :blk try r.length(@as(u8, 1) << @intCast(m - 0xd9));
+            },
+            else => return null,
+        };
+        return try r.take(len);
+    }
+};
+
+/// Names a value's MessagePack type for error messages, with its article.
+fn kind(marker: u8) []const u8 {
+    return switch (marker) {
+        0xc0 => "nil",
+        0xc2, 0xc3 => "a boolean",
+        0x00...0x7f, 0xe0...0xff, 0xcc...0xd3 => "an integer",
+        0xca, 0xcb => "a float",
+        0xa0...0xbf, 0xd9...0xdb => "a string",
+        0xc4...0xc6 => "binary data",
+        0x90...0x9f, 0xdc, 0xdd => "an array",
+        0x80...0x8f, 0xde, 0xdf => "a map",
+        else => "an extension value",
+    };
+}
+
+/// Moves `r` to the first number in either accepted shape; returns how many.
+fn findNumbers(r: *Reader, err: *c.handler_string_t) Reader.Error!?u32 {
+    if (try r.array()) |count| return count;
+    const entries = try r.map() orelse {
+        _ = fail(err, "sum: expected " ++ expected ++ ", got {s}", .{kind(try r.peek())});
+        return null;
+    };
+    var found: ?usize = null;
+    for (0..entries) |_| {
+        const marker = try r.peek();
+        const key = try r.str() orelse {
+            _ = fail(err, "sum: expected " ++ expected ++ ", got a map with a key that is {s}", .{kind(marker)});
+            return null;
+        };
+        if (!std.mem.eql(u8, key, "numbers")) {
+            _ = fail(err, "sum: expected " ++ expected ++ ", got a map with the key \"{s}\"", .{key});
+            return null;
+        }
+        found = r.pos;
+        try r.skip();
+    }
+    r.pos = found orelse {
+        _ = fail(err, "sum: expected " ++ expected ++ ", got a map without \"numbers\"", .{});
+        return null;
+    };
+    return try r.array() orelse {
+        _ = fail(err, "sum: expected " ++ expected ++ ", got \"numbers\" holding {s}", .{kind(try r.peek())});
+        return null;
+    };
+}
+
+/// Appends MessagePack values to a buffer big enough for them.
+const Writer = struct {
+    buf: [*]u8,
+    len: usize = 0,
+
+    fn put(w: *Writer, comptime T: type, marker: ?u8, value: T) void {
+        if (marker) |m| {
+            w.buf[w.len] = m;
+            w.len += 1;
+        }
+        std.mem.writeInt(T, w.buf[w.len..][0..@sizeOf(T)], value, .big);
+        w.len += @sizeOf(T);
+    }
+
+    fn str(w: *Writer, s: []const u8) void {
+        w.put(u8, null, 0xa0 | @as(u8, @intCast(s.len)));
+        @memcpy(w.buf[w.len..][0..s.len], s);
+        w.len += s.len;
+    }
+
+    fn uint(w: *Writer, n: u64) void {
+        if (n < 0x80) {
+            w.put(u8, null, @intCast(n));
+        } else if (n <= std.math.maxInt(u8)) {
+            w.put(u8, 0xcc, @intCast(n));
+        } else if (n <= std.math.maxInt(u16)) {
+            w.put(u16, 0xcd, @intCast(n));
+        } else if (n <= std.math.maxInt(u32)) {
+            w.put(u32, 0xce, @intCast(n));
+        } else {
+            w.put(u64, 0xcf, n);
+        }
+    }
+
+    /// A negative integer.
+    fn int(w: *Writer, n: i64) void {
+        if (n >= -32) {
+            w.put(i8, null, @intCast(n));
+        } else if (n >= std.math.minInt(i8)) {
+            w.put(i8, 0xd0, @intCast(n));
+        } else if (n >= std.math.minInt(i16)) {
+            w.put(i16, 0xd1, @intCast(n));
+        } else if (n >= std.math.minInt(i32)) {
+            w.put(i32, 0xd2, @intCast(n));
+        } else {
+            w.put(i64, 0xd3, n);
+        }
+    }
+
+    fn double(w: *Writer, x: f64) void {
+        w.put(u64, 0xcb, @bitCast(x));
+    }
+};
+
+fn sum(payload: []const u8, ret: *c.handler_list_u8_t, err: *c.handler_string_t) bool {
+    var r = Reader{ .buf = payload };
+    r.skip() catch return fail(err, "sum: invalid MessagePack", .{});
+    r.pos = 0;
+    // The whole value was checked above, so no read below runs past it.
+    return sumChecked(&r, ret, err) catch fail(err, "sum: invalid MessagePack", .{});
+}
+
+fn sumChecked(r: *Reader, ret: *c.handler_list_u8_t, err: *c.handler_string_t) Reader.Error!bool {
+    const count = try findNumbers(r, err) orelse return false;
+    // 128 bits hold any sum of the 64-bit integers one message can carry.
+    var exact: i128 = 0;
+    var total: f64 = 0;
+    var any_float = false;
+    for (0..count) |i| {
+        const m = (try r.take(1))[0];
+        const n: i128 = switch (m) {
+            0x00...0x7f => m,
+            0xe0...0xff => @as(i8, @bitCast(m)),
+            0xcc => try r.int(u8),
+            0xcd => try r.int(u16),
+            0xce => try r.int(u32),
+            0xcf => try r.int(u64),
+            0xd0 => try r.int(i8),
+            0xd1 => try r.int(i16),
+            0xd2 => try r.int(i32),
+            0xd3 => try r.int(i64),
+            0xca, 0xcb => {
+                any_float = true;
+                total += if (m == 0xca) @as(f32, @bitCast(try r.int(u32))) else @as(f64, @bitCast(try r.int(u64)));
+                continue;
+            },
+            else => return fail(err, "sum: expected " ++ expected ++ ", got {s} at index {d}", .{ kind(m), i }),
+        };
+        exact += n;
+        total += @floatFromInt(n);
+    }
+    const out: [*]u8 = @ptrCast(std.c.malloc(64) orelse return fail(err, "sum: out of memory", .{}));
+    var w = Writer{ .buf = out };
+    w.put(u8, null, 0x82);
+    w.str("sum");
+    if (any_float) {
+        w.double(total);
+    } else if (exact >= 0 and exact <= std.math.maxInt(u64)) {
+        w.uint(@intCast(exact));
+    } else if (exact < 0 and exact >= std.math.minInt(i64)) {
+        w.int(@intCast(exact));
+    } else {
+        std.c.free(out);
+        return fail(err, "sum: integer overflow", .{});
+    }
+    w.str("count");
+    w.uint(count);
+    ret.ptr = out;
+    ret.len = w.len;
+    return true;
+}
+
+export fn exports_handler_handle(
+    ctx: *c.handler_context_t,
+    payload: *c.handler_list_u8_t,
+    ret: *c.handler_list_u8_t,
+    err: *c.handler_string_t,
+) bool {
+    const name = bytes(ctx.handler.ptr, ctx.handler.len);
+    var ok: bool = undefined;
+    if (std.mem.endsWith(u8, name, "echo")) {
+        // Hand the payload's memory over as the reply.
+        ret.* = payload.*;
+        payload.ptr = null;
+        payload.len = 0;
+        ok = true;
+    } else if (std.mem.endsWith(u8, name, "sum")) {
+        ok = sum(bytes(payload.ptr, payload.len), ret, err);
+    } else {
+        // stderr goes to the host's log, tagged with handler and request id.
+        std.io.getStdErr().writer().print("no operation for the name {s}\n", .{name}) catch {};
+        ok = fail(err, "{s}: serve this component under a name ending in echo or sum", .{name});
+    }
+    c.handler_list_u8_free(payload);
+    c.handler_context_free(ctx);
+    return ok;
+}
