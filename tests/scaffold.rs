@@ -84,6 +84,11 @@ fn c_skeleton() {
 }
 
 #[test]
+fn zig_skeleton() {
+    skeleton_builds_and_serves("zig");
+}
+
+#[test]
 fn a_bad_name_or_language_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(HOST)

@@ -31,7 +31,7 @@ enum Command {
     Check(ConfigArgs),
     /// Send one message to an arrpc server and print the reply.
     Send(send::SendArgs),
-    /// Write a handler skeleton (Rust, Python, JavaScript or C) and print its config entry.
+    /// Write a handler skeleton (Rust, Python, JavaScript, C or Zig) and print its config entry.
     New(new::NewArgs),
 }
 

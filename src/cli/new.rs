@@ -1,9 +1,9 @@
 //! `arrpc-host new`: writes a handler skeleton that builds and serves as it
-//! is, in Rust, Python, JavaScript or C, and prints its `[[handler]]` entry.
+//! is, in Rust, Python, JavaScript, C or Zig, and prints its `[[handler]]` entry.
 //!
 //! Skeletons echo the message back; each file says where to put real work.
 //! Every skeleton except Rust's carries its own copy of `wit/handler.wit`,
-//! and the C one the C bindings generated from it, so it builds wherever it
+//! and the C and Zig ones the C bindings generated from it, so it builds wherever it
 //! is moved. Paths in the printed entry are relative to the current folder,
 //! where `arrpc.toml` is expected to live.
 
@@ -18,7 +18,8 @@ use clap::{Args, ValueEnum};
 const WIT: &str = include_str!("../../wit/handler.wit");
 
 /// The committed C bindings of the WIT (`handlers/c-bindings`), copied as
-/// they are into a C skeleton's `gen/` so building it needs no wit-bindgen.
+/// they are into a C or Zig skeleton's `gen/` so building it needs no
+/// wit-bindgen.
 const C_BINDINGS: &[(&str, &[u8])] = &[
     (
         "gen/handler.h",
@@ -35,7 +36,7 @@ const C_BINDINGS: &[(&str, &[u8])] = &[
 ];
 
 /// Where `handlers/install-toolchains.sh` puts the WASI preview1 reactor
-/// adapter that C components need.
+/// adapter that C and Zig components need.
 const ADAPTER: &str = "handlers/.toolchains/wasi_snapshot_preview1.reactor.wasm";
 
 #[derive(Debug, Args)]
@@ -63,6 +64,7 @@ enum Lang {
     Python,
     Js,
     C,
+    Zig,
 }
 
 pub fn run(args: &NewArgs) -> anyhow::Result<()> {
@@ -115,9 +117,14 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
             ("build.sh", include_str!("templates/c/build.sh")),
             ("wit/handler.wit", WIT),
         ],
+        Lang::Zig => &[
+            ("handler.zig", include_str!("templates/zig/handler.zig")),
+            ("build.sh", include_str!("templates/zig/build.sh")),
+            ("wit/handler.wit", WIT),
+        ],
     };
     let copies = match args.lang {
-        Lang::C => C_BINDINGS,
+        Lang::C | Lang::Zig => C_BINDINGS,
         _ => &[],
     };
     let filled = files

@@ -1,0 +1,23 @@
+//! `{{name}}`: an arrpc-host handler in Zig.
+//!
+//! `payload` holds one MessagePack value, the bytes the client sent; set
+//! `ret` to one MessagePack value (malloc'd memory) and return true, or set
+//! `err` (e.g. with handler_string_dup_n) and return false: the client
+//! receives `arrpc.error.RpcException: <text>`. The arguments belong to this
+//! function. stdout and stderr go to the host's log. The bindings in gen/
+//! are the C ones for wit/handler.wit.
+
+const c = @cImport(@cInclude("handler.h"));
+
+export fn exports_handler_handle(
+    ctx: *c.handler_context_t,
+    payload: *c.handler_list_u8_t,
+    ret: *c.handler_list_u8_t,
+    err: *c.handler_string_t,
+) bool {
+    _ = err;
+    // Hand the payload's memory over as the reply.
+    ret.* = payload.*;
+    c.handler_context_free(ctx);
+    return true;
+}
