@@ -3,10 +3,6 @@
 //! to an OTLP receiver run by the test and linked to the client's span,
 //! trace context handed to the handler and its log lines, JSON logs, and a
 //! graceful drain on SIGTERM under load.
-//!
-//! Auth failures are not counted here: the signed-envelope check is not on
-//! the message path of this build. `Metrics::auth_failure` is what that
-//! check calls when it refuses a message.
 
 mod common;
 
@@ -404,6 +400,70 @@ fn spans_continue_the_client_trace_and_reach_the_handler() {
         )
     );
     assert!(attribute(&host_span, "reply_bytes").is_some());
+}
+
+/// With `telemetry.sample_ratio`, a message whose caller sampled its trace
+/// gets a span; one that starts a trace is sampled at the ratio (here 0),
+/// and one whose caller did not sample gets none. Unsampled messages are
+/// handled as with tracing off: the handler gets the caller's context, if
+/// any, unchanged.
+#[test]
+fn with_a_sample_ratio_only_sampled_messages_get_a_span() {
+    let receiver = Receiver::start();
+    let mut host = Host::start(&format!(
+        "[telemetry]\notlp_endpoint = \"http://{}\"\nsample_ratio = 0.0\n{}",
+        receiver.addr,
+        handler("misbehave", "misbehave", "")
+    ));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client =
+        arrpc_client::RpcClient::new(arrpc_client::ClientConfig::new(host.addr.to_string()));
+    let params = encode(&Value::Array(vec![str_value("context")]));
+    let handed = |traceparent: Option<&str>| -> Value {
+        let reply = match traceparent {
+            Some(tp) => runtime.block_on(client.call_raw_traced("misbehave", &params, tp)),
+            None => runtime.block_on(client.call_raw("misbehave", &params)),
+        };
+        map_get(&decode(&reply.unwrap()), "traceparent").clone()
+    };
+    let sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let unsampled = "00-5bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+
+    for _ in 0..20 {
+        assert_eq!(handed(None), Value::Nil);
+    }
+    assert_eq!(handed(Some(unsampled)), str_value(unsampled));
+    let child = handed(Some(sampled));
+    let child = child.as_str().unwrap();
+    assert!(
+        child.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+            && child.ends_with("-01")
+            && !child.contains("00f067aa0ba902b7"),
+        "{child}"
+    );
+
+    // SIGTERM flushes the host's spans before it exits.
+    let status = Command::new("kill")
+        .args(["-TERM", &host.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(host.child().wait().unwrap().success());
+    let (_, span) = receiver.wait_for(
+        "arrpc.message",
+        &hex::decode("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+    );
+    assert_eq!(hex::encode(&span.parent_span_id), "00f067aa0ba902b7");
+    let spans = receiver.spans.lock().unwrap();
+    let messages: Vec<_> = spans
+        .iter()
+        .filter(|(_, s)| s.name == "arrpc.message")
+        .map(|(_, s)| hex::encode(&s.trace_id))
+        .collect();
+    assert_eq!(messages.len(), 1, "{messages:?}");
 }
 
 #[test]

@@ -8,15 +8,18 @@
 //! `traceparent`, when valid, passes to the handler unchanged.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::Context;
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry::trace::{SpanKind, TraceContextExt, TracerProvider as _};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, SdkTracerProvider, ShouldSample,
+};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -29,6 +32,10 @@ const TRACEPARENT: &str = "traceparent";
 
 /// Whether spans are exported; set once at start.
 static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// With `telemetry.sample_ratio`: the sampler for messages that start a
+/// trace, consulted before their span is made.
+static ROOT_SAMPLER: OnceLock<Sampler> = OnceLock::new();
 
 /// Why tracing could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -116,9 +123,11 @@ pub fn provider(config: &TelemetryConfig) -> Result<Option<SdkTracerProvider>, O
         .with_batch_exporter(exporter)
         .with_resource(resource.build());
     if let Some(ratio) = config.sample_ratio {
-        builder = builder.with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            ratio,
-        ))));
+        // Messages are sampled in `message_trace`, before their span exists,
+        // so an unsampled one costs next to nothing; every span that is made
+        // is then kept.
+        let _ = ROOT_SAMPLER.set(Sampler::TraceIdRatioBased(ratio));
+        builder = builder.with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
     }
     Ok(Some(builder.build()))
 }
@@ -160,6 +169,25 @@ impl MessageTrace {
     }
 }
 
+/// Whether a message gets a span, when `telemetry.sample_ratio` is set: a
+/// caller's context decides for its trace by its sampled flag, and a new
+/// trace is sampled at the ratio. An unsampled message is treated as with
+/// tracing off: no span, the caller's context (if any) passed on unchanged.
+fn sampled(parent: Option<&Context>) -> bool {
+    let Some(sampler) = ROOT_SAMPLER.get() else {
+        return true;
+    };
+    match parent {
+        Some(cx) => cx.span().span_context().is_sampled(),
+        None => {
+            let trace_id = RandomIdGenerator::default().new_trace_id();
+            let result =
+                sampler.should_sample(None, trace_id, "arrpc.message", &SpanKind::Server, &[], &[]);
+            result.decision == SamplingDecision::RecordAndSample
+        }
+    }
+}
+
 /// Starts the trace of one message for `handler`, continuing the caller's
 /// trace when `incoming` is a valid W3C `traceparent`.
 pub fn message_trace(
@@ -177,7 +205,7 @@ pub fn message_trace(
     let parent_valid = parent
         .as_ref()
         .is_some_and(|cx| cx.span().span_context().is_valid());
-    if !enabled() {
+    if !enabled() || !sampled(parent.as_ref().filter(|_| parent_valid)) {
         if !parent_valid {
             return MessageTrace::none();
         }
