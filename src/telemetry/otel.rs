@@ -5,7 +5,8 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
 //! variables is set (`OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`
 //! turn it off again). When off, no span is created and the caller's
-//! `traceparent`, when valid, passes to the handler unchanged.
+//! `traceparent`, when valid, passes to the handler unchanged; so it does
+//! for a message that `telemetry.sample_ratio` leaves unsampled.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
