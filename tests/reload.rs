@@ -243,11 +243,7 @@ fn restart_only_settings_are_reported_not_ignored() {
 #[test]
 fn sighup_reloads_the_config() {
     let host = Host::start(&handler("echo", "echo", ""));
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &host.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    host.signal("HUP");
     host.wait_for_log("SIGHUP: reloading config");
     host.wait_for_log("config reloaded");
     assert_eq!(host.connect().call(&[0x02]), [0x02]);

@@ -369,11 +369,7 @@ fn spans_continue_the_client_trace_and_reach_the_handler() {
     assert!(line.contains(&format!("trace_id={trace_hex}")), "{line}");
 
     // SIGTERM flushes the host's spans before it exits.
-    let status = Command::new("kill")
-        .args(["-TERM", &host.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    host.signal("TERM");
     assert!(host.child().wait().unwrap().success());
 
     let (service, client_span) = receiver.wait_for("client call", &trace_id);
@@ -446,11 +442,7 @@ fn with_a_sample_ratio_only_sampled_messages_get_a_span() {
     );
 
     // SIGTERM flushes the host's spans before it exits.
-    let status = Command::new("kill")
-        .args(["-TERM", &host.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    host.signal("TERM");
     assert!(host.child().wait().unwrap().success());
     let (_, span) = receiver.wait_for(
         "arrpc.message",
@@ -509,11 +501,7 @@ fn sigterm_under_load_answers_every_accepted_message_then_exits_0() {
     // Every slow message has been read by now (it takes 1.5 s to answer).
     thread::sleep(Duration::from_millis(300));
     let signalled = Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &host.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    host.signal("TERM");
     host.wait_for_log("stop signal: draining");
     // Not ready once draining has begun; still alive.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -551,11 +539,10 @@ fn a_second_signal_exits_at_once() {
     let mut wire = host.connect();
     wire.write(&encode(&str_value("sleep:30000")));
     thread::sleep(Duration::from_millis(300));
-    let pid = host.pid().to_string();
     let started = Instant::now();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    host.signal("TERM");
     host.wait_for_log("stop signal: draining");
-    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    host.signal("INT");
     let exit = host.child().wait().unwrap();
     assert_eq!(exit.code(), Some(130));
     assert!(started.elapsed() < Duration::from_secs(20));

@@ -171,6 +171,15 @@ impl Host {
         self.child.id()
     }
 
+    /// Sends the host a signal by name (`TERM`, `INT`, `HUP`) with `kill`.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{name}"), self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
     pub fn child(&mut self) -> &mut Child {
         &mut self.child
     }
