@@ -285,31 +285,20 @@ impl Handler {
             .traceparent
             .and_then(|tp| tp.split('-').nth(1))
             .map(Arc::from);
-        let warm = lock(&self.idle).pop();
-        let (mut store, guest, served) = match warm {
-            Some(Warm {
-                store,
-                guest,
-                served,
-            }) => (store, Some(guest), served),
-            None => (
-                self.new_store(request.request_id, trace_id.clone())?,
-                None,
-                0,
-            ),
-        };
-        self.begin(&mut store, request.request_id, trace_id);
-        let context = Context {
-            handler: &self.name,
-            request_id: request.request_id,
-            peer: request.peer,
-            timeout_ms: self.timeout.as_millis().try_into().unwrap_or(u32::MAX),
-            traceparent: request.traceparent,
-        };
+        let (mut store, guest, served) = self.checkout(request.request_id, trace_id)?;
         let run = async {
+            let context = Context {
+                handler: &self.name,
+                request_id: request.request_id,
+                peer: request.peer,
+                timeout_ms: self.timeout.as_millis().try_into().unwrap_or(u32::MAX),
+                traceparent: request.traceparent,
+            };
             let guest = match guest {
                 Some(guest) => guest,
-                None => self.pre.instantiate_async(&mut store).await?,
+                // Boxed: its future is larger than the rest of this call's
+                // together, and a reused instance never needs the room.
+                None => Box::pin(self.pre.instantiate_async(&mut store)).await?,
             };
             let reply = guest
                 .call_handle(&mut store, context, request.payload)
@@ -365,6 +354,26 @@ impl Handler {
             Some(_) => Err(self.invalid_output("more than one MessagePack value")),
             None => Err(self.invalid_output("bytes that are not one whole MessagePack value")),
         }
+    }
+
+    /// A kept instance with its store and count of messages served, or a
+    /// new store to instantiate in; either readied for this message.
+    fn checkout(
+        &self,
+        request_id: u64,
+        trace_id: Option<Arc<str>>,
+    ) -> Result<(Store<HostState>, Option<Guest>, u32), CallError> {
+        let warm = lock(&self.idle).pop();
+        let (mut store, guest, served) = match warm {
+            Some(Warm {
+                store,
+                guest,
+                served,
+            }) => (store, Some(guest), served),
+            None => (self.new_store(request_id, trace_id.clone())?, None, 0),
+        };
+        self.begin(&mut store, request_id, trace_id);
+        Ok((store, guest, served))
     }
 
     /// Readies a store for the next message: its request id in the guest's

@@ -16,7 +16,9 @@ use crate::config::Config;
 /// One consistent view of the served handlers.
 #[derive(Clone, Default)]
 pub struct HandlerSet {
-    handlers: HashMap<String, Arc<Handler>>,
+    /// Looked up on every message; the names are configured, and a client
+    /// can only look one up, never add one, so a fast hash serves.
+    handlers: HashMap<String, Arc<Handler>, foldhash::fast::RandomState>,
     /// Name of the handler for the seed's bare messages.
     default: Option<String>,
 }
@@ -31,7 +33,7 @@ impl HandlerSet {
         base_dir: &Path,
         reuse: Option<&HandlerSet>,
     ) -> Result<HandlerSet, LoadError> {
-        let mut handlers = HashMap::new();
+        let mut handlers = HashMap::default();
         for handler in &config.handlers {
             let loaded = match reuse.and_then(|set| set.get(&handler.name)) {
                 Some(old) => match runtime.reload(handler, base_dir, old).await? {

@@ -215,13 +215,11 @@ where
 }
 
 /// Runs one message's future, turning a panic into `None` so that one bad
-/// message cannot take its connection down.
-async fn contain<T>(work: impl Future<Output = T>) -> Option<T> {
-    match AssertUnwindSafe(work).catch_unwind().await {
-        Ok(done) => Some(done),
-        Err(_) => {
-            tracing::error!("message handling panicked");
-            None
-        }
-    }
+/// message cannot take its connection down. Not an `async fn`: that would
+/// hold `work` twice (as its argument and inside `catch_unwind`).
+fn contain<T>(work: impl Future<Output = T>) -> impl Future<Output = Option<T>> {
+    AssertUnwindSafe(work).catch_unwind().map(|done| {
+        done.inspect_err(|_| tracing::error!("message handling panicked"))
+            .ok()
+    })
 }

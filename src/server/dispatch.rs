@@ -249,9 +249,11 @@ impl Dispatcher {
             traceparent: trace.traceparent.as_deref(),
             started,
         };
-        // Boxed: the call's future is large, and everything that wraps it
-        // would otherwise be copied whole each time it moves.
-        let result = Box::pin(handler.call(request))
+        // Boxed in a statement of its own: the call's future is large, and
+        // a temporary that lived until the `.await` would keep room for it
+        // in this future, which is copied whole into its box per message.
+        let call = Box::pin(handler.call(request));
+        let result = call
             .instrument(trace.span.clone())
             .await
             .inspect_err(|e| {

@@ -23,7 +23,7 @@ use crate::telemetry::{LogThrottle, Metrics};
 /// Failed handshakes are logged within a budget: anyone who can connect
 /// can fail them as fast as they like.
 static FAILED_HANDSHAKES: LogThrottle = LogThrottle::new();
-pub use connection::ConnectionLimits;
+pub use connection::{ConnectionLimits, serve as serve_connection};
 pub use dispatch::Dispatcher;
 pub use tls::TlsListener;
 

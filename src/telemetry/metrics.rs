@@ -137,8 +137,8 @@ pub struct Metrics {
     handlers_loaded: Gauge,
     accepting: Gauge,
     /// Each handler's series, looked up once per message instead of once
-    /// per metric.
-    series: RwLock<HashMap<Arc<str>, Arc<HandlerSeries>>>,
+    /// per metric. Keyed by configured names only, so a fast hash serves.
+    series: RwLock<HashMap<Arc<str>, Arc<HandlerSeries>, foldhash::fast::RandomState>>,
 }
 
 /// The series one handler's messages update, resolved from their families.

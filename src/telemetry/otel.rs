@@ -8,12 +8,11 @@
 //! `traceparent`, when valid, passes to the handler unchanged; so it does
 //! for a message that `telemetry.sample_ratio` leaves unsampled.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::Context;
-use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{SpanKind, TraceContextExt, TracerProvider as _};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
@@ -199,10 +198,7 @@ pub fn message_trace(
     incoming: Option<&str>,
 ) -> MessageTrace {
     let propagator = TraceContextPropagator::new();
-    let parent = incoming.map(|traceparent| {
-        let carrier = HashMap::from([(TRACEPARENT.to_owned(), traceparent.to_owned())]);
-        propagator.extract(&carrier)
-    });
+    let parent = incoming.map(|traceparent| propagator.extract(&Incoming(traceparent)));
     let parent_valid = parent
         .as_ref()
         .is_some_and(|cx| cx.span().span_context().is_valid());
@@ -234,14 +230,40 @@ pub fn message_trace(
         let _ = span.set_parent(parent);
     }
     let context: Context = span.context();
-    let mut carrier = HashMap::new();
+    let mut carrier = Outgoing(None);
     propagator.inject_context(&context, &mut carrier);
     let span_context = context.span().span_context().clone();
     MessageTrace {
-        traceparent: carrier.remove(TRACEPARENT),
+        traceparent: carrier.0,
         trace_id: span_context
             .is_valid()
             .then(|| span_context.trace_id().to_string()),
         span,
+    }
+}
+
+/// The caller's `traceparent`, the one header a message carries, for the
+/// propagator, which keeps the W3C rules in one place. A map would cost
+/// allocations on every traced message.
+struct Incoming<'a>(&'a str);
+
+impl Extractor for Incoming<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        (key == TRACEPARENT).then_some(self.0)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec![TRACEPARENT]
+    }
+}
+
+/// The `traceparent` the propagator writes for the handler.
+struct Outgoing(Option<String>);
+
+impl Injector for Outgoing {
+    fn set(&mut self, key: &str, value: String) {
+        if key == TRACEPARENT {
+            self.0 = Some(value);
+        }
     }
 }

@@ -30,7 +30,9 @@ pub async fn serve(listen: SocketAddr, tls: Option<TlsAcceptor>) -> anyhow::Resu
     }
 }
 
-async fn echo<S: AsyncRead + AsyncWrite + Unpin>(stream: S) -> std::io::Result<()> {
+/// Writes each message straight back; replies to messages read together
+/// leave in one flush, as the host's do.
+pub async fn echo<S: AsyncRead + AsyncWrite + Unpin>(stream: S) -> std::io::Result<()> {
     let mut conn = Connection::new(stream, 4 << 20);
     while let Ok(Some(message)) = conn.read_message().await {
         conn.write_message(&message).await?;

@@ -8,10 +8,12 @@
 //! prints one JSON line per target: messages/s, p50 and p99 latency,
 //! errors, and the ratio to the ceiling. Servers run pinned to one CPU and
 //! the load generator to another. `footprint` measures start-up and memory,
-//! `soak` memory under minutes of load.
+//! `soak` memory under minutes of load, `path` the host's own
+//! message path without sockets.
 
 mod ceiling;
 mod load;
+mod path;
 mod rounds;
 mod soak;
 mod targets;
@@ -58,6 +60,10 @@ enum Sub {
     },
     /// The host's memory under minutes of steady load, sampled as it runs.
     Soak(soak::SoakArgs),
+    /// The host's own message path in this process, over in-memory
+    /// streams instead of sockets: nanoseconds per message beside the
+    /// ceiling's loop over the same streams.
+    Path(path::PathArgs),
 }
 
 #[derive(clap::Args)]
@@ -169,6 +175,7 @@ fn main() -> anyhow::Result<()> {
             let host_bin = host_bin(args.host_bin.clone())?;
             soak::run(&args, &repo, &host_bin, server_cpu, &runtime(1)?)
         }
+        Some(Sub::Path(args)) => path::run(&args, &repo),
         None => {
             let args = cli.run;
             let server_cpu = args.pin.apply()?;
