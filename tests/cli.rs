@@ -182,6 +182,38 @@ fn build_command_runs_when_the_module_is_missing() {
     assert_eq!(host.connect().call(&[0x07]), [0x07]);
 }
 
+/// The shipped `arrpc.toml` names `handlers/target/...`, so the handlers'
+/// build script must put components there even in a shell that sets
+/// `CARGO_TARGET_DIR` for other work.
+#[test]
+fn handler_build_script_ignores_cargo_target_dir() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let elsewhere = tempfile::tempdir().unwrap();
+    let output = Command::new("sh")
+        .arg(root.join("handlers/build.sh"))
+        .arg("echo")
+        .env("CARGO_TARGET_DIR", elsewhere.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        root.join("handlers/target/wasm32-wasip2/release/echo.wasm")
+            .is_file()
+    );
+    let written: Vec<_> = std::fs::read_dir(elsewhere.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert!(
+        written.is_empty(),
+        "build output went to CARGO_TARGET_DIR: {written:?}"
+    );
+}
+
 #[test]
 fn invalid_module_is_refused_with_the_reason() {
     let config = write_config("[[handler]]\nname = \"junk\"\nmodule = \"junk.wasm\"\n");
