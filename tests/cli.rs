@@ -53,10 +53,7 @@ fn send_prints_the_json_reply_from_argument_stdin_and_file() {
 
 #[test]
 fn send_fails_with_one_line_and_nonzero_exit() {
-    let host = Host::start(&format!(
-        "[server]\ndefault_handler = \"misbehave\"\n{}",
-        handler("misbehave", "misbehave", "")
-    ));
+    let host = misbehave_host("");
     let addr = host.addr.to_string();
     let out = run(&["send", "--addr", &addr, "\"error\""], b"");
     assert!(!out.status.success());
@@ -189,16 +186,11 @@ fn build_command_runs_when_the_module_is_missing() {
 fn handler_build_script_ignores_cargo_target_dir() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let elsewhere = tempfile::tempdir().unwrap();
-    let output = Command::new("sh")
-        .arg(root.join("handlers/build.sh"))
-        .arg("echo")
-        .env("CARGO_TARGET_DIR", elsewhere.path())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    run_sh(
+        &root.join("handlers/build.sh"),
+        &[std::path::Path::new("echo")],
+        &[("CARGO_TARGET_DIR", elsewhere.path())],
+        "building echo failed",
     );
     assert!(
         root.join("handlers/target/wasm32-wasip2/release/echo.wasm")
@@ -256,10 +248,7 @@ fn rust_client_round_trip_typed_and_raw() {
 
 #[test]
 fn send_continues_a_trace_it_is_given() {
-    let host = Host::start(&format!(
-        "[server]\ndefault_handler = \"misbehave\"\n{}",
-        handler("misbehave", "misbehave", "")
-    ));
+    let host = misbehave_host("");
     let addr = host.addr.to_string();
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     // With tracing off the host hands the caller's context to the handler

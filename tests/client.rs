@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use arrpc_client::{BlockingClient, ClientConfig, Error};
 use common::*;
 
-fn misbehave_host(server: &str) -> Host {
+/// A host with `misbehave` as its default handler and `server` added to
+/// its `[server]` table.
+fn misbehave_with_server(server: &str) -> Host {
     Host::start(&format!(
         "[server]\ndefault_handler = \"misbehave\"\n{server}\n{}",
         handler("misbehave", "misbehave", "")
@@ -22,7 +24,7 @@ fn client(host: &Host, timeout: Duration) -> BlockingClient {
 
 #[test]
 fn handler_errors_come_back_typed() {
-    let host = misbehave_host("");
+    let host = misbehave_with_server("");
     let mut client = client(&host, Duration::from_secs(10));
     match client.send::<_, String>("error") {
         Err(Error::Rpc(reason)) => assert_eq!(reason, "misbehave: asked to fail"),
@@ -33,7 +35,7 @@ fn handler_errors_come_back_typed() {
 
 #[test]
 fn a_slow_reply_times_out_and_does_not_answer_the_next_request() {
-    let host = misbehave_host("");
+    let host = misbehave_with_server("");
     let mut client = client(&host, Duration::from_millis(300));
     let started = Instant::now();
     assert!(matches!(
@@ -47,7 +49,7 @@ fn a_slow_reply_times_out_and_does_not_answer_the_next_request() {
 
 #[test]
 fn the_client_reconnects_after_the_server_closed_an_idle_connection() {
-    let host = misbehave_host("idle_timeout = \"200ms\"");
+    let host = misbehave_with_server("idle_timeout = \"200ms\"");
     let mut client = client(&host, Duration::from_secs(10));
     assert_eq!(client.send::<_, String>("one").unwrap(), "one");
     std::thread::sleep(Duration::from_millis(500));

@@ -33,6 +33,7 @@ fn example(lang: &str) -> PathBuf {
     run_sh(
         &dir.join("build.sh"),
         &[],
+        &[],
         &format!("building the {lang} example failed; run handlers/install-toolchains.sh"),
     );
     built.push(lang.into());

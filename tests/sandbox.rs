@@ -9,13 +9,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use rmpv::Value;
 
-fn misbehave_host(extra: &str) -> Host {
-    Host::start(&format!(
-        "[server]\ndefault_handler = \"misbehave\"\n{}",
-        handler("misbehave", "misbehave", extra)
-    ))
-}
-
 fn command(wire: &mut Wire, text: &str) -> Vec<u8> {
     wire.call(&encode(&str_value(text)))
 }

@@ -284,6 +284,27 @@ fn attribute(span: &Span, key: &str) -> Option<String> {
         .and_then(|kv| text(kv.value.as_ref()?.value.as_ref()?))
 }
 
+/// A host serving `misbehave` that exports its spans to `receiver`, with
+/// `telemetry` added to its `[telemetry]` table.
+fn traced_host(receiver: &Receiver, telemetry: &str) -> Host {
+    Host::start(&format!(
+        "[telemetry]\notlp_endpoint = \"http://{}\"\n{telemetry}\n{}",
+        receiver.addr,
+        handler("misbehave", "misbehave", "")
+    ))
+}
+
+/// An RPC client of `host`, with the runtime to drive it.
+fn rpc_client(host: &Host) -> (tokio::runtime::Runtime, arrpc_client::RpcClient) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client =
+        arrpc_client::RpcClient::new(arrpc_client::ClientConfig::new(host.addr.to_string()));
+    (runtime, client)
+}
+
 fn map_get<'a>(map: &'a Value, key: &str) -> &'a Value {
     map.as_map()
         .and_then(|entries| entries.iter().find(|(k, _)| k.as_str() == Some(key)))
@@ -294,11 +315,7 @@ fn map_get<'a>(map: &'a Value, key: &str) -> &'a Value {
 #[test]
 fn spans_continue_the_client_trace_and_reach_the_handler() {
     let receiver = Receiver::start();
-    let mut host = Host::start(&format!(
-        "[telemetry]\notlp_endpoint = \"http://{}\"\n{}",
-        receiver.addr,
-        handler("misbehave", "misbehave", "")
-    ));
+    let mut host = traced_host(&receiver, "");
 
     // The client's own span, exported by this process to the same receiver.
     let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -324,12 +341,7 @@ fn spans_continue_the_client_trace_and_reach_the_handler() {
     let trace_id = client_context.trace_id().to_bytes().to_vec();
     let trace_hex = client_context.trace_id().to_string();
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let client =
-        arrpc_client::RpcClient::new(arrpc_client::ClientConfig::new(host.addr.to_string()));
+    let (runtime, client) = rpc_client(&host);
     let params = encode(&Value::Array(vec![str_value("context")]));
     let reply = runtime
         .block_on(client.call_raw_traced("misbehave", &params, &traceparent))
@@ -406,17 +418,8 @@ fn spans_continue_the_client_trace_and_reach_the_handler() {
 #[test]
 fn with_a_sample_ratio_only_sampled_messages_get_a_span() {
     let receiver = Receiver::start();
-    let mut host = Host::start(&format!(
-        "[telemetry]\notlp_endpoint = \"http://{}\"\nsample_ratio = 0.0\n{}",
-        receiver.addr,
-        handler("misbehave", "misbehave", "")
-    ));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let client =
-        arrpc_client::RpcClient::new(arrpc_client::ClientConfig::new(host.addr.to_string()));
+    let mut host = traced_host(&receiver, "sample_ratio = 0.0");
+    let (runtime, client) = rpc_client(&host);
     let params = encode(&Value::Array(vec![str_value("context")]));
     let handed = |traceparent: Option<&str>| -> Value {
         let reply = match traceparent {

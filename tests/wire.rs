@@ -83,10 +83,7 @@ fn messages_of_exactly_4096_bytes_and_of_1_mib_round_trip() {
 
 #[test]
 fn pipelined_replies_keep_request_order_when_handlers_finish_out_of_order() {
-    let host = Host::start(&format!(
-        "[server]\ndefault_handler = \"misbehave\"\n{}",
-        handler("misbehave", "misbehave", "")
-    ));
+    let host = misbehave_host("");
     let mut wire = host.connect();
     // The first message takes longest; every later one finishes sooner.
     let sleeps = [400, 200, 0, 100, 0];

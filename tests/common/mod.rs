@@ -23,18 +23,20 @@ pub fn components() -> &'static Path {
         run_sh(
             &root.join("handlers/build.sh"),
             &[],
+            &[],
             "building the Rust handlers failed",
         );
         root.join("handlers/target/wasm32-wasip2/release")
     })
 }
 
-/// Runs `sh script args...`; when it fails, the test fails with `failure`
-/// and the script's output.
-pub fn run_sh(script: &Path, args: &[&Path], failure: &str) {
+/// Runs `sh script args...` with `env` added to the environment; when it
+/// fails, the test fails with `failure` and the script's output.
+pub fn run_sh(script: &Path, args: &[&Path], env: &[(&str, &Path)], failure: &str) {
     let output = Command::new("sh")
         .arg(script)
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
     assert!(
@@ -47,6 +49,15 @@ pub fn run_sh(script: &Path, args: &[&Path], failure: &str) {
 
 pub fn component(name: &str) -> PathBuf {
     components().join(format!("{name}.wasm"))
+}
+
+/// A host serving the `misbehave` test handler (with `extra` settings) as
+/// the default handler, so bare messages reach it.
+pub fn misbehave_host(extra: &str) -> Host {
+    Host::start(&format!(
+        "[server]\ndefault_handler = \"misbehave\"\n{}",
+        handler("misbehave", "misbehave", extra)
+    ))
 }
 
 /// A handler entry for a test config.

@@ -22,6 +22,7 @@ pub fn python() -> &'static Path {
         super::run_sh(
             &scripts().join("setup-seed-venv.sh"),
             &[&venv],
+            &[],
             "cannot install Python arrpc==0.5.0 (needs python3 with venv and PyPI)",
         );
         venv.join("bin/python")
