@@ -56,6 +56,10 @@ pub fn run(args: &PathArgs, repo: &Path) -> anyhow::Result<()> {
         args.cpu
     );
     anyhow::ensure!(args.payload >= 3, "--payload is at least 3 bytes");
+    anyhow::ensure!(
+        args.pipeline > 0 && args.rounds > 0 && !args.conns.contains(&0),
+        "--conns, --pipeline and --rounds are at least 1"
+    );
     let echo = crate::targets::echo_component(repo)?;
     let config = |default: &str| -> anyhow::Result<Config> {
         let text = format!(
