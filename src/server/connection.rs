@@ -3,16 +3,20 @@
 //! Messages are read ahead of their replies (pipelining) up to a cap and
 //! run concurrently inside the connection's task: no task is spawned per
 //! message, so one connection's messages share one worker thread while
-//! many connections spread over all of them. Every whole message already
-//! read starts before any runs, and whatever replies are ready leave in
-//! one flush. Replies to bare messages leave in request order;
-//! MessagePack-RPC responses, which carry their msgid, leave as soon as
-//! their handler finishes. At the cap (bare and RPC messages in flight
-//! together) the connection stops reading: backpressure reaches the client
-//! through TCP instead of an unbounded queue here.
+//! many connections spread over all of them. Each message starts as soon
+//! as it is read; one that finishes at once (most do) has its reply
+//! buffered straight away, the rest are owed and polled with the
+//! connection. Every whole message already read starts before the
+//! connection waits, and whatever replies are ready leave in one flush.
+//! Replies to bare messages leave in request order; MessagePack-RPC
+//! responses, which carry their msgid, leave as soon as their handler
+//! finishes. At the cap (bare and RPC messages in flight together) the
+//! connection stops reading: backpressure reaches the client through TCP
+//! instead of an unbounded queue here.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use arrpc_wire::reply::{ErrorKind, error_reply};
@@ -64,32 +68,75 @@ impl Owed {
         self.len() == 0
     }
 
-    /// Starts one message; its reply is owed from now on.
-    fn take(&mut self, message: Bytes, at: Instant, dispatcher: &Arc<Dispatcher>, peer: &Arc<str>) {
+    /// Starts one message. Its reply comes back when the message finished
+    /// at once and no earlier reply is still owed (it can leave now);
+    /// otherwise the reply is owed from now on.
+    fn take(
+        &mut self,
+        message: Bytes,
+        at: Instant,
+        dispatcher: &Arc<Dispatcher>,
+        peer: &Arc<str>,
+    ) -> Option<Vec<u8>> {
         let dispatcher = dispatcher.clone();
         let peer = peer.clone();
         match dispatcher.classify(message, &peer, at) {
             Incoming::Bare(message) => {
-                self.ordered.push_back(Either::Left(Box::pin(async move {
+                let work: BoxFuture<'static, Vec<u8>> = Box::pin(async move {
                     contain(dispatcher.dispatch(message, peer))
                         .await
                         .unwrap_or_else(|| error_reply(ErrorKind::Rpc, INTERNAL_ERROR))
-                })));
+                });
+                // Behind an owed bare reply it could not leave anyway.
+                let work = if self.ordered.is_empty() {
+                    match poll_once(work) {
+                        Ok(reply) => return Some(reply),
+                        Err(work) => work,
+                    }
+                } else {
+                    work
+                };
+                self.ordered.push_back(Either::Left(work));
+                None
             }
-            Incoming::Refused(reply) => {
-                if let Some(reply) = reply {
-                    self.ordered.push_back(Either::Right(ready(reply)));
-                }
-            }
+            Incoming::Refused(reply) => reply.and_then(|reply| self.answer(reply)),
             Incoming::Rpc(call) => {
-                self.calls.push(Box::pin(async move {
+                let work: PendingCall = Box::pin(async move {
                     let msgid = call.msgid();
                     contain(dispatcher.dispatch_rpc(call, peer))
                         .await
                         .unwrap_or_else(|| msgid.map(|id| rpc::response(id, Err(INTERNAL_ERROR))))
-                }));
+                });
+                poll_once(work).unwrap_or_else(|work| {
+                    self.calls.push(work);
+                    None
+                })
             }
         }
+    }
+
+    /// A reply known already, given back if it can leave now; else it
+    /// waits its turn behind the bare replies still owed.
+    fn answer(&mut self, reply: Vec<u8>) -> Option<Vec<u8>> {
+        if self.ordered.is_empty() {
+            Some(reply)
+        } else {
+            self.ordered.push_back(Either::Right(ready(reply)));
+            None
+        }
+    }
+}
+
+/// Polls a message's work once, without a waker; unfinished work is given
+/// back to be owed. No wake-up is lost: owed work is polled again, with the
+/// connection's waker, before the connection waits.
+fn poll_once<T>(mut work: BoxFuture<'static, T>) -> Result<T, BoxFuture<'static, T>> {
+    match work
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    {
+        Poll::Ready(done) => Ok(done),
+        Poll::Pending => Err(work),
     }
 }
 
@@ -137,26 +184,37 @@ pub async fn serve<S>(
                 let at = Instant::now();
                 idle.as_mut().reset((at + limits.idle_timeout).into());
                 let mut read = read;
+                let mut wrote = false;
                 loop {
-                    match read {
+                    let reply = match read {
                         Ok(Some(message)) => owed.take(message, at, &dispatcher, &peer),
-                        Ok(None) => reading = false,
+                        Ok(None) => {
+                            reading = false;
+                            None
+                        }
                         Err(ReadError::Frame(e)) => {
                             if let Some(suppressed) = MALFORMED.admit() {
                                 tracing::info!(peer = %peer, error = %e, suppressed, "refusing message; closing connection");
                             }
                             dispatcher.metrics().refused(Outcome::Malformed);
-                            owed.ordered.push_back(Either::Right(ready(error_reply(ErrorKind::Rpc, &e.to_string()))));
                             reading = false;
                             draining = true;
+                            owed.answer(error_reply(ErrorKind::Rpc, &e.to_string()))
                         }
                         Err(e) => {
                             tracing::debug!(peer = %peer, error = %e, "connection broke");
                             return;
                         }
+                    };
+                    if let Some(reply) = reply {
+                        if let Err(e) = conn.write_message(&reply).await {
+                            tracing::debug!(peer = %peer, error = %e, "cannot write reply; closing");
+                            return;
+                        }
+                        wrote = true;
                     }
-                    // Every whole message already read joins in before any
-                    // runs, so their replies leave in one write.
+                    // Every whole message already read starts before the
+                    // connection waits, so their replies leave in one write.
                     if !reading || owed.len() >= limits.max_pipelined {
                         break;
                     }
@@ -164,6 +222,10 @@ pub async fn serve<S>(
                         Ok(None) => break,
                         buffered => buffered.map_err(ReadError::Frame),
                     };
+                }
+                if wrote && let Err(e) = conn.flush().await {
+                    tracing::debug!(peer = %peer, error = %e, "cannot write reply; closing");
+                    return;
                 }
             }
             _ = &mut idle, if owed.is_empty() => {
