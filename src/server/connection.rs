@@ -163,28 +163,22 @@ pub async fn serve<S>(
     tokio::pin!(shutting_down);
 
     while reading || !owed.is_empty() {
-        tokio::select! {
+        // `Ok(true)`: replies owed from earlier turns went out, so the idle
+        // clock restarts. A failed write ends the connection.
+        let turn = tokio::select! {
             biased;
             Some(reply) = owed.ordered.next(), if !owed.ordered.is_empty() => {
-                if let Err(e) = write_replies(&mut conn, Some(reply), &mut owed).await {
-                    tracing::debug!(peer = %peer, error = %e, "cannot write reply; closing");
-                    return;
-                }
-                idle.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
+                write_replies(&mut conn, Some(reply), &mut owed).await
             }
             Some(response) = owed.calls.next(), if !owed.calls.is_empty() => {
-                if let Err(e) = write_replies(&mut conn, response, &mut owed).await {
-                    tracing::debug!(peer = %peer, error = %e, "cannot write reply; closing");
-                    return;
-                }
-                idle.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
+                write_replies(&mut conn, response, &mut owed).await
             }
             read = conn.read_message(), if reading && owed.len() < limits.max_pipelined => {
                 // One clock reading serves every message read together.
                 let at = Instant::now();
                 idle.as_mut().reset((at + limits.idle_timeout).into());
                 let mut read = read;
-                let mut wrote = false;
+                let mut wrote = Ok(false);
                 loop {
                     let reply = match read {
                         Ok(Some(message)) => owed.take(message, at, &dispatcher, &peer),
@@ -207,11 +201,10 @@ pub async fn serve<S>(
                         }
                     };
                     if let Some(reply) = reply {
-                        if let Err(e) = conn.write_message(&reply).await {
-                            tracing::debug!(peer = %peer, error = %e, "cannot write reply; closing");
-                            return;
+                        wrote = conn.write_message(&reply).await.map(|()| true);
+                        if wrote.is_err() {
+                            break;
                         }
-                        wrote = true;
                     }
                     // Every whole message already read starts before the
                     // connection waits, so their replies leave in one write.
@@ -223,9 +216,10 @@ pub async fn serve<S>(
                         buffered => buffered.map_err(ReadError::Frame),
                     };
                 }
-                if wrote && let Err(e) = conn.flush().await {
-                    tracing::debug!(peer = %peer, error = %e, "cannot write reply; closing");
-                    return;
+                // The idle clock restarted when these were read.
+                match wrote {
+                    Ok(true) => conn.flush().await.map(|()| false),
+                    other => other.map(|_| false),
                 }
             }
             _ = &mut idle, if owed.is_empty() => {
@@ -235,6 +229,17 @@ pub async fn serve<S>(
             _ = &mut shutting_down, if reading => {
                 reading = false;
                 draining = true;
+                Ok(false)
+            }
+        };
+        match turn {
+            Ok(true) => idle
+                .as_mut()
+                .reset(tokio::time::Instant::now() + limits.idle_timeout),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::debug!(peer = %peer, error = %e, "cannot write reply; closing");
+                return;
             }
         }
     }
@@ -253,12 +258,13 @@ const LINGER: Duration = Duration::from_secs(2);
 const INTERNAL_ERROR: &str = "internal error while handling the message";
 
 /// Writes `first` (if any: a notification has no response) and every
-/// further reply that is already finished, then flushes once.
+/// further reply that is already finished, then flushes once. `Ok(true)`
+/// once they are sent.
 async fn write_replies<S>(
     conn: &mut Connection<S>,
     first: Option<Vec<u8>>,
     owed: &mut Owed,
-) -> std::io::Result<()>
+) -> std::io::Result<bool>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -273,7 +279,7 @@ where
             conn.write_message(&response).await?;
         }
     }
-    conn.flush().await
+    conn.flush().await.map(|()| true)
 }
 
 /// Runs one message's future, turning a panic into `None` so that one bad
