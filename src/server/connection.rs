@@ -127,9 +127,9 @@ impl Owed {
     }
 }
 
-/// Polls a message's work once, without a waker; unfinished work is given
-/// back to be owed. No wake-up is lost: owed work is polled again, with the
-/// connection's waker, before the connection waits.
+/// Polls a message's work once with a waker that does nothing; unfinished
+/// work is given back to be owed. No wake-up is lost: owed work is polled
+/// again, with the connection's waker, before the connection waits.
 fn poll_once<T>(mut work: BoxFuture<'static, T>) -> Result<T, BoxFuture<'static, T>> {
     match work
         .as_mut()
