@@ -21,6 +21,8 @@ use arrpc_host::telemetry::Metrics;
 use arrpc_wire::Connection;
 use tokio::io::DuplexStream;
 
+use crate::rounds::median;
+
 #[derive(clap::Args)]
 pub struct PathArgs {
     /// Connection counts to measure.
@@ -55,7 +57,10 @@ pub fn run(args: &PathArgs, repo: &Path) -> anyhow::Result<()> {
         "cannot pin to CPU {}",
         args.cpu
     );
-    anyhow::ensure!(args.payload >= 3, "--payload is at least 3 bytes");
+    anyhow::ensure!(
+        (2..=65538).contains(&args.payload),
+        "--payload is 2 to 65,538 bytes"
+    );
     anyhow::ensure!(
         args.pipeline > 0 && args.rounds > 0 && !args.conns.contains(&0),
         "--conns, --pipeline and --rounds are at least 1"
@@ -100,10 +105,7 @@ pub fn run(args: &PathArgs, repo: &Path) -> anyhow::Result<()> {
                 targets.push((name, Some(dispatcher(set))));
             }
         }
-        let mut payload = vec![0xc5, 0, 0];
-        payload.resize(args.payload, 7);
-        let body = u16::try_from(args.payload - 3).context("--payload is at most 65,538")?;
-        payload[1..3].copy_from_slice(&body.to_be_bytes());
+        let payload = crate::load::message(args.payload);
         for &conns in &args.conns {
             let batches = (args.messages / (conns * args.pipeline)).max(1);
             let mut rounds = vec![Vec::new(); targets.len()];
@@ -118,9 +120,9 @@ pub fn run(args: &PathArgs, repo: &Path) -> anyhow::Result<()> {
                     rounds[i].push(load.ns_per_message(dispatcher.clone(), limits).await?);
                 }
             }
-            let ceiling = median(&rounds[0]);
+            let ceiling = median(rounds[0].clone()).context("no rounds")?;
             for ((target, _), measured) in targets.iter().zip(&rounds) {
-                let ns = median(measured);
+                let ns = median(measured.clone()).context("no rounds")?;
                 let fastest = measured.iter().copied().fold(f64::INFINITY, f64::min);
                 println!(
                     "{}",
@@ -205,10 +207,4 @@ impl Load<'_> {
         }
         Ok(conn)
     }
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
 }

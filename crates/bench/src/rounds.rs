@@ -304,7 +304,7 @@ pub fn summarize(rounds: &[(&Outcome, Option<f64>)]) -> Summary {
 }
 
 /// The middle value, or the mean of the two middle ones.
-fn median(mut values: Vec<f64>) -> Option<f64> {
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
     match values.len() {
