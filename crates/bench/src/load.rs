@@ -74,9 +74,22 @@ pub struct Timing {
     pub reply_timeout: Duration,
 }
 
+/// Sizes [`message`] can make: a bin 8 or bin 16 value, header included.
+const MESSAGE_SIZES: std::ops::RangeInclusive<usize> = 2..=65538;
+
+/// Parses a `--payload` size, refusing one [`message`] cannot make.
+pub fn message_size(text: &str) -> Result<usize, String> {
+    let size: usize = text.parse().map_err(|e| format!("{e}"))?;
+    if MESSAGE_SIZES.contains(&size) {
+        Ok(size)
+    } else {
+        Err(format!("{size} is not between 2 and 65,538 bytes"))
+    }
+}
+
 /// A MessagePack binary of exactly `size` bytes (2 to 65538), header included.
 pub fn message(size: usize) -> Vec<u8> {
-    assert!((2..=65538).contains(&size), "message size out of range");
+    assert!(MESSAGE_SIZES.contains(&size), "message size out of range");
     let mut out = if size <= 257 {
         vec![0xc4, (size - 2) as u8]
     } else {
@@ -304,5 +317,18 @@ mod tests {
             assert_eq!(m.len(), size);
             assert_eq!(arrpc_wire::frame::value_len(&m), Some(size));
         }
+    }
+
+    #[test]
+    fn payload_sizes_outside_what_a_message_can_be_are_refused() {
+        assert_eq!(message_size("2"), Ok(2));
+        assert_eq!(message_size("65538"), Ok(65538));
+        for bad in ["0", "1", "65539", "-5", "big"] {
+            assert!(message_size(bad).is_err(), "{bad} accepted");
+        }
+        assert_eq!(
+            message_size("1").unwrap_err(),
+            "1 is not between 2 and 65,538 bytes"
+        );
     }
 }

@@ -75,7 +75,7 @@ struct RunArgs {
     #[arg(long, value_delimiter = ',', default_values_t = [1, 16])]
     pipeline: Vec<usize>,
     /// Message sizes in bytes.
-    #[arg(long, value_delimiter = ',', default_values_t = [64, 4096])]
+    #[arg(long, value_delimiter = ',', default_values_t = [64, 4096], value_parser = load::message_size)]
     payload: Vec<usize>,
     /// Load before measuring starts, per round.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]

@@ -33,7 +33,7 @@ pub struct PathArgs {
     #[arg(long, default_value_t = 16)]
     pipeline: usize,
     /// Message size in bytes.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = crate::load::message_size)]
     payload: usize,
     /// Messages per target per round.
     #[arg(long, default_value_t = 400_000)]
@@ -56,10 +56,6 @@ pub fn run(args: &PathArgs, repo: &Path) -> anyhow::Result<()> {
         core_affinity::set_for_current(core_affinity::CoreId { id: args.cpu }),
         "cannot pin to CPU {}",
         args.cpu
-    );
-    anyhow::ensure!(
-        (2..=65538).contains(&args.payload),
-        "--payload is 2 to 65,538 bytes"
     );
     anyhow::ensure!(
         args.pipeline > 0 && args.rounds > 0 && !args.conns.contains(&0),

@@ -29,7 +29,7 @@ pub struct SoakArgs {
     #[arg(long, default_value_t = 16)]
     pipeline: usize,
     /// Message size in bytes.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = crate::load::message_size)]
     payload: usize,
     /// How long the load runs.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
