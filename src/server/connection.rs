@@ -12,7 +12,11 @@
 //! responses, which carry their msgid, leave as soon as their handler
 //! finishes. At the cap (bare and RPC messages in flight together) the
 //! connection stops reading: backpressure reaches the client through TCP
-//! instead of an unbounded queue here.
+//! instead of an unbounded queue here. The same cap bounds one turn: after
+//! starting that many messages the connection flushes their replies and,
+//! with more input buffered, lets the other connections on its worker run
+//! first, so a deep pipeline of quick messages cannot hold a worker for a
+//! whole read's worth of them.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -179,6 +183,7 @@ pub async fn serve<S>(
                 idle.as_mut().reset((at + limits.idle_timeout).into());
                 let mut read = read;
                 let mut wrote = Ok(false);
+                let mut started = 0;
                 loop {
                     let reply = match read {
                         Ok(Some(message)) => owed.take(message, at, &dispatcher, &peer),
@@ -206,9 +211,14 @@ pub async fn serve<S>(
                             break;
                         }
                     }
-                    // Every whole message already read starts before the
-                    // connection waits, so their replies leave in one write.
-                    if !reading || owed.len() >= limits.max_pipelined {
+                    // Every whole message already read, up to the cap,
+                    // starts before the connection waits, so their replies
+                    // leave in one write.
+                    started += 1;
+                    if !reading
+                        || started == limits.max_pipelined
+                        || owed.len() >= limits.max_pipelined
+                    {
                         break;
                     }
                     read = match conn.try_message() {
@@ -217,10 +227,14 @@ pub async fn serve<S>(
                     };
                 }
                 // The idle clock restarted when these were read.
-                match wrote {
+                let sent = match wrote {
                     Ok(true) => conn.flush().await.map(|()| false),
                     other => other.map(|_| false),
+                };
+                if started == limits.max_pipelined && conn.has_buffered() {
+                    tokio::task::yield_now().await;
                 }
+                sent
             }
             _ = &mut idle, if owed.is_empty() => {
                 tracing::debug!(peer = %peer, "closing idle connection");

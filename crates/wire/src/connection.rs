@@ -75,6 +75,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             .map(|len| self.buffer.split_to(len).freeze()))
     }
 
+    /// Whether input is buffered beyond the messages handed out: the start
+    /// of one at least.
+    pub fn has_buffered(&self) -> bool {
+        !self.buffer.is_empty()
+    }
+
     /// Queues `message` for sending; [`Connection::flush`] sends it.
     pub async fn write_message(&mut self, message: &[u8]) -> std::io::Result<()> {
         self.stream.write_all(message).await
