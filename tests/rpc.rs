@@ -225,6 +225,7 @@ fn send_with_handler_calls_that_handler() {
 /// Node's `msgpack-rpc-lite`, installed with npm on first use.
 fn msgpack_rpc_lite() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("node-msgpack-rpc-lite");
+    common::toolchains::toolchain("node");
     if !dir.join("node_modules/msgpack-rpc-lite").exists() {
         std::fs::create_dir_all(&dir).unwrap();
         let status = Command::new("npm")
@@ -238,7 +239,7 @@ fn msgpack_rpc_lite() -> PathBuf {
             .arg(&dir)
             .arg("msgpack-rpc-lite@1.0.2")
             .status()
-            .expect("running npm (install Node.js and npm: apt-get install nodejs npm)");
+            .expect("running npm");
         assert!(status.success(), "npm install msgpack-rpc-lite failed");
     }
     dir

@@ -1,25 +1,48 @@
-//! `arrpc-host new`: every skeleton builds with its printed `build` command
-//! and, served from the printed `[[handler]]` entry, answers a message.
+//! `arrpc-host new`, run as a user who installed the binary would: in an
+//! empty folder outside any checkout. Every skeleton builds with its printed
+//! `build` command and, served from the printed `[[handler]]` entry, answers
+//! a message. The language toolchains are the real ones, installed by
+//! `handlers/install-toolchains.sh` and found on `PATH`, as a user's are.
 
 mod common;
 
+use std::ffi::OsString;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
+use common::toolchains::{toolchain, toolchain_path};
 use common::*;
 use rmpv::Value;
 
-/// Writes a `lang` skeleton into a temporary folder, builds and serves it,
-/// and checks that it echoes.
-fn skeleton_builds_and_serves(lang: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let name = format!("hello-{lang}");
-    let out = Command::new(HOST)
-        .args(["new", &name, "--lang", lang, "--dir"])
-        .arg(dir.path())
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+/// `arrpc-host new ARGS` run in `folder`.
+fn new(folder: &Path, args: &[&str]) -> Output {
+    Command::new(HOST)
+        .arg("new")
+        .args(args)
+        .current_dir(folder)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// `PATH` with the installed guest toolchains first.
+fn path() -> OsString {
+    let mut paths = vec![toolchain_path()];
+    paths.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap()));
+    std::env::join_paths(paths).unwrap()
+}
+
+/// Writes a `lang` skeleton into an empty temporary folder, builds it with
+/// the printed command, serves the printed entry and checks that it echoes.
+fn skeleton_builds_and_serves(lang: &'static str, toolchain_part: &'static str) {
+    toolchain(toolchain_part);
+    let folder = tempfile::tempdir().unwrap();
+    let root = folder.path();
+    assert!(
+        !root.starts_with(env!("CARGO_MANIFEST_DIR")),
+        "the test folder must be outside the checkout"
+    );
+    let name = format!("hello-{lang}");
+    let out = new(root, &[&name, "--lang", lang]);
     assert!(
         out.status.success(),
         "{}",
@@ -31,13 +54,15 @@ fn skeleton_builds_and_serves(lang: &str) {
         "{entry}"
     );
 
-    // The entry's build command, as the host would run it for a missing module.
+    // The entry's build command, as the host would run it for a missing
+    // module: in the folder of the config it belongs to.
     let config: toml::Table = toml::from_str(&entry).unwrap();
     let handler = &config["handler"].as_array().unwrap()[0];
     let build = handler["build"].as_str().unwrap();
     let built = Command::new("sh")
         .args(["-c", build])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(root)
+        .env("PATH", path())
         .output()
         .unwrap();
     assert!(
@@ -46,62 +71,101 @@ fn skeleton_builds_and_serves(lang: &str) {
         String::from_utf8_lossy(&built.stdout),
         String::from_utf8_lossy(&built.stderr)
     );
-    assert!(Path::new(handler["module"].as_str().unwrap()).is_file());
+    assert!(root.join(handler["module"].as_str().unwrap()).is_file());
 
-    let host = Host::start(&entry);
+    let config_path = root.join("arrpc.toml");
+    std::fs::write(&config_path, &entry).unwrap();
+    let host = Host::start_with(
+        TestConfig {
+            dir: folder,
+            path: config_path,
+        },
+        &[],
+    );
     let message = Value::Map(vec![(str_value("hello"), Value::from(lang))]);
     assert_eq!(host.connect().call_value(&message), message);
 
     // A second skeleton of the same name is refused, not written over.
-    let again = Command::new(HOST)
-        .args(["new", &name, "--lang", lang, "--dir"])
-        .arg(dir.path())
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
+    let again = new(host.config.dir.path(), &[&name, "--lang", lang]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 }
 
 #[test]
 fn rust_skeleton() {
-    skeleton_builds_and_serves("rust");
+    skeleton_builds_and_serves("rust", "rust");
 }
 
 #[test]
 fn python_skeleton() {
-    skeleton_builds_and_serves("python");
+    skeleton_builds_and_serves("python", "python");
 }
 
 #[test]
 fn js_skeleton() {
-    skeleton_builds_and_serves("js");
+    skeleton_builds_and_serves("js", "node");
 }
 
 #[test]
 fn c_skeleton() {
-    skeleton_builds_and_serves("c");
+    skeleton_builds_and_serves("c", "c");
 }
 
 #[test]
 fn zig_skeleton() {
-    skeleton_builds_and_serves("zig");
+    skeleton_builds_and_serves("zig", "zig");
+}
+
+/// `--sdk` makes a Rust skeleton depend on that SDK crate instead of
+/// carrying a copy; it is checked, and refused for other languages.
+#[test]
+fn a_given_rust_sdk_is_depended_on_instead_of_copied() {
+    let folder = tempfile::tempdir().unwrap();
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("handlers/sdk");
+    let out = new(
+        folder.path(),
+        &["given", "--lang", "rust", "--sdk", sdk.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let skeleton = folder.path().join("handlers/given");
+    let manifest: toml::Table =
+        toml::from_str(&std::fs::read_to_string(skeleton.join("Cargo.toml")).unwrap()).unwrap();
+    let dependency = manifest["dependencies"]["arrpc-handler"]["path"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        skeleton.join(dependency).canonicalize().unwrap(),
+        sdk.canonicalize().unwrap()
+    );
+    assert!(!skeleton.join("sdk").exists());
+
+    let out = new(
+        folder.path(),
+        &["other", "--lang", "rust", "--sdk", "nowhere"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--sdk nowhere: no Cargo.toml there"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = new(folder.path(), &["other", "--lang", "c", "--sdk", "nowhere"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--sdk is for --lang rust"));
+    assert!(!folder.path().join("handlers/other").exists());
 }
 
 #[test]
 fn a_bad_name_or_language_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(HOST)
-        .args(["new", "Bad_Name", "--lang", "rust", "--dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = new(dir.path(), &["Bad_Name", "--lang", "rust"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a usable name"));
-    let out = Command::new(HOST)
-        .args(["new", "fine", "--lang", "cobol"])
-        .output()
-        .unwrap();
+    let out = new(dir.path(), &["fine", "--lang", "cobol"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'cobol'"));
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());

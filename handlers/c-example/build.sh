@@ -7,6 +7,8 @@
 #   usage: sh handlers/c-example/build.sh
 set -eu
 cd "$(dirname "$0")"
+# The tools handlers/install-toolchains.sh installed come first.
+PATH="$PWD/../.toolchains/venv/bin:$PATH"
 tools=../.toolchains
 bindings=../c-bindings
 clang --target=wasm32-wasi --sysroot=/usr -O2 -mexec-model=reactor -Wall -Werror \

@@ -4,6 +4,8 @@
 #   usage: sh handlers/python-example/build.sh
 set -eu
 cd "$(dirname "$0")"
+# The tools handlers/install-toolchains.sh installed come first.
+PATH="$PWD/../.toolchains/venv/bin:$PATH"
 if [ ! -f deps/msgpack/__init__.py ]; then
     MSGPACK_PUREPYTHON=1 python3 -m pip install --quiet --disable-pip-version-check \
         --no-binary msgpack --no-deps --target deps "msgpack==1.1.2"

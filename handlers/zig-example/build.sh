@@ -8,6 +8,8 @@
 #   usage: sh handlers/zig-example/build.sh
 set -eu
 cd "$(dirname "$0")"
+# The tools handlers/install-toolchains.sh installed come first.
+PATH="$PWD/../.toolchains/venv/bin:$PATH"
 tools=../.toolchains
 bindings=../c-bindings
 python3 -m ziglang build-exe -target wasm32-wasi -O ReleaseSmall -mexec-model=reactor -fno-entry -lc \

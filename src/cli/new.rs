@@ -2,10 +2,13 @@
 //! is, in Rust, Python, JavaScript, C or Zig, and prints its `[[handler]]` entry.
 //!
 //! Skeletons echo the message back; each file says where to put real work.
-//! Every skeleton except Rust's carries its own copy of `wit/handler.wit`,
-//! and the C and Zig ones the C bindings generated from it, so it builds wherever it
-//! is moved. Paths in the printed entry are relative to the current folder,
-//! where `arrpc.toml` is expected to live.
+//! The binary carries everything a skeleton needs beyond its language's
+//! toolchain, so `new` works in any folder, checkout or not: every skeleton
+//! gets its own copy of `wit/handler.wit`, the Rust one a copy of the Rust
+//! SDK (`arrpc-handler`), the C and Zig ones the committed C bindings and the
+//! WASI preview1 adapter. A skeleton builds wherever it is moved. Paths in
+//! the printed entry are relative to the current folder, where `arrpc.toml`
+//! is expected to live.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -35,9 +38,21 @@ const C_BINDINGS: &[(&str, &[u8])] = &[
     ),
 ];
 
-/// Where `handlers/install-toolchains.sh` puts the WASI preview1 reactor
-/// adapter that C and Zig components need.
-const ADAPTER: &str = "handlers/.toolchains/wasi_snapshot_preview1.reactor.wasm";
+/// The WASI preview1 reactor adapter that turns a C or Zig core module
+/// into a component, at the version that matches the host's wasmtime.
+const ADAPTER: (&str, &[u8]) = (
+    "gen/wasi_snapshot_preview1.reactor.wasm",
+    wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+);
+
+/// The Rust SDK's source, as in `handlers/sdk`, with its WIT path pointing
+/// at the copy beside it instead of the checkout's `wit/`.
+fn sdk_source() -> String {
+    include_str!("../../handlers/sdk/src/lib.rs").replace(SDK_WIT_PATH, "path: \"wit\",")
+}
+
+/// How `handlers/sdk/src/lib.rs` names the checkout's WIT folder.
+const SDK_WIT_PATH: &str = "path: \"../../wit\",";
 
 #[derive(Debug, Args)]
 pub struct NewArgs {
@@ -50,9 +65,11 @@ pub struct NewArgs {
     /// Folder the skeleton's own folder is created in.
     #[arg(long, default_value = "handlers")]
     dir: PathBuf,
-    /// The Rust SDK crate (`arrpc-handler`), for `--lang rust`.
-    #[arg(long, default_value = "handlers/sdk")]
-    sdk: PathBuf,
+    /// For `--lang rust`: depend on this Rust SDK crate (`arrpc-handler`,
+    /// say a checkout's `handlers/sdk`) instead of the copy the skeleton
+    /// carries in its `sdk/` folder.
+    #[arg(long)]
+    sdk: Option<PathBuf>,
     /// Also append the `[[handler]]` entry to this config file.
     #[arg(long)]
     append_to: Option<PathBuf>,
@@ -76,24 +93,23 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
             folder.display()
         );
     }
-    let up = relative(&folder, Path::new("."))?;
-    let sdk = match args.lang {
-        Lang::Rust => {
-            if !args.sdk.join("Cargo.toml").is_file() {
+    let sdk = match (&args.sdk, args.lang) {
+        (Some(sdk), Lang::Rust) => {
+            if !sdk.join("Cargo.toml").is_file() {
                 bail!(
-                    "the Rust SDK was not found at {}; run this in an arrpc-host checkout or pass --sdk",
-                    args.sdk.display()
+                    "--sdk {}: no Cargo.toml there; leave --sdk out to use the SDK the skeleton carries",
+                    sdk.display()
                 );
             }
-            relative(&folder, &args.sdk)?
+            relative(&folder, sdk)?
         }
-        _ => String::new(),
+        (Some(_), _) => bail!("--sdk is for --lang rust"),
+        (None, _) => "sdk".to_owned(),
     };
     let fill = |template: &str| {
         template
             .replace("{{name}}", &args.name)
             .replace("{{sdk}}", &sdk)
-            .replace("{{adapter}}", &format!("{up}/{ADAPTER}"))
     };
     let files: &[(&str, &str)] = match args.lang {
         Lang::Rust => &[
@@ -123,15 +139,28 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
             ("wit/handler.wit", WIT),
         ],
     };
-    let copies = match args.lang {
-        Lang::C | Lang::Zig => C_BINDINGS,
-        _ => &[],
+    let mut copies: Vec<(&str, Vec<u8>)> = match args.lang {
+        Lang::C | Lang::Zig => C_BINDINGS
+            .iter()
+            .chain([&ADAPTER])
+            .map(|(file, bytes)| (*file, bytes.to_vec()))
+            .collect(),
+        _ => Vec::new(),
     };
+    if args.lang == Lang::Rust && args.sdk.is_none() {
+        copies.extend([
+            (
+                "sdk/Cargo.toml",
+                include_bytes!("templates/rust/sdk/Cargo.toml").to_vec(),
+            ),
+            ("sdk/src/lib.rs", sdk_source().into_bytes()),
+            ("sdk/wit/handler.wit", WIT.as_bytes().to_vec()),
+        ]);
+    }
     let filled = files
         .iter()
         .map(|(file, template)| (*file, fill(template).into_bytes()));
-    let copied = copies.iter().map(|(file, bytes)| (*file, bytes.to_vec()));
-    for (file, contents) in filled.chain(copied) {
+    for (file, contents) in filled.chain(copies) {
         let path = folder.join(file);
         std::fs::create_dir_all(path.parent().unwrap_or(&folder))
             .with_context(|| format!("cannot create {}", folder.display()))?;
@@ -172,7 +201,7 @@ fn entry(name: &str, lang: Lang, folder: &Path) -> String {
                 name.replace('-', "_")
             ),
             format!(
-                "rustup target add wasm32-wasip2 && cargo build --release --target wasm32-wasip2 --manifest-path {folder}/Cargo.toml"
+                "rustup target add wasm32-wasip2 && cargo build --release --target wasm32-wasip2 --manifest-path {folder}/Cargo.toml --target-dir {folder}/target"
             ),
         ),
         _ => (
@@ -219,6 +248,27 @@ mod tests {
         assert!(check_name("order-total").is_ok());
         for bad in ["", "Order", "1st", "a_b", "a.b", "a b", "-a"] {
             assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// The SDK a skeleton carries binds the WIT beside it, and depends on
+    /// what `handlers/sdk` depends on, at the handlers workspace's versions.
+    #[test]
+    fn the_carried_sdk_is_the_checkouts() {
+        let source = sdk_source();
+        assert!(source.contains("path: \"wit\","));
+        assert!(!source.contains(SDK_WIT_PATH));
+
+        let table = |text: &str| text.parse::<toml::Table>().unwrap();
+        let workspace = table(include_str!("../../handlers/Cargo.toml"));
+        let workspace = &workspace["workspace"]["dependencies"];
+        let sdk = table(include_str!("../../handlers/sdk/Cargo.toml"));
+        let carried = table(include_str!("templates/rust/sdk/Cargo.toml"));
+        let carried = carried["dependencies"].as_table().unwrap();
+        let names: Vec<&String> = sdk["dependencies"].as_table().unwrap().keys().collect();
+        assert_eq!(names, carried.keys().collect::<Vec<_>>());
+        for name in names {
+            assert_eq!(carried[name], workspace[name], "dependency {name}");
         }
     }
 

@@ -5,6 +5,7 @@
 
 pub mod certs;
 pub mod seed;
+pub mod toolchains;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
