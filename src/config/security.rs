@@ -51,14 +51,15 @@ pub enum SecretSource {
 
 impl SecretSource {
     /// The secret's bytes. A file's trailing line break is not part of it,
-    /// and the file must be readable by its owner only.
+    /// and the file must be readable by its owner only (or its group, in a
+    /// Kubernetes volume: see `arrpc_wire::pem::secret_mode`).
     pub fn read(&self) -> Result<Vec<u8>, String> {
         let secret = match self {
             SecretSource::Env(name) => std::env::var_os(name)
                 .ok_or_else(|| format!("environment variable `{name}` is not set"))?
                 .into_encoded_bytes(),
             SecretSource::File(path) => {
-                arrpc_wire::pem::owner_only(path).map_err(|e| e.to_string())?;
+                arrpc_wire::pem::secret_mode(path).map_err(|e| e.to_string())?;
                 let mut bytes = std::fs::read(path)
                     .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
                 for end in [b'\n', b'\r'] {

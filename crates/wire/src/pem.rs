@@ -3,8 +3,9 @@
 //!
 //! A certificate chain that has expired (or is not valid yet) is refused
 //! with its dates, so the operator hears of it at start rather than from
-//! every peer's failed handshake. A private key readable by group or others
-//! is refused as ssh refuses one.
+//! every peer's failed handshake. A private key or secret file readable by
+//! group or others is refused as ssh refuses one, except that a file the
+//! kubelet mounted may be group-readable (see [`secret_mode`]).
 
 use std::path::{Path, PathBuf};
 
@@ -46,11 +47,18 @@ pub enum PemError {
     #[error("{}: no PEM private key (PKCS#8, PKCS#1 or SEC1) found", path.display())]
     NoKey { path: PathBuf },
     #[error(
-        "{}: private key is accessible by group or others (mode {mode:04o}); run `chmod 600 {}`",
+        "{}: a key or secret file must not be accessible by group or others (mode {mode:04o}); run `chmod 600 {}`",
         path.display(),
         path.display()
     )]
     KeyPermissions { path: PathBuf, mode: u32 },
+    #[error(
+        "{}: a key or secret file must not be accessible by others or writable by its group (mode {mode:04o}); \
+         it is in a volume the kubelet manages, so set `defaultMode: 0440` (or 0400) on the Secret \
+         volume, or `mode` on its item, instead of chmod",
+        path.display()
+    )]
+    MountedKeyPermissions { path: PathBuf, mode: u32 },
 }
 
 /// The certificates in a CA or pinned-certificate file, in file order.
@@ -60,7 +68,7 @@ pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemErro
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| PemError::Malformed {
             path: path.to_owned(),
-            reason: e.to_string(),
+            reason: pem_reason(&e),
         })?;
     if certs.is_empty() {
         return Err(PemError::NoCertificate {
@@ -106,7 +114,7 @@ pub fn certificate_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, Pe
 
 /// The private key in `path`, which only its owner may access.
 pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
-    owner_only(path)?;
+    secret_mode(path)?;
     let text = read(path)?;
     PrivateKeyDer::from_pem_slice(&text).map_err(|e| match e {
         rustls_pki_types::pem::Error::NoItemsFound => PemError::NoKey {
@@ -114,13 +122,18 @@ pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
         },
         e => PemError::Malformed {
             path: path.to_owned(),
-            reason: e.to_string(),
+            reason: pem_reason(&e),
         },
     })
 }
 
-/// Refuses a secret file that group or others can access, as ssh does.
-pub fn owner_only(path: &Path) -> Result<(), PemError> {
+/// Refuses a key or secret file that group or others can access, as ssh
+/// does. In a folder the kubelet manages (a Secret, projected or CSI volume)
+/// the group may read it too: Kubernetes hands secrets to a pod's group
+/// (`fsGroup`, `defaultMode: 0440`, csi-driver-spiffe's 0440), and such a
+/// volume is read-only, so chmod is no fix there. Others never may, which
+/// refuses a Secret volume's default 0644 with the one-line manifest fix.
+pub fn secret_mode(path: &Path) -> Result<(), PemError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -132,14 +145,42 @@ pub fn owner_only(path: &Path) -> Result<(), PemError> {
             .permissions()
             .mode()
             & 0o7777;
-        if mode & 0o077 != 0 {
-            return Err(PemError::KeyPermissions {
-                path: path.to_owned(),
-                mode,
-            });
+        let path = path.to_owned();
+        if kubelet_managed(&path) {
+            if mode & 0o027 != 0 {
+                return Err(PemError::MountedKeyPermissions { path, mode });
+            }
+        } else if mode & 0o077 != 0 {
+            return Err(PemError::KeyPermissions { path, mode });
         }
     }
     Ok(())
+}
+
+/// Whether `path` sits in a folder written by the kubelet's atomic writer,
+/// which keeps the current files behind a `..data` symlink beside them.
+#[cfg(unix)]
+fn kubelet_managed(path: &Path) -> bool {
+    path.parent()
+        .and_then(|folder| folder.join("..data").symlink_metadata().ok())
+        .is_some_and(|meta| meta.file_type().is_symlink())
+}
+
+/// A PEM parse error in words: the parser prints the lines it means as
+/// byte lists.
+fn pem_reason(e: &rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { end_marker } => format!(
+            "no `-----END {}-----` line (is the file cut short?)",
+            String::from_utf8_lossy(end_marker)
+        ),
+        Error::IllegalSectionStart { line } => format!(
+            "malformed `-----BEGIN` line `{}`",
+            String::from_utf8_lossy(line).trim()
+        ),
+        e => e.to_string(),
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, PemError> {
@@ -205,6 +246,47 @@ mod tests {
         assert!(err.contains("chmod 600"), "{err}");
     }
 
+    /// Lays `key` out as the kubelet's atomic writer does: the real file in
+    /// a timestamped folder, `..data` linking to it, and the visible name a
+    /// link through `..data`.
+    #[cfg(unix)]
+    fn kubelet_volume(dir: &Path, key: &str, mode: u32) -> PathBuf {
+        use std::os::unix::fs::symlink;
+        let stamp = "..2026_11_28_18_00_00.123456789";
+        std::fs::create_dir(dir.join(stamp)).unwrap();
+        write(&dir.join(stamp), "tls.key", key, mode);
+        symlink(stamp, dir.join("..data")).unwrap();
+        symlink("..data/tls.key", dir.join("tls.key")).unwrap();
+        dir.join("tls.key")
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn mounted_keys_may_be_group_readable_but_never_others() {
+        let pem = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        for mode in [0o400, 0o440, 0o600, 0o640] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = kubelet_volume(dir.path(), &pem, mode);
+            assert!(private_key(&path).is_ok(), "mode {mode:o}");
+        }
+        for mode in [0o644, 0o444, 0o660, 0o604] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = kubelet_volume(dir.path(), &pem, mode);
+            let err = private_key(&path).unwrap_err().to_string();
+            assert!(err.contains(&format!("mode {mode:04o}")), "{err}");
+            assert!(err.contains("defaultMode: 0440"), "{err}");
+            assert!(!err.contains("chmod 600"), "{err}");
+        }
+        // The same group-readable file outside such a folder is refused.
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "tls.key", &pem, 0o440);
+        let err = private_key(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("mode 0440") && err.contains("chmod 600"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn wrong_formats_name_the_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -214,6 +296,13 @@ mod tests {
             Err(PemError::NoCertificate { .. })
         ));
         assert!(matches!(private_key(&garbage), Err(PemError::NoKey { .. })));
+        let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let cut = write(dir.path(), "cut.pem", &key[..key.len() / 2], 0o600);
+        let err = private_key(&cut).unwrap_err().to_string();
+        assert!(
+            err.contains("cut.pem: not a PEM file: no `-----END PRIVATE KEY-----` line"),
+            "{err}"
+        );
         let missing = dir.path().join("missing.pem");
         let err = certificates(&missing).unwrap_err().to_string();
         assert!(err.contains("missing.pem: cannot read"), "{err}");
