@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use arrpc_client::ClientConfig;
-use arrpc_client::tls::{Identity, Tls, Trust};
+use arrpc_client::tls::{HandshakeError, Identity, Tls, Trust};
+use arrpc_client::{ClientConfig, Error};
 use clap::Args;
 
 use crate::config::{Config, SecretSource, TlsConfig, default_handshake_timeout};
@@ -207,4 +207,46 @@ impl SendSecurityArgs {
         config.replay_protection = self.replay_protection;
         Ok(())
     }
+}
+
+/// What to change for a refused TLS handshake, by the `send` flags that do
+/// it where some do; the client's error has already said what was wrong.
+pub fn tls_hint(error: &Error) -> Option<String> {
+    let Error::Tls { source, .. } = error else {
+        return None;
+    };
+    Some(match source {
+        HandshakeError::UnknownIssuer { .. } => "pass the CA that signed it with --tls-ca FILE, \
+             or the server's own certificate with --tls-ca FILE --tls-self-signed"
+            .to_owned(),
+        HandshakeError::NotPinned { .. } => "pass the server's own certificate with --tls-ca \
+             FILE --tls-self-signed, or drop --tls-self-signed to trust the CA in FILE that \
+             signed it"
+            .to_owned(),
+        HandshakeError::WrongName { presented, .. } => match presented.first() {
+            Some(name) => format!(
+                "connect by one of the certificate's names, or check one with \
+                 --tls-server-name (e.g. --tls-server-name {name})"
+            ),
+            None => "give the server a certificate with a subjectAltName for its host".to_owned(),
+        },
+        HandshakeError::CaCertificate { .. } => "pass the server's certificate itself with \
+             --tls-ca FILE, or give the server a certificate without CA:TRUE"
+            .to_owned(),
+        HandshakeError::ClientCertificateRequired { .. } => {
+            "present a client certificate with --tls-cert FILE --tls-key FILE".to_owned()
+        }
+        HandshakeError::ClientCertificateRefused { .. } => {
+            "present a certificate from a CA the server trusts with --tls-cert FILE --tls-key FILE"
+                .to_owned()
+        }
+        HandshakeError::Expired { .. } | HandshakeError::NotYetValid { .. } => {
+            "renew the server's certificate, or set this machine's clock right if it is wrong"
+                .to_owned()
+        }
+        HandshakeError::NotTls | HandshakeError::ClosedByServer | HandshakeError::TimedOut(_) => {
+            "for a server without TLS, drop --tls and --tls-ca".to_owned()
+        }
+        _ => return None,
+    })
 }

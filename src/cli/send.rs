@@ -59,6 +59,12 @@ pub fn run(args: SendArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some(hint) = e
+                .downcast_ref::<arrpc_client::Error>()
+                .and_then(super::security::tls_hint)
+            {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -1,6 +1,8 @@
-//! Certificates made fresh for each test with rcgen; no key is committed.
+//! Certificates made fresh for each test with rcgen, or with the `openssl`
+//! command as users make them; no key is committed.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -87,6 +89,44 @@ pub fn expired(dir: &Path, file: &str) -> CertFiles {
     params.not_after = rcgen::date_time_ymd(2021, 1, 1);
     let cert = params.self_signed(&key).unwrap();
     write_pair(dir, file, &cert.pem(), &key)
+}
+
+/// A self-signed certificate made as every arrpc tutorial makes one:
+/// `openssl req -x509 -newkey rsa:2048 -nodes -subj /CN={common_name}
+/// -addext subjectAltName={names} -keyout {file}.key -out {file}.crt`,
+/// which OpenSSL marks CA:TRUE. The key is made mode 600, as the host
+/// requires.
+pub fn openssl_self_signed(dir: &Path, file: &str, common_name: &str, names: &str) -> CertFiles {
+    let cert = dir.join(format!("{file}.crt"));
+    let key = dir.join(format!("{file}.key"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes"])
+        .args(["-subj", &format!("/CN={common_name}")])
+        .args(["-addext", &format!("subjectAltName={names}")])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("these tests need the `openssl` command (apt-get install openssl): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "openssl req failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("CA:TRUE"),
+        "this openssl made a certificate without CA:TRUE, unlike the one users report"
+    );
+    set_mode(&key, 0o600);
+    CertFiles { cert, key }
 }
 
 fn write_pair(dir: &Path, file: &str, cert_pem: &str, key: &KeyPair) -> CertFiles {

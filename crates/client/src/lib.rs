@@ -106,12 +106,13 @@ pub enum Error {
     /// The request did not finish in time (the seed's `RpcTimeoutException`).
     #[error("request to {addr} timed out after {after:?}")]
     Timeout { addr: String, after: Duration },
-    /// The TLS handshake failed or timed out; not retried, since another
+    /// The TLS handshake failed or timed out, or the server refused the
+    /// client's certificate just after it; not retried, since another
     /// attempt would meet the same certificates.
     #[error("TLS handshake with {addr} failed")]
     Tls {
         addr: String,
-        source: std::io::Error,
+        source: tls::HandshakeError,
     },
     /// The server refused the signature (the seed's `AuthException`).
     #[error("authentication failed: {0}")]
@@ -137,12 +138,20 @@ pub enum Error {
 pub struct Client {
     config: ClientConfig,
     conn: Option<Connection<Box<dyn Io>>>,
+    /// Set while a TLS handshake runs, so a request timeout that cuts it
+    /// short is reported as the handshake's: a server that does not speak
+    /// TLS often just waits for more of what it takes for a message.
+    handshaking: bool,
 }
 
 impl Client {
     /// A client for `config`; nothing is connected until the first request.
     pub fn new(config: ClientConfig) -> Self {
-        Client { config, conn: None }
+        Client {
+            config,
+            conn: None,
+            handshaking: false,
+        }
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -190,9 +199,14 @@ impl Client {
                 .map_err(|_| {
                     // The reply may still arrive; it must not answer the next request.
                     self.conn = None;
-                    Error::Timeout {
-                        addr: self.config.addr.clone(),
-                        after,
+                    let addr = self.config.addr.clone();
+                    if std::mem::take(&mut self.handshaking) {
+                        Error::Tls {
+                            addr,
+                            source: tls::HandshakeError::TimedOut(after),
+                        }
+                    } else {
+                        Error::Timeout { addr, after }
                     }
                 })??,
             None => self.round_trip(message).await?,
@@ -220,14 +234,14 @@ impl Client {
     }
 
     async fn try_round_trip(&mut self, message: &[u8]) -> Result<Bytes, Error> {
-        let addr = self.config.addr.clone();
-        let transport = |source: ReadError| Error::Transport {
-            addr: addr.clone(),
-            source,
-        };
         if self.conn.is_none() {
-            self.conn = Some(self.connect().await?);
+            let stream = connect(&self.config).await?;
+            self.handshaking = self.config.tls.is_some();
+            let stream = secure(&self.config, stream).await;
+            self.handshaking = false;
+            self.conn = Some(Connection::new(stream?, self.config.max_reply));
         }
+        let tls = self.config.tls.as_ref();
         let conn = self.conn.as_mut().expect("connected above");
         let result = async {
             conn.write_message(message).await?;
@@ -240,20 +254,22 @@ impl Client {
         .await;
         result.map_err(|e| {
             self.conn = None;
-            transport(e)
+            let addr = self.config.addr.clone();
+            match refusal(tls, &e) {
+                Some(source) => Error::Tls { addr, source },
+                None => Error::Transport { addr, source: e },
+            }
         })
-    }
-
-    async fn connect(&self) -> Result<Connection<Box<dyn Io>>, Error> {
-        Ok(Connection::new(
-            open(&self.config).await?,
-            self.config.max_reply,
-        ))
     }
 }
 
-/// Connects with retries and a doubling pause, as the seed does.
+/// Connects, with TLS when configured.
 async fn open(config: &ClientConfig) -> Result<Box<dyn Io>, Error> {
+    secure(config, connect(config).await?).await
+}
+
+/// Connects with retries and a doubling pause, as the seed does.
+async fn connect(config: &ClientConfig) -> Result<TcpStream, Error> {
     let attempts = config.connect_attempts.max(1);
     let mut pause = config.backoff;
     let mut last = None;
@@ -264,10 +280,7 @@ async fn open(config: &ClientConfig) -> Result<Box<dyn Io>, Error> {
         match result {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
-                return match &config.tls {
-                    Some(tls) => Ok(Box::new(handshake(config, tls, stream).await?)),
-                    None => Ok(Box::new(stream)),
-                };
+                return Ok(stream);
             }
             Err(e) => {
                 tracing::debug!(addr = %config.addr, attempt, error = %e, "connect failed");
@@ -308,20 +321,31 @@ fn seal<'a>(config: &ClientConfig, message: &'a [u8]) -> Result<Cow<'a, [u8]>, E
     Ok(Cow::Owned(envelope::sign_stamped(secret, message, stamp)))
 }
 
-/// The TLS handshake on a fresh connection, within the connect timeout; not
-/// retried, since a refused certificate will be refused again.
-async fn handshake(
-    config: &ClientConfig,
-    tls: &Tls,
-    stream: TcpStream,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Error> {
-    tokio::time::timeout(config.connect_timeout, tls.connect(&config.addr, stream))
+/// `stream` after the TLS handshake when TLS is configured, within the
+/// connect timeout; not retried, since a refused certificate will be
+/// refused again.
+async fn secure(config: &ClientConfig, stream: TcpStream) -> Result<Box<dyn Io>, Error> {
+    let Some(tls) = &config.tls else {
+        return Ok(Box::new(stream));
+    };
+    let secured = tokio::time::timeout(config.connect_timeout, tls.connect(&config.addr, stream))
         .await
-        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+        .unwrap_or(Err(tls::HandshakeError::TimedOut(config.connect_timeout)))
         .map_err(|source| Error::Tls {
             addr: config.addr.clone(),
             source,
-        })
+        })?;
+    Ok(Box::new(secured))
+}
+
+/// The server's refusal of this client's TLS settings, when that is why
+/// reading or writing failed: a TLS 1.3 server checks the client's
+/// certificate after the client has finished its side of the handshake.
+fn refusal(tls: Option<&Tls>, error: &ReadError) -> Option<tls::HandshakeError> {
+    match error {
+        ReadError::Io(io) => tls?.refusal(io),
+        _ => None,
+    }
 }
 
 /// Whether a failure means the server had already closed the connection

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arrpc_wire::{Connection, ReadError, rpc, trace};
 use bytes::Bytes;
@@ -25,7 +25,8 @@ use serde::{Serialize, de::DeserializeOwned};
 use tokio::io::{AsyncWriteExt, BufWriter, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{ClientConfig, Error, Io};
+use crate::tls::HandshakeError;
+use crate::{ClientConfig, Error, Io, Tls};
 
 /// Requests queued for the writer before callers wait for room.
 const OUTGOING_QUEUE: usize = 256;
@@ -56,6 +57,9 @@ struct Shared {
 struct Link {
     outgoing: mpsc::Sender<Vec<u8>>,
     waiting: Waiting,
+    /// Set when the connection ended because the server refused this
+    /// client's TLS settings, so waiting callers learn why.
+    refused: Arc<OnceLock<HandshakeError>>,
 }
 
 impl RpcClient {
@@ -134,8 +138,8 @@ impl RpcClient {
             link.outgoing
                 .send(self.sign(request)?)
                 .await
-                .map_err(|_| self.closed())?;
-            rx.await.map_err(|_| self.closed())
+                .map_err(|_| self.closed(&link))?;
+            rx.await.map_err(|_| self.closed(&link))
         };
         let response = match self.shared.config.timeout {
             Some(after) => match tokio::time::timeout(after, outcome).await {
@@ -168,17 +172,25 @@ impl RpcClient {
         link.outgoing
             .send(self.sign(rpc::notification(method, params))?)
             .await
-            .map_err(|_| self.closed())
+            .map_err(|_| self.closed(&link))
     }
 
     fn sign(&self, message: Vec<u8>) -> Result<Vec<u8>, Error> {
         Ok(crate::seal(&self.shared.config, &message)?.into_owned())
     }
 
-    fn closed(&self) -> Error {
-        Error::Transport {
-            addr: self.shared.config.addr.clone(),
-            source: ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()),
+    /// Why `link` ended, for a caller who was using it.
+    fn closed(&self, link: &Link) -> Error {
+        let addr = self.shared.config.addr.clone();
+        match link.refused.get() {
+            Some(refusal) => Error::Tls {
+                addr,
+                source: refusal.clone(),
+            },
+            None => Error::Transport {
+                addr,
+                source: ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()),
+            },
         }
     }
 
@@ -198,12 +210,15 @@ impl RpcClient {
         let link = Link {
             outgoing,
             waiting: Waiting::default(),
+            refused: Arc::default(),
         };
         tokio::spawn(drive(
             reader,
             BufWriter::new(write),
             queue,
             link.waiting.clone(),
+            link.refused.clone(),
+            config.tls.clone(),
             config.addr.clone(),
         ));
         *slot = Some(link.clone());
@@ -218,6 +233,8 @@ async fn drive<R>(
     mut writer: BufWriter<WriteHalf<Box<dyn Io>>>,
     mut queue: mpsc::Receiver<Vec<u8>>,
     waiting: Waiting,
+    refused: Arc<OnceLock<HandshakeError>>,
+    tls: Option<Tls>,
     addr: String,
 ) where
     R: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -227,7 +244,13 @@ async fn drive<R>(
             match reader.read_message().await {
                 Ok(Some(message)) => deliver(&waiting, message),
                 Ok(None) => return "server closed the connection".to_string(),
-                Err(e) => return e.to_string(),
+                Err(e) => {
+                    let reason = e.to_string();
+                    if let Some(refusal) = crate::refusal(tls.as_ref(), &e) {
+                        let _ = refused.set(refusal);
+                    }
+                    return reason;
+                }
             }
         }
     };

@@ -1,15 +1,19 @@
-//! TLS for the client: which server certificate to trust, and which
-//! certificate (if any) to present for mutual TLS.
+//! TLS for the client: which server certificate to trust, which
+//! certificate (if any) to present for mutual TLS, and why a handshake
+//! failed, in words a user can act on ([`HandshakeError`]).
 //!
 //! Four ways to trust a server: a CA file, the CAs this machine trusts (its
 //! certificate store), or the public CAs of the Mozilla root set, with the
 //! server's name (the host part of the address, or [`Tls::server_name`])
 //! checked against its certificate; or, as the seed offers, the server's own
 //! self-signed certificate, pinned: exactly those certificate bytes are
-//! accepted, whatever names they carry. TLS 1.2 and 1.3 only.
+//! accepted, whatever names they carry. A CA file may also hold the server's
+//! own self-signed certificate, as the Python arrpc package and OpenSSL
+//! allow: then its name and dates are checked. TLS 1.2 and 1.3 only.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrpc_wire::pem::{self, PemError};
 use tokio::net::TcpStream;
@@ -18,12 +22,15 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
+use tokio_rustls::rustls::client::{WebPkiServerVerifier, verify_server_name};
 use tokio_rustls::rustls::crypto::{
-    WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature,
+    CryptoProvider, WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature,
 };
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio_rustls::rustls::server::ParsedCertificate;
 use tokio_rustls::rustls::{
-    self, CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    self, AlertDescription, CertificateError, DigitallySignedStruct, OtherError, RootCertStore,
+    SignatureScheme,
 };
 
 /// Whom the client trusts to be the server. More ways may be added, so a
@@ -31,8 +38,9 @@ use tokio_rustls::rustls::{
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Trust {
-    /// Servers with a certificate signed by a CA in this PEM file (the
-    /// seed's `tls_cafile`).
+    /// Servers with a certificate signed by a CA in this PEM file, or a
+    /// self-signed one that is itself in the file (OpenSSL marks those
+    /// CA:TRUE), its names and dates checked (the seed's `tls_cafile`).
     CaFile(PathBuf),
     /// Exactly the self-signed certificate(s) in this PEM file (the seed's
     /// `tls_cafile` with `tls_self_signed=True`).
@@ -75,6 +83,11 @@ pub enum TlsError {
 #[derive(Clone, Debug)]
 pub struct Tls {
     config: Arc<rustls::ClientConfig>,
+    /// Whom the settings trust, to say so when a server is refused.
+    trust: Trust,
+    /// Whether a client certificate is presented, to tell a server that
+    /// wants one from one that refuses ours.
+    presents_identity: bool,
     /// Name the server's certificate must carry; defaults to the host part
     /// of the address. Ignored for a pinned certificate.
     pub server_name: Option<String>,
@@ -89,14 +102,16 @@ impl Tls {
             .expect("ring supports TLS 1.2 and 1.3");
         let builder = match trust {
             Trust::CaFile(path) => {
-                let mut roots = RootCertStore::empty();
-                for cert in pem::certificates(path)? {
-                    roots.add(cert).map_err(|e| TlsError::Certificate {
-                        path: path.clone(),
-                        reason: e.to_string(),
+                let verifier =
+                    CaFile::new(pem::certificates(path)?, provider.clone()).map_err(|reason| {
+                        TlsError::Certificate {
+                            path: path.clone(),
+                            reason,
+                        }
                     })?;
-                }
-                builder.with_root_certificates(roots)
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(verifier))
             }
             Trust::System => builder.with_root_certificates(system_roots(
                 rustls_native_certs::load_native_certs(),
@@ -126,6 +141,8 @@ impl Tls {
         };
         Ok(Tls {
             config: Arc::new(config),
+            trust: trust.clone(),
+            presents_identity: identity.is_some(),
             server_name: None,
         })
     }
@@ -135,20 +152,223 @@ impl Tls {
         &self,
         addr: &str,
         stream: TcpStream,
-    ) -> std::io::Result<TlsStream<TcpStream>> {
+    ) -> Result<TlsStream<TcpStream>, HandshakeError> {
         let name = self
             .server_name
             .clone()
             .unwrap_or_else(|| host_of(addr).to_owned());
-        let name = ServerName::try_from(name).map_err(|e| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("server name: {e}"),
-            )
-        })?;
+        let name = ServerName::try_from(name.clone())
+            .map_err(|e| HandshakeError::BadServerName(format!("{name:?}: {e}")))?;
         TlsConnector::from(self.config.clone())
             .connect(name, stream)
             .await
+            .map_err(|e| self.refusal(&e).unwrap_or_else(|| failed_handshake(e)))
+    }
+
+    /// Why the server and these settings did not agree, when `error` (from
+    /// the handshake or from reading just after it, where a TLS 1.3 server
+    /// refuses a client certificate) says so; `None` for other failures,
+    /// such as a dropped connection.
+    pub(crate) fn refusal(&self, error: &std::io::Error) -> Option<HandshakeError> {
+        let error = error.get_ref()?.downcast_ref::<rustls::Error>()?;
+        Some(match error {
+            rustls::Error::InvalidCertificate(certificate) => {
+                self.refused_certificate(certificate)?
+            }
+            rustls::Error::AlertReceived(alert) => self.refused_by_server(*alert)?,
+            _ => return None,
+        })
+    }
+
+    /// Why the server's certificate was refused.
+    fn refused_certificate(&self, error: &CertificateError) -> Option<HandshakeError> {
+        Some(match error {
+            CertificateError::UnknownIssuer => HandshakeError::UnknownIssuer {
+                trusted: self.trusted(),
+            },
+            CertificateError::ApplicationVerificationFailure => match &self.trust {
+                Trust::Pinned(path) => HandshakeError::NotPinned { file: path.clone() },
+                _ => return None,
+            },
+            CertificateError::NotValidForNameContext {
+                expected,
+                presented,
+            } => HandshakeError::WrongName {
+                expected: expected.to_str().into_owned(),
+                presented: presented.iter().map(|name| plain_name(name)).collect(),
+            },
+            CertificateError::ExpiredContext { not_after, .. } => HandshakeError::Expired {
+                not_after: date(*not_after),
+            },
+            CertificateError::NotValidYetContext { not_before, .. } => {
+                HandshakeError::NotYetValid {
+                    not_before: date(*not_before),
+                }
+            }
+            CertificateError::Other(other) if is_ca_used_as_end_entity(other) => {
+                HandshakeError::CaCertificate {
+                    ca_file: match &self.trust {
+                        Trust::CaFile(path) => Some(path.clone()),
+                        _ => None,
+                    },
+                }
+            }
+            _ => return None,
+        })
+    }
+
+    /// What a TLS alert from the server says about this client.
+    fn refused_by_server(&self, alert: AlertDescription) -> Option<HandshakeError> {
+        use AlertDescription as A;
+        Some(match alert {
+            A::CertificateRequired => HandshakeError::ClientCertificateRequired { alert },
+            // What a TLS 1.2 server sends when it wanted a certificate.
+            A::HandshakeFailure if !self.presents_identity => {
+                HandshakeError::ClientCertificateRequired { alert }
+            }
+            A::HandshakeFailure
+            | A::BadCertificate
+            | A::UnsupportedCertificate
+            | A::CertificateRevoked
+            | A::CertificateExpired
+            | A::CertificateUnknown
+            | A::UnknownCA
+            | A::AccessDenied
+                if self.presents_identity =>
+            {
+                HandshakeError::ClientCertificateRefused { alert }
+            }
+            A::CloseNotify => return None,
+            alert => HandshakeError::Alert { alert },
+        })
+    }
+
+    /// Whom these settings trust, in words.
+    fn trusted(&self) -> String {
+        match &self.trust {
+            Trust::CaFile(path) => format!("a CA in {}", path.display()),
+            Trust::Pinned(path) => format!("the certificate in {}", path.display()),
+            Trust::System => "a CA this machine trusts".to_owned(),
+            Trust::PublicCas => "a public CA (the Mozilla root set)".to_owned(),
+        }
+    }
+}
+
+/// Why a TLS handshake with a server failed, in words a user can act on.
+/// The server's certificate and the client's settings decide most of these;
+/// another attempt meets the same outcome. More may be added, so a `match`
+/// on it needs a catch-all arm.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// No CA the client trusts signed the server's certificate: trust the CA
+    /// that did ([`Trust::CaFile`]), or the server's own certificate.
+    #[error("the server's certificate is not signed by {trusted}")]
+    UnknownIssuer { trusted: String },
+    /// The server's certificate is not the pinned one ([`Trust::Pinned`]).
+    #[error("the server's certificate is not the one in {}", file.display())]
+    NotPinned { file: PathBuf },
+    /// The certificate is not for the name the client checked; connect by
+    /// one of its names or check one of them ([`Tls::server_name`]).
+    #[error(
+        "the server's certificate is for {}, not {expected}",
+        if presented.is_empty() { "no host name or address".to_owned() } else { presented.join(", ") }
+    )]
+    WrongName {
+        expected: String,
+        presented: Vec<String>,
+    },
+    /// The server's certificate has expired (or the client's clock is wrong).
+    #[error("the server's certificate expired on {not_after}")]
+    Expired { not_after: String },
+    /// The server's certificate is not valid yet (or a clock is wrong).
+    #[error("the server's certificate is not valid before {not_before}")]
+    NotYetValid { not_before: String },
+    /// The server presents a CA certificate (basicConstraints CA:TRUE) as
+    /// its own, and the CA file does not hold that very certificate.
+    #[error(
+        "the server's certificate is a CA certificate (basicConstraints CA:TRUE), {}",
+        match ca_file {
+            Some(file) => format!("trusted as a server's own only if {} holds that very certificate", file.display()),
+            None => "not trusted as a server's own".to_owned(),
+        }
+    )]
+    CaCertificate { ca_file: Option<PathBuf> },
+    /// The server requires a client certificate and none was presented (a
+    /// TLS 1.2 server says so with a handshake_failure alert).
+    #[error("the server requires a client certificate (it sent alert {alert:?})")]
+    ClientCertificateRequired { alert: AlertDescription },
+    /// The server refused the client certificate presented.
+    #[error("the server refused our client certificate (it sent alert {alert:?})")]
+    ClientCertificateRefused { alert: AlertDescription },
+    /// The server ended the handshake for another reason.
+    #[error("the server ended the handshake with alert {alert:?}")]
+    Alert { alert: AlertDescription },
+    /// What came back was not TLS: the server speaks plain arrpc, or
+    /// something else.
+    #[error("the server does not speak TLS (its reply is not a TLS handshake)")]
+    NotTls,
+    /// The server hung up mid-handshake, as a server that does not speak
+    /// TLS may after reading the client's greeting as garbage.
+    #[error("the server closed the connection during the TLS handshake; it may not speak TLS")]
+    ClosedByServer,
+    /// No handshake within the connect timeout.
+    #[error("no TLS handshake within {0:?}; the server may not speak TLS")]
+    TimedOut(Duration),
+    /// The name to check the certificate for is neither a host name nor an
+    /// IP address.
+    #[error("cannot check the server's certificate for {0}")]
+    BadServerName(String),
+    /// Any other failure, as rustls or the connection reported it.
+    #[error(transparent)]
+    Other(Arc<std::io::Error>),
+}
+
+/// Why a handshake failed that neither side's settings refused.
+fn failed_handshake(error: std::io::Error) -> HandshakeError {
+    let tls = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>());
+    match tls {
+        Some(
+            rustls::Error::InvalidMessage(_)
+            | rustls::Error::InappropriateMessage { .. }
+            | rustls::Error::InappropriateHandshakeMessage { .. },
+        ) => HandshakeError::NotTls,
+        _ if error.kind() == std::io::ErrorKind::UnexpectedEof => HandshakeError::ClosedByServer,
+        _ => HandshakeError::Other(Arc::new(error)),
+    }
+}
+
+/// Whether webpki refused a certificate as a CA certificate (CA:TRUE)
+/// presented as a server's own.
+fn is_ca_used_as_end_entity(error: &OtherError) -> bool {
+    matches!(
+        error.0.downcast_ref::<webpki::Error>(),
+        Some(webpki::Error::CaUsedAsEndEntity)
+    )
+}
+
+/// A name from webpki's list of a certificate's names (`DnsName("a.b")`,
+/// `IpAddress(127.0.0.1)`) as a user writes it.
+fn plain_name(presented: &str) -> String {
+    let inner = presented
+        .strip_prefix("DnsName(\"")
+        .and_then(|rest| rest.strip_suffix("\")"))
+        .or_else(|| {
+            presented
+                .strip_prefix("IpAddress(")
+                .and_then(|rest| rest.strip_suffix(')'))
+        });
+    inner.unwrap_or(presented).to_owned()
+}
+
+/// A certificate date as OpenSSL and the host's own checks print it.
+fn date(time: UnixTime) -> String {
+    let secs = i64::try_from(time.as_secs()).unwrap_or(i64::MAX);
+    match x509_parser::time::ASN1Time::from_timestamp(secs) {
+        Ok(time) => time.to_string(),
+        Err(_) => format!("{secs} seconds after 1970"),
     }
 }
 
@@ -218,6 +438,137 @@ fn system_roots(
     Ok(roots)
 }
 
+/// Trusts the CAs of a CA file as rustls does, and also a server's own
+/// certificate that is itself in the file. OpenSSL marks the self-signed
+/// certificates it makes CA:TRUE, and webpki refuses any CA certificate as
+/// a server's own, where OpenSSL (and so the Python arrpc package) accepts
+/// one that is a trust anchor itself.
+#[derive(Debug)]
+struct CaFile {
+    webpki: Arc<WebPkiServerVerifier>,
+    /// The file's certificates as read, to compare byte for byte.
+    certs: Vec<CertificateDer<'static>>,
+}
+
+impl CaFile {
+    /// Trusts `certs`, the certificates of a CA file.
+    fn new(
+        certs: Vec<CertificateDer<'static>>,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<CaFile, String> {
+        let mut roots = RootCertStore::empty();
+        for cert in &certs {
+            roots.add(cert.clone()).map_err(|e| e.to_string())?;
+        }
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(CaFile { webpki, certs })
+    }
+
+    /// Checks a CA:TRUE server certificate that webpki `refused`: accepted
+    /// only when it is one of the file's certificates, valid at `now`, fit
+    /// for a server and issued to `server_name`.
+    fn verify_own(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        server_name: &ServerName<'_>,
+        now: UnixTime,
+        refused: rustls::Error,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let (_, cert) = x509_parser::parse_x509_certificate(end_entity)
+            .map_err(|_| CertificateError::BadEncoding)?;
+        if !self.certs.iter().any(|own| own == end_entity) {
+            // Self-signed and not in the file: nobody trusted vouches for it.
+            // Signed by another: a CA posing as a server.
+            return Err(if cert.subject().as_raw() == cert.issuer().as_raw() {
+                CertificateError::UnknownIssuer.into()
+            } else {
+                refused
+            });
+        }
+        let validity = cert.validity();
+        let not_before = unix_time(validity.not_before.timestamp());
+        let not_after = unix_time(validity.not_after.timestamp());
+        if now < not_before {
+            return Err(CertificateError::NotValidYetContext {
+                time: now,
+                not_before,
+            }
+            .into());
+        }
+        if now > not_after {
+            return Err(CertificateError::ExpiredContext {
+                time: now,
+                not_after,
+            }
+            .into());
+        }
+        let usage = cert
+            .extended_key_usage()
+            .map_err(|_| CertificateError::BadEncoding)?;
+        if usage.is_some_and(|usage| !usage.value.server_auth && !usage.value.any) {
+            return Err(CertificateError::InvalidPurpose.into());
+        }
+        verify_server_name(&ParsedCertificate::try_from(end_entity)?, server_name)?;
+        Ok(ServerCertVerified::assertion())
+    }
+}
+
+impl ServerCertVerifier for CaFile {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Err(rustls::Error::InvalidCertificate(CertificateError::Other(other)))
+                if is_ca_used_as_end_entity(&other) =>
+            {
+                let refused = CertificateError::Other(other).into();
+                self.verify_own(end_entity, server_name, now, refused)
+            }
+            verified => verified,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// Seconds since 1970 from a certificate, as rustls counts time.
+fn unix_time(secs: i64) -> UnixTime {
+    UnixTime::since_unix_epoch(Duration::from_secs(secs.try_into().unwrap_or(0)))
+}
+
 /// Accepts exactly the pinned certificates, as the server's own.
 #[derive(Debug)]
 struct PinnedCertificate {
@@ -269,7 +620,206 @@ impl ServerCertVerifier for PinnedCertificate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+        KeyPair,
+    };
     use std::path::Path;
+
+    /// Parameters like those of `openssl req -x509 -subj /CN=localhost
+    /// -addext subjectAltName=DNS:localhost,IP:127.0.0.1`: CA:TRUE.
+    fn openssl_like(names: &[&str]) -> CertificateParams {
+        let names = names
+            .iter()
+            .map(|name| name.to_string())
+            .collect::<Vec<_>>();
+        let mut params = CertificateParams::new(names).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "localhost");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+    }
+
+    fn self_signed(params: &CertificateParams) -> CertificateDer<'static> {
+        params
+            .self_signed(&KeyPair::generate().unwrap())
+            .unwrap()
+            .der()
+            .clone()
+    }
+
+    fn ca_file(certs: &[&CertificateDer<'static>]) -> CaFile {
+        let certs = certs.iter().map(|cert| (*cert).clone()).collect();
+        CaFile::new(certs, Arc::new(rustls::crypto::ring::default_provider())).unwrap()
+    }
+
+    fn verify(
+        verifier: &CaFile,
+        cert: &CertificateDer<'_>,
+        name: &str,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let name = ServerName::try_from(name.to_owned()).unwrap();
+        verifier.verify_server_cert(cert, &[], &name, &[], UnixTime::now())
+    }
+
+    fn at(year: i32) -> UnixTime {
+        let date = rcgen::date_time_ymd(year, 1, 1);
+        unix_time(date.unix_timestamp())
+    }
+
+    #[test]
+    fn a_ca_true_self_signed_certificate_in_the_file_is_the_server_s_own() {
+        let own = self_signed(&openssl_like(&["localhost", "127.0.0.1"]));
+        let verifier = ca_file(&[&own]);
+        verify(&verifier, &own, "localhost").unwrap();
+        verify(&verifier, &own, "127.0.0.1").unwrap();
+
+        match verify(&verifier, &own, "other.example") {
+            Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+                presented,
+                ..
+            })) => assert_eq!(presented.len(), 2, "{presented:?}"),
+            other => panic!("expected a wrong name, got {other:?}"),
+        }
+        // A stranger with the same subject is not the server's own.
+        let stranger = self_signed(&openssl_like(&["localhost"]));
+        match verify(&verifier, &stranger, "localhost") {
+            Err(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {}
+            other => panic!("expected an unknown issuer, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_ca_true_certificate_signed_by_a_ca_in_the_file_is_still_refused() {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let verifier = ca_file(&[ca.der()]);
+
+        let leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        let leaf = leaf.signed_by(&KeyPair::generate().unwrap(), &ca).unwrap();
+        verify(&verifier, leaf.der(), "localhost").unwrap();
+
+        let posing = openssl_like(&["localhost"])
+            .signed_by(&KeyPair::generate().unwrap(), &ca)
+            .unwrap();
+        match verify(&verifier, posing.der(), "localhost") {
+            Err(rustls::Error::InvalidCertificate(CertificateError::Other(other))) => {
+                assert!(is_ca_used_as_end_entity(&other), "{other:?}")
+            }
+            other => panic!("expected a CA as a server's own, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_server_s_own_certificate_must_be_valid_now_and_meant_for_servers() {
+        let mut params = openssl_like(&["localhost"]);
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2030, 1, 1);
+        let own = self_signed(&params);
+        let verifier = ca_file(&[&own]);
+        let name = ServerName::try_from("localhost").unwrap();
+        let refused = || CertificateError::BadEncoding.into();
+        verifier
+            .verify_own(&own, &name, at(2025), refused())
+            .unwrap();
+        match verifier.verify_own(&own, &name, at(2019), refused()) {
+            Err(rustls::Error::InvalidCertificate(CertificateError::NotValidYetContext {
+                not_before,
+                ..
+            })) => assert_eq!(not_before, at(2020)),
+            other => panic!("expected not valid yet, got {other:?}"),
+        }
+        match verifier.verify_own(&own, &name, at(2031), refused()) {
+            Err(rustls::Error::InvalidCertificate(CertificateError::ExpiredContext {
+                not_after,
+                ..
+            })) => assert_eq!(not_after, at(2030)),
+            other => panic!("expected expired, got {other:?}"),
+        }
+        // Whichever check sees it first, a whole verification refuses it too.
+        let whole = verifier.verify_server_cert(&own, &[], &name, &[], at(2031));
+        assert!(
+            matches!(
+                whole,
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::ExpiredContext { .. }
+                ))
+            ),
+            "{whole:?}"
+        );
+
+        let mut params = openssl_like(&["localhost"]);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client_only = self_signed(&params);
+        match verify(&ca_file(&[&client_only]), &client_only, "localhost") {
+            Err(rustls::Error::InvalidCertificate(CertificateError::InvalidPurpose)) => {}
+            other => panic!("expected a wrong purpose, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn refusals_are_told_in_plain_words() {
+        let tls = Tls {
+            config: Arc::new(
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(RootCertStore::empty())
+                .with_no_client_auth(),
+            ),
+            trust: Trust::CaFile("server.crt".into()),
+            presents_identity: false,
+            server_name: None,
+        };
+        let said = |error: rustls::Error| {
+            let io = std::io::Error::new(std::io::ErrorKind::InvalidData, error);
+            tls.refusal(&io).map(|refusal| refusal.to_string())
+        };
+        assert_eq!(
+            said(CertificateError::UnknownIssuer.into()).unwrap(),
+            "the server's certificate is not signed by a CA in server.crt"
+        );
+        let wrong_name = CertificateError::NotValidForNameContext {
+            expected: ServerName::try_from("127.0.0.1").unwrap(),
+            presented: vec![
+                "DnsName(\"other.example\")".to_owned(),
+                "IpAddress(10.0.0.1)".to_owned(),
+            ],
+        };
+        assert_eq!(
+            said(wrong_name.into()).unwrap(),
+            "the server's certificate is for other.example, 10.0.0.1, not 127.0.0.1"
+        );
+        let expired = CertificateError::ExpiredContext {
+            time: at(2025),
+            not_after: at(2021),
+        };
+        assert_eq!(
+            said(expired.into()).unwrap(),
+            "the server's certificate expired on Jan  1 00:00:00 2021 +00:00"
+        );
+        assert_eq!(
+            said(rustls::Error::AlertReceived(
+                AlertDescription::HandshakeFailure
+            ))
+            .unwrap(),
+            "the server requires a client certificate (it sent alert HandshakeFailure)"
+        );
+        assert_eq!(said(rustls::Error::DecryptError), None);
+
+        let garbage = rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType);
+        let garbage = std::io::Error::new(std::io::ErrorKind::InvalidData, garbage);
+        assert!(matches!(failed_handshake(garbage), HandshakeError::NotTls));
+        let closed = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        assert!(matches!(
+            failed_handshake(closed),
+            HandshakeError::ClosedByServer
+        ));
+    }
 
     #[test]
     fn the_host_part_of_an_address_is_the_server_name() {
