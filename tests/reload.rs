@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
 use rmpv::Value;
@@ -269,6 +269,141 @@ fn watch_mode_rebuilds_when_sources_change_and_swaps_the_result() {
     write_atomically(&dir.join("src/which"), component("sum").to_str().unwrap());
     wait_for_version(&host, Version::Sum);
     assert!(host.log().contains("sources changed: building"));
+}
+
+/// A `--watch` host whose build reads its sources (`src`), then counts its
+/// runs in `builds` (outside the sources), takes `pause` seconds, fails if
+/// `src/which` said "broken" when it was read, and otherwise copies the
+/// component `src/which` named then to `module`. Returns the host and its
+/// config folder.
+fn counting_watch_host(module: &str, pause: u32) -> (Host, PathBuf) {
+    let config = write_config("");
+    let dir = config.dir.path().to_path_buf();
+    std::fs::create_dir(dir.join("src")).unwrap();
+    std::fs::write(dir.join("src/which"), component("echo").to_str().unwrap()).unwrap();
+    std::fs::write(
+        &config.path,
+        format!(
+            "[[handler]]\nname = \"h\"\nmodule = \"{module}\"\nsources = [\"src\"]\n\
+             build = 'cat src/* > /dev/null; which=$(cat src/which); echo run >> builds; \
+             sleep {pause}; if [ \"$which\" = broken ]; then exit 1; fi; cp \"$which\" {module}'\n"
+        ),
+    )
+    .unwrap();
+    let host = Host::start_with_env(
+        config,
+        &["--watch"],
+        &[("RUST_LOG", "info,arrpc_host::reload=debug")],
+    );
+    (host, dir)
+}
+
+/// How often the build of a [`counting_watch_host`] has run.
+fn builds(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("builds")).map_or(0, |s| s.lines().count())
+}
+
+const BUILD_FAILED: &str = "build failed; still serving the last good version";
+
+#[test]
+fn watch_mode_builds_a_broken_edit_once_and_its_fix_once() {
+    let (host, dir) = counting_watch_host("h.wasm", 0);
+    assert_eq!(
+        version_of(&host.connect().call(&probe())),
+        Some(Version::Echo)
+    );
+    let at_start = builds(&dir);
+    assert_eq!(at_start, 1, "the module was missing, so built at start");
+
+    std::fs::write(dir.join("src/which"), "broken").unwrap();
+    host.wait_for_log(BUILD_FAILED);
+    // Ten quiet periods: a build that retriggers itself shows by now.
+    std::thread::sleep(Duration::from_secs(3));
+    let log = host.log();
+    assert_eq!(builds(&dir), at_start + 1, "{log}");
+    assert_eq!(log.matches(BUILD_FAILED).count(), 1, "{log}");
+    assert_eq!(
+        version_of(&host.connect().call(&probe())),
+        Some(Version::Echo)
+    );
+
+    write_atomically(&dir.join("src/which"), component("sum").to_str().unwrap());
+    wait_for_version(&host, Version::Sum);
+    std::thread::sleep(Duration::from_secs(2));
+    let log = host.log();
+    assert_eq!(builds(&dir), at_start + 2, "{log}");
+    assert_eq!(log.matches(BUILD_FAILED).count(), 1, "{log}");
+}
+
+#[test]
+fn watch_mode_does_not_rebuild_for_a_touch_or_identical_bytes() {
+    let (host, dir) = counting_watch_host("h.wasm", 0);
+    let which = dir.join("src/which");
+    let at_start = builds(&dir);
+    let skipped = || host.log().matches("sources unchanged").count();
+    // Waits until the host has either skipped the change or started a build.
+    let settled = |skips_before: usize| {
+        wait_until(&host, "the change was never noticed", || {
+            skipped() > skips_before || builds(&dir) > at_start
+        })
+    };
+
+    let before = skipped();
+    std::fs::File::options()
+        .write(true)
+        .open(&which)
+        .unwrap()
+        .set_modified(SystemTime::now())
+        .unwrap();
+    settled(before);
+    assert_eq!(builds(&dir), at_start, "touch rebuilt:\n{}", host.log());
+
+    let before = skipped();
+    std::fs::write(&which, std::fs::read(&which).unwrap()).unwrap();
+    settled(before);
+    let before = skipped();
+    write_atomically(&which, component("echo").to_str().unwrap());
+    settled(before);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        builds(&dir),
+        at_start,
+        "identical bytes rebuilt:\n{}",
+        host.log()
+    );
+
+    // A real edit still builds, once.
+    write_atomically(&which, component("sum").to_str().unwrap());
+    wait_for_version(&host, Version::Sum);
+    assert_eq!(builds(&dir), at_start + 1, "{}", host.log());
+}
+
+#[test]
+fn watch_mode_builds_again_for_an_edit_made_during_a_build() {
+    let (host, dir) = counting_watch_host("h.wasm", 1);
+    let at_start = builds(&dir);
+    let which = dir.join("src/which");
+
+    write_atomically(&which, component("sum").to_str().unwrap());
+    wait_until(&host, "the build never started", || builds(&dir) > at_start);
+    write_atomically(&which, component("echo").to_str().unwrap());
+    wait_until(&host, "the edit made during the build was lost", || {
+        builds(&dir) == at_start + 2
+    });
+    wait_for_version(&host, Version::Echo);
+    let log = host.wait_for_log("swapped handler");
+    assert_eq!(log.matches("swapped handler").count(), 2, "{log}");
+}
+
+#[test]
+fn watch_mode_does_not_rebuild_for_a_module_built_among_its_sources() {
+    let (host, dir) = counting_watch_host("src/h.wasm", 0);
+    let at_start = builds(&dir);
+    write_atomically(&dir.join("src/which"), component("sum").to_str().unwrap());
+    wait_for_version(&host, Version::Sum);
+    // Ten quiet periods: a build that retriggers itself shows by now.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(builds(&dir), at_start + 1, "{}", host.log());
 }
 
 fn write_atomically(path: &Path, text: &str) {

@@ -6,10 +6,14 @@
 //! compiled and pre-instantiated here, off the request path, and only a
 //! version that loaded completely is published; a module that does not
 //! compile (a broken build, a half-written copy) leaves the working version
-//! serving until the next good write.
+//! serving until the next good write. Under `--watch` a build runs only
+//! when the sources' content differs from what the last build started
+//! from, so a failed build waits for the next edit.
 
+mod sources;
 mod watch;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +23,7 @@ use tokio::sync::mpsc;
 use crate::config::{Config, HandlerConfig};
 use crate::runtime::{HandlerRegistry, HandlerSet, Runtime, RuntimeOptions};
 use crate::telemetry::Metrics;
+use sources::Snapshot;
 use watch::{FileWatcher, canonical};
 
 /// How long the files must be quiet before a burst of writes is acted on.
@@ -44,6 +49,9 @@ pub struct Reloader {
     /// Also watch sources and run build commands (`--watch`).
     build_on_change: bool,
     watcher: FileWatcher,
+    /// Under `--watch`, by handler name: its sources when its last build
+    /// started, or when watching began.
+    built_from: HashMap<String, Snapshot>,
     /// Counts swaps and keeps the handler info series current.
     metrics: Arc<Metrics>,
 }
@@ -89,9 +97,11 @@ impl Reloader {
             config,
             build_on_change,
             watcher: FileWatcher::new(paths_tx, QUIET)?,
+            built_from: HashMap::new(),
             metrics,
         };
         reloader.watcher.watch_file(&reloader.config_path.clone())?;
+        reloader.remember_sources();
         reloader.watch_handlers()?;
         tokio::spawn(reloader.run(rx));
         Ok(())
@@ -110,9 +120,13 @@ impl Reloader {
                 }
                 Trigger::Changed(paths) => {
                     for handler in self.config.handlers.clone() {
-                        if self.build_on_change && touches_sources(&handler, &paths) {
+                        let module = canonical(&handler.module);
+                        if self.build_on_change
+                            && touches_sources(&handler, &module, &paths)
+                            && self.sources_edited(&handler).await
+                        {
                             self.rebuild(&handler).await;
-                        } else if paths.contains(&canonical(&handler.module)) {
+                        } else if paths.contains(&module) {
                             self.swap_module(&handler).await;
                         }
                     }
@@ -131,6 +145,42 @@ impl Reloader {
             }
         }
         Ok(())
+    }
+
+    /// Under `--watch`, records the sources of handlers not yet recorded
+    /// and forgets handlers no longer configured. Runs before their sources
+    /// are watched, so that an edit made after it arrives as an event, and
+    /// on this thread, as it runs at start (before listening) or after a
+    /// config change, not per event.
+    fn remember_sources(&mut self) {
+        if !self.build_on_change {
+            return;
+        }
+        let handlers = &self.config.handlers;
+        self.built_from
+            .retain(|name, _| handlers.iter().any(|h| &h.name == name));
+        for handler in &self.config.handlers {
+            if !self.built_from.contains_key(&handler.name) {
+                let now = Snapshot::take(&handler.sources, &handler.module, None);
+                self.built_from.insert(handler.name.clone(), now);
+            }
+        }
+    }
+
+    /// Whether `config`'s sources differ from what its last build started
+    /// from. Either way, what they hold now is what the next build is
+    /// compared against.
+    async fn sources_edited(&mut self, config: &HandlerConfig) -> bool {
+        let earlier = self.built_from.get(&config.name);
+        let Some(now) = read_sources(config, earlier).await else {
+            return true;
+        };
+        let edited = earlier.is_none_or(|earlier| !earlier.same_contents(&now));
+        if !edited {
+            tracing::debug!(handler = %config.name, "sources unchanged since the last build: not building");
+        }
+        self.built_from.insert(config.name.clone(), now);
+        edited
     }
 
     /// Compiles a changed module and, if it loads, swaps it in.
@@ -265,6 +315,7 @@ impl Reloader {
             ..self.config.server.clone()
         };
         self.config = Config { server, ..next };
+        self.remember_sources();
         if let Err(e) = self.watch_handlers() {
             tracing::warn!(error = %e, "cannot watch a new handler's files");
         }
@@ -301,10 +352,25 @@ fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
     sections
 }
 
-fn touches_sources(handler: &HandlerConfig, paths: &[PathBuf]) -> bool {
-    handler
-        .sources
-        .iter()
-        .map(|s| canonical(s))
-        .any(|source| paths.iter().any(|p| p.starts_with(&source)))
+/// Whether any of `paths` lies in the handler's sources; its `module`
+/// does not count, even when built among them.
+fn touches_sources(handler: &HandlerConfig, module: &Path, paths: &[PathBuf]) -> bool {
+    handler.sources.iter().map(|s| canonical(s)).any(|source| {
+        paths
+            .iter()
+            .any(|p| p.starts_with(&source) && p.as_path() != module)
+    })
+}
+
+/// Snapshots the handler's sources on a blocking thread, as hashing file
+/// contents is file I/O; `None` only when the runtime is shutting down.
+async fn read_sources(config: &HandlerConfig, earlier: Option<&Snapshot>) -> Option<Snapshot> {
+    let (sources, module) = (config.sources.clone(), config.module.clone());
+    let earlier = earlier.cloned();
+    tokio::task::spawn_blocking(move || Snapshot::take(&sources, &module, earlier.as_ref()))
+        .await
+        .inspect_err(
+            |e| tracing::warn!(handler = %config.name, error = %e, "cannot read the sources"),
+        )
+        .ok()
 }

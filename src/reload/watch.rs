@@ -2,19 +2,23 @@
 //!
 //! Files are watched through their folder, so a file replaced by rename
 //! (how most tools write atomically) is seen as well as one written in
-//! place. Paths are compared in canonical form.
+//! place. Paths are compared in canonical form. Opening and reading a file
+//! are not changes: a build reading its sources must not look like an edit.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use notify::{RecommendedWatcher, RecursiveMode};
-use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
+use notify::event::{AccessKind, AccessMode};
+use notify::{
+    Config, Event, EventHandler, EventKind, RecommendedWatcher, RecursiveMode, Watcher, WatcherKind,
+};
+use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer_opt};
 use tokio::sync::mpsc::UnboundedSender;
 
 /// Sends the set of changed paths after each quiet period.
 pub struct FileWatcher {
-    debouncer: Debouncer<RecommendedWatcher>,
+    debouncer: Debouncer<ChangesOnly>,
     folders: HashSet<PathBuf>,
 }
 
@@ -25,13 +29,15 @@ impl FileWatcher {
         changes: UnboundedSender<Vec<PathBuf>>,
         quiet: Duration,
     ) -> notify::Result<FileWatcher> {
-        let debouncer = new_debouncer(quiet, move |result: DebounceEventResult| match result {
-            Ok(events) => {
-                let paths = events.into_iter().map(|e| canonical(&e.path)).collect();
-                let _ = changes.send(paths);
-            }
-            Err(e) => tracing::warn!(error = %e, "file watch error"),
-        })?;
+        let config = notify_debouncer_mini::Config::default().with_timeout(quiet);
+        let debouncer =
+            new_debouncer_opt(config, move |result: DebounceEventResult| match result {
+                Ok(events) => {
+                    let paths = events.into_iter().map(|e| canonical(&e.path)).collect();
+                    let _ = changes.send(paths);
+                }
+                Err(e) => tracing::warn!(error = %e, "file watch error"),
+            })?;
         Ok(FileWatcher {
             debouncer,
             folders: HashSet::new(),
@@ -58,6 +64,46 @@ impl FileWatcher {
         }
         Ok(())
     }
+}
+
+/// The platform's watcher, minus the events that change nothing.
+///
+/// The debouncer forgets what kind each event was, so reads are dropped
+/// before it sees them: inotify reports every open and close, and a build
+/// that reads its sources would otherwise trigger the next build.
+struct ChangesOnly(RecommendedWatcher);
+
+impl Watcher for ChangesOnly {
+    fn new<F: EventHandler>(mut handler: F, config: Config) -> notify::Result<Self> {
+        let changes = move |event: notify::Result<Event>| {
+            if !event.as_ref().is_ok_and(|e| changes_nothing(&e.kind)) {
+                handler.handle_event(event);
+            }
+        };
+        RecommendedWatcher::new(changes, config).map(ChangesOnly)
+    }
+
+    fn watch(&mut self, path: &Path, recursive_mode: RecursiveMode) -> notify::Result<()> {
+        self.0.watch(path, recursive_mode)
+    }
+
+    fn unwatch(&mut self, path: &Path) -> notify::Result<()> {
+        self.0.unwatch(path)
+    }
+
+    fn configure(&mut self, option: Config) -> notify::Result<bool> {
+        self.0.configure(option)
+    }
+
+    fn kind() -> WatcherKind {
+        RecommendedWatcher::kind()
+    }
+}
+
+/// Opening, reading and closing a file leave it as it was. Closing after a
+/// write is kept: it ends a write, and a module is complete only then.
+fn changes_nothing(kind: &EventKind) -> bool {
+    matches!(kind, EventKind::Access(access) if *access != AccessKind::Close(AccessMode::Write))
 }
 
 /// `path` with its folder resolved (symlinks, `.` and `..`); the file
