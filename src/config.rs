@@ -469,6 +469,12 @@ mod tests {
         let tls = config.tls.unwrap();
         assert_eq!(tls.key, dir.path().join("k.pem"));
         assert_eq!(tls.handshake_timeout, default_handshake_timeout());
+        assert_eq!(tls.recheck_interval, Duration::from_secs(60));
+        let never = parse(&format!(
+            "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nrecheck_interval = \"0s\"\n{ONE}"
+        ))
+        .unwrap_err();
+        assert!(never.contains("tls.recheck_interval"), "{never}");
 
         let bad = parse(&format!("[auth]\nsecrets = [{{ url = \"x\" }}]\n{ONE}")).unwrap_err();
         assert!(bad.contains("secrets"), "{bad}");

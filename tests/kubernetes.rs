@@ -1,16 +1,28 @@
-//! arrpc-host on Kubernetes, without a cluster: volumes are laid out by an
-//! emulation of the kubelet's atomic writer (tests/common/kubelet.rs, after
-//! kubernetes `pkg/volume/util/atomic_writer.go`), and the host and the
-//! Python arrpc client are real processes.
+//! arrpc-host on Kubernetes, without a cluster: volumes are laid out and
+//! updated by an emulation of the kubelet's atomic writer
+//! (tests/common/kubelet.rs, after kubernetes
+//! `pkg/volume/util/atomic_writer.go`), as cert-manager's renewals and
+//! ConfigMap edits reach a pod; the host, its TLS peers and the Python
+//! arrpc client are real processes and sockets.
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use common::certs::{self, Ca};
+use common::admin::{admin_of, get, scrape, value};
+use common::certs::{self, Ca, CertFiles};
 use common::kubelet::AtomicWriter;
 use common::*;
+use rmpv::Value;
 use serde_json::json;
+use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::{self, ClientConnection, RootCertStore, StreamOwned};
 
 /// A `[tls]` and `[auth]` config reading the volume's visible names.
 fn mounted_config(tls: &AtomicWriter, secrets: &AtomicWriter) -> String {
@@ -81,4 +93,305 @@ fn a_secret_volumes_default_mode_is_refused_with_the_manifest_fix() {
     );
     assert!(err.contains("mode 0644"), "{err}");
     assert!(err.contains("set `defaultMode: 0440`"), "{err}");
+}
+
+/// A TLS connection to the host, trusting the CA in `ca`.
+fn tls_connection(host: &Host, ca: &Path) -> StreamOwned<ClientConnection, TcpStream> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let conn = ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+    let socket = TcpStream::connect(host.addr).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut stream = StreamOwned::new(conn, socket);
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock).unwrap();
+    }
+    stream
+}
+
+/// The subject of the certificate a new handshake gets.
+fn served_subject(host: &Host, ca: &Path) -> String {
+    let stream = tls_connection(host, ca);
+    let leaf = &stream.conn.peer_certificates().unwrap()[0];
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).unwrap();
+    cert.subject().to_string()
+}
+
+/// Waits until new handshakes get the certificate issued to `name`.
+fn wait_for_subject(host: &Host, ca: &Path, name: &str) {
+    let want = format!("CN={name}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let served = served_subject(host, ca);
+        if served == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new handshakes still get {served}, not {want}; log:\n{}",
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A one-byte message on an open TLS connection, echoed back on it.
+fn echo_byte(stream: &mut StreamOwned<ClientConnection, TcpStream>, byte: u8) {
+    stream.write_all(&[byte]).unwrap();
+    let mut reply = [0u8; 1];
+    stream.read_exact(&mut reply).unwrap();
+    assert_eq!(reply, [byte]);
+}
+
+/// The files of a TLS Secret as cert-manager fills it.
+fn secret(server: &CertFiles, ca: &Ca) -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("tls.crt", std::fs::read(&server.cert).unwrap()),
+        ("tls.key", std::fs::read(&server.key).unwrap()),
+        ("ca.crt", std::fs::read(&ca.cert).unwrap()),
+    ]
+}
+
+fn project(volume: &AtomicWriter, files: &[(&'static str, Vec<u8>)]) {
+    let payload: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+    volume.write(&payload);
+}
+
+/// A host serving TLS from a 0440 volume (csi-driver-spiffe, or a Secret
+/// with `defaultMode: 0440`) that holds `first`, with its admin listener.
+fn rotating_host(dir: &Path, ca: &Ca, first: &str, extra: &str) -> (Host, AtomicWriter) {
+    let volume = AtomicWriter::new(&dir.join("tls"), 0o440);
+    project(
+        &volume,
+        &secret(&ca.server(dir, first, certs::local_names()), ca),
+    );
+    let config = format!(
+        "[server]\ndefault_handler = \"echo\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n{extra}\n{}",
+        volume.path("tls.crt").display(),
+        volume.path("tls.key").display(),
+        handler("echo", "echo", "")
+    );
+    let host = Host::start_with(write_config(&config), &["--admin-listen", "127.0.0.1:0"]);
+    (host, volume)
+}
+
+/// cert-manager renews three times in a row: each renewal reaches new
+/// handshakes without a restart, a connection opened before the first
+/// keeps working on the certificate it started with, and the metrics count
+/// the reloads and carry the current certificate's expiry only.
+#[test]
+fn three_rotations_reach_new_handshakes_while_an_old_connection_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "cluster");
+    let (host, volume) = rotating_host(dir.path(), &ca, "gen1", "");
+    let admin = admin_of(&host);
+    let ca_file = volume.path("ca.crt");
+    assert_eq!(served_subject(&host, &ca_file), "CN=gen1");
+    let mut old = tls_connection(&host, &ca_file);
+    echo_byte(&mut old, 1);
+
+    for generation in ["gen2", "gen3", "gen4"] {
+        let renewed = ca.server(dir.path(), generation, certs::local_names());
+        project(&volume, &secret(&renewed, &ca));
+        wait_for_subject(&host, &ca_file, generation);
+        echo_byte(&mut old, 2);
+    }
+    assert_eq!(
+        host.log().matches("TLS files reloaded").count(),
+        3,
+        "{}",
+        host.log()
+    );
+
+    let metrics = scrape(admin);
+    assert_eq!(
+        value(&metrics, "arrpc_tls_reloads_total", &[("result", "ok")]),
+        Some(3.0)
+    );
+    // Read from the text: the parser splits label values at `=`.
+    let (_, text) = get(admin, "/metrics");
+    let series =
+        "arrpc_tls_certificate_expiry_timestamp_seconds{role=\"cert\",subject=\"CN=gen4\"} ";
+    let expiry = text
+        .lines()
+        .find_map(|line| line.strip_prefix(series))
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(expiry.parse::<f64>().unwrap() > now, "{expiry}");
+    assert!(
+        !text.contains("CN=gen1"),
+        "the first certificate's series is retired:\n{text}"
+    );
+}
+
+/// A renewal that does not load is refused with the file and the reason,
+/// and the certificate before it serves on: a key that does not fit its
+/// certificate, then an expired certificate. A good one then applies.
+#[test]
+fn a_rotation_that_does_not_load_leaves_the_old_certificate_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "cluster");
+    let (host, volume) = rotating_host(dir.path(), &ca, "good", "");
+    let admin = admin_of(&host);
+    let ca_file = volume.path("ca.crt");
+
+    let mut mismatched = secret(
+        &ca.server(dir.path(), "mismatch", certs::local_names()),
+        &ca,
+    );
+    let other = ca.server(dir.path(), "other", certs::local_names());
+    mismatched[1].1 = std::fs::read(&other.key).unwrap();
+    project(&volume, &mismatched);
+    host.wait_for_log("does not fit");
+
+    let expired = certs::expired(dir.path(), "expired");
+    project(&volume, &secret(&expired, &ca));
+    host.wait_for_log("expired on");
+    assert_eq!(served_subject(&host, &ca_file), "CN=good");
+    let log = host.log();
+    assert!(
+        log.contains("TLS files changed but not loaded; still serving the previous ones"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("{}", volume.path("tls.key").display())),
+        "{log}"
+    );
+    assert!(
+        value(
+            &scrape(admin),
+            "arrpc_tls_reloads_total",
+            &[("result", "failed")]
+        )
+        .is_some_and(|n| n >= 2.0)
+    );
+
+    project(
+        &volume,
+        &secret(&ca.server(dir.path(), "renewed", certs::local_names()), &ca),
+    );
+    wait_for_subject(&host, &ca_file, "renewed");
+}
+
+/// A change the file watcher cannot see (written through a hard link in
+/// another folder, so no event names the watched one) is still served: by
+/// SIGHUP at once, and by the periodic check without any signal.
+#[test]
+fn sighup_and_the_periodic_check_find_changes_the_watcher_missed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "cluster");
+    let hidden = dir.path().join("hidden");
+    std::fs::create_dir(&hidden).unwrap();
+    let start = |name: &str, recheck: &str| {
+        let folder = dir.path().join(format!("plain-{name}"));
+        std::fs::create_dir(&folder).unwrap();
+        let first = ca.server(dir.path(), &format!("{name}1"), certs::local_names());
+        let (cert, key) = (folder.join("tls.crt"), folder.join("tls.key"));
+        std::fs::copy(&first.cert, &cert).unwrap();
+        std::fs::copy(&first.key, &key).unwrap();
+        // Hard links from elsewhere: writing through them changes the
+        // files without an event in their folder.
+        let (cert_link, key_link) = (
+            hidden.join(format!("{name}.crt")),
+            hidden.join(format!("{name}.key")),
+        );
+        std::fs::hard_link(&cert, &cert_link).unwrap();
+        std::fs::hard_link(&key, &key_link).unwrap();
+        let host = Host::start(&format!(
+            "[server]\ndefault_handler = \"echo\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\nrecheck_interval = \"{recheck}\"\n{}",
+            cert.display(),
+            key.display(),
+            handler("echo", "echo", "")
+        ));
+        (host, cert_link, key_link)
+    };
+    let rewrite = |cert_link: &Path, key_link: &Path, name: &str| {
+        let next = ca.server(dir.path(), name, certs::local_names());
+        // In place, key first: the pair mismatches until the certificate lands.
+        std::fs::write(key_link, std::fs::read(&next.key).unwrap()).unwrap();
+        std::fs::write(cert_link, std::fs::read(&next.cert).unwrap()).unwrap();
+    };
+
+    let (signalled, cert_link, key_link) = start("hup", "1h");
+    rewrite(&cert_link, &key_link, "hup2");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        served_subject(&signalled, &ca.cert),
+        "CN=hup1",
+        "no event, no reload"
+    );
+    signalled.signal("HUP");
+    wait_for_subject(&signalled, &ca.cert, "hup2");
+
+    let (checked, cert_link, key_link) = start("tick", "1s");
+    rewrite(&cert_link, &key_link, "tick2");
+    wait_for_subject(&checked, &ca.cert, "tick2");
+}
+
+/// `arrpc.toml` from a ConfigMap: two edits, each swapped in by the kubelet
+/// (only `..data` changes name), both apply without a restart.
+#[test]
+fn two_configmap_swaps_of_the_config_both_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let volume = AtomicWriter::new(&dir.path().join("config"), 0o644);
+    let echo = handler("echo", "echo", "");
+    let sum = handler("sum", "sum", "");
+    volume.write(&[("arrpc.toml", echo.as_bytes())]);
+    let config = TestConfig {
+        path: volume.path("arrpc.toml"),
+        dir,
+    };
+    let host = Host::start_with(config, &[]);
+    let params = Value::Array(vec![Value::from(1), Value::from(2)]);
+    let (error, _) = rpc_call(&host, "sum", &params);
+    assert!(
+        error
+            .as_str()
+            .is_some_and(|e| e.contains("no handler is named")),
+        "{error:?}"
+    );
+
+    let both = format!("[server]\ndefault_handler = \"echo\"\n{echo}{sum}");
+    volume.write(&[("arrpc.toml", both.as_bytes())]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !rpc_call(&host, "sum", &params).0.is_nil() {
+        assert!(
+            Instant::now() < deadline,
+            "the first swap never applied:\n{}",
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    volume.write(&[("arrpc.toml", sum.as_bytes())]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while rpc_call(&host, "echo", &params).0.is_nil() {
+        assert!(
+            Instant::now() < deadline,
+            "the second swap never applied:\n{}",
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(rpc_call(&host, "sum", &params).0.is_nil());
+    assert_eq!(
+        host.log().matches("config reloaded").count(),
+        2,
+        "{}",
+        host.log()
+    );
 }

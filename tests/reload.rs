@@ -161,16 +161,6 @@ fn broken_and_truncated_modules_never_replace_the_working_one() {
     wait_for_version(&host, Version::Sum);
 }
 
-fn rpc_call(host: &Host, method: &str, params: &Value) -> (Value, Value) {
-    let reply = host
-        .connect()
-        .call(&arrpc_wire::rpc::request(7, method, &encode(params)));
-    match decode(&reply) {
-        Value::Array(items) if items.len() == 4 => (items[2].clone(), items[3].clone()),
-        other => panic!("not a response: {other:?}"),
-    }
-}
-
 fn wait_until(host: &Host, what: &str, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !ok() {

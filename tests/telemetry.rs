@@ -15,6 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use arrpc_wire::{rpc, trace};
+use common::admin::*;
 use common::*;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, Tracer, TracerProvider as _};
@@ -24,49 +25,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use prometheus_parse::{Scrape, Value as Sample};
+use prometheus_parse::Scrape;
 use prost::Message as _;
 use rmpv::Value;
-
-/// Starts a host with its admin listener on an ephemeral port.
-fn start_with_admin(config: &str) -> (Host, SocketAddr) {
-    let host = Host::start_with(write_config(config), &["--admin-listen", "127.0.0.1:0"]);
-    let log = host.wait_for_log("admin endpoint up");
-    let line = log
-        .lines()
-        .find(|l| l.contains("admin endpoint up"))
-        .unwrap();
-    let addr = line
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix("admin="))
-        .expect("admin= in the log line")
-        .parse()
-        .unwrap();
-    (host, addr)
-}
-
-fn get(admin: SocketAddr, path: &str) -> (u16, String) {
-    let response = reqwest::blocking::get(format!("http://{admin}{path}")).unwrap();
-    (response.status().as_u16(), response.text().unwrap())
-}
-
-fn scrape(admin: SocketAddr) -> Scrape {
-    let (status, body) = get(admin, "/metrics");
-    assert_eq!(status, 200, "{body}");
-    Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text format")
-}
-
-/// The value of the sample named `metric` whose labels include `labels`.
-fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match &s.value {
-            Sample::Counter(v) | Sample::Gauge(v) | Sample::Untyped(v) => *v,
-            other => panic!("{metric} is not a single value: {other:?}"),
-        })
-}
 
 fn messages(scrape: &Scrape, handler: &str, outcome: &str) -> f64 {
     value(

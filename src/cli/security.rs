@@ -8,7 +8,7 @@ use arrpc_client::tls::{HandshakeError, Identity, Tls, Trust};
 use arrpc_client::{ClientConfig, Error};
 use clap::Args;
 
-use crate::config::{Config, SecretSource, TlsConfig, default_handshake_timeout};
+use crate::config::{Config, SecretSource, TlsConfig};
 use crate::server::TlsListener;
 use crate::server::auth::Authenticator;
 use crate::server::replay::ReplayGuard;
@@ -39,13 +39,10 @@ impl ServeSecurityArgs {
     /// Writes the flags given over `config`.
     pub fn apply(&self, config: &mut Config) -> anyhow::Result<()> {
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
-            let previous = config.tls.take();
-            config.tls = Some(TlsConfig {
-                cert: cert.clone(),
-                key: key.clone(),
-                client_ca: previous.as_ref().and_then(|tls| tls.client_ca.clone()),
-                handshake_timeout: previous
-                    .map_or_else(default_handshake_timeout, |tls| tls.handshake_timeout),
+            let (cert, key) = (cert.clone(), key.clone());
+            config.tls = Some(match config.tls.take() {
+                Some(tls) => TlsConfig { cert, key, ..tls },
+                None => TlsConfig::new(cert, key),
             });
         }
         if let Some(ca) = &self.tls_client_ca {

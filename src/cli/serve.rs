@@ -100,8 +100,9 @@ pub async fn serve(args: &ServeArgs, config: Config) -> anyhow::Result<()> {
     let mut server = Server::bind(&config.server, registry.clone(), metrics.clone())
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-    if let Some(tls) = tls {
-        server = server.with_tls(tls);
+    let tls = tls.map(Arc::new);
+    if let Some(tls) = &tls {
+        server = server.with_tls(tls.clone());
     }
     if let Some(auth) = auth {
         server = server.with_auth(auth);
@@ -113,6 +114,7 @@ pub async fn serve(args: &ServeArgs, config: Config) -> anyhow::Result<()> {
         registry,
         &args.config.config,
         file_config,
+        tls,
         args.watch,
         metrics,
     )

@@ -104,10 +104,18 @@ pub struct TlsConfig {
     /// closed.
     #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// How often the files are read again, besides when the folders they
+    /// sit in change: a safety net for a change the watcher missed.
+    #[serde(default = "default_recheck_interval", with = "humantime_serde")]
+    pub recheck_interval: Duration,
 }
 
 pub fn default_handshake_timeout() -> Duration {
     Duration::from_secs(10)
+}
+
+pub fn default_recheck_interval() -> Duration {
+    Duration::from_secs(60)
 }
 
 impl AuthConfig {
@@ -138,9 +146,23 @@ impl AuthConfig {
 }
 
 impl TlsConfig {
+    /// Serves `cert` with `key`, no client certificates, default timings.
+    pub fn new(cert: PathBuf, key: PathBuf) -> TlsConfig {
+        TlsConfig {
+            cert,
+            key,
+            client_ca: None,
+            handshake_timeout: default_handshake_timeout(),
+            recheck_interval: default_recheck_interval(),
+        }
+    }
+
     pub(super) fn validate(&self) -> Result<(), String> {
         if self.handshake_timeout.is_zero() {
             return Err("tls.handshake_timeout must be longer than zero".into());
+        }
+        if self.recheck_interval.is_zero() {
+            return Err("tls.recheck_interval must be longer than zero".into());
         }
         Ok(())
     }

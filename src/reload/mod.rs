@@ -1,8 +1,12 @@
 //! Hot swap: new handler modules and config changes take effect while the
 //! host serves, without failing a request.
 //!
-//! Changes arrive from a file watcher (module files, the config, and under
-//! `--watch` each handler's `sources`) and from SIGHUP. Every change is
+//! Changes arrive from a file watcher (module files, the config, the TLS
+//! files, and under `--watch` each handler's `sources`), from SIGHUP, and
+//! for the TLS files from a periodic check that catches what the watcher
+//! missed. The config and the TLS files are watched through the folders
+//! they are named in and compared by content, so the kubelet's swap of a
+//! mounted ConfigMap or Secret (`..data` renamed over) is seen. Every change is
 //! compiled and pre-instantiated here, off the request path, and only a
 //! version that loaded completely is published; a module that does not
 //! compile (a broken build, a half-written copy) leaves the working version
@@ -20,11 +24,14 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use sha2::{Digest, Sha256};
+
 use crate::config::{Config, HandlerConfig};
 use crate::runtime::{HandlerRegistry, HandlerSet, Runtime, RuntimeOptions};
+use crate::server::tls::{Reloaded, TlsListener};
 use crate::telemetry::Metrics;
 use sources::Snapshot;
-use watch::{FileWatcher, canonical};
+use watch::{FileWatcher, canonical, canonical_folder};
 
 /// How long the files must be quiet before a burst of writes is acted on.
 const QUIET: Duration = Duration::from_millis(300);
@@ -33,6 +40,8 @@ const QUIET: Duration = Duration::from_millis(300);
 enum Trigger {
     Changed(Vec<PathBuf>),
     Hangup,
+    /// Time to read the TLS files again, changed or not.
+    RecheckTls,
 }
 
 /// Applies changes to the running host's handler set.
@@ -43,6 +52,12 @@ pub struct Reloader {
     base_dir: PathBuf,
     /// The config now in force.
     config: Config,
+    /// SHA-256 of the config file as last loaded or refused, so that only
+    /// a change of content reloads it.
+    config_digest: Option<[u8; 32]>,
+    /// The message port's certificate, key and client CA, when it serves
+    /// TLS, and the folders they are named in.
+    tls: Option<(Arc<TlsListener>, Vec<PathBuf>)>,
     /// The engine was built for this at start (pool size, fuel metering);
     /// a config that needs more requires a restart.
     engine: RuntimeOptions,
@@ -63,6 +78,7 @@ impl Reloader {
         registry: Arc<HandlerRegistry>,
         config_path: &Path,
         config: Config,
+        tls: Option<Arc<TlsListener>>,
         build_on_change: bool,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<()> {
@@ -76,6 +92,21 @@ impl Reloader {
                 }
             }
         });
+        if let Some(tls) = &tls {
+            let recheck = tx.clone();
+            let mut every = tokio::time::interval(tls.recheck_interval());
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tokio::spawn(async move {
+                // The first tick is at once: the files were just read.
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    if recheck.send(Trigger::RecheckTls).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
         #[cfg(unix)]
         {
             let mut hangup =
@@ -95,12 +126,29 @@ impl Reloader {
             base_dir: Config::base_dir(config_path),
             engine: RuntimeOptions::for_config(&config),
             config,
+            config_digest: file_digest(config_path),
+            tls: tls.map(|tls| {
+                let folders = tls.folders().iter().map(|f| canonical_folder(f)).collect();
+                (tls, folders)
+            }),
             build_on_change,
             watcher: FileWatcher::new(paths_tx, QUIET)?,
             built_from: HashMap::new(),
             metrics,
         };
         reloader.watcher.watch_file(&reloader.config_path.clone())?;
+        let files = reloader.tls.iter().flat_map(|(tls, _)| tls.files());
+        warn_if_frozen([config_path].into_iter().chain(files));
+        if let Some((tls, folders)) = &reloader.tls {
+            for folder in folders {
+                reloader.watcher.watch_folder(folder)?;
+            }
+            reloader.metrics.certificates_served(
+                tls.certificates()
+                    .iter()
+                    .map(|c| (c.role, c.subject.as_str(), c.not_after)),
+            );
+        }
         reloader.remember_sources();
         reloader.watch_handlers()?;
         tokio::spawn(reloader.run(rx));
@@ -112,13 +160,20 @@ impl Reloader {
             match trigger {
                 Trigger::Hangup => {
                     tracing::info!("SIGHUP: reloading config");
+                    self.reload_tls();
                     self.reload_config().await;
                 }
-                Trigger::Changed(paths) if paths.contains(&self.config_path) => {
-                    tracing::info!(config = %self.config_path.display(), "config changed: reloading");
-                    self.reload_config().await;
-                }
+                Trigger::RecheckTls => self.reload_tls(),
                 Trigger::Changed(paths) => {
+                    if self.touches_tls(&paths) {
+                        self.reload_tls();
+                    }
+                    if self.config_edited(&paths) {
+                        tracing::info!(config = %self.config_path.display(), "config changed: reloading");
+                        // Reloading the config loads every changed module too.
+                        self.reload_config().await;
+                        continue;
+                    }
                     for handler in self.config.handlers.clone() {
                         let module = canonical(&handler.module);
                         if self.build_on_change
@@ -131,6 +186,55 @@ impl Reloader {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Whether any of `paths` lies in a folder the TLS files are named in.
+    fn touches_tls(&self, paths: &[PathBuf]) -> bool {
+        self.tls.as_ref().is_some_and(|(_, folders)| {
+            paths
+                .iter()
+                .any(|p| p.parent().is_some_and(|f| folders.iter().any(|t| t == f)))
+        })
+    }
+
+    /// Whether `paths` touch the config's folder and the file's content
+    /// differs from what was last loaded or refused. The kubelet's swap of a
+    /// ConfigMap names only `..data`, never the file, so any change in the
+    /// folder is checked.
+    fn config_edited(&self, paths: &[PathBuf]) -> bool {
+        let folder = self.config_path.parent();
+        paths.iter().any(|p| p.parent() == folder)
+            && file_digest(&self.config_path) != self.config_digest
+    }
+
+    /// Reads the TLS files again; new handshakes get them if they changed
+    /// and load, and the current ones serve on if they do not.
+    fn reload_tls(&self) {
+        let Some((tls, _)) = &self.tls else {
+            return;
+        };
+        match tls.reload() {
+            Ok(Reloaded::Unchanged) => tracing::debug!("TLS files unchanged"),
+            Ok(Reloaded::Replaced(leaf)) => {
+                self.metrics.tls_reload(true);
+                self.metrics.certificates_served(
+                    tls.certificates()
+                        .iter()
+                        .map(|c| (c.role, c.subject.as_str(), c.not_after)),
+                );
+                tracing::info!(
+                    subject = %leaf.subject,
+                    not_after = %humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + Duration::from_secs(leaf.not_after.max(0) as u64)
+                    ),
+                    "TLS files reloaded: new handshakes get them"
+                );
+            }
+            Err(e) => {
+                self.metrics.tls_reload(false);
+                tracing::error!(error = %e, "TLS files changed but not loaded; still serving the previous ones");
             }
         }
     }
@@ -261,6 +365,7 @@ impl Reloader {
 
     /// Loads the config again and applies it whole, or not at all.
     async fn reload_config(&mut self) {
+        self.config_digest = file_digest(&self.config_path);
         let next = match Config::load(&self.config_path) {
             Ok(next) => next,
             Err(e) => {
@@ -350,6 +455,30 @@ fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
         sections.push("[telemetry]");
     }
     sections
+}
+
+/// On Kubernetes, warns of each of `files` that the kubelet will never
+/// update: a file mounted with `subPath` is a plain copy made at pod start,
+/// so a rotated certificate or changed ConfigMap would never arrive.
+fn warn_if_frozen<'a>(files: impl IntoIterator<Item = &'a Path>) {
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
+        return;
+    }
+    for file in files {
+        if !arrpc_wire::pem::kubelet_managed(file) {
+            tracing::warn!(
+                file = %file.display(),
+                "not in a folder the kubelet manages (a subPath mount?): changes to its Secret or ConfigMap will never reach it; mount the volume as a folder"
+            );
+        }
+    }
+}
+
+/// SHA-256 of a file's content; `None` when it cannot be read.
+fn file_digest(path: &Path) -> Option<[u8; 32]> {
+    std::fs::read(path)
+        .ok()
+        .map(|bytes| Sha256::digest(bytes).into())
 }
 
 /// Whether any of `paths` lies in the handler's sources; its `module`

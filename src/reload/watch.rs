@@ -2,8 +2,11 @@
 //!
 //! Files are watched through their folder, so a file replaced by rename
 //! (how most tools write atomically) is seen as well as one written in
-//! place. Paths are compared in canonical form. Opening and reading a file
-//! are not changes: a build reading its sources must not look like an edit.
+//! place. That is the folder the file is named in, not the one a symlinked
+//! file resolves to: the kubelet keeps a mounted file behind `..data`
+//! links and replaces the folder they resolve to, whose watch would die
+//! with it (see [`canonical`]). Opening and reading a file are not changes:
+//! a build reading its sources must not look like an edit.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -53,9 +56,14 @@ impl FileWatcher {
         self.watch(folder, RecursiveMode::NonRecursive)
     }
 
+    /// Watches the files directly in `folder`.
+    pub fn watch_folder(&mut self, folder: &Path) -> notify::Result<()> {
+        self.watch(canonical_folder(folder), RecursiveMode::NonRecursive)
+    }
+
     /// Watches everything below `folder`.
     pub fn watch_tree(&mut self, folder: &Path) -> notify::Result<()> {
-        self.watch(canonical(folder), RecursiveMode::Recursive)
+        self.watch(canonical_folder(folder), RecursiveMode::Recursive)
     }
 
     fn watch(&mut self, folder: PathBuf, mode: RecursiveMode) -> notify::Result<()> {
@@ -106,17 +114,24 @@ fn changes_nothing(kind: &EventKind) -> bool {
     matches!(kind, EventKind::Access(access) if *access != AccessKind::Close(AccessMode::Write))
 }
 
-/// `path` with its folder resolved (symlinks, `.` and `..`); the file
-/// itself may not exist.
+/// `path` with its folder resolved (symlinks, `.` and `..`) and its own
+/// name kept, as events name it: a file that is a symlink stays itself
+/// rather than becoming the file it points to. The file may not exist.
 pub fn canonical(path: &Path) -> PathBuf {
-    if let Ok(full) = path.canonicalize() {
-        return full;
-    }
     match (path.parent(), path.file_name()) {
-        (Some(folder), Some(name)) => folder
-            .canonicalize()
-            .map(|f| f.join(name))
-            .unwrap_or_else(|_| path.to_path_buf()),
-        _ => path.to_path_buf(),
+        (Some(folder), Some(name)) => canonical_folder(folder).join(name),
+        _ => canonical_folder(path),
     }
+}
+
+/// `folder` with every symlink resolved, as the watcher names its events.
+pub fn canonical_folder(folder: &Path) -> PathBuf {
+    let folder = if folder.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        folder
+    };
+    folder
+        .canonicalize()
+        .unwrap_or_else(|_| folder.to_path_buf())
 }

@@ -66,8 +66,8 @@ impl Server {
     }
 
     /// Serves TLS instead of plain TCP.
-    pub fn with_tls(mut self, tls: TlsListener) -> Server {
-        self.tls = Some(Arc::new(tls));
+    pub fn with_tls(mut self, tls: Arc<TlsListener>) -> Server {
+        self.tls = Some(tls);
         self
     }
 

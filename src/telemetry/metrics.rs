@@ -99,6 +99,14 @@ struct ResultLabels {
     result: &'static str,
 }
 
+/// A certificate the message port serves (`cert`) or trusts for client
+/// certificates (`client_ca`); bounded by the configured files.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CertificateLabels {
+    role: &'static str,
+    subject: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct InfoLabels {
     handler: Arc<str>,
@@ -130,6 +138,10 @@ pub struct Metrics {
     connections_open: Gauge,
     connections: Counter,
     tls_handshakes: Family<ResultLabels, Counter>,
+    tls_reloads: Family<ResultLabels, Counter>,
+    certificate_expiry: Family<CertificateLabels, Gauge>,
+    /// The expiry series now set, so a rotation can retire the old.
+    certificates_now: Mutex<Vec<CertificateLabels>>,
     swaps: Family<ResultLabels, Counter>,
     handler_info: Family<InfoLabels, Gauge>,
     /// The info series now set, by handler, so a swap can retire the old.
@@ -213,6 +225,18 @@ impl Metrics {
             "TLS handshakes on the message port, by result",
             tls_handshakes.clone(),
         );
+        let tls_reloads = Family::default();
+        registry.register(
+            "tls_reloads",
+            "Changed TLS certificate, key and client CA files loaded (ok) or refused",
+            tls_reloads.clone(),
+        );
+        let certificate_expiry = Family::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When each certificate the message port serves or trusts expires, in Unix time",
+            certificate_expiry.clone(),
+        );
         let swaps = Family::default();
         registry.register(
             "handler_swaps",
@@ -248,6 +272,9 @@ impl Metrics {
             connections_open,
             connections,
             tls_handshakes,
+            tls_reloads,
+            certificate_expiry,
+            certificates_now: Mutex::default(),
             swaps,
             handler_info,
             info_now: Mutex::default(),
@@ -347,6 +374,37 @@ impl Metrics {
     /// accept loop once a handshake has succeeded or failed.
     pub fn tls_handshake(&self, ok: bool) {
         self.tls_handshakes.get_or_create(&result(ok)).inc();
+    }
+
+    /// Counts one reload of changed TLS files that was applied (`ok`) or
+    /// refused.
+    pub fn tls_reload(&self, ok: bool) {
+        self.tls_reloads.get_or_create(&result(ok)).inc();
+    }
+
+    /// Makes the certificate expiry series match `certificates`, the ones
+    /// served and trusted now, as (role, subject, expiry in Unix seconds).
+    pub fn certificates_served<'a>(
+        &self,
+        certificates: impl IntoIterator<Item = (&'static str, &'a str, i64)>,
+    ) {
+        let mut now = self
+            .certificates_now
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for old in now.drain(..) {
+            self.certificate_expiry.remove(&old);
+        }
+        for (role, subject, not_after) in certificates {
+            let labels = CertificateLabels {
+                role,
+                subject: subject.to_owned(),
+            };
+            self.certificate_expiry
+                .get_or_create(&labels)
+                .set(not_after);
+            now.push(labels);
+        }
     }
 
     /// Counts one hot swap or config reload that was applied (`ok`) or

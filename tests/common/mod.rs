@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod certs;
 pub mod kubelet;
 pub mod seed;
@@ -283,6 +284,18 @@ pub fn error_text(reply: &[u8]) -> Option<String> {
     match decode(reply) {
         rmpv::Value::String(s) => s.into_str().filter(|s| s.starts_with("arrpc.error.")),
         _ => None,
+    }
+}
+
+/// A MessagePack-RPC call on a new connection: the response's error and
+/// result.
+pub fn rpc_call(host: &Host, method: &str, params: &rmpv::Value) -> (rmpv::Value, rmpv::Value) {
+    let reply = host
+        .connect()
+        .call(&arrpc_wire::rpc::request(7, method, &encode(params)));
+    match decode(&reply) {
+        rmpv::Value::Array(items) if items.len() == 4 => (items[2].clone(), items[3].clone()),
+        other => panic!("not a response: {other:?}"),
     }
 }
 

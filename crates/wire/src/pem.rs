@@ -159,8 +159,7 @@ pub fn secret_mode(path: &Path) -> Result<(), PemError> {
 
 /// Whether `path` sits in a folder written by the kubelet's atomic writer,
 /// which keeps the current files behind a `..data` symlink beside them.
-#[cfg(unix)]
-fn kubelet_managed(path: &Path) -> bool {
+pub fn kubelet_managed(path: &Path) -> bool {
     path.parent()
         .and_then(|folder| folder.join("..data").symlink_metadata().ok())
         .is_some_and(|meta| meta.file_type().is_symlink())
