@@ -11,7 +11,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::admin::{admin_of, get, scrape, value};
@@ -20,9 +19,7 @@ use common::kubelet::AtomicWriter;
 use common::*;
 use rmpv::Value;
 use serde_json::json;
-use tokio_rustls::rustls::pki_types::CertificateDer;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::{self, ClientConnection, RootCertStore, StreamOwned};
+use tokio_rustls::rustls::{ClientConnection, StreamOwned};
 
 /// A `[tls]` and `[auth]` config reading the volume's visible names.
 fn mounted_config(tls: &AtomicWriter, secrets: &AtomicWriter) -> String {
@@ -97,27 +94,7 @@ fn a_secret_volumes_default_mode_is_refused_with_the_manifest_fix() {
 
 /// A TLS connection to the host, trusting the CA in `ca`.
 fn tls_connection(host: &Host, ca: &Path) -> StreamOwned<ClientConnection, TcpStream> {
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let conn = ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
-    let socket = TcpStream::connect(host.addr).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut stream = StreamOwned::new(conn, socket);
-    while stream.conn.is_handshaking() {
-        stream.conn.complete_io(&mut stream.sock).unwrap();
-    }
-    stream
+    certs::tls_connect(host.addr, certs::rustls_client(ca, None))
 }
 
 /// The subject of the certificate a new handshake gets.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -15,6 +15,7 @@ use arrpc_wire::envelope::{self, Stamp};
 use arrpc_wire::reply::AUTH_FAILED;
 use common::certs::{self, Ca, CertFiles};
 use common::*;
+use tokio_rustls::rustls;
 
 const AUTH_REPLY: &str = "arrpc.error.AuthException: ";
 
@@ -62,6 +63,37 @@ fn client_config(host: &Host, tls: Option<Tls>) -> ClientConfig {
     config.timeout = Some(Duration::from_secs(10));
     config.tls = tls;
     config
+}
+
+/// Whether a second handshake with the same client settings resumes the
+/// first one's session (after a message, so its tickets have arrived).
+fn second_handshake_resumes(host: &Host, ca: &Path, identity: Option<&CertFiles>) -> bool {
+    let config = certs::rustls_client(ca, identity);
+    let mut first = certs::tls_connect(host.addr, config.clone());
+    first.write_all(&[0x05]).unwrap();
+    let mut reply = [0u8];
+    first.read_exact(&mut reply).unwrap();
+    let second = certs::tls_connect(host.addr, config);
+    second.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+}
+
+/// A resumed handshake skips the client certificate's check, so where
+/// client certificates are verified the host offers no resumption; without
+/// them it does (which shows the probe can see one).
+#[test]
+fn handshakes_that_verify_client_certificates_are_never_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "clients");
+    let server = ca.server(dir.path(), "server", certs::local_names());
+    let client = ca.client(dir.path(), "client");
+    let plain = tls_echo_host("", &server);
+    assert!(second_handshake_resumes(&plain, &ca.cert, None));
+
+    let mut args = tls_args(&server);
+    args.extend(["--tls-client-ca".into(), ca.cert.display().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mutual = echo_host("", &args);
+    assert!(!second_handshake_resumes(&mutual, &ca.cert, Some(&client)));
 }
 
 #[test]

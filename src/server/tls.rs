@@ -167,12 +167,18 @@ impl Material {
         };
         let chain = pem::certificate_chain(&config.cert)?;
         certificates.insert(0, info("cert", &chain[0]));
-        let server = builder
+        let mut server = builder
             .with_single_cert(chain, pem::private_key(&config.key)?)
             .map_err(|e| TlsSetupError::Rejected {
                 path: config.key.display().to_string(),
                 reason: format!("does not fit {}: {e}", config.cert.display()),
             })?;
+        if config.client_ca.is_some() {
+            // A resumed handshake skips the client certificate's check, so a
+            // certificate from a CA no longer trusted would still get in.
+            server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+            server.send_tls13_tickets = 0;
+        }
         Ok(Material {
             acceptor: TlsAcceptor::from(Arc::new(server)),
             digest,
