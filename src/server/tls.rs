@@ -23,7 +23,7 @@ use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, RootCertStore};
 use tokio_rustls::server::TlsStream;
 
-use crate::config::TlsConfig;
+use crate::config::{ClientCertificates, TlsConfig};
 
 /// Why the TLS settings cannot be used; each names the file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +100,12 @@ impl TlsListener {
         Ok(Reloaded::Replaced(leaf))
     }
 
+    /// Whether client certificates are verified, so callers can be told
+    /// apart by them.
+    pub fn verifies_client_certificates(&self) -> bool {
+        self.files.client_ca.is_some()
+    }
+
     /// The served leaf, then each client CA.
     pub fn certificates(&self) -> Vec<CertificateInfo> {
         self.current.load().certificates.clone()
@@ -159,9 +165,12 @@ impl Material {
                     certificates.push(info("client_ca", &cert));
                     roots.add(cert).map_err(|e| rejected(e.to_string()))?;
                 }
-                let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
-                    .build()
-                    .map_err(|e| rejected(e.to_string()))?;
+                let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider);
+                let verifier = match config.client_certificates {
+                    ClientCertificates::Required => verifier,
+                    ClientCertificates::Optional => verifier.allow_unauthenticated(),
+                };
+                let verifier = verifier.build().map_err(|e| rejected(e.to_string()))?;
                 builder.with_client_cert_verifier(verifier)
             }
         };

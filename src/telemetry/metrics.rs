@@ -41,6 +41,8 @@ pub enum Outcome {
     Malformed,
     /// The signature was missing or wrong.
     AuthFailure,
+    /// The handler's allow list does not admit the caller.
+    AccessDenied,
 }
 
 impl Outcome {
@@ -58,6 +60,7 @@ impl Outcome {
             Outcome::UnknownHandler => "unknown_handler",
             Outcome::Malformed => "malformed",
             Outcome::AuthFailure => "auth_failure",
+            Outcome::AccessDenied => "access_denied",
         }
     }
 }
@@ -108,6 +111,12 @@ struct CertificateLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct AccessLabels {
+    handler: Arc<str>,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct InfoLabels {
     handler: Arc<str>,
     sha256: Arc<str>,
@@ -139,6 +148,7 @@ pub struct Metrics {
     connections: Counter,
     tls_handshakes: Family<ResultLabels, Counter>,
     tls_reloads: Family<ResultLabels, Counter>,
+    access: Family<AccessLabels, Counter>,
     certificate_expiry: Family<CertificateLabels, Gauge>,
     /// The expiry series now set, so a rotation can retire the old.
     certificates_now: Mutex<Vec<CertificateLabels>>,
@@ -231,6 +241,12 @@ impl Metrics {
             "Changed TLS certificate, key and client CA files loaded (ok) or refused",
             tls_reloads.clone(),
         );
+        let access = Family::default();
+        registry.register(
+            "access_decisions",
+            "Messages to handlers with an allow list, by handler and whether the caller was allowed",
+            access.clone(),
+        );
         let certificate_expiry = Family::default();
         registry.register(
             "tls_certificate_expiry_timestamp_seconds",
@@ -273,6 +289,7 @@ impl Metrics {
             connections,
             tls_handshakes,
             tls_reloads,
+            access,
             certificate_expiry,
             certificates_now: Mutex::default(),
             swaps,
@@ -374,6 +391,16 @@ impl Metrics {
     /// accept loop once a handshake has succeeded or failed.
     pub fn tls_handshake(&self, ok: bool) {
         self.tls_handshakes.get_or_create(&result(ok)).inc();
+    }
+
+    /// Counts one access decision for a message to `handler`.
+    pub fn access(&self, handler: &Arc<str>, allowed: bool) {
+        self.access
+            .get_or_create(&AccessLabels {
+                handler: handler.clone(),
+                result: if allowed { "allowed" } else { "refused" },
+            })
+            .inc();
     }
 
     /// Counts one reload of changed TLS files that was applied (`ok`) or

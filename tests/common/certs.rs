@@ -62,6 +62,29 @@ impl Ca {
         )
     }
 
+    /// A client certificate for a workload: its SPIFFE ID (a URI SAN) and
+    /// DNS names, as cert-manager or SPIRE issue them.
+    pub fn workload(
+        &self,
+        dir: &Path,
+        file: &str,
+        spiffe_id: Option<&str>,
+        dns: &[&str],
+    ) -> CertFiles {
+        let mut params =
+            CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>()).unwrap();
+        if let Some(id) = spiffe_id {
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::URI(id.try_into().unwrap()));
+        }
+        params.distinguished_name.push(DnType::CommonName, file);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        write_pair(dir, file, &cert.pem(), &key)
+    }
+
     fn issue(
         &self,
         dir: &Path,
