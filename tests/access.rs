@@ -294,3 +294,64 @@ fn identities_without_client_certificates_are_refused() {
     let mut stream = certs::tls_connect(host.addr, certs::rustls_client(&own.cert, None));
     assert!(call(&mut stream, "guarded").is_nil());
 }
+
+/// Failed handshakes are counted by what went wrong, so an operator can
+/// tell a missing client certificate from a wrong CA, an expired one, a
+/// client that distrusts the server, a peer that does not speak TLS, and
+/// one that never finishes.
+#[test]
+fn failed_handshakes_are_counted_by_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "cluster");
+    let server = ca.server(dir.path(), "server", certs::local_names());
+    let stranger = Ca::new(dir.path(), "stranger");
+    let host = Host::start_with(
+        write_config(&format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nhandshake_timeout = \"300ms\"\n{}",
+            server.cert.display(),
+            server.key.display(),
+            ca.cert.display(),
+            handler("echo", "echo", "")
+        )),
+        &["--admin-listen", "127.0.0.1:0"],
+    );
+    let admin = admin_of(&host);
+    let attempt = |trust: &Path, identity: Option<&CertFiles>| {
+        // TLS 1.3 clients learn of a refused certificate only on reading.
+        if let Ok(mut stream) =
+            certs::try_tls_connect(host.addr, certs::rustls_client(trust, identity))
+        {
+            let _ = stream.write_all(&[1]);
+            let _ = stream.read(&mut [0u8; 1]);
+        }
+    };
+    attempt(&ca.cert, None);
+    attempt(&ca.cert, Some(&stranger.client(dir.path(), "stranger")));
+    attempt(&ca.cert, Some(&ca.expired_client(dir.path(), "expired")));
+    attempt(&stranger.cert, Some(&ca.client(dir.path(), "good")));
+    let mut plain = TcpStream::connect(host.addr).unwrap();
+    plain.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let _ = plain.read(&mut [0u8; 64]);
+    let _silent = TcpStream::connect(host.addr).unwrap();
+
+    for reason in [
+        "no_client_certificate",
+        "unknown_ca",
+        "expired",
+        "refused_by_client",
+        "not_tls",
+        "timeout",
+    ] {
+        let series = format!("arrpc_tls_handshake_failures_total{{reason=\"{reason}\"}}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metric(admin, &series) != 1.0 {
+            assert!(
+                Instant::now() < deadline,
+                "{series} never reached 1:\n{}",
+                get(admin, "/metrics").1
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert!(host.log().contains("reason=unknown_ca"), "{}", host.log());
+}

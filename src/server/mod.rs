@@ -145,8 +145,9 @@ impl Server {
                         }
                         Err(e) => {
                             metrics.tls_handshake(false);
+                            metrics.tls_handshake_failure(e.reason());
                             if let Some(suppressed) = FAILED_HANDSHAKES.admit() {
-                                tracing::info!(peer = %addr, error = %e, suppressed, "closing connection");
+                                tracing::info!(peer = %addr, reason = %e.reason(), error = %e, suppressed, "closing connection");
                             }
                         }
                     },

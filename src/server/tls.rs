@@ -43,6 +43,32 @@ pub enum HandshakeError {
     Failed(#[from] std::io::Error),
 }
 
+impl HandshakeError {
+    /// The failure in a few words, for the metric label and the log: what
+    /// an operator reading a failed handshake needs to know first.
+    pub fn reason(&self) -> &'static str {
+        use rustls::{CertificateError as C, Error as E};
+        let HandshakeError::Failed(io) = self else {
+            return "timeout";
+        };
+        match io.get_ref().and_then(|e| e.downcast_ref::<E>()) {
+            Some(E::NoCertificatesPresented) => "no_client_certificate",
+            Some(E::InvalidCertificate(C::UnknownIssuer)) => "unknown_ca",
+            Some(E::InvalidCertificate(C::Expired | C::ExpiredContext { .. })) => "expired",
+            Some(E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. })) => {
+                "not_yet_valid"
+            }
+            Some(E::InvalidCertificate(_)) => "bad_client_certificate",
+            // The client refused the handshake, usually our certificate.
+            Some(E::AlertReceived(_)) => "refused_by_client",
+            Some(E::InvalidMessage(_) | E::InappropriateMessage { .. }) => "not_tls",
+            Some(E::NoApplicationProtocol | E::PeerIncompatible(_)) => "incompatible",
+            Some(_) => "other",
+            None => "closed",
+        }
+    }
+}
+
 /// A certificate the host serves or trusts, for logs and the expiry metric.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateInfo {

@@ -111,6 +111,11 @@ struct CertificateLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct AccessLabels {
     handler: Arc<str>,
     result: &'static str,
@@ -147,6 +152,7 @@ pub struct Metrics {
     connections_open: Gauge,
     connections: Counter,
     tls_handshakes: Family<ResultLabels, Counter>,
+    tls_handshake_failures: Family<ReasonLabels, Counter>,
     tls_reloads: Family<ResultLabels, Counter>,
     access: Family<AccessLabels, Counter>,
     certificate_expiry: Family<CertificateLabels, Gauge>,
@@ -235,6 +241,12 @@ impl Metrics {
             "TLS handshakes on the message port, by result",
             tls_handshakes.clone(),
         );
+        let tls_handshake_failures = Family::default();
+        registry.register(
+            "tls_handshake_failures",
+            "Failed TLS handshakes on the message port, by reason",
+            tls_handshake_failures.clone(),
+        );
         let tls_reloads = Family::default();
         registry.register(
             "tls_reloads",
@@ -288,6 +300,7 @@ impl Metrics {
             connections_open,
             connections,
             tls_handshakes,
+            tls_handshake_failures,
             tls_reloads,
             access,
             certificate_expiry,
@@ -391,6 +404,13 @@ impl Metrics {
     /// accept loop once a handshake has succeeded or failed.
     pub fn tls_handshake(&self, ok: bool) {
         self.tls_handshakes.get_or_create(&result(ok)).inc();
+    }
+
+    /// Counts one failed handshake by its reason.
+    pub fn tls_handshake_failure(&self, reason: &'static str) {
+        self.tls_handshake_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// Counts one access decision for a message to `handler`.
