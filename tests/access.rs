@@ -8,7 +8,6 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use arrpc_wire::rpc;
@@ -261,19 +260,14 @@ fn identities_without_client_certificates_are_refused() {
         own.cert.display(),
         own.key.display()
     );
-    components();
-    let config = write_config(&format!(
-        "{tls}{}",
-        handler("guarded", "echo", "allow = [\"authenticated\"]")
-    ));
-    let out = Command::new(HOST)
-        .arg("--config")
-        .arg(&config.path)
-        .args(["--listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "the host started");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = start_refused(
+        &format!(
+            "{tls}{}",
+            handler("guarded", "echo", "allow = [\"authenticated\"]")
+        ),
+        &[],
+        &[],
+    );
     assert!(
         err.contains(
             "handler #1 (`guarded`): allow lists \"authenticated\", but the message port verifies no client certificates: set tls.client_ca"
