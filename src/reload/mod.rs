@@ -224,13 +224,7 @@ impl Reloader {
                         .iter()
                         .map(|c| (c.role, c.subject.as_str(), c.not_after)),
                 );
-                tracing::info!(
-                    subject = %leaf.subject,
-                    not_after = %humantime::format_rfc3339_seconds(
-                        std::time::UNIX_EPOCH + Duration::from_secs(leaf.not_after.max(0) as u64)
-                    ),
-                    "TLS files reloaded: new handshakes get them"
-                );
+                tracing::info!(identity = %leaf, "TLS files reloaded: new handshakes get them");
             }
             Err(e) => {
                 self.metrics.tls_reload(false);

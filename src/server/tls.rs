@@ -23,6 +23,8 @@ use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, RootCertStore};
 use tokio_rustls::server::TlsStream;
 
+use x509_parser::extensions::GeneralName;
+
 use crate::config::{ClientCertificates, TlsConfig};
 
 /// Why the TLS settings cannot be used; each names the file at fault.
@@ -75,8 +77,24 @@ pub struct CertificateInfo {
     /// `cert` (the served leaf) or `client_ca`.
     pub role: &'static str,
     pub subject: String,
+    /// Its subject alternative names: `DNS:...`, `IP:...`, `URI:spiffe://...`.
+    pub names: Vec<String>,
     /// Unix seconds.
     pub not_after: i64,
+}
+
+/// The served identity in one line: subject, names, expiry.
+impl std::fmt::Display for CertificateInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let until = std::time::UNIX_EPOCH + Duration::from_secs(self.not_after.max(0) as u64);
+        write!(
+            f,
+            "{} [{}] until {}",
+            self.subject,
+            self.names.join(", "),
+            humantime::format_rfc3339_seconds(until)
+        )
+    }
 }
 
 /// What [`TlsListener::reload`] found.
@@ -135,6 +153,15 @@ impl TlsListener {
     /// The served leaf, then each client CA.
     pub fn certificates(&self) -> Vec<CertificateInfo> {
         self.current.load().certificates.clone()
+    }
+
+    /// What new handshakes are shown, and where it comes from.
+    pub fn identity(&self) -> String {
+        format!(
+            "{}, from {}",
+            self.current.load().certificates[0],
+            self.files.cert.display()
+        )
     }
 
     /// The folders the files sit in, as configured: a symlinked file's own
@@ -243,17 +270,39 @@ fn digest(config: &TlsConfig) -> Result<[u8; 32], PemError> {
     Ok(hash.finalize().into())
 }
 
+/// A subject alternative name as OpenSSL prints it: `DNS:a.b`,
+/// `IP:127.0.0.1`, `URI:spiffe://...`.
+fn name_text(name: &GeneralName<'_>) -> String {
+    match name {
+        GeneralName::DNSName(dns) => format!("DNS:{dns}"),
+        GeneralName::URI(uri) => format!("URI:{uri}"),
+        GeneralName::IPAddress(bytes) => match <[u8; 4]>::try_from(*bytes) {
+            Ok(v4) => format!("IP:{}", std::net::Ipv4Addr::from(v4)),
+            Err(_) => match <[u8; 16]>::try_from(*bytes) {
+                Ok(v6) => format!("IP:{}", std::net::Ipv6Addr::from(v6)),
+                Err(_) => format!("IP:{bytes:02x?}"),
+            },
+        },
+        other => other.to_string(),
+    }
+}
+
 /// Subject and expiry of a certificate the PEM module already parsed once.
 fn info(role: &'static str, cert: &CertificateDer<'_>) -> CertificateInfo {
     match x509_parser::parse_x509_certificate(cert) {
         Ok((_, parsed)) => CertificateInfo {
             role,
             subject: parsed.subject().to_string(),
+            names: match parsed.subject_alternative_name() {
+                Ok(Some(names)) => names.value.general_names.iter().map(name_text).collect(),
+                _ => Vec::new(),
+            },
             not_after: parsed.validity().not_after.timestamp(),
         },
         Err(_) => CertificateInfo {
             role,
             subject: "(not X.509)".into(),
+            names: Vec::new(),
             not_after: 0,
         },
     }
