@@ -11,8 +11,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod access;
 mod security;
-pub use security::{AuthConfig, SecretSource, TlsConfig, default_handshake_timeout};
+pub use access::{AccessConfig, Allowed};
+pub use security::{
+    AuthConfig, ClientCertificates, SecretSource, TlsConfig, default_handshake_timeout,
+};
 
 /// A config file that cannot be used, with the reason.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +41,9 @@ pub struct Config {
     /// `[tls]`: absent means plain TCP.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// `[access]`: who may call handlers that list nobody themselves.
+    #[serde(default)]
+    pub access: AccessConfig,
     #[serde(default)]
     pub admin: AdminConfig,
     #[serde(default)]
@@ -170,6 +177,10 @@ pub struct HandlerConfig {
     /// what earlier ones left in memory: for trusted handlers only.
     #[serde(default)]
     pub reuse: u32,
+    /// Who may call this handler, by the identity their client certificate
+    /// proves; unset: `[access] default_allow`, filled in at load.
+    #[serde(default)]
+    pub allow: Option<Vec<Allowed>>,
 }
 
 /// A host directory preopened for a handler's guest.
@@ -229,7 +240,44 @@ impl Config {
         if let Some(tls) = &mut config.tls {
             tls.resolve(&base);
         }
+        for handler in &mut config.handlers {
+            handler
+                .allow
+                .get_or_insert_with(|| config.access.default_allow.clone());
+        }
         Ok(config)
+    }
+
+    /// Whether the message port verifies client certificates, which every
+    /// allow list but `anyone` needs to tell callers apart.
+    pub fn verifies_client_certificates(&self) -> bool {
+        self.tls.as_ref().is_some_and(|tls| tls.client_ca.is_some())
+    }
+
+    /// Refuses allow lists that name callers by certificate when `verifies`
+    /// is false: no caller could ever match them. Checked once the command
+    /// line has had its say, and on reload against the TLS in force.
+    pub fn check_access(&self, verifies: bool) -> Result<(), String> {
+        if verifies {
+            return Ok(());
+        }
+        let lists = std::iter::once((
+            "access.default_allow".to_owned(),
+            &self.access.default_allow,
+        ))
+        .chain(self.handlers.iter().enumerate().filter_map(|(i, h)| {
+            let list = h.allow.as_ref()?;
+            Some((format!("handler #{} (`{}`): allow", i + 1, h.name), list))
+        }));
+        for (key, list) in lists {
+            if let Some(entry) = list.iter().find(|e| e.needs_client_certificates()) {
+                return Err(format!(
+                    "{key} lists {entry:?}, but the message port verifies no client certificates: set tls.client_ca (or --tls-client-ca), or allow \"anyone\"",
+                    entry = entry.to_string()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The folder relative paths and build commands start from, given the

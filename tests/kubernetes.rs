@@ -10,7 +10,6 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::admin::{admin_of, get, scrape, value};
@@ -74,16 +73,7 @@ fn a_secret_volumes_default_mode_is_refused_with_the_manifest_fix() {
     let tls = tls_volume(dir.path(), 0o644);
     let secrets = AtomicWriter::new(&dir.path().join("secrets"), 0o440);
     secrets.write(&[("hmac", b"mounted-secret\n")]);
-    components();
-    let config = write_config(&mounted_config(&tls, &secrets));
-    let out = Command::new(HOST)
-        .arg("--config")
-        .arg(&config.path)
-        .args(["--listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "the host started");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = start_refused(&mounted_config(&tls, &secrets), &[], &[]);
     assert!(
         err.contains(&format!("{}: ", tls.path("tls.key").display())),
         "{err}"

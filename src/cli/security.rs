@@ -87,6 +87,9 @@ pub fn server_security(
         .map(TlsListener::new)
         .transpose()
         .with_context(|| format!("{origin}: [tls]"))?;
+    config
+        .check_access(config.verifies_client_certificates())
+        .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
     let auth = &config.auth;
     if auth.secrets.is_empty() {
         return Ok((tls, None));

@@ -100,6 +100,11 @@ pub struct TlsConfig {
     /// signed by one of them (mutual TLS).
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: whether a client without a certificate (the Python
+    /// arrpc client cannot present one) may connect at all. Either way a
+    /// certificate presented must verify.
+    #[serde(default)]
+    pub client_certificates: ClientCertificates,
     /// A connection that has not finished its handshake in this long is
     /// closed.
     #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
@@ -108,6 +113,18 @@ pub struct TlsConfig {
     /// sit in change: a safety net for a change the watcher missed.
     #[serde(default = "default_recheck_interval", with = "humantime_serde")]
     pub recheck_interval: Duration,
+}
+
+/// `[tls] client_certificates`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCertificates {
+    /// A client without one fails the handshake.
+    #[default]
+    Required,
+    /// A client without one connects, and reaches only handlers that allow
+    /// `anyone`.
+    Optional,
 }
 
 pub fn default_handshake_timeout() -> Duration {
@@ -152,6 +169,7 @@ impl TlsConfig {
             cert,
             key,
             client_ca: None,
+            client_certificates: ClientCertificates::default(),
             handshake_timeout: default_handshake_timeout(),
             recheck_interval: default_recheck_interval(),
         }
@@ -163,6 +181,12 @@ impl TlsConfig {
         }
         if self.recheck_interval.is_zero() {
             return Err("tls.recheck_interval must be longer than zero".into());
+        }
+        if self.client_certificates == ClientCertificates::Optional && self.client_ca.is_none() {
+            return Err(
+                "tls.client_certificates = \"optional\" needs tls.client_ca, the CA they must come from"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -377,6 +377,15 @@ impl Reloader {
         for section in restart_required(&self.config, &next) {
             tracing::warn!("{section} changed: this takes effect only after a restart");
         }
+        let verifies = self
+            .tls
+            .as_ref()
+            .is_some_and(|(tls, _)| tls.verifies_client_certificates());
+        if let Err(why) = next.check_access(verifies) {
+            self.metrics.swap(false);
+            tracing::error!("config reload refused; nothing changed: {why}");
+            return;
+        }
         if let Err(why) = self.fits_engine(&next) {
             self.metrics.swap(false);
             tracing::error!("config reload refused; nothing changed: {why}; restart to apply");

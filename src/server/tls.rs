@@ -23,7 +23,7 @@ use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, RootCertStore};
 use tokio_rustls::server::TlsStream;
 
-use crate::config::TlsConfig;
+use crate::config::{ClientCertificates, TlsConfig};
 
 /// Why the TLS settings cannot be used; each names the file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,32 @@ pub enum HandshakeError {
     TimedOut(Duration),
     #[error("TLS handshake failed: {0}")]
     Failed(#[from] std::io::Error),
+}
+
+impl HandshakeError {
+    /// The failure in a few words, for the metric label and the log: what
+    /// an operator reading a failed handshake needs to know first.
+    pub fn reason(&self) -> &'static str {
+        use rustls::{CertificateError as C, Error as E};
+        let HandshakeError::Failed(io) = self else {
+            return "timeout";
+        };
+        match io.get_ref().and_then(|e| e.downcast_ref::<E>()) {
+            Some(E::NoCertificatesPresented) => "no_client_certificate",
+            Some(E::InvalidCertificate(C::UnknownIssuer)) => "unknown_ca",
+            Some(E::InvalidCertificate(C::Expired | C::ExpiredContext { .. })) => "expired",
+            Some(E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. })) => {
+                "not_yet_valid"
+            }
+            Some(E::InvalidCertificate(_)) => "bad_client_certificate",
+            // The client refused the handshake, usually our certificate.
+            Some(E::AlertReceived(_)) => "refused_by_client",
+            Some(E::InvalidMessage(_) | E::InappropriateMessage { .. }) => "not_tls",
+            Some(E::NoApplicationProtocol | E::PeerIncompatible(_)) => "incompatible",
+            Some(_) => "other",
+            None => "closed",
+        }
+    }
 }
 
 /// A certificate the host serves or trusts, for logs and the expiry metric.
@@ -98,6 +124,12 @@ impl TlsListener {
         let leaf = next.certificates[0].clone();
         self.current.store(Arc::new(next));
         Ok(Reloaded::Replaced(leaf))
+    }
+
+    /// Whether client certificates are verified, so callers can be told
+    /// apart by them.
+    pub fn verifies_client_certificates(&self) -> bool {
+        self.files.client_ca.is_some()
     }
 
     /// The served leaf, then each client CA.
@@ -159,9 +191,12 @@ impl Material {
                     certificates.push(info("client_ca", &cert));
                     roots.add(cert).map_err(|e| rejected(e.to_string()))?;
                 }
-                let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
-                    .build()
-                    .map_err(|e| rejected(e.to_string()))?;
+                let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider);
+                let verifier = match config.client_certificates {
+                    ClientCertificates::Required => verifier,
+                    ClientCertificates::Optional => verifier.allow_unauthenticated(),
+                };
+                let verifier = verifier.build().map_err(|e| rejected(e.to_string()))?;
                 builder.with_client_cert_verifier(verifier)
             }
         };
