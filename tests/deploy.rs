@@ -457,14 +457,28 @@ fn manifests_agree_with_each_other_and_the_config() {
         for mount in pod.mounts() {
             pod.volume(mount["name"].as_str().unwrap());
         }
-        let allowed = allow_lists(&config);
-        for list in &allowed {
+        let lists = allow_lists(&config);
+        let named: Vec<&String> = lists
+            .iter()
+            .flatten()
+            .filter(|p| p.starts_with("spiffe://"))
+            .collect();
+        if !named.is_empty() {
             assert!(
-                list.iter().any(|p| admits(p, &pod.spiffe_id())),
+                named.contains(&&pod.spiffe_id()),
                 "{}",
                 at(&format!(
-                    "allow list {list:?} does not admit {}",
+                    "no allow list names the ServiceAccount's {}",
                     pod.spiffe_id()
+                ))
+            );
+        }
+        for pattern in named {
+            assert!(
+                pattern.starts_with(&format!("spiffe://{TRUST_DOMAIN}/")),
+                "{}",
+                at(&format!(
+                    "{pattern} is not in the trust domain {TRUST_DOMAIN}"
                 ))
             );
         }
@@ -510,14 +524,6 @@ fn allow_lists(config: &toml::Table) -> Vec<Vec<String>> {
         )
         .map(list)
         .collect()
-}
-
-/// Whether an allow-list pattern admits the SPIFFE ID `id`.
-fn admits(pattern: &str, id: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => id.starts_with(prefix),
-        None => pattern == id || pattern == "authenticated" || pattern == "anyone",
-    }
 }
 
 fn check_tls_files(
