@@ -212,7 +212,9 @@ fn default_max_output_bytes() -> usize {
 /// Upper bounds that keep the pooling allocator's reservations sane.
 pub const MAX_MEMORY_MIB: u32 = 4096;
 const MAX_REUSE: u32 = 1_000_000;
-const MAX_INSTANCES: u32 = 10_000;
+/// Handler instances one host pools at most, across all handlers; so also
+/// the most one handler's `max_instances`, and their sum, may be.
+pub const MAX_INSTANCES: u32 = 10_000;
 
 impl Config {
     /// Reads, parses and validates `path`; relative module paths are made
@@ -403,6 +405,16 @@ impl Config {
                 }
             }
         }
+        let pooled: u64 = self
+            .handlers
+            .iter()
+            .map(|h| u64::from(h.max_instances))
+            .sum();
+        if pooled > u64::from(MAX_INSTANCES) {
+            return Err(format!(
+                "the handlers' max_instances add up to {pooled}, more than the {MAX_INSTANCES} instances one host pools"
+            ));
+        }
         self.validate_telemetry()?;
         match (&server.default_handler, self.handlers.len()) {
             (Some(name), _) if !names.contains(name.as_str()) => Err(format!(
@@ -490,6 +502,21 @@ mod tests {
         assert!(mem.contains("max_memory_mib"), "{mem}");
         let fuel = parse(&format!("{ONE}fuel = 0\n")).unwrap_err();
         assert!(fuel.contains("fuel"), "{fuel}");
+        // Each within bounds, together more than one host pools: refused at
+        // load, not first at an unchanged reload.
+        let big = |name: &str| {
+            format!("[[handler]]\nname = \"{name}\"\nmodule = \"m.wasm\"\nmax_instances = 6000\n")
+        };
+        let pooled = parse(&format!(
+            "[server]\ndefault_handler = \"a\"\n{}{}",
+            big("a"),
+            big("b")
+        ))
+        .unwrap_err();
+        assert!(
+            pooled.contains("max_instances add up to 12000, more than the 10000"),
+            "{pooled}"
+        );
         let env = parse(&format!("{ONE}env = {{ \"A=B\" = \"x\" }}\n")).unwrap_err();
         assert!(env.contains("env name"), "{env}");
         let dir = parse(&format!("{ONE}dirs = [{{ host = \"x\" }}]\n")).unwrap_err();
