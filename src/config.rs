@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod security;
-pub use security::{AuthConfig, SecretSource, TlsConfig, default_handshake_timeout};
+pub use security::{AuthConfig, SecretSource, SpiffeConfig, TlsConfig, default_handshake_timeout};
 
 /// A config file that cannot be used, with the reason.
 #[derive(Debug, thiserror::Error)]
@@ -467,7 +467,7 @@ mod tests {
         );
         assert_eq!(config.auth.replay_window, Duration::from_secs(5));
         let tls = config.tls.unwrap();
-        assert_eq!(tls.key, dir.path().join("k.pem"));
+        assert_eq!(tls.key, Some(dir.path().join("k.pem")));
         assert_eq!(tls.handshake_timeout, default_handshake_timeout());
         assert_eq!(tls.recheck_interval, Duration::from_secs(60));
         let never = parse(&format!(

@@ -41,12 +41,21 @@ impl ServeSecurityArgs {
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             let (cert, key) = (cert.clone(), key.clone());
             config.tls = Some(match config.tls.take() {
-                Some(tls) => TlsConfig { cert, key, ..tls },
+                Some(tls) => TlsConfig {
+                    cert: Some(cert),
+                    key: Some(key),
+                    spiffe: None,
+                    ..tls
+                },
                 None => TlsConfig::new(cert, key),
             });
         }
         if let Some(ca) = &self.tls_client_ca {
             match &mut config.tls {
+                Some(tls) if tls.spiffe.is_some() => bail!(
+                    "--tls-client-ca does not go with [tls.spiffe]: client certificates are \
+                     verified by the trust bundle (tls.spiffe.verify_clients)"
+                ),
                 Some(tls) => tls.client_ca = Some(ca.clone()),
                 None => bail!(
                     "--tls-client-ca needs TLS: give --tls-cert and --tls-key, or a [tls] section"
@@ -75,8 +84,10 @@ impl ServeSecurityArgs {
     }
 }
 
-/// The TLS listener and authenticator `config` asks for; errors name
-/// `origin` (the config file or the command line) and the setting.
+/// The TLS listener for certificates from files and the authenticator
+/// `config` asks for; errors name `origin` (the config file or the command
+/// line) and the setting. A listener for the SPIFFE Workload API is made by
+/// [`spiffe_listener`], since it waits for the agent.
 pub fn server_security(
     config: &Config,
     origin: &str,
@@ -84,6 +95,7 @@ pub fn server_security(
     let tls = config
         .tls
         .as_ref()
+        .filter(|tls| tls.spiffe.is_none())
         .map(TlsListener::new)
         .transpose()
         .with_context(|| format!("{origin}: [tls]"))?;
@@ -105,6 +117,21 @@ pub fn server_security(
         .replay_protection
         .then(|| ReplayGuard::new(auth.replay_window, auth.replay_max_nonces));
     Ok((tls, Some(Authenticator::new(secrets, replay))))
+}
+
+/// The TLS listener for `[tls.spiffe]`, once the agent has sent a first
+/// SVID; `None` without it.
+pub async fn spiffe_listener(config: &Config, origin: &str) -> anyhow::Result<Option<TlsListener>> {
+    let Some(tls) = &config.tls else {
+        return Ok(None);
+    };
+    let Some(spiffe) = &tls.spiffe else {
+        return Ok(None);
+    };
+    let listener = TlsListener::spiffe(tls, spiffe)
+        .await
+        .with_context(|| format!("{origin}: [tls.spiffe]"))?;
+    Ok(Some(listener))
 }
 
 /// `arrpc-host send` flags for TLS and signatures.

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 
-use super::security::server_security;
+use super::security::{server_security, spiffe_listener};
 use super::{ConfigArgs, ServeArgs};
-use crate::admin::AdminListener;
+use crate::admin::{AdminListener, Readiness};
 use crate::config::Config;
 use crate::reload::Reloader;
 use crate::runtime::{HandlerRegistry, HandlerSet, Runtime, RuntimeOptions};
@@ -69,9 +69,10 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
 
 pub async fn serve(args: &ServeArgs, config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
+    let readiness = Arc::new(Readiness::default());
     // Up before handlers load, so /healthz answers and /readyz says why not.
     if let Some(addr) = args.admin_listen.or(config.admin.listen) {
-        let admin = AdminListener::bind(addr, metrics.clone())
+        let admin = AdminListener::bind(addr, metrics.clone(), readiness.clone())
             .await
             .with_context(|| format!("cannot listen on {addr} (admin)"))?;
         tracing::info!(admin = %admin.local_addr()?, "admin endpoint up: /metrics /healthz /readyz");
@@ -87,9 +88,17 @@ pub async fn serve(args: &ServeArgs, config: Config) -> anyhow::Result<()> {
     // Certificates, keys and secrets first: compiling handlers takes longer.
     let origin = args.config.config.display().to_string();
     let (tls, auth) = server_security(&config, &origin)?;
+    let tls = match tls {
+        Some(files) => Some(files),
+        None => spiffe_listener(&config, &origin).await?,
+    };
     tracing::info!(
         tls = tls.is_some(),
-        client_certificates = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        spiffe = tls
+            .as_ref()
+            .and_then(|t| t.spiffe_source())
+            .map(|s| s.socket()),
+        client_certificates = config.tls.as_ref().is_some_and(|t| t.verifies_clients()),
         signed = auth.is_some(),
         replay_protection = auth.is_some() && config.auth.replay_protection,
         "security"
@@ -103,6 +112,7 @@ pub async fn serve(args: &ServeArgs, config: Config) -> anyhow::Result<()> {
     let tls = tls.map(Arc::new);
     if let Some(tls) = &tls {
         server = server.with_tls(tls.clone());
+        tls.follow_spiffe(metrics.clone(), readiness);
     }
     if let Some(auth) = auth {
         server = server.with_auth(auth);

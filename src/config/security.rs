@@ -88,18 +88,26 @@ impl std::fmt::Display for SecretSource {
     }
 }
 
-/// `[tls]`: serve TLS instead of plain TCP.
+/// `[tls]`: serve TLS instead of plain TCP, with certificates from files
+/// (`cert`, `key`, `client_ca`) or from the SPIFFE Workload API
+/// (`[tls.spiffe]`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain, leaf first.
-    pub cert: PathBuf,
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
     /// PEM private key of the leaf; readable by its owner only.
-    pub key: PathBuf,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
     /// PEM CA certificate(s): when set, clients must present a certificate
     /// signed by one of them (mutual TLS).
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
+    /// Certificate, key and trust bundle from the SPIFFE Workload API (a
+    /// SPIRE agent) instead of files.
+    #[serde(default)]
+    pub spiffe: Option<SpiffeConfig>,
     /// A connection that has not finished its handshake in this long is
     /// closed.
     #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
@@ -108,6 +116,34 @@ pub struct TlsConfig {
     /// sit in change: a safety net for a change the watcher missed.
     #[serde(default = "default_recheck_interval", with = "humantime_serde")]
     pub recheck_interval: Duration,
+}
+
+/// `[tls.spiffe]`: this workload's X.509-SVID, its key and its trust
+/// domain's bundle, as a SPIRE agent pushes them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpiffeConfig {
+    /// `unix:///absolute/path` or `tcp://ip:port`; absent, the
+    /// `SPIFFE_ENDPOINT_SOCKET` environment variable names it.
+    #[serde(default)]
+    pub socket: Option<String>,
+    /// How long the host waits at start for the agent's first SVID (the
+    /// agent may start after this pod's containers) before it gives up.
+    #[serde(default = "default_startup_timeout", with = "humantime_serde")]
+    pub startup_timeout: Duration,
+    /// Require clients to present an SVID that the trust bundle verifies
+    /// (mutual TLS). Off for clients that cannot present certificates, such
+    /// as the Python arrpc package.
+    #[serde(default = "default_true")]
+    pub verify_clients: bool,
+}
+
+fn default_startup_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_true() -> bool {
+    true
 }
 
 pub fn default_handshake_timeout() -> Duration {
@@ -149,11 +185,20 @@ impl TlsConfig {
     /// Serves `cert` with `key`, no client certificates, default timings.
     pub fn new(cert: PathBuf, key: PathBuf) -> TlsConfig {
         TlsConfig {
-            cert,
-            key,
+            cert: Some(cert),
+            key: Some(key),
             client_ca: None,
+            spiffe: None,
             handshake_timeout: default_handshake_timeout(),
             recheck_interval: default_recheck_interval(),
+        }
+    }
+
+    /// Whether clients must present a certificate the host verifies.
+    pub fn verifies_clients(&self) -> bool {
+        match &self.spiffe {
+            Some(spiffe) => spiffe.verify_clients,
+            None => self.client_ca.is_some(),
         }
     }
 
@@ -164,15 +209,127 @@ impl TlsConfig {
         if self.recheck_interval.is_zero() {
             return Err("tls.recheck_interval must be longer than zero".into());
         }
+        let files = [
+            ("cert", self.cert.is_some()),
+            ("key", self.key.is_some()),
+            ("client_ca", self.client_ca.is_some()),
+        ];
+        match &self.spiffe {
+            None => {
+                for (name, given) in &files[..2] {
+                    if !given {
+                        return Err(format!(
+                            "tls.{name} is missing: give tls.cert and tls.key, or [tls.spiffe] \
+                             for certificates from the SPIFFE Workload API"
+                        ));
+                    }
+                }
+            }
+            Some(spiffe) => {
+                if let Some((name, _)) = files.iter().find(|(_, given)| *given) {
+                    return Err(format!(
+                        "tls.{name} does not go with [tls.spiffe]: the certificate, key and \
+                         trust bundle come from the SPIFFE Workload API"
+                    ));
+                }
+                spiffe.validate()?;
+            }
+        }
         Ok(())
     }
 
     /// Makes relative certificate and key paths absolute against `base`.
     pub(super) fn resolve(&mut self, base: &Path) {
-        self.cert = base.join(&self.cert);
-        self.key = base.join(&self.key);
-        if let Some(ca) = &mut self.client_ca {
-            *ca = base.join(&*ca);
+        for path in [&mut self.cert, &mut self.key, &mut self.client_ca]
+            .into_iter()
+            .flatten()
+        {
+            *path = base.join(&*path);
+        }
+    }
+}
+
+impl SpiffeConfig {
+    /// The Workload API as the client crate's source takes it.
+    pub fn workload_api(&self) -> arrpc_client::spiffe::WorkloadApi {
+        arrpc_client::spiffe::WorkloadApi {
+            socket: self.socket.clone(),
+            startup_timeout: self.startup_timeout,
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        use arrpc_client::spiffe::{SOCKET_VARIABLE, check_socket};
+        if self.startup_timeout.is_zero() {
+            return Err("tls.spiffe.startup_timeout must be longer than zero".into());
+        }
+        match &self.socket {
+            Some(socket) => {
+                check_socket(socket).map_err(|e| format!("tls.spiffe.socket {socket:?}: {e}"))
+            }
+            None => match std::env::var(SOCKET_VARIABLE) {
+                Ok(socket) => check_socket(&socket)
+                    .map_err(|e| format!("{SOCKET_VARIABLE} {socket:?} (for [tls.spiffe]): {e}")),
+                Err(_) => Err(format!(
+                    "tls.spiffe.socket is not set and neither is {SOCKET_VARIABLE}: name the \
+                     SPIFFE Workload API socket, e.g. socket = \"unix:///run/spire/agent.sock\""
+                )),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[tls]` as written, checked as at load.
+    fn tls(text: &str) -> Result<TlsConfig, String> {
+        let tls: TlsConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        tls.validate()?;
+        Ok(tls)
+    }
+
+    #[test]
+    fn the_spiffe_source_replaces_the_files_and_is_checked_at_load() {
+        let spiffe = tls("[spiffe]\nsocket = \"unix:///run/spire/agent.sock\"\n").unwrap();
+        let source = spiffe.spiffe.as_ref().unwrap();
+        assert_eq!(source.startup_timeout, Duration::from_secs(30));
+        assert!(spiffe.verifies_clients());
+        let open = tls("[spiffe]\nsocket = \"tcp://127.0.0.1:8081\"\nverify_clients = false\n");
+        assert!(!open.unwrap().verifies_clients());
+
+        let cases = [
+            ("", "tls.cert is missing"),
+            ("cert = \"c.pem\"\n", "tls.key is missing"),
+            (
+                "key = \"k.pem\"\n[spiffe]\nsocket = \"unix:///s\"\n",
+                "tls.key does not go with [tls.spiffe]",
+            ),
+            (
+                "client_ca = \"ca.pem\"\n[spiffe]\nsocket = \"unix:///s\"\n",
+                "tls.client_ca does not go with [tls.spiffe]",
+            ),
+            (
+                "[spiffe]\nsocket = \"unix://relative/agent.sock\"\n",
+                "tls.spiffe.socket \"unix://relative/agent.sock\"",
+            ),
+            (
+                "[spiffe]\nsocket = \"http://agent:80\"\n",
+                "expected unix:///absolute/path or tcp://ip:port",
+            ),
+            (
+                "[spiffe]\nsocket = \"unix:///s\"\nstartup_timeout = \"0s\"\n",
+                "tls.spiffe.startup_timeout",
+            ),
+            (
+                "[spiffe]\nsockets = \"unix:///s\"\n",
+                "unknown field `sockets`",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = tls(text).unwrap_err();
+            assert!(err.contains(want), "{text:?}: {err}");
         }
     }
 }

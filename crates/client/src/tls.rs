@@ -63,6 +63,12 @@ pub enum Trust {
     /// built in (`webpki-roots`), so it is the same on every machine
     /// whatever its store holds.
     PublicCas,
+    /// Servers with an SVID from the trust bundle the SPIFFE Workload API
+    /// (a SPIRE agent) sends, whatever their SPIFFE ID; this workload's own
+    /// SVID is presented as its client certificate. Both rotate as the agent
+    /// pushes them.
+    #[cfg(feature = "spiffe")]
+    Spiffe(crate::spiffe::Source),
 }
 
 /// A client certificate chain and its key, for mutual TLS.
@@ -85,6 +91,13 @@ pub enum TlsError {
     /// wrong there, and what to do.
     #[error("{0}")]
     NoSystemRoots(String),
+    #[cfg(feature = "spiffe")]
+    #[error(transparent)]
+    Spiffe(#[from] crate::spiffe::SpiffeError),
+    /// A client certificate was given with [`Trust::Spiffe`], which
+    /// presents the workload's SVID.
+    #[error("{}: the SPIFFE Workload API's SVID is presented; give no client certificate with it", path.display())]
+    IdentityWithSpiffe { path: PathBuf },
 }
 
 /// Ready-to-use client TLS settings; cheap to clone, and clones share the
@@ -127,7 +140,7 @@ impl Tls {
             })),
             trust: trust.clone(),
             identity: identity.cloned(),
-            presents_identity: identity.is_some(),
+            presents_identity: identity.is_some() || presents_svid(trust),
             server_name: None,
         })
     }
@@ -277,11 +290,26 @@ impl Tls {
             Trust::Pinned(path) => format!("the certificate in {}", path.display()),
             Trust::System => "a CA this machine trusts".to_owned(),
             Trust::PublicCas => "a public CA (the Mozilla root set)".to_owned(),
+            #[cfg(feature = "spiffe")]
+            Trust::Spiffe(source) => format!(
+                "a CA in the trust bundle from the SPIFFE Workload API at {}",
+                source.socket()
+            ),
         }
     }
 }
 
-/// Client settings from the files that `trust` and `identity` name.
+/// Whether `trust` presents a certificate of its own.
+fn presents_svid(trust: &Trust) -> bool {
+    match trust {
+        #[cfg(feature = "spiffe")]
+        Trust::Spiffe(_) => true,
+        _ => false,
+    }
+}
+
+/// Client settings from the files that `trust` and `identity` name, or
+/// from the SPIFFE Workload API.
 fn client_config(
     trust: &Trust,
     identity: Option<&Identity>,
@@ -316,6 +344,15 @@ fn client_config(
                 certs: pem::certificates(path)?,
                 algorithms: provider.signature_verification_algorithms,
             })),
+        #[cfg(feature = "spiffe")]
+        Trust::Spiffe(source) => {
+            if let Some(identity) = identity {
+                return Err(TlsError::IdentityWithSpiffe {
+                    path: identity.cert.clone(),
+                });
+            }
+            return Ok(source.client_config()?);
+        }
     };
     Ok(match identity {
         Some(identity) => builder
