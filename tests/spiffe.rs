@@ -329,3 +329,54 @@ fn the_python_arrpc_client_trusts_the_bundle_ca() {
     }]));
     assert_eq!(outcomes, [json!({"ok": {"from": "python"}})]);
 }
+
+/// `arrpc-host send --tls-spiffe` presents its own workload's SVID from
+/// its agent and trusts the host's by the bundle, with no host name to
+/// check; a client SVID from another trust domain's CA is refused.
+#[test]
+fn send_takes_its_identity_from_the_workload_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TrustDomainCa::new("cluster");
+    let other = TrustDomainCa::new("other");
+    let host_agent = Agent::start(
+        &dir.path().join("host.sock"),
+        ca.issue("shop", "host", "host", &[]).served(&[&ca]),
+    );
+    let host = spiffe_host(&host_agent, true);
+    let client_agent = Agent::start(
+        &dir.path().join("client.sock"),
+        ca.issue("shop", "cli", "cli", &[]).served(&[&ca]),
+    );
+    let send = |env: &[(&str, &str)], args: &[&str]| {
+        let out = Command::new(HOST)
+            .args(["send", "--addr", &host.addr.to_string(), "--retries", "1"])
+            .args(args)
+            .arg("\"hi\"")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (ok, stdout, stderr) = send(
+        &[("SPIFFE_ENDPOINT_SOCKET", &client_agent.endpoint())],
+        &["--tls-spiffe"],
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.trim(), "\"hi\"");
+
+    client_agent.serve(other.issue("shop", "cli", "stranger", &[]).served(&[&ca]));
+    let (ok, _, stderr) = send(
+        &[],
+        &["--tls-spiffe", "--spiffe-socket", &client_agent.endpoint()],
+    );
+    assert!(!ok, "a client SVID from another CA got in");
+    assert!(
+        stderr.contains("the server refused our client certificate"),
+        "{stderr}"
+    );
+}

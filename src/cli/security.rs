@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use arrpc_client::spiffe::{self, WorkloadApi};
 use arrpc_client::tls::{HandshakeError, Identity, Tls, Trust};
 use arrpc_client::{ClientConfig, Error};
 use clap::Args;
@@ -174,6 +175,16 @@ pub struct SendSecurityArgs {
         conflicts_with = "tls_self_signed"
     )]
     tls_server_name: Option<String>,
+    /// Talk TLS with this workload's SVID from the SPIFFE Workload API (a
+    /// SPIRE agent; its socket from SPIFFE_ENDPOINT_SOCKET or
+    /// --spiffe-socket), trusting servers whose SVID the agent's trust
+    /// bundle verifies.
+    #[arg(long, conflicts_with_all = ["tls", "tls_ca", "tls_cert"])]
+    tls_spiffe: bool,
+    /// The Workload API socket for --tls-spiffe: `unix:///path` or
+    /// `tcp://ip:port`.
+    #[arg(long, value_name = "URI", requires = "tls_spiffe")]
+    spiffe_socket: Option<String>,
     /// Sign the message with the secret in this environment variable.
     #[arg(long, value_name = "NAME", conflicts_with = "auth_secret_file")]
     auth_secret_env: Option<String>,
@@ -208,6 +219,15 @@ impl SendSecurityArgs {
                 TlsRoots::Mozilla => Trust::PublicCas,
             }),
         };
+        if self.tls_spiffe {
+            // The agent gets as long as a connection would.
+            let api = WorkloadApi {
+                socket: self.spiffe_socket.clone(),
+                startup_timeout: config.connect_timeout,
+            };
+            let source = spiffe::Source::connect(&api)?;
+            config.tls = Some(Tls::new(&Trust::Spiffe(source), None)?);
+        }
         if let Some(trust) = trust {
             let identity = self.tls_cert.clone().zip(self.tls_key.clone());
             let identity = identity.map(|(cert, key)| Identity { cert, key });

@@ -76,6 +76,9 @@ pub enum Current {
 #[derive(Clone)]
 pub struct Source {
     source: X509Source,
+    /// The runtime on the source's thread, where the TLS settings built
+    /// from it watch it too.
+    runtime: tokio::runtime::Handle,
     /// The socket, for logs and errors.
     socket: Arc<str>,
     _thread: Arc<Stop>,
@@ -155,7 +158,7 @@ impl Source {
                         .map_err(|e| startup_error(&endpoint, timeout, e));
                     let source = built.as_ref().ok().cloned();
                     serving.store(source.is_some(), Ordering::Relaxed);
-                    let _ = ready_tx.send(built);
+                    let _ = ready_tx.send(built.map(|s| (s, tokio::runtime::Handle::current())));
                     if let Some(source) = source {
                         // Follows the agent until every handle is dropped.
                         let _ = stop_rx.await;
@@ -167,12 +170,13 @@ impl Source {
                 socket: socket.clone(),
                 reason: format!("cannot start a thread: {e}"),
             })?;
-        let source = ready_rx.recv().map_err(|_| SpiffeError::Refused {
+        let (source, runtime) = ready_rx.recv().map_err(|_| SpiffeError::Refused {
             socket: socket.clone(),
             reason: "the source's thread ended".into(),
         })??;
         Ok(Source {
             source,
+            runtime,
             socket: socket.into(),
             _thread: Arc::new(Stop(Some(stop_tx))),
         })
@@ -233,6 +237,7 @@ impl Source {
     /// server whose SVID the trust bundle verifies, whatever its SPIFFE ID
     /// (SVIDs carry no host name to check); both follow rotations.
     pub(crate) fn client_config(&self) -> Result<rustls::ClientConfig, SpiffeError> {
+        let _on_the_source_thread = self.runtime.enter();
         spiffe_rustls::mtls_client(self.source.clone())
             .build()
             .map_err(|e| SpiffeError::Tls(e.to_string()))
