@@ -275,7 +275,7 @@ fn the_workload_api_header_is_required_and_sent() {
 }
 
 /// With no agent at the socket the host waits `startup_timeout`, then
-/// exits with an error naming the socket.
+/// exits with an error naming the socket; with no socket at all it says so.
 #[test]
 fn no_agent_at_start_is_a_clear_error_after_the_startup_timeout() {
     let dir = tempfile::tempdir().unwrap();
@@ -298,6 +298,27 @@ fn no_agent_at_start_is_a_clear_error_after_the_startup_timeout() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&socket.display().to_string()), "{err}");
     assert!(err.contains("within 1s"), "{err}");
+
+    // No socket named, and none in the environment.
+    let config = write_config(&format!(
+        "[tls.spiffe]\nstartup_timeout = \"1s\"\n{}",
+        handler("echo", "echo", "")
+    ));
+    let out = Command::new(HOST)
+        .arg("--config")
+        .arg(&config.path)
+        .args(["--listen", "127.0.0.1:0"])
+        .env_remove("SPIFFE_ENDPOINT_SOCKET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the host started");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "[tls.spiffe]: no SPIFFE Workload API socket: SPIFFE_ENDPOINT_SOCKET is not set"
+        ),
+        "{err}"
+    );
 }
 
 /// The socket comes from `SPIFFE_ENDPOINT_SOCKET` when the config names

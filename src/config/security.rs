@@ -258,23 +258,16 @@ impl SpiffeConfig {
         }
     }
 
+    /// An explicit socket is checked here; `SPIFFE_ENDPOINT_SOCKET` only
+    /// when serving, since `check` runs where no agent is (an image build).
     fn validate(&self) -> Result<(), String> {
-        use arrpc_client::spiffe::{SOCKET_VARIABLE, check_socket};
         if self.startup_timeout.is_zero() {
             return Err("tls.spiffe.startup_timeout must be longer than zero".into());
         }
         match &self.socket {
-            Some(socket) => {
-                check_socket(socket).map_err(|e| format!("tls.spiffe.socket {socket:?}: {e}"))
-            }
-            None => match std::env::var(SOCKET_VARIABLE) {
-                Ok(socket) => check_socket(&socket)
-                    .map_err(|e| format!("{SOCKET_VARIABLE} {socket:?} (for [tls.spiffe]): {e}")),
-                Err(_) => Err(format!(
-                    "tls.spiffe.socket is not set and neither is {SOCKET_VARIABLE}: name the \
-                     SPIFFE Workload API socket, e.g. socket = \"unix:///run/spire/agent.sock\""
-                )),
-            },
+            Some(socket) => arrpc_client::spiffe::check_socket(socket)
+                .map_err(|e| format!("tls.spiffe.socket {socket:?}: {e}")),
+            None => Ok(()),
         }
     }
 }
@@ -298,6 +291,8 @@ mod tests {
         assert!(spiffe.verifies_clients());
         let open = tls("[spiffe]\nsocket = \"tcp://127.0.0.1:8081\"\nverify_clients = false\n");
         assert!(!open.unwrap().verifies_clients());
+        // The socket may come from SPIFFE_ENDPOINT_SOCKET when serving.
+        assert_eq!(tls("[spiffe]\n").unwrap().spiffe.unwrap().socket, None);
 
         let cases = [
             ("", "tls.cert is missing"),

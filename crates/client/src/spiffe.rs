@@ -37,7 +37,7 @@ pub struct WorkloadApi {
 /// Why the Workload API cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SpiffeError {
-    #[error("no Workload API socket: set {SOCKET_VARIABLE} or name one")]
+    #[error("no SPIFFE Workload API socket: {SOCKET_VARIABLE} is not set and none is named")]
     NoSocket,
     #[error("{socket}: {reason}")]
     BadSocket { socket: String, reason: String },
@@ -120,7 +120,10 @@ impl Source {
             None => std::env::var(SOCKET_VARIABLE).map_err(|_| SpiffeError::NoSocket)?,
         };
         check_socket(&socket).map_err(|reason| SpiffeError::BadSocket {
-            socket: socket.clone(),
+            socket: match api.socket {
+                Some(_) => socket.clone(),
+                None => format!("{SOCKET_VARIABLE}={socket}"),
+            },
             reason,
         })?;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
