@@ -11,8 +11,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod access;
 mod security;
-pub use security::{AuthConfig, SecretSource, SpiffeConfig, TlsConfig, default_handshake_timeout};
+pub use access::{AccessConfig, Allowed};
+pub use security::{
+    AuthConfig, ClientCertificates, SecretSource, SpiffeConfig, TlsConfig,
+    default_handshake_timeout,
+};
 
 /// A config file that cannot be used, with the reason.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +42,9 @@ pub struct Config {
     /// `[tls]`: absent means plain TCP.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// `[access]`: who may call handlers that list nobody themselves.
+    #[serde(default)]
+    pub access: AccessConfig,
     #[serde(default)]
     pub admin: AdminConfig,
     #[serde(default)]
@@ -170,6 +178,10 @@ pub struct HandlerConfig {
     /// what earlier ones left in memory: for trusted handlers only.
     #[serde(default)]
     pub reuse: u32,
+    /// Who may call this handler, by the identity their client certificate
+    /// proves; unset: `[access] default_allow`, filled in at load.
+    #[serde(default)]
+    pub allow: Option<Vec<Allowed>>,
 }
 
 /// A host directory preopened for a handler's guest.
@@ -201,7 +213,9 @@ fn default_max_output_bytes() -> usize {
 /// Upper bounds that keep the pooling allocator's reservations sane.
 pub const MAX_MEMORY_MIB: u32 = 4096;
 const MAX_REUSE: u32 = 1_000_000;
-const MAX_INSTANCES: u32 = 10_000;
+/// Handler instances one host pools at most, across all handlers; so also
+/// the most one handler's `max_instances`, and their sum, may be.
+pub const MAX_INSTANCES: u32 = 10_000;
 
 impl Config {
     /// Reads, parses and validates `path`; relative module paths are made
@@ -229,7 +243,44 @@ impl Config {
         if let Some(tls) = &mut config.tls {
             tls.resolve(&base);
         }
+        for handler in &mut config.handlers {
+            handler
+                .allow
+                .get_or_insert_with(|| config.access.default_allow.clone());
+        }
         Ok(config)
+    }
+
+    /// Whether the message port verifies client certificates, which every
+    /// allow list but `anyone` needs to tell callers apart.
+    pub fn verifies_client_certificates(&self) -> bool {
+        self.tls.as_ref().is_some_and(TlsConfig::verifies_clients)
+    }
+
+    /// Refuses allow lists that name callers by certificate when `verifies`
+    /// is false: no caller could ever match them. Checked once the command
+    /// line has had its say, and on reload against the TLS in force.
+    pub fn check_access(&self, verifies: bool) -> Result<(), String> {
+        if verifies {
+            return Ok(());
+        }
+        let lists = std::iter::once((
+            "access.default_allow".to_owned(),
+            &self.access.default_allow,
+        ))
+        .chain(self.handlers.iter().enumerate().filter_map(|(i, h)| {
+            let list = h.allow.as_ref()?;
+            Some((format!("handler #{} (`{}`): allow", i + 1, h.name), list))
+        }));
+        for (key, list) in lists {
+            if let Some(entry) = list.iter().find(|e| e.needs_client_certificates()) {
+                return Err(format!(
+                    "{key} lists {entry:?}, but the message port verifies no client certificates: set tls.client_ca (or --tls-client-ca), or allow \"anyone\"",
+                    entry = entry.to_string()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The folder relative paths and build commands start from, given the
@@ -355,6 +406,16 @@ impl Config {
                 }
             }
         }
+        let pooled: u64 = self
+            .handlers
+            .iter()
+            .map(|h| u64::from(h.max_instances))
+            .sum();
+        if pooled > u64::from(MAX_INSTANCES) {
+            return Err(format!(
+                "the handlers' max_instances add up to {pooled}, more than the {MAX_INSTANCES} instances one host pools"
+            ));
+        }
         self.validate_telemetry()?;
         match (&server.default_handler, self.handlers.len()) {
             (Some(name), _) if !names.contains(name.as_str()) => Err(format!(
@@ -442,6 +503,21 @@ mod tests {
         assert!(mem.contains("max_memory_mib"), "{mem}");
         let fuel = parse(&format!("{ONE}fuel = 0\n")).unwrap_err();
         assert!(fuel.contains("fuel"), "{fuel}");
+        // Each within bounds, together more than one host pools: refused at
+        // load, not first at an unchanged reload.
+        let big = |name: &str| {
+            format!("[[handler]]\nname = \"{name}\"\nmodule = \"m.wasm\"\nmax_instances = 6000\n")
+        };
+        let pooled = parse(&format!(
+            "[server]\ndefault_handler = \"a\"\n{}{}",
+            big("a"),
+            big("b")
+        ))
+        .unwrap_err();
+        assert!(
+            pooled.contains("max_instances add up to 12000, more than the 10000"),
+            "{pooled}"
+        );
         let env = parse(&format!("{ONE}env = {{ \"A=B\" = \"x\" }}\n")).unwrap_err();
         assert!(env.contains("env name"), "{env}");
         let dir = parse(&format!("{ONE}dirs = [{{ host = \"x\" }}]\n")).unwrap_err();

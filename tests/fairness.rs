@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use arrpc_host::config::Config;
 use arrpc_host::runtime::{HandlerRegistry, HandlerSet, Runtime, RuntimeOptions};
-use arrpc_host::server::{ConnectionLimits, Dispatcher, serve_connection, shutdown};
+use arrpc_host::server::{ConnectionLimits, Dispatcher, Peer, serve_connection, shutdown};
 use arrpc_host::telemetry::Metrics;
 use arrpc_wire::Connection;
 use futures::FutureExt;
@@ -51,7 +51,7 @@ async fn a_deep_pipeline_does_not_hold_the_worker_from_other_connections() {
         let (client, server) = tokio::io::duplex(1 << 20);
         tokio::spawn(serve_connection(
             server,
-            peer.into(),
+            Arc::new(Peer::anonymous(peer)),
             dispatcher.clone(),
             limits,
             shutdown.clone(),

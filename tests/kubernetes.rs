@@ -10,7 +10,6 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::admin::{admin_of, get, scrape, value};
@@ -56,6 +55,19 @@ fn group_readable_mounted_keys_and_secrets_serve() {
     let secrets = AtomicWriter::new(&dir.path().join("secrets"), 0o440);
     secrets.write(&[("hmac", b"mounted-secret\n")]);
     let host = Host::start(&mounted_config(&tls, &secrets));
+    // `check` says what the host serves and from where.
+    let out = std::process::Command::new(HOST)
+        .args(["check", "--config"])
+        .arg(&host.config.path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let first = stdout.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("tls CN=server [DNS:localhost, IP:127.0.0.1] until ")
+            && first.ends_with(&format!(", from {}", tls.path("tls.crt").display())),
+        "{stdout}"
+    );
 
     let outcomes = seed::client_calls(&json!([{
         "port": host.addr.port(),
@@ -74,16 +86,7 @@ fn a_secret_volumes_default_mode_is_refused_with_the_manifest_fix() {
     let tls = tls_volume(dir.path(), 0o644);
     let secrets = AtomicWriter::new(&dir.path().join("secrets"), 0o440);
     secrets.write(&[("hmac", b"mounted-secret\n")]);
-    components();
-    let config = write_config(&mounted_config(&tls, &secrets));
-    let out = Command::new(HOST)
-        .arg("--config")
-        .arg(&config.path)
-        .args(["--listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "the host started");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = start_refused(&mounted_config(&tls, &secrets), &[], &[]);
     assert!(
         err.contains(&format!("{}: ", tls.path("tls.key").display())),
         "{err}"
@@ -187,6 +190,12 @@ fn three_rotations_reach_new_handshakes_while_an_old_connection_works() {
     assert_eq!(
         host.log().matches("TLS files reloaded").count(),
         3,
+        "{}",
+        host.log()
+    );
+    assert!(
+        host.log()
+            .contains("identity=CN=gen4 [DNS:localhost, IP:127.0.0.1] until "),
         "{}",
         host.log()
     );

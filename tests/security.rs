@@ -484,18 +484,11 @@ fn send_pins_a_self_signed_certificate_and_refuses_tls_options_without_tls() {
 
 /// Starts the host expecting it to refuse; returns its stderr.
 fn refuses(config: &str, args: &[&str], env: &[(&str, &str)]) -> String {
-    components();
-    let config = write_config(&format!("{config}\n{}", handler("echo", "echo", "")));
-    let out = Command::new(HOST)
-        .arg("--config")
-        .arg(&config.path)
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "host started");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    start_refused(
+        &format!("{config}\n{}", handler("echo", "echo", "")),
+        args,
+        env,
+    )
 }
 
 #[test]

@@ -26,11 +26,13 @@ use workload_api::{Agent, Issued, TrustDomainCa};
 /// check host names.
 const LOCAL: &[&str] = &["localhost", "127.0.0.1"];
 
-/// A host serving TLS from the agent at `agent`, with its admin listener.
-fn spiffe_host(agent: &Agent, verify_clients: bool) -> Host {
+/// A host serving TLS from the agent at `agent`, with its admin listener;
+/// clients must present a certificate when `required`.
+fn spiffe_host(agent: &Agent, required: bool) -> Host {
     let config = format!(
-        "[server]\ndefault_handler = \"echo\"\n[tls.spiffe]\nsocket = \"{}\"\n\
-         startup_timeout = \"10s\"\nverify_clients = {verify_clients}\n{}",
+        "[server]\ndefault_handler = \"echo\"\n[tls]\nclient_certificates = \"{}\"\n\
+         [tls.spiffe]\nsocket = \"{}\"\nstartup_timeout = \"10s\"\n{}",
+        if required { "required" } else { "optional" },
         agent.endpoint(),
         handler("echo", "echo", "")
     );
@@ -323,7 +325,8 @@ fn no_agent_at_start_is_a_clear_error_after_the_startup_timeout() {
 
 /// The socket comes from `SPIFFE_ENDPOINT_SOCKET` when the config names
 /// none; the Python arrpc client, which cannot present a certificate,
-/// reaches a host that verifies none, trusting the bundle's CA as a file.
+/// reaches a host where client certificates are optional, trusting the
+/// bundle's CA as a file.
 #[test]
 fn the_python_arrpc_client_trusts_the_bundle_ca() {
     let dir = tempfile::tempdir().unwrap();
@@ -334,7 +337,7 @@ fn the_python_arrpc_client_trusts_the_bundle_ca() {
         ca.issue("shop", "host", "host", LOCAL).served(&[&ca]),
     );
     let config = format!(
-        "[tls.spiffe]\nverify_clients = false\n{}",
+        "[tls]\nclient_certificates = \"optional\"\n[tls.spiffe]\n{}",
         handler("echo", "echo", "")
     );
     let host = Host::start_with_env(

@@ -55,7 +55,7 @@ impl ServeSecurityArgs {
             match &mut config.tls {
                 Some(tls) if tls.spiffe.is_some() => bail!(
                     "--tls-client-ca does not go with [tls.spiffe]: client certificates are \
-                     verified by the trust bundle (tls.spiffe.verify_clients)"
+                     verified by the trust bundle from the SPIFFE Workload API"
                 ),
                 Some(tls) => tls.client_ca = Some(ca.clone()),
                 None => bail!(
@@ -100,6 +100,9 @@ pub fn server_security(
         .map(TlsListener::new)
         .transpose()
         .with_context(|| format!("{origin}: [tls]"))?;
+    config
+        .check_access(config.verifies_client_certificates())
+        .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
     let auth = &config.auth;
     if auth.secrets.is_empty() {
         return Ok((tls, None));

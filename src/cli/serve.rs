@@ -30,7 +30,10 @@ async fn load_handlers(
 pub async fn check(args: &ConfigArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
     // Certificates, keys and secrets first: compiling handlers takes longer.
-    server_security(&config, &args.config.display().to_string())?;
+    let (tls, _) = server_security(&config, &args.config.display().to_string())?;
+    if let Some(tls) = tls {
+        println!("tls {}", tls.identity());
+    }
     let (config, _, handlers) = load_handlers(args, config).await?;
     for handler in &config.handlers {
         let loaded = handlers
@@ -94,10 +97,7 @@ pub async fn serve(args: &ServeArgs, config: Config) -> anyhow::Result<()> {
     };
     tracing::info!(
         tls = tls.is_some(),
-        spiffe = tls
-            .as_ref()
-            .and_then(|t| t.spiffe_source())
-            .map(|s| s.socket()),
+        identity = tls.as_ref().map(|tls| tls.identity()),
         client_certificates = config.tls.as_ref().is_some_and(|t| t.verifies_clients()),
         signed = auth.is_some(),
         replay_protection = auth.is_some() && config.auth.replay_protection,

@@ -108,6 +108,11 @@ pub struct TlsConfig {
     /// SPIRE agent) instead of files.
     #[serde(default)]
     pub spiffe: Option<SpiffeConfig>,
+    /// With `client_ca` or `[tls.spiffe]`: whether a client without a
+    /// certificate (the Python arrpc client cannot present one) may connect
+    /// at all. Either way a certificate presented must verify.
+    #[serde(default)]
+    pub client_certificates: ClientCertificates,
     /// A connection that has not finished its handshake in this long is
     /// closed.
     #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
@@ -131,19 +136,22 @@ pub struct SpiffeConfig {
     /// agent may start after this pod's containers) before it gives up.
     #[serde(default = "default_startup_timeout", with = "humantime_serde")]
     pub startup_timeout: Duration,
-    /// Require clients to present an SVID that the trust bundle verifies
-    /// (mutual TLS). Off for clients that cannot present certificates, such
-    /// as the Python arrpc package.
-    #[serde(default = "default_true")]
-    pub verify_clients: bool,
 }
 
 fn default_startup_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
-fn default_true() -> bool {
-    true
+/// `[tls] client_certificates`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCertificates {
+    /// A client without one fails the handshake.
+    #[default]
+    Required,
+    /// A client without one connects, and reaches only handlers that allow
+    /// `anyone`.
+    Optional,
 }
 
 pub fn default_handshake_timeout() -> Duration {
@@ -189,17 +197,16 @@ impl TlsConfig {
             key: Some(key),
             client_ca: None,
             spiffe: None,
+            client_certificates: ClientCertificates::default(),
             handshake_timeout: default_handshake_timeout(),
             recheck_interval: default_recheck_interval(),
         }
     }
 
-    /// Whether clients must present a certificate the host verifies.
+    /// Whether client certificates are verified: by `client_ca`, or by the
+    /// trust bundle from the SPIFFE Workload API.
     pub fn verifies_clients(&self) -> bool {
-        match &self.spiffe {
-            Some(spiffe) => spiffe.verify_clients,
-            None => self.client_ca.is_some(),
-        }
+        self.client_ca.is_some() || self.spiffe.is_some()
     }
 
     pub(super) fn validate(&self) -> Result<(), String> {
@@ -216,6 +223,16 @@ impl TlsConfig {
         ];
         match &self.spiffe {
             None => {
+                if self.client_certificates == ClientCertificates::Optional
+                    && self.client_ca.is_none()
+                {
+                    return Err(
+                        "tls.client_certificates = \"optional\" needs tls.client_ca, \
+                         the CA they must come from, or [tls.spiffe], whose trust bundle \
+                         verifies them"
+                            .into(),
+                    );
+                }
                 for (name, given) in &files[..2] {
                     if !given {
                         return Err(format!(
@@ -289,8 +306,13 @@ mod tests {
         let source = spiffe.spiffe.as_ref().unwrap();
         assert_eq!(source.startup_timeout, Duration::from_secs(30));
         assert!(spiffe.verifies_clients());
-        let open = tls("[spiffe]\nsocket = \"tcp://127.0.0.1:8081\"\nverify_clients = false\n");
-        assert!(!open.unwrap().verifies_clients());
+        let open = tls(
+            "client_certificates = \"optional\"\n[spiffe]\nsocket = \"tcp://127.0.0.1:8081\"\n",
+        );
+        assert_eq!(
+            open.unwrap().client_certificates,
+            ClientCertificates::Optional
+        );
         // The socket may come from SPIFFE_ENDPOINT_SOCKET when serving.
         assert_eq!(tls("[spiffe]\n").unwrap().spiffe.unwrap().socket, None);
 

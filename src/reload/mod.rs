@@ -224,13 +224,7 @@ impl Reloader {
                         .iter()
                         .map(|c| (c.role, c.subject.as_str(), c.not_after)),
                 );
-                tracing::info!(
-                    subject = %leaf.subject,
-                    not_after = %humantime::format_rfc3339_seconds(
-                        std::time::UNIX_EPOCH + Duration::from_secs(leaf.not_after.max(0) as u64)
-                    ),
-                    "TLS files reloaded: new handshakes get them"
-                );
+                tracing::info!(identity = %leaf, "TLS files reloaded: new handshakes get them");
             }
             Err(e) => {
                 self.metrics.tls_reload(false);
@@ -376,6 +370,15 @@ impl Reloader {
         };
         for section in restart_required(&self.config, &next) {
             tracing::warn!("{section} changed: this takes effect only after a restart");
+        }
+        let verifies = self
+            .tls
+            .as_ref()
+            .is_some_and(|(tls, _)| tls.verifies_client_certificates());
+        if let Err(why) = next.check_access(verifies) {
+            self.metrics.swap(false);
+            tracing::error!("config reload refused; nothing changed: {why}");
+            return;
         }
         if let Err(why) = self.fits_engine(&next) {
             self.metrics.swap(false);

@@ -60,7 +60,9 @@ impl PoolSize {
     pub fn for_handlers(handlers: &[HandlerConfig]) -> PoolSize {
         let needed: u32 = handlers.iter().map(|h| h.max_instances).sum();
         PoolSize {
-            instances: needed.saturating_mul(2).clamp(1_000, 10_000),
+            instances: needed
+                .saturating_mul(2)
+                .clamp(1_000, crate::config::MAX_INSTANCES),
         }
     }
 

@@ -32,6 +32,7 @@ use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::sleep;
 
+use super::access::Peer;
 use super::dispatch::{Dispatcher, Incoming};
 use super::shutdown::Shutdown;
 use crate::telemetry::{LogThrottle, Outcome};
@@ -80,11 +81,11 @@ impl Owed {
         message: Bytes,
         at: Instant,
         dispatcher: &Arc<Dispatcher>,
-        peer: &Arc<str>,
+        peer: &Arc<Peer>,
     ) -> Option<Vec<u8>> {
         let dispatcher = dispatcher.clone();
         let peer = peer.clone();
-        match dispatcher.classify(message, &peer, at) {
+        match dispatcher.classify(message, &peer.addr, at) {
             Incoming::Bare(message) => {
                 let work: BoxFuture<'static, Vec<u8>> = Box::pin(async move {
                     contain(dispatcher.dispatch(message, peer))
@@ -148,7 +149,7 @@ fn poll_once<T>(mut work: BoxFuture<'static, T>) -> Result<T, BoxFuture<'static,
 /// or shutdown begins; replies owed for messages already read are sent.
 pub async fn serve<S>(
     stream: S,
-    peer: Arc<str>,
+    peer: Arc<Peer>,
     dispatcher: Arc<Dispatcher>,
     limits: ConnectionLimits,
     mut shutdown: Shutdown,
@@ -193,7 +194,7 @@ pub async fn serve<S>(
                         }
                         Err(ReadError::Frame(e)) => {
                             if let Some(suppressed) = MALFORMED.admit() {
-                                tracing::info!(peer = %peer, error = %e, suppressed, "refusing message; closing connection");
+                                tracing::info!(peer = %peer.addr, error = %e, suppressed, "refusing message; closing connection");
                             }
                             dispatcher.metrics().refused(Outcome::Malformed);
                             reading = false;
@@ -201,7 +202,7 @@ pub async fn serve<S>(
                             owed.answer(error_reply(ErrorKind::Rpc, &e.to_string()))
                         }
                         Err(e) => {
-                            tracing::debug!(peer = %peer, error = %e, "connection broke");
+                            tracing::debug!(peer = %peer.addr, error = %e, "connection broke");
                             return;
                         }
                     };
@@ -237,7 +238,7 @@ pub async fn serve<S>(
                 sent
             }
             _ = &mut idle, if owed.is_empty() => {
-                tracing::debug!(peer = %peer, "closing idle connection");
+                tracing::debug!(peer = %peer.addr, "closing idle connection");
                 break;
             }
             _ = &mut shutting_down, if reading => {
@@ -252,7 +253,7 @@ pub async fn serve<S>(
                 .reset(tokio::time::Instant::now() + limits.idle_timeout),
             Ok(false) => {}
             Err(e) => {
-                tracing::debug!(peer = %peer, error = %e, "cannot write reply; closing");
+                tracing::debug!(peer = %peer.addr, error = %e, "cannot write reply; closing");
                 return;
             }
         }

@@ -14,18 +14,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use arrpc_wire::reply::{ErrorKind, error_reply};
+use arrpc_wire::reply::{ErrorKind, error_reply, error_text};
 use arrpc_wire::{envelope, rpc, trace};
 use bytes::Bytes;
 use tracing::{Instrument, Span};
 
+use super::access::Peer;
 use super::auth::Authenticator;
+use crate::config::Allowed;
 use crate::runtime::{CallError, Handler, HandlerRegistry, Request};
 use crate::telemetry::{Handled, LogThrottle, Metrics, Outcome, otel};
 
-/// Refused signatures are logged within a budget: a peer can send them as
-/// fast as it likes.
+/// Refused signatures and callers are logged within a budget: a peer can
+/// send them as fast as it likes.
 static REFUSALS: LogThrottle = LogThrottle::new();
+
+/// The allow list of a handler open to every caller.
+const ANYONE: &[Allowed] = &[Allowed::Anyone];
 
 /// Routes messages to handlers; shared by every connection.
 pub struct Dispatcher {
@@ -171,7 +176,7 @@ impl Dispatcher {
 
     /// Produces the reply to one bare message: the handler's output, or an
     /// error reply in the seed's spelling.
-    pub async fn dispatch(&self, bare: BareMessage, peer: Arc<str>) -> Vec<u8> {
+    pub async fn dispatch(&self, bare: BareMessage, peer: Arc<Peer>) -> Vec<u8> {
         let Some(handler) = self.registry.default_handler() else {
             self.metrics.refused(Outcome::UnknownHandler);
             return error_reply(
@@ -179,8 +184,11 @@ impl Dispatcher {
                 "no default handler is configured for bare messages",
             );
         };
+        if let Err(refusal) = self.admit(&handler, &peer) {
+            return error_reply(ErrorKind::Auth, &refusal);
+        }
         let (outcome, ran) = self
-            .run(&handler, &bare.message, &peer, &bare.received)
+            .run(&handler, &bare.message, &peer.addr, &bare.received)
             .await;
         let reply = match outcome {
             Ok(reply) => reply,
@@ -192,7 +200,7 @@ impl Dispatcher {
 
     /// Produces the response to an RPC request (`None` for a notification):
     /// the handler's output as `result`, or its failure as the `error` text.
-    pub async fn dispatch_rpc(&self, call: RpcCall, peer: Arc<str>) -> Option<Vec<u8>> {
+    pub async fn dispatch_rpc(&self, call: RpcCall, peer: Arc<Peer>) -> Option<Vec<u8>> {
         let Some(handler) = self.registry.get(&call.method) else {
             // The method is the client's text, so it is no metric label.
             self.metrics.refused(Outcome::UnknownHandler);
@@ -200,20 +208,32 @@ impl Dispatcher {
             return match call.msgid {
                 Some(msgid) => Some(rpc::response(msgid, Err(&text))),
                 None => {
-                    tracing::debug!(method = %call.method, peer = %peer, error = %text, "notification failed");
+                    tracing::debug!(method = %call.method, peer = %peer.addr, error = %text, "notification failed");
                     None
                 }
             };
         };
+        if let Err(refusal) = self.admit(&handler, &peer) {
+            return match call.msgid {
+                Some(msgid) => Some(rpc::response(
+                    msgid,
+                    Err(&error_text(ErrorKind::Auth, &refusal)),
+                )),
+                None => {
+                    tracing::debug!(method = %call.method, peer = %peer.addr, error = %refusal, "notification refused");
+                    None
+                }
+            };
+        }
         let (outcome, ran) = self
-            .run(&handler, &call.params, &peer, &call.received)
+            .run(&handler, &call.params, &peer.addr, &call.received)
             .await;
         let outcome = outcome.map_err(|e| e.to_string());
         let response = match (call.msgid, outcome) {
             (Some(msgid), Ok(result)) => Some(rpc::response(msgid, Ok(&result))),
             (Some(msgid), Err(text)) => Some(rpc::response(msgid, Err(&text))),
             (None, Err(text)) => {
-                tracing::debug!(method = %call.method, peer = %peer, error = %text, "notification failed");
+                tracing::debug!(method = %call.method, peer = %peer.addr, error = %text, "notification failed");
                 None
             }
             (None, Ok(_)) => None,
@@ -221,6 +241,27 @@ impl Dispatcher {
         let reply_bytes = response.as_ref().map_or(0, Vec::len);
         self.replied(&handler, ran, &call.received, reply_bytes);
         response
+    }
+
+    /// Whether `peer` may call `handler`; the refusal's reason if not. Only
+    /// handlers that restrict their callers count a decision.
+    fn admit(&self, handler: &Handler, peer: &Peer) -> Result<(), String> {
+        let allow = handler.config().allow.as_deref().unwrap_or(ANYONE);
+        if allow == ANYONE {
+            return Ok(());
+        }
+        let allowed = peer.is_allowed(allow);
+        self.metrics.access(handler.shared_name(), allowed);
+        if allowed {
+            return Ok(());
+        }
+        self.metrics
+            .message(handler.shared_name(), Outcome::AccessDenied);
+        let refusal = peer.refusal(handler.name());
+        if let Some(suppressed) = REFUSALS.admit() {
+            tracing::info!(peer = %peer.addr, handler = handler.name(), reason = %refusal, suppressed, "refusing message");
+        }
+        Err(refusal)
     }
 
     /// Runs one payload through `handler` under a fresh request id, in the

@@ -1,5 +1,6 @@
 //! The message port: accept loop, connection limit and graceful shutdown.
 
+pub mod access;
 pub mod auth;
 mod connection;
 mod dispatch;
@@ -23,6 +24,7 @@ use crate::telemetry::{LogThrottle, Metrics};
 /// Failed handshakes are logged within a budget: anyone who can connect
 /// can fail them as fast as they like.
 static FAILED_HANDSHAKES: LogThrottle = LogThrottle::new();
+pub use access::{Identity, Peer};
 pub use connection::{ConnectionLimits, serve as serve_connection};
 pub use dispatch::Dispatcher;
 pub use tls::TlsListener;
@@ -118,30 +120,39 @@ impl Server {
             // Reap finished connections so the set stays small.
             while tasks.try_join_next().is_some() {}
             tasks.spawn(async move {
-                let peer: Arc<str> = peer.to_string().into();
-                tracing::debug!(peer = %peer, "connection opened");
+                let addr: Arc<str> = peer.to_string().into();
+                tracing::debug!(peer = %addr, "connection opened");
                 match tls {
                     None => {
-                        connection::serve(stream, peer.clone(), dispatcher, limits, shutdown).await
+                        let peer = Arc::new(Peer::anonymous(addr.clone()));
+                        connection::serve(stream, peer, dispatcher, limits, shutdown).await
                     }
                     // The handshake runs in this connection's own task, so
                     // a slow or broken one holds up no other connection.
                     Some(tls) => match tls.accept(stream).await {
                         Ok(stream) => {
                             metrics.tls_handshake(true);
-                            tracing::debug!(peer = %peer, version = ?stream.get_ref().1.protocol_version(), "TLS established");
-                            connection::serve(stream, peer.clone(), dispatcher, limits, shutdown)
-                                .await
+                            let tls = stream.get_ref().1;
+                            let peer = Arc::new(Peer {
+                                addr: addr.clone(),
+                                identity: tls
+                                    .peer_certificates()
+                                    .and_then(|chain| chain.first())
+                                    .map(|leaf| Identity::from_certificate(leaf)),
+                            });
+                            tracing::debug!(peer = %addr, version = ?tls.protocol_version(), caller = %peer, "TLS established");
+                            connection::serve(stream, peer, dispatcher, limits, shutdown).await
                         }
                         Err(e) => {
                             metrics.tls_handshake(false);
+                            metrics.tls_handshake_failure(e.reason());
                             if let Some(suppressed) = FAILED_HANDSHAKES.admit() {
-                                tracing::info!(peer = %peer, error = %e, suppressed, "closing connection");
+                                tracing::info!(peer = %addr, reason = %e.reason(), error = %e, suppressed, "closing connection");
                             }
                         }
                     },
                 }
-                tracing::debug!(peer = %peer, "connection closed");
+                tracing::debug!(peer = %addr, "connection closed");
                 drop(open);
                 drop(permit);
             });

@@ -24,9 +24,10 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, RootCertStore};
 use tokio_rustls::server::TlsStream;
+use x509_parser::extensions::GeneralName;
 
 use crate::admin::Readiness;
-use crate::config::{SpiffeConfig, TlsConfig};
+use crate::config::{ClientCertificates, SpiffeConfig, TlsConfig};
 use crate::telemetry::Metrics;
 
 /// Why the TLS settings cannot be used; each names the file or socket at
@@ -50,14 +51,56 @@ pub enum HandshakeError {
     Failed(#[from] std::io::Error),
 }
 
+impl HandshakeError {
+    /// The failure in a few words, for the metric label and the log: what
+    /// an operator reading a failed handshake needs to know first.
+    pub fn reason(&self) -> &'static str {
+        use rustls::{CertificateError as C, Error as E};
+        let HandshakeError::Failed(io) = self else {
+            return "timeout";
+        };
+        match io.get_ref().and_then(|e| e.downcast_ref::<E>()) {
+            Some(E::NoCertificatesPresented) => "no_client_certificate",
+            Some(E::InvalidCertificate(C::UnknownIssuer)) => "unknown_ca",
+            Some(E::InvalidCertificate(C::Expired | C::ExpiredContext { .. })) => "expired",
+            Some(E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. })) => {
+                "not_yet_valid"
+            }
+            Some(E::InvalidCertificate(_)) => "bad_client_certificate",
+            // The client refused the handshake, usually our certificate.
+            Some(E::AlertReceived(_)) => "refused_by_client",
+            Some(E::InvalidMessage(_) | E::InappropriateMessage { .. }) => "not_tls",
+            Some(E::NoApplicationProtocol | E::PeerIncompatible(_)) => "incompatible",
+            Some(_) => "other",
+            None => "closed",
+        }
+    }
+}
+
 /// A certificate the host serves or trusts, for logs and the expiry metric.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateInfo {
     /// `cert` (the served leaf) or `client_ca`.
     pub role: &'static str,
     pub subject: String,
+    /// Its subject alternative names: `DNS:...`, `IP:...`, `URI:spiffe://...`.
+    pub names: Vec<String>,
     /// Unix seconds.
     pub not_after: i64,
+}
+
+/// The served identity in one line: subject, names, expiry.
+impl std::fmt::Display for CertificateInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let until = std::time::UNIX_EPOCH + Duration::from_secs(self.not_after.max(0) as u64);
+        write!(
+            f,
+            "{} [{}] until {}",
+            self.subject,
+            self.names.join(", "),
+            humantime::format_rfc3339_seconds(until)
+        )
+    }
 }
 
 /// What [`TlsListener::reload`] or [`TlsListener::apply_svid`] found.
@@ -83,7 +126,7 @@ enum Origin {
     Files(Files),
     Spiffe {
         source: spiffe::Source,
-        verify_clients: bool,
+        client_certificates: ClientCertificates,
     },
 }
 
@@ -92,6 +135,7 @@ struct Files {
     cert: PathBuf,
     key: PathBuf,
     client_ca: Option<PathBuf>,
+    client_certificates: ClientCertificates,
 }
 
 /// One loaded set of certificate, key and client CAs.
@@ -115,6 +159,7 @@ impl TlsListener {
             cert: cert.clone(),
             key: key.clone(),
             client_ca: config.client_ca.clone(),
+            client_certificates: config.client_certificates,
         };
         Ok(TlsListener {
             current: ArcSwap::from_pointee(Material::read(&files)?),
@@ -130,6 +175,7 @@ impl TlsListener {
         config: &TlsConfig,
         spiffe: &SpiffeConfig,
     ) -> Result<TlsListener, TlsSetupError> {
+        let client_certificates = config.client_certificates;
         let api = spiffe.workload_api();
         let source = tokio::task::spawn_blocking(move || spiffe::Source::connect(&api))
             .await
@@ -138,7 +184,7 @@ impl TlsListener {
                 reason: e.to_string(),
             })??;
         let material = match source.current() {
-            spiffe::Current::Svid(svid) => Material::from_svid(&svid, spiffe.verify_clients)?,
+            spiffe::Current::Svid(svid) => Material::from_svid(&svid, client_certificates)?,
             spiffe::Current::Withdrawn(reason) => {
                 return Err(TlsSetupError::Rejected {
                     path: source.socket().to_owned(),
@@ -150,7 +196,7 @@ impl TlsListener {
             current: ArcSwap::from_pointee(material),
             origin: Origin::Spiffe {
                 source,
-                verify_clients: spiffe.verify_clients,
+                client_certificates,
             },
             handshake_timeout: config.handshake_timeout,
             recheck_interval: config.recheck_interval,
@@ -173,13 +219,17 @@ impl TlsListener {
     /// Serves `svid` from the SPIFFE Workload API to new handshakes, if it
     /// differs from the current one and loads.
     pub fn apply_svid(&self, svid: &Svid) -> Result<Reloaded, TlsSetupError> {
-        let Origin::Spiffe { verify_clients, .. } = &self.origin else {
+        let Origin::Spiffe {
+            client_certificates,
+            ..
+        } = &self.origin
+        else {
             return Ok(Reloaded::Unchanged);
         };
         if svid_digest(svid) == self.current.load().digest {
             return Ok(Reloaded::Unchanged);
         }
-        Ok(self.publish(Material::from_svid(svid, *verify_clients)?))
+        Ok(self.publish(Material::from_svid(svid, *client_certificates)?))
     }
 
     /// Follows the SPIFFE Workload API for the rest of the process: each
@@ -260,9 +310,32 @@ impl TlsListener {
         }
     }
 
+    /// Whether client certificates are verified, so callers can be told
+    /// apart by them.
+    pub fn verifies_client_certificates(&self) -> bool {
+        match &self.origin {
+            Origin::Files(files) => files.client_ca.is_some(),
+            Origin::Spiffe { .. } => true,
+        }
+    }
+
     /// The served leaf, then each client CA.
     pub fn certificates(&self) -> Vec<CertificateInfo> {
         self.current.load().certificates.clone()
+    }
+
+    /// What new handshakes are shown, and where it comes from.
+    pub fn identity(&self) -> String {
+        let leaf = &self.current.load().certificates[0];
+        match &self.origin {
+            Origin::Files(files) => format!("{leaf}, from {}", files.cert.display()),
+            Origin::Spiffe { source, .. } => {
+                format!(
+                    "{leaf}, from the SPIFFE Workload API at {}",
+                    source.socket()
+                )
+            }
+        }
     }
 
     /// The folders the files sit in, as configured: a symlinked file's own
@@ -340,22 +413,24 @@ impl Material {
             path: files.key.display().to_string(),
             reason: format!("does not fit {}: {reason}", files.cert.display()),
         };
+        let client_cas = client_cas.map(|cas| (cas, files.client_certificates));
         Material::build(chain, key, client_cas, digest, fit)
     }
 
     /// The set an SVID and its trust bundle make; the bundle verifies
-    /// clients when `verify_clients`.
-    fn from_svid(svid: &Svid, verify_clients: bool) -> Result<Material, TlsSetupError> {
-        let bundle = verify_clients.then(|| {
-            (
-                format!("the trust bundle of {}", svid.spiffe_id),
-                svid.bundle.clone(),
-            )
-        });
+    /// client certificates.
+    fn from_svid(
+        svid: &Svid,
+        client_certificates: ClientCertificates,
+    ) -> Result<Material, TlsSetupError> {
+        let bundle = (
+            format!("the trust bundle of {}", svid.spiffe_id),
+            svid.bundle.clone(),
+        );
         Material::build(
             svid.chain.clone(),
             svid.key.clone_key(),
-            bundle,
+            Some((bundle, client_certificates)),
             svid_digest(svid),
             |reason| TlsSetupError::Rejected {
                 path: svid.spiffe_id.clone(),
@@ -369,7 +444,7 @@ impl Material {
     fn build(
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
-        client_cas: Option<(String, Vec<CertificateDer<'static>>)>,
+        client_cas: Option<(ClientCas, ClientCertificates)>,
         digest: [u8; 32],
         misfit: impl FnOnce(String) -> TlsSetupError,
     ) -> Result<Material, TlsSetupError> {
@@ -381,7 +456,7 @@ impl Material {
         let verifies_clients = client_cas.is_some();
         let builder = match client_cas {
             None => builder.with_no_client_auth(),
-            Some((path, cas)) => {
+            Some(((path, cas), client_certificates)) => {
                 let rejected = |reason: String| TlsSetupError::Rejected {
                     path: path.clone(),
                     reason,
@@ -391,9 +466,12 @@ impl Material {
                     certificates.push(info("client_ca", &cert));
                     roots.add(cert).map_err(|e| rejected(e.to_string()))?;
                 }
-                let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
-                    .build()
-                    .map_err(|e| rejected(e.to_string()))?;
+                let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider);
+                let verifier = match client_certificates {
+                    ClientCertificates::Required => verifier,
+                    ClientCertificates::Optional => verifier.allow_unauthenticated(),
+                };
+                let verifier = verifier.build().map_err(|e| rejected(e.to_string()))?;
                 builder.with_client_cert_verifier(verifier)
             }
         };
@@ -414,6 +492,9 @@ impl Material {
     }
 }
 
+/// Client CA certificates, and what to name them by in errors.
+type ClientCas = (String, Vec<CertificateDer<'static>>);
+
 /// SHA-256 over an SVID's chain, key and bundle.
 fn svid_digest(svid: &Svid) -> [u8; 32] {
     let mut hash = Sha256::new();
@@ -431,17 +512,39 @@ fn svid_digest(svid: &Svid) -> [u8; 32] {
     hash.finalize().into()
 }
 
+/// A subject alternative name as OpenSSL prints it: `DNS:a.b`,
+/// `IP:127.0.0.1`, `URI:spiffe://...`.
+fn name_text(name: &GeneralName<'_>) -> String {
+    match name {
+        GeneralName::DNSName(dns) => format!("DNS:{dns}"),
+        GeneralName::URI(uri) => format!("URI:{uri}"),
+        GeneralName::IPAddress(bytes) => match <[u8; 4]>::try_from(*bytes) {
+            Ok(v4) => format!("IP:{}", std::net::Ipv4Addr::from(v4)),
+            Err(_) => match <[u8; 16]>::try_from(*bytes) {
+                Ok(v6) => format!("IP:{}", std::net::Ipv6Addr::from(v6)),
+                Err(_) => format!("IP:{bytes:02x?}"),
+            },
+        },
+        other => other.to_string(),
+    }
+}
+
 /// Subject and expiry of a certificate the PEM module already parsed once.
 fn info(role: &'static str, cert: &CertificateDer<'_>) -> CertificateInfo {
     match x509_parser::parse_x509_certificate(cert) {
         Ok((_, parsed)) => CertificateInfo {
             role,
             subject: parsed.subject().to_string(),
+            names: match parsed.subject_alternative_name() {
+                Ok(Some(names)) => names.value.general_names.iter().map(name_text).collect(),
+                _ => Vec::new(),
+            },
             not_after: parsed.validity().not_after.timestamp(),
         },
         Err(_) => CertificateInfo {
             role,
             subject: "(not X.509)".into(),
+            names: Vec::new(),
             not_after: 0,
         },
     }

@@ -41,6 +41,8 @@ pub enum Outcome {
     Malformed,
     /// The signature was missing or wrong.
     AuthFailure,
+    /// The handler's allow list does not admit the caller.
+    AccessDenied,
 }
 
 impl Outcome {
@@ -58,6 +60,7 @@ impl Outcome {
             Outcome::UnknownHandler => "unknown_handler",
             Outcome::Malformed => "malformed",
             Outcome::AuthFailure => "auth_failure",
+            Outcome::AccessDenied => "access_denied",
         }
     }
 }
@@ -108,6 +111,17 @@ struct CertificateLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct AccessLabels {
+    handler: Arc<str>,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct InfoLabels {
     handler: Arc<str>,
     sha256: Arc<str>,
@@ -138,7 +152,9 @@ pub struct Metrics {
     connections_open: Gauge,
     connections: Counter,
     tls_handshakes: Family<ResultLabels, Counter>,
+    tls_handshake_failures: Family<ReasonLabels, Counter>,
     tls_reloads: Family<ResultLabels, Counter>,
+    access: Family<AccessLabels, Counter>,
     certificate_expiry: Family<CertificateLabels, Gauge>,
     /// The expiry series now set, so a rotation can retire the old.
     certificates_now: Mutex<Vec<CertificateLabels>>,
@@ -225,11 +241,23 @@ impl Metrics {
             "TLS handshakes on the message port, by result",
             tls_handshakes.clone(),
         );
+        let tls_handshake_failures = Family::default();
+        registry.register(
+            "tls_handshake_failures",
+            "Failed TLS handshakes on the message port, by reason",
+            tls_handshake_failures.clone(),
+        );
         let tls_reloads = Family::default();
         registry.register(
             "tls_reloads",
             "Changed TLS certificate, key and client CA files loaded (ok) or refused",
             tls_reloads.clone(),
+        );
+        let access = Family::default();
+        registry.register(
+            "access_decisions",
+            "Messages to handlers with an allow list, by handler and whether the caller was allowed",
+            access.clone(),
         );
         let certificate_expiry = Family::default();
         registry.register(
@@ -272,7 +300,9 @@ impl Metrics {
             connections_open,
             connections,
             tls_handshakes,
+            tls_handshake_failures,
             tls_reloads,
+            access,
             certificate_expiry,
             certificates_now: Mutex::default(),
             swaps,
@@ -374,6 +404,23 @@ impl Metrics {
     /// accept loop once a handshake has succeeded or failed.
     pub fn tls_handshake(&self, ok: bool) {
         self.tls_handshakes.get_or_create(&result(ok)).inc();
+    }
+
+    /// Counts one failed handshake by its reason.
+    pub fn tls_handshake_failure(&self, reason: &'static str) {
+        self.tls_handshake_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts one access decision for a message to `handler`.
+    pub fn access(&self, handler: &Arc<str>, allowed: bool) {
+        self.access
+            .get_or_create(&AccessLabels {
+                handler: handler.clone(),
+                result: if allowed { "allowed" } else { "refused" },
+            })
+            .inc();
     }
 
     /// Counts one reload of changed TLS files that was applied (`ok`) or

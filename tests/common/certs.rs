@@ -62,6 +62,40 @@ impl Ca {
         )
     }
 
+    /// A client certificate that expired on 2021-01-01.
+    pub fn expired_client(&self, dir: &Path, file: &str) -> CertFiles {
+        let mut params = CertificateParams::new(vec!["client".to_string()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        write_pair(dir, file, &cert.pem(), &key)
+    }
+
+    /// A client certificate for a workload: its SPIFFE ID (a URI SAN) and
+    /// DNS names, as cert-manager or SPIRE issue them.
+    pub fn workload(
+        &self,
+        dir: &Path,
+        file: &str,
+        spiffe_id: Option<&str>,
+        dns: &[&str],
+    ) -> CertFiles {
+        let mut params =
+            CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>()).unwrap();
+        if let Some(id) = spiffe_id {
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::URI(id.try_into().unwrap()));
+        }
+        params.distinguished_name.push(DnType::CommonName, file);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        write_pair(dir, file, &cert.pem(), &key)
+    }
+
     fn issue(
         &self,
         dir: &Path,
@@ -190,14 +224,20 @@ pub fn tls_connect(
     addr: SocketAddr,
     config: Arc<rustls::ClientConfig>,
 ) -> StreamOwned<ClientConnection, TcpStream> {
+    try_tls_connect(addr, config).unwrap()
+}
+
+/// [`tls_connect`], for a handshake that may fail.
+pub fn try_tls_connect(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<StreamOwned<ClientConnection, TcpStream>> {
     let conn = ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
-    let socket = TcpStream::connect(addr).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    let socket = TcpStream::connect(addr)?;
+    socket.set_read_timeout(Some(Duration::from_secs(20)))?;
     let mut stream = StreamOwned::new(conn, socket);
     while stream.conn.is_handshaking() {
-        stream.conn.complete_io(&mut stream.sock).unwrap();
+        stream.conn.complete_io(&mut stream.sock)?;
     }
-    stream
+    Ok(stream)
 }

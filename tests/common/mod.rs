@@ -84,6 +84,23 @@ pub fn write_config(text: &str) -> TestConfig {
     TestConfig { dir, path }
 }
 
+/// Runs `arrpc-host` on `config` with `args`, which must refuse to start;
+/// what it printed on stderr.
+pub fn start_refused(config: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    components();
+    let config = write_config(config);
+    let out = Command::new(HOST)
+        .arg("--config")
+        .arg(&config.path)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the host started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// A running `arrpc-host`; killed on drop.
 pub struct Host {
     child: Child,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use arrpc_host::config::Config;
 use arrpc_host::runtime::{HandlerRegistry, HandlerSet, Runtime, RuntimeOptions};
-use arrpc_host::server::{ConnectionLimits, Dispatcher, serve_connection, shutdown};
+use arrpc_host::server::{ConnectionLimits, Dispatcher, Peer, serve_connection, shutdown};
 use arrpc_host::telemetry::Metrics;
 use arrpc_wire::Connection;
 use tokio::io::DuplexStream;
@@ -163,7 +163,7 @@ impl Load<'_> {
             match &dispatcher {
                 Some(dispatcher) => tokio::spawn(serve_connection(
                     server,
-                    "127.0.0.1:1".into(),
+                    Arc::new(Peer::anonymous("127.0.0.1:1")),
                     dispatcher.clone(),
                     limits,
                     shutdown.clone(),

@@ -1,0 +1,351 @@
+//! Per-handler access by the caller's verified identity: a real host
+//! serving mutual TLS, real rustls clients presenting workload certificates
+//! (SPIFFE IDs and DNS names, as cert-manager and SPIRE issue them), and
+//! the real Python arrpc client, which cannot present one.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use arrpc_wire::rpc;
+use common::admin::{admin_of, get};
+use common::certs::{self, Ca, CertFiles};
+use common::*;
+use rmpv::Value;
+use serde_json::json;
+use tokio_rustls::rustls::{ClientConnection, StreamOwned};
+
+const WEB: &str = "spiffe://cluster.local/ns/shop/sa/web";
+const BILLING: &str = "spiffe://cluster.local/ns/billing/sa/api";
+
+/// Handlers open to different callers, all echoing: `orders` to the shop
+/// namespace, `by-name` to one DNS name, `internal` to any certificate,
+/// `public` to anyone, and `fallback` listing nobody, so `[access]
+/// default_allow` (billing only) applies.
+fn handlers(orders: &str) -> String {
+    let echo = |name: &str, allow: Option<&str>| {
+        handler(
+            name,
+            "echo",
+            &allow.map_or(String::new(), |a| format!("allow = [{a}]")),
+        )
+    };
+    format!(
+        "[access]\ndefault_allow = [\"{BILLING}\"]\n{}{}{}{}{}",
+        echo("orders", Some(orders)),
+        echo("by-name", Some("\"dns:checkout.shop.svc\"")),
+        echo("internal", Some("\"authenticated\"")),
+        echo("public", Some("\"anyone\"")),
+        echo("fallback", None),
+    )
+}
+
+/// The mutual-TLS settings, clients without a certificate let in.
+fn tls_section(server: &CertFiles, ca: &Ca) -> String {
+    format!(
+        "[server]\ndefault_handler = \"orders\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nclient_certificates = \"optional\"\n",
+        server.cert.display(),
+        server.key.display(),
+        ca.cert.display()
+    )
+}
+
+/// One MessagePack-RPC call on an open TLS connection: its error, or nil.
+fn call(stream: &mut StreamOwned<ClientConnection, TcpStream>, method: &str) -> Value {
+    stream
+        .write_all(&rpc::request(3, method, &encode(&Value::from(1))))
+        .unwrap();
+    let mut buffer = Vec::new();
+    loop {
+        if let Some(len) = arrpc_wire::frame::value_len(&buffer) {
+            let Value::Array(items) = decode(&buffer[..len]) else {
+                panic!("not a response");
+            };
+            return items[2].clone();
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "connection closed");
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn connect(
+    addr: SocketAddr,
+    ca: &Path,
+    identity: Option<&CertFiles>,
+) -> StreamOwned<ClientConnection, TcpStream> {
+    certs::tls_connect(addr, certs::rustls_client(ca, identity))
+}
+
+fn refused(who: &str, handler: &str) -> Value {
+    Value::from(format!(
+        "arrpc.error.AuthException: {who} may not call `{handler}`"
+    ))
+}
+
+/// The value of the metric line starting with `series`, 0 when absent.
+fn metric(admin: SocketAddr, series: &str) -> f64 {
+    let (_, text) = get(admin, "/metrics");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// On one connection each caller reaches exactly the handlers whose list
+/// names it, refusals carry the Python arrpc client's AuthException text
+/// naming caller and handler, the connection stays usable after one, and
+/// the decisions are counted.
+#[test]
+fn each_handler_admits_only_the_callers_its_list_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "cluster");
+    let server = ca.server(dir.path(), "server", certs::local_names());
+    let web = ca.workload(dir.path(), "web", Some(WEB), &[]);
+    let billing = ca.workload(dir.path(), "billing", Some(BILLING), &[]);
+    let named = ca.workload(dir.path(), "named", None, &["checkout.shop.svc"]);
+    let host = Host::start_with(
+        write_config(&format!(
+            "{}{}",
+            tls_section(&server, &ca),
+            handlers("\"spiffe://cluster.local/ns/shop/*\"")
+        )),
+        &["--admin-listen", "127.0.0.1:0"],
+    );
+    let admin = admin_of(&host);
+
+    let expectations: [(&str, Option<&CertFiles>, &str, [bool; 5]); 4] = [
+        // orders, by-name, internal, public, fallback
+        ("web", Some(&web), WEB, [true, false, true, true, false]),
+        (
+            "billing",
+            Some(&billing),
+            BILLING,
+            [false, false, true, true, true],
+        ),
+        (
+            "named",
+            Some(&named),
+            "the certificate for checkout.shop.svc",
+            [false, true, true, true, false],
+        ),
+        ("none", None, "", [false, false, false, true, false]),
+    ];
+    let methods = ["orders", "by-name", "internal", "public", "fallback"];
+    for (caller, identity, who, allowed) in expectations {
+        let mut stream = connect(host.addr, &ca.cert, identity);
+        let who = if identity.is_none() {
+            let local = stream.sock.local_addr().unwrap();
+            format!("a caller without a client certificate ({local})")
+        } else {
+            who.to_owned()
+        };
+        for (method, allowed) in methods.iter().zip(allowed) {
+            let error = call(&mut stream, method);
+            if allowed {
+                assert!(error.is_nil(), "{caller} -> {method}: {error:?}");
+            } else {
+                assert_eq!(error, refused(&who, method), "{caller} -> {method}");
+            }
+        }
+        // Still usable after the refusals.
+        assert!(call(&mut stream, "public").is_nil());
+    }
+
+    let decisions = |handler: &str, result: &str| {
+        metric(
+            admin,
+            &format!("arrpc_access_decisions_total{{handler=\"{handler}\",result=\"{result}\"}}"),
+        )
+    };
+    assert_eq!(decisions("orders", "allowed"), 1.0);
+    assert_eq!(decisions("orders", "refused"), 3.0);
+    assert_eq!(decisions("internal", "allowed"), 3.0);
+    assert_eq!(decisions("fallback", "allowed"), 1.0);
+    // Open to anyone: no decision to count.
+    assert_eq!(decisions("public", "allowed"), 0.0);
+    assert_eq!(
+        metric(
+            admin,
+            "arrpc_messages_total{handler=\"by-name\",outcome=\"access_denied\"}"
+        ),
+        3.0
+    );
+}
+
+/// The Python arrpc client presents no certificate: with client
+/// certificates optional it connects, its message to a restricted default
+/// handler raises AuthException naming it, and one open to anyone answers.
+#[test]
+fn python_clients_reach_handlers_open_to_anyone_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "cluster");
+    let server = ca.server(dir.path(), "server", certs::local_names());
+    let restricted = Host::start(&format!(
+        "{}{}",
+        tls_section(&server, &ca),
+        handlers("\"authenticated\"")
+    ));
+    let open = Host::start(&format!(
+        "{}{}",
+        tls_section(&server, &ca).replace(
+            "default_handler = \"orders\"",
+            "default_handler = \"public\""
+        ),
+        handlers("\"authenticated\"")
+    ));
+    let kwargs = json!({"tls_cafile": ca.cert});
+    let outcomes = seed::client_calls(&json!([
+        {"port": restricted.addr.port(), "message": "hi", "kwargs": kwargs},
+        {"port": open.addr.port(), "message": "hi", "kwargs": kwargs},
+    ]));
+    assert_eq!(outcomes[0]["error"], "AuthException", "{outcomes:?}");
+    let message = outcomes[0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("a caller without a client certificate (127.0.0.1:")
+            && message.ends_with(") may not call `orders`"),
+        "{message}"
+    );
+    assert_eq!(outcomes[1], json!({"ok": "hi"}));
+}
+
+/// Allow lists change with the config, without a restart: `orders` moves
+/// from the shop namespace to billing.
+#[test]
+fn allow_lists_reload_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "cluster");
+    let server = ca.server(dir.path(), "server", certs::local_names());
+    let web = ca.workload(dir.path(), "web", Some(WEB), &[]);
+    let billing = ca.workload(dir.path(), "billing", Some(BILLING), &[]);
+    let host = Host::start(&format!(
+        "{}{}",
+        tls_section(&server, &ca),
+        handlers(&format!("\"{WEB}\""))
+    ));
+    let orders =
+        |identity: &CertFiles| call(&mut connect(host.addr, &ca.cert, Some(identity)), "orders");
+    assert!(orders(&web).is_nil());
+    assert_eq!(orders(&billing), refused(BILLING, "orders"));
+
+    let path = host.config.path.clone();
+    let moved = format!(
+        "{}{}",
+        tls_section(&server, &ca),
+        handlers(&format!("\"{BILLING}\""))
+    );
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, moved).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !orders(&billing).is_nil() {
+        assert!(Instant::now() < deadline, "never reloaded:\n{}", host.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(orders(&web), refused(WEB, "orders"));
+}
+
+/// Allow lists that name callers by certificate while the port verifies
+/// none could never admit anyone: refused at start naming the key, and on
+/// reload, leaving the running config in force.
+#[test]
+fn identities_without_client_certificates_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let own = certs::self_signed(dir.path(), "own");
+    let tls = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        own.cert.display(),
+        own.key.display()
+    );
+    let err = start_refused(
+        &format!(
+            "{tls}{}",
+            handler("guarded", "echo", "allow = [\"authenticated\"]")
+        ),
+        &[],
+        &[],
+    );
+    assert!(
+        err.contains(
+            "handler #1 (`guarded`): allow lists \"authenticated\", but the message port verifies no client certificates: set tls.client_ca"
+        ),
+        "{err}"
+    );
+
+    let host = Host::start(&format!("{tls}{}", handler("guarded", "echo", "")));
+    std::fs::write(
+        &host.config.path,
+        format!(
+            "{tls}[access]\ndefault_allow = [\"{WEB}\"]\n{}",
+            handler("guarded", "echo", "")
+        ),
+    )
+    .unwrap();
+    host.wait_for_log("config reload refused; nothing changed: access.default_allow lists");
+    let mut stream = certs::tls_connect(host.addr, certs::rustls_client(&own.cert, None));
+    assert!(call(&mut stream, "guarded").is_nil());
+}
+
+/// Failed handshakes are counted by what went wrong, so an operator can
+/// tell a missing client certificate from a wrong CA, an expired one, a
+/// client that distrusts the server, a peer that does not speak TLS, and
+/// one that never finishes.
+#[test]
+fn failed_handshakes_are_counted_by_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "cluster");
+    let server = ca.server(dir.path(), "server", certs::local_names());
+    let stranger = Ca::new(dir.path(), "stranger");
+    let host = Host::start_with(
+        write_config(&format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nhandshake_timeout = \"300ms\"\n{}",
+            server.cert.display(),
+            server.key.display(),
+            ca.cert.display(),
+            handler("echo", "echo", "")
+        )),
+        &["--admin-listen", "127.0.0.1:0"],
+    );
+    let admin = admin_of(&host);
+    let attempt = |trust: &Path, identity: Option<&CertFiles>| {
+        // TLS 1.3 clients learn of a refused certificate only on reading.
+        if let Ok(mut stream) =
+            certs::try_tls_connect(host.addr, certs::rustls_client(trust, identity))
+        {
+            let _ = stream.write_all(&[1]);
+            let _ = stream.read(&mut [0u8; 1]);
+        }
+    };
+    attempt(&ca.cert, None);
+    attempt(&ca.cert, Some(&stranger.client(dir.path(), "stranger")));
+    attempt(&ca.cert, Some(&ca.expired_client(dir.path(), "expired")));
+    attempt(&stranger.cert, Some(&ca.client(dir.path(), "good")));
+    let mut plain = TcpStream::connect(host.addr).unwrap();
+    plain.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let _ = plain.read(&mut [0u8; 64]);
+    let _silent = TcpStream::connect(host.addr).unwrap();
+
+    for reason in [
+        "no_client_certificate",
+        "unknown_ca",
+        "expired",
+        "refused_by_client",
+        "not_tls",
+        "timeout",
+    ] {
+        let series = format!("arrpc_tls_handshake_failures_total{{reason=\"{reason}\"}}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metric(admin, &series) != 1.0 {
+            assert!(
+                Instant::now() < deadline,
+                "{series} never reached 1:\n{}",
+                get(admin, "/metrics").1
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert!(host.log().contains("reason=unknown_ca"), "{}", host.log());
+}

