@@ -404,3 +404,70 @@ fn send_takes_its_identity_from_the_workload_api() {
         "{stderr}"
     );
 }
+
+/// One MessagePack-RPC call on an open TLS connection: its error, or nil.
+fn rpc_error(stream: &mut StreamOwned<ClientConnection, TcpStream>, method: &str) -> rmpv::Value {
+    stream
+        .write_all(&arrpc_wire::rpc::request(
+            1,
+            method,
+            &encode(&rmpv::Value::from(1)),
+        ))
+        .unwrap();
+    let mut buffer = Vec::new();
+    loop {
+        if let Some(len) = arrpc_wire::frame::value_len(&buffer) {
+            let rmpv::Value::Array(items) = decode(&buffer[..len]) else {
+                panic!("not a response");
+            };
+            return items[2].clone();
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "connection closed");
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Per-handler allow lists tell callers apart by the SPIFFE ID in the SVID
+/// they present, verified by the agent's bundle; a caller without one
+/// reaches only handlers open to anyone.
+#[test]
+fn allow_lists_name_callers_by_their_svid() {
+    const WEB: &str = "spiffe://cluster.local/ns/shop/sa/web";
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TrustDomainCa::new("cluster");
+    let ca_file = write(dir.path(), "ca.pem", &ca.pem);
+    let agent = Agent::start(
+        &dir.path().join("agent.sock"),
+        ca.issue("shop", "host", "host", LOCAL).served(&[&ca]),
+    );
+    let config = format!(
+        "[server]\ndefault_handler = \"public\"\n[tls]\nclient_certificates = \"optional\"\n\
+         [tls.spiffe]\nsocket = \"{}\"\n{}{}",
+        agent.endpoint(),
+        handler("orders", "echo", &format!("allow = [\"{WEB}\"]")),
+        handler("public", "echo", "allow = [\"anyone\"]"),
+    );
+    let host = Host::start(&config);
+    let web = client_files(dir.path(), "web", &ca.issue("shop", "web", "web", &[]));
+    let billing = client_files(
+        dir.path(),
+        "billing",
+        &ca.issue("billing", "api", "billing", &[]),
+    );
+
+    let mut stream = connect(&host, &ca_file, Some(&web));
+    assert!(rpc_error(&mut stream, "orders").is_nil());
+    let mut stream = connect(&host, &ca_file, Some(&billing));
+    assert_eq!(
+        rpc_error(&mut stream, "orders"),
+        rmpv::Value::from(
+            "arrpc.error.AuthException: spiffe://cluster.local/ns/billing/sa/api may not call `orders`"
+        )
+    );
+    assert!(rpc_error(&mut stream, "public").is_nil());
+    let mut stream = connect(&host, &ca_file, None);
+    assert!(rpc_error(&mut stream, "public").is_nil());
+    assert!(!rpc_error(&mut stream, "orders").is_nil());
+}

@@ -34,6 +34,13 @@ pub async fn check(args: &ConfigArgs) -> anyhow::Result<()> {
     if let Some(tls) = tls {
         println!("tls {}", tls.identity());
     }
+    if let Some(spiffe) = config.tls.as_ref().and_then(|tls| tls.spiffe.as_ref()) {
+        let socket = spiffe
+            .socket
+            .as_deref()
+            .unwrap_or("$SPIFFE_ENDPOINT_SOCKET");
+        println!("tls from the SPIFFE Workload API at {socket} (not contacted by check)");
+    }
     let (config, _, handlers) = load_handlers(args, config).await?;
     for handler in &config.handlers {
         let loaded = handlers
