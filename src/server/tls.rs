@@ -285,7 +285,7 @@ impl TlsListener {
                         }
                     }
                 }
-                if !source.changed(&mut updates).await {
+                if !updates.changed().await {
                     break;
                 }
             }

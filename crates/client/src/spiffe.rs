@@ -225,13 +225,7 @@ impl Source {
         })
     }
 
-    /// Waits for the agent's next change (a new SVID or bundle, a
-    /// withdrawal or its end); `false` once the source has closed.
-    pub async fn changed(&self, updates: &mut Updates) -> bool {
-        updates.0.changed().await.is_ok()
-    }
-
-    /// A handle to wait on with [`Source::changed`].
+    /// A handle to wait on for the agent's changes.
     pub fn updates(&self) -> Updates {
         Updates(self.source.updated())
     }
@@ -247,8 +241,16 @@ impl Source {
     }
 }
 
-/// Notices of the agent's changes, for [`Source::changed`].
+/// Notices of the agent's changes.
 pub struct Updates(spiffe::X509SourceUpdates);
+
+impl Updates {
+    /// Waits for the agent's next change (a new SVID or bundle, or a
+    /// withdrawal); `false` once the source has closed.
+    pub async fn changed(&mut self) -> bool {
+        self.0.changed().await.is_ok()
+    }
+}
 
 fn startup_error(socket: &str, timeout: Duration, error: X509SourceError) -> SpiffeError {
     match error {
