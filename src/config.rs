@@ -15,7 +15,8 @@ mod access;
 mod security;
 pub use access::{AccessConfig, Allowed};
 pub use security::{
-    AuthConfig, ClientCertificates, SecretSource, TlsConfig, default_handshake_timeout,
+    AuthConfig, ClientCertificates, SecretSource, SpiffeConfig, TlsConfig,
+    default_handshake_timeout,
 };
 
 /// A config file that cannot be used, with the reason.
@@ -253,7 +254,7 @@ impl Config {
     /// Whether the message port verifies client certificates, which every
     /// allow list but `anyone` needs to tell callers apart.
     pub fn verifies_client_certificates(&self) -> bool {
-        self.tls.as_ref().is_some_and(|tls| tls.client_ca.is_some())
+        self.tls.as_ref().is_some_and(TlsConfig::verifies_clients)
     }
 
     /// Refuses allow lists that name callers by certificate when `verifies`
@@ -542,7 +543,7 @@ mod tests {
         );
         assert_eq!(config.auth.replay_window, Duration::from_secs(5));
         let tls = config.tls.unwrap();
-        assert_eq!(tls.key, dir.path().join("k.pem"));
+        assert_eq!(tls.key, Some(dir.path().join("k.pem")));
         assert_eq!(tls.handshake_timeout, default_handshake_timeout());
         assert_eq!(tls.recheck_interval, Duration::from_secs(60));
         let never = parse(&format!(

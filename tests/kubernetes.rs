@@ -381,3 +381,72 @@ fn two_configmap_swaps_of_the_config_both_apply() {
         host.log()
     );
 }
+
+/// A long-lived client whose certificate, key and CA file come from a
+/// mounted Secret picks up each renewal on its next connection: a host
+/// trusting only the workloads' new CA refuses the client's first
+/// certificate, takes the one the kubelet swaps in next, and a later
+/// mismatched pair is not loaded, so the working certificate stays in use.
+#[test]
+fn a_long_lived_client_picks_up_its_rotated_certificate() {
+    use arrpc_client::tls::{HandshakeError, Identity, Tls, Trust};
+    use arrpc_client::{BlockingClient, ClientConfig, Error};
+
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Ca::new(dir.path(), "cluster");
+    let server = cluster.server(dir.path(), "server", certs::local_names());
+    let retired = Ca::new(dir.path(), "retired");
+    let workloads = Ca::new(dir.path(), "workloads");
+    let old = retired.client(dir.path(), "old");
+    let new = workloads.client(dir.path(), "new");
+    let host = Host::start(&format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n{}",
+        server.cert.display(),
+        server.key.display(),
+        workloads.cert.display(),
+        handler("echo", "echo", "")
+    ));
+
+    let volume = AtomicWriter::new(&dir.path().join("client"), 0o440);
+    let secret = |files: &CertFiles, key: &Path| {
+        vec![
+            ("tls.crt", std::fs::read(&files.cert).unwrap()),
+            ("tls.key", std::fs::read(key).unwrap()),
+            ("ca.crt", std::fs::read(&cluster.cert).unwrap()),
+        ]
+    };
+    project(&volume, &secret(&old, &old.key));
+    let tls = Tls::new(
+        &Trust::CaFile(volume.path("ca.crt")),
+        Some(&Identity {
+            cert: volume.path("tls.crt"),
+            key: volume.path("tls.key"),
+        }),
+    )
+    .unwrap();
+    let mut config = ClientConfig::new(host.addr.to_string());
+    config.tls = Some(tls);
+    let mut client = BlockingClient::new(config.clone()).unwrap();
+
+    let refused = client.send::<_, String>("first").unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            Error::Tls {
+                source: HandshakeError::ClientCertificateRefused { .. },
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+
+    project(&volume, &secret(&new, &new.key));
+    let reply: String = client.send("renewed").unwrap();
+    assert_eq!(reply, "renewed");
+
+    // A certificate whose key is another one's: refused by the client, which
+    // keeps presenting the renewed certificate on a new connection.
+    project(&volume, &secret(&old, &new.key));
+    let reply: String = BlockingClient::new(config).unwrap().send("kept").unwrap();
+    assert_eq!(reply, "kept");
+}

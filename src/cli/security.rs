@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use arrpc_client::spiffe::{self, WorkloadApi};
 use arrpc_client::tls::{HandshakeError, Identity, Tls, Trust};
 use arrpc_client::{ClientConfig, Error};
 use clap::Args;
@@ -41,12 +42,21 @@ impl ServeSecurityArgs {
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             let (cert, key) = (cert.clone(), key.clone());
             config.tls = Some(match config.tls.take() {
-                Some(tls) => TlsConfig { cert, key, ..tls },
+                Some(tls) => TlsConfig {
+                    cert: Some(cert),
+                    key: Some(key),
+                    spiffe: None,
+                    ..tls
+                },
                 None => TlsConfig::new(cert, key),
             });
         }
         if let Some(ca) = &self.tls_client_ca {
             match &mut config.tls {
+                Some(tls) if tls.spiffe.is_some() => bail!(
+                    "--tls-client-ca does not go with [tls.spiffe]: client certificates are \
+                     verified by the trust bundle from the SPIFFE Workload API"
+                ),
                 Some(tls) => tls.client_ca = Some(ca.clone()),
                 None => bail!(
                     "--tls-client-ca needs TLS: give --tls-cert and --tls-key, or a [tls] section"
@@ -75,8 +85,10 @@ impl ServeSecurityArgs {
     }
 }
 
-/// The TLS listener and authenticator `config` asks for; errors name
-/// `origin` (the config file or the command line) and the setting.
+/// The TLS listener for certificates from files and the authenticator
+/// `config` asks for; errors name `origin` (the config file or the command
+/// line) and the setting. A listener for the SPIFFE Workload API is made by
+/// [`spiffe_listener`], since it waits for the agent.
 pub fn server_security(
     config: &Config,
     origin: &str,
@@ -84,6 +96,7 @@ pub fn server_security(
     let tls = config
         .tls
         .as_ref()
+        .filter(|tls| tls.spiffe.is_none())
         .map(TlsListener::new)
         .transpose()
         .with_context(|| format!("{origin}: [tls]"))?;
@@ -108,6 +121,21 @@ pub fn server_security(
         .replay_protection
         .then(|| ReplayGuard::new(auth.replay_window, auth.replay_max_nonces));
     Ok((tls, Some(Authenticator::new(secrets, replay))))
+}
+
+/// The TLS listener for `[tls.spiffe]`, once the agent has sent a first
+/// SVID; `None` without it.
+pub async fn spiffe_listener(config: &Config, origin: &str) -> anyhow::Result<Option<TlsListener>> {
+    let Some(tls) = &config.tls else {
+        return Ok(None);
+    };
+    let Some(spiffe) = &tls.spiffe else {
+        return Ok(None);
+    };
+    let listener = TlsListener::spiffe(tls, spiffe)
+        .await
+        .with_context(|| format!("{origin}: [tls.spiffe]"))?;
+    Ok(Some(listener))
 }
 
 /// `arrpc-host send` flags for TLS and signatures.
@@ -150,6 +178,16 @@ pub struct SendSecurityArgs {
         conflicts_with = "tls_self_signed"
     )]
     tls_server_name: Option<String>,
+    /// Talk TLS with this workload's SVID from the SPIFFE Workload API (a
+    /// SPIRE agent; its socket from SPIFFE_ENDPOINT_SOCKET or
+    /// --spiffe-socket), trusting servers whose SVID the agent's trust
+    /// bundle verifies.
+    #[arg(long, conflicts_with_all = ["tls", "tls_ca", "tls_cert"])]
+    tls_spiffe: bool,
+    /// The Workload API socket for --tls-spiffe: `unix:///path` or
+    /// `tcp://ip:port`.
+    #[arg(long, value_name = "URI", requires = "tls_spiffe")]
+    spiffe_socket: Option<String>,
     /// Sign the message with the secret in this environment variable.
     #[arg(long, value_name = "NAME", conflicts_with = "auth_secret_file")]
     auth_secret_env: Option<String>,
@@ -184,6 +222,15 @@ impl SendSecurityArgs {
                 TlsRoots::Mozilla => Trust::PublicCas,
             }),
         };
+        if self.tls_spiffe {
+            // The agent gets as long as a connection would.
+            let api = WorkloadApi {
+                socket: self.spiffe_socket.clone(),
+                startup_timeout: config.connect_timeout,
+            };
+            let source = spiffe::Source::connect(&api)?;
+            config.tls = Some(Tls::new(&Trust::Spiffe(source), None)?);
+        }
         if let Some(trust) = trust {
             let identity = self.tls_cert.clone().zip(self.tls_key.clone());
             let identity = identity.map(|(cert, key)| Identity { cert, key });

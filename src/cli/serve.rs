@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 
-use super::security::server_security;
+use super::security::{server_security, spiffe_listener};
 use super::{ConfigArgs, ServeArgs};
-use crate::admin::AdminListener;
+use crate::admin::{AdminListener, Readiness};
 use crate::config::Config;
 use crate::reload::Reloader;
 use crate::runtime::{HandlerRegistry, HandlerSet, Runtime, RuntimeOptions};
@@ -33,6 +33,13 @@ pub async fn check(args: &ConfigArgs) -> anyhow::Result<()> {
     let (tls, _) = server_security(&config, &args.config.display().to_string())?;
     if let Some(tls) = tls {
         println!("tls {}", tls.identity());
+    }
+    if let Some(spiffe) = config.tls.as_ref().and_then(|tls| tls.spiffe.as_ref()) {
+        let socket = spiffe
+            .socket
+            .as_deref()
+            .unwrap_or("$SPIFFE_ENDPOINT_SOCKET");
+        println!("tls from the SPIFFE Workload API at {socket} (not contacted by check)");
     }
     let (config, _, handlers) = load_handlers(args, config).await?;
     for handler in &config.handlers {
@@ -72,9 +79,10 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
 
 pub async fn serve(args: &ServeArgs, config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
+    let readiness = Arc::new(Readiness::default());
     // Up before handlers load, so /healthz answers and /readyz says why not.
     if let Some(addr) = args.admin_listen.or(config.admin.listen) {
-        let admin = AdminListener::bind(addr, metrics.clone())
+        let admin = AdminListener::bind(addr, metrics.clone(), readiness.clone())
             .await
             .with_context(|| format!("cannot listen on {addr} (admin)"))?;
         tracing::info!(admin = %admin.local_addr()?, "admin endpoint up: /metrics /healthz /readyz");
@@ -90,10 +98,14 @@ pub async fn serve(args: &ServeArgs, config: Config) -> anyhow::Result<()> {
     // Certificates, keys and secrets first: compiling handlers takes longer.
     let origin = args.config.config.display().to_string();
     let (tls, auth) = server_security(&config, &origin)?;
+    let tls = match tls {
+        Some(files) => Some(files),
+        None => spiffe_listener(&config, &origin).await?,
+    };
     tracing::info!(
         tls = tls.is_some(),
         identity = tls.as_ref().map(|tls| tls.identity()),
-        client_certificates = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        client_certificates = config.tls.as_ref().is_some_and(|t| t.verifies_clients()),
         signed = auth.is_some(),
         replay_protection = auth.is_some() && config.auth.replay_protection,
         "security"
@@ -107,6 +119,7 @@ pub async fn serve(args: &ServeArgs, config: Config) -> anyhow::Result<()> {
     let tls = tls.map(Arc::new);
     if let Some(tls) = &tls {
         server = server.with_tls(tls.clone());
+        tls.follow_spiffe(metrics.clone(), readiness);
     }
     if let Some(auth) = auth {
         server = server.with_auth(auth);

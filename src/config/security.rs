@@ -88,21 +88,29 @@ impl std::fmt::Display for SecretSource {
     }
 }
 
-/// `[tls]`: serve TLS instead of plain TCP.
+/// `[tls]`: serve TLS instead of plain TCP, with certificates from files
+/// (`cert`, `key`, `client_ca`) or from the SPIFFE Workload API
+/// (`[tls.spiffe]`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain, leaf first.
-    pub cert: PathBuf,
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
     /// PEM private key of the leaf; readable by its owner only.
-    pub key: PathBuf,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
     /// PEM CA certificate(s): when set, clients must present a certificate
     /// signed by one of them (mutual TLS).
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
-    /// With `client_ca`: whether a client without a certificate (the Python
-    /// arrpc client cannot present one) may connect at all. Either way a
-    /// certificate presented must verify.
+    /// Certificate, key and trust bundle from the SPIFFE Workload API (a
+    /// SPIRE agent) instead of files.
+    #[serde(default)]
+    pub spiffe: Option<SpiffeConfig>,
+    /// With `client_ca` or `[tls.spiffe]`: whether a client without a
+    /// certificate (the Python arrpc client cannot present one) may connect
+    /// at all. Either way a certificate presented must verify.
     #[serde(default)]
     pub client_certificates: ClientCertificates,
     /// A connection that has not finished its handshake in this long is
@@ -113,6 +121,25 @@ pub struct TlsConfig {
     /// sit in change: a safety net for a change the watcher missed.
     #[serde(default = "default_recheck_interval", with = "humantime_serde")]
     pub recheck_interval: Duration,
+}
+
+/// `[tls.spiffe]`: this workload's X.509-SVID, its key and its trust
+/// domain's bundle, as a SPIRE agent pushes them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpiffeConfig {
+    /// `unix:///absolute/path` or `tcp://ip:port`; absent, the
+    /// `SPIFFE_ENDPOINT_SOCKET` environment variable names it.
+    #[serde(default)]
+    pub socket: Option<String>,
+    /// How long the host waits at start for the agent's first SVID (the
+    /// agent may start after this pod's containers) before it gives up.
+    #[serde(default = "default_startup_timeout", with = "humantime_serde")]
+    pub startup_timeout: Duration,
+}
+
+fn default_startup_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// `[tls] client_certificates`.
@@ -166,13 +193,20 @@ impl TlsConfig {
     /// Serves `cert` with `key`, no client certificates, default timings.
     pub fn new(cert: PathBuf, key: PathBuf) -> TlsConfig {
         TlsConfig {
-            cert,
-            key,
+            cert: Some(cert),
+            key: Some(key),
             client_ca: None,
+            spiffe: None,
             client_certificates: ClientCertificates::default(),
             handshake_timeout: default_handshake_timeout(),
             recheck_interval: default_recheck_interval(),
         }
+    }
+
+    /// Whether client certificates are verified: by `client_ca`, or by the
+    /// trust bundle from the SPIFFE Workload API.
+    pub fn verifies_clients(&self) -> bool {
+        self.client_ca.is_some() || self.spiffe.is_some()
     }
 
     pub(super) fn validate(&self) -> Result<(), String> {
@@ -182,21 +216,137 @@ impl TlsConfig {
         if self.recheck_interval.is_zero() {
             return Err("tls.recheck_interval must be longer than zero".into());
         }
-        if self.client_certificates == ClientCertificates::Optional && self.client_ca.is_none() {
-            return Err(
-                "tls.client_certificates = \"optional\" needs tls.client_ca, the CA they must come from"
-                    .into(),
-            );
+        let files = [
+            ("cert", self.cert.is_some()),
+            ("key", self.key.is_some()),
+            ("client_ca", self.client_ca.is_some()),
+        ];
+        match &self.spiffe {
+            None => {
+                if self.client_certificates == ClientCertificates::Optional
+                    && self.client_ca.is_none()
+                {
+                    return Err(
+                        "tls.client_certificates = \"optional\" needs tls.client_ca, \
+                         the CA they must come from, or [tls.spiffe], whose trust bundle \
+                         verifies them"
+                            .into(),
+                    );
+                }
+                for (name, given) in &files[..2] {
+                    if !given {
+                        return Err(format!(
+                            "tls.{name} is missing: give tls.cert and tls.key, or [tls.spiffe] \
+                             for certificates from the SPIFFE Workload API"
+                        ));
+                    }
+                }
+            }
+            Some(spiffe) => {
+                if let Some((name, _)) = files.iter().find(|(_, given)| *given) {
+                    return Err(format!(
+                        "tls.{name} does not go with [tls.spiffe]: the certificate, key and \
+                         trust bundle come from the SPIFFE Workload API"
+                    ));
+                }
+                spiffe.validate()?;
+            }
         }
         Ok(())
     }
 
     /// Makes relative certificate and key paths absolute against `base`.
     pub(super) fn resolve(&mut self, base: &Path) {
-        self.cert = base.join(&self.cert);
-        self.key = base.join(&self.key);
-        if let Some(ca) = &mut self.client_ca {
-            *ca = base.join(&*ca);
+        for path in [&mut self.cert, &mut self.key, &mut self.client_ca]
+            .into_iter()
+            .flatten()
+        {
+            *path = base.join(&*path);
+        }
+    }
+}
+
+impl SpiffeConfig {
+    /// The Workload API as the client crate's source takes it.
+    pub fn workload_api(&self) -> arrpc_client::spiffe::WorkloadApi {
+        arrpc_client::spiffe::WorkloadApi {
+            socket: self.socket.clone(),
+            startup_timeout: self.startup_timeout,
+        }
+    }
+
+    /// An explicit socket is checked here; `SPIFFE_ENDPOINT_SOCKET` only
+    /// when serving, since `check` runs where no agent is (an image build).
+    fn validate(&self) -> Result<(), String> {
+        if self.startup_timeout.is_zero() {
+            return Err("tls.spiffe.startup_timeout must be longer than zero".into());
+        }
+        match &self.socket {
+            Some(socket) => arrpc_client::spiffe::check_socket(socket)
+                .map_err(|e| format!("tls.spiffe.socket {socket:?}: {e}")),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[tls]` as written, checked as at load.
+    fn tls(text: &str) -> Result<TlsConfig, String> {
+        let tls: TlsConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        tls.validate()?;
+        Ok(tls)
+    }
+
+    #[test]
+    fn the_spiffe_source_replaces_the_files_and_is_checked_at_load() {
+        let spiffe = tls("[spiffe]\nsocket = \"unix:///run/spire/agent.sock\"\n").unwrap();
+        let source = spiffe.spiffe.as_ref().unwrap();
+        assert_eq!(source.startup_timeout, Duration::from_secs(30));
+        assert!(spiffe.verifies_clients());
+        let open = tls(
+            "client_certificates = \"optional\"\n[spiffe]\nsocket = \"tcp://127.0.0.1:8081\"\n",
+        );
+        assert_eq!(
+            open.unwrap().client_certificates,
+            ClientCertificates::Optional
+        );
+        // The socket may come from SPIFFE_ENDPOINT_SOCKET when serving.
+        assert_eq!(tls("[spiffe]\n").unwrap().spiffe.unwrap().socket, None);
+
+        let cases = [
+            ("", "tls.cert is missing"),
+            ("cert = \"c.pem\"\n", "tls.key is missing"),
+            (
+                "key = \"k.pem\"\n[spiffe]\nsocket = \"unix:///s\"\n",
+                "tls.key does not go with [tls.spiffe]",
+            ),
+            (
+                "client_ca = \"ca.pem\"\n[spiffe]\nsocket = \"unix:///s\"\n",
+                "tls.client_ca does not go with [tls.spiffe]",
+            ),
+            (
+                "[spiffe]\nsocket = \"unix://relative/agent.sock\"\n",
+                "tls.spiffe.socket \"unix://relative/agent.sock\"",
+            ),
+            (
+                "[spiffe]\nsocket = \"http://agent:80\"\n",
+                "expected unix:///absolute/path or tcp://ip:port",
+            ),
+            (
+                "[spiffe]\nsocket = \"unix:///s\"\nstartup_timeout = \"0s\"\n",
+                "tls.spiffe.startup_timeout",
+            ),
+            (
+                "[spiffe]\nsockets = \"unix:///s\"\n",
+                "unknown field `sockets`",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = tls(text).unwrap_err();
+            assert!(err.contains(want), "{text:?}: {err}");
         }
     }
 }

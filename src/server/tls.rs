@@ -1,39 +1,45 @@
 //! TLS on the message port: the server certificate, optional client
 //! certificates (mutual TLS) and a bounded handshake.
 //!
-//! The certificate, key and client CA are files that rotate under a running
-//! host (cert-manager renewing into a Secret, the kubelet swapping its
-//! folder). [`TlsListener::reload`] reads them again; a set that loads
-//! whole replaces the one new handshakes get, while open connections keep
-//! the one they started with. A set that does not load (a key that does not
-//! fit, an expired certificate, a file caught half-written) leaves the
-//! current one serving.
+//! The certificate, key and client CAs come from files that rotate under a
+//! running host (cert-manager renewing into a Secret, the kubelet swapping
+//! its folder), or from the SPIFFE Workload API, whose agent pushes a new
+//! SVID and trust bundle as they rotate. Either way a new set is loaded into
+//! one [`Material`] and, if it loads whole, replaces the one new handshakes
+//! get, while open connections keep the one they started with. A set that
+//! does not load (a key that does not fit, an expired certificate, a file
+//! caught half-written) leaves the current one serving.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use arrpc_client::spiffe::{self, Svid};
 use arrpc_wire::pem::{self, PemError};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, RootCertStore};
 use tokio_rustls::server::TlsStream;
-
 use x509_parser::extensions::GeneralName;
 
-use crate::config::{ClientCertificates, TlsConfig};
+use crate::admin::Readiness;
+use crate::config::{ClientCertificates, SpiffeConfig, TlsConfig};
+use crate::telemetry::Metrics;
 
-/// Why the TLS settings cannot be used; each names the file at fault.
+/// Why the TLS settings cannot be used; each names the file or socket at
+/// fault.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
     #[error(transparent)]
     Pem(#[from] PemError),
     #[error("{path}: {reason}")]
     Rejected { path: String, reason: String },
+    #[error(transparent)]
+    Spiffe(#[from] spiffe::SpiffeError),
 }
 
 /// Why one connection's handshake failed.
@@ -97,27 +103,45 @@ impl std::fmt::Display for CertificateInfo {
     }
 }
 
-/// What [`TlsListener::reload`] found.
+/// What [`TlsListener::reload`] or [`TlsListener::apply_svid`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Reloaded {
-    /// The files hold what is already served.
+    /// The files or the agent hold what is already served.
     Unchanged,
-    /// New handshakes get the new files; the leaf served now.
+    /// New handshakes get the new set; the leaf served now.
     Replaced(CertificateInfo),
 }
 
 /// Accepts TLS connections; shared by every connection task.
 pub struct TlsListener {
-    files: TlsConfig,
+    origin: Origin,
     /// What new handshakes get.
     current: ArcSwap<Material>,
     handshake_timeout: Duration,
+    recheck_interval: Duration,
 }
 
-/// One loaded set of files.
+/// Where the certificate, key and client CAs come from.
+enum Origin {
+    Files(Files),
+    Spiffe {
+        source: spiffe::Source,
+        client_certificates: ClientCertificates,
+    },
+}
+
+/// The files named in `[tls]`.
+struct Files {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
+    client_certificates: ClientCertificates,
+}
+
+/// One loaded set of certificate, key and client CAs.
 struct Material {
     acceptor: TlsAcceptor,
-    /// Of the files' bytes as they were read, to tell a change from none.
+    /// Of the set's bytes as they were read, to tell a change from none.
     digest: [u8; 32],
     certificates: Vec<CertificateInfo>,
 }
@@ -125,29 +149,174 @@ struct Material {
 impl TlsListener {
     /// Reads and checks the certificate, key and client CA named in `config`.
     pub fn new(config: &TlsConfig) -> Result<TlsListener, TlsSetupError> {
+        let (Some(cert), Some(key)) = (&config.cert, &config.key) else {
+            return Err(TlsSetupError::Rejected {
+                path: "[tls]".into(),
+                reason: "cert and key are required without [tls.spiffe]".into(),
+            });
+        };
+        let files = Files {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: config.client_ca.clone(),
+            client_certificates: config.client_certificates,
+        };
         Ok(TlsListener {
-            current: ArcSwap::from_pointee(Material::read(config)?),
-            files: config.clone(),
+            current: ArcSwap::from_pointee(Material::read(&files)?),
+            origin: Origin::Files(files),
             handshake_timeout: config.handshake_timeout,
+            recheck_interval: config.recheck_interval,
+        })
+    }
+
+    /// Connects to the SPIFFE Workload API and serves its first SVID,
+    /// waiting up to `spiffe.startup_timeout` for it.
+    pub async fn spiffe(
+        config: &TlsConfig,
+        spiffe: &SpiffeConfig,
+    ) -> Result<TlsListener, TlsSetupError> {
+        let client_certificates = config.client_certificates;
+        let api = spiffe.workload_api();
+        let source = tokio::task::spawn_blocking(move || spiffe::Source::connect(&api))
+            .await
+            .map_err(|e| TlsSetupError::Rejected {
+                path: "[tls.spiffe]".into(),
+                reason: e.to_string(),
+            })??;
+        let material = match source.current() {
+            spiffe::Current::Svid(svid) => Material::from_svid(&svid, client_certificates)?,
+            spiffe::Current::Withdrawn(reason) => {
+                return Err(TlsSetupError::Rejected {
+                    path: source.socket().to_owned(),
+                    reason: format!("no usable SVID: {reason}"),
+                });
+            }
+        };
+        Ok(TlsListener {
+            current: ArcSwap::from_pointee(material),
+            origin: Origin::Spiffe {
+                source,
+                client_certificates,
+            },
+            handshake_timeout: config.handshake_timeout,
+            recheck_interval: config.recheck_interval,
         })
     }
 
     /// Reads the files again and, if they changed and load, serves them to
-    /// new handshakes.
+    /// new handshakes. The SPIFFE source pushes its changes instead
+    /// ([`TlsListener::apply_svid`]), so for it there is nothing to read.
     pub fn reload(&self) -> Result<Reloaded, TlsSetupError> {
-        if digest(&self.files)? == self.current.load().digest {
+        let Origin::Files(files) = &self.origin else {
+            return Ok(Reloaded::Unchanged);
+        };
+        if files.digest()? == self.current.load().digest {
             return Ok(Reloaded::Unchanged);
         }
-        let next = Material::read(&self.files)?;
+        Ok(self.publish(Material::read(files)?))
+    }
+
+    /// Serves `svid` from the SPIFFE Workload API to new handshakes, if it
+    /// differs from the current one and loads.
+    pub fn apply_svid(&self, svid: &Svid) -> Result<Reloaded, TlsSetupError> {
+        let Origin::Spiffe {
+            client_certificates,
+            ..
+        } = &self.origin
+        else {
+            return Ok(Reloaded::Unchanged);
+        };
+        if svid_digest(svid) == self.current.load().digest {
+            return Ok(Reloaded::Unchanged);
+        }
+        Ok(self.publish(Material::from_svid(svid, *client_certificates)?))
+    }
+
+    /// Follows the SPIFFE Workload API for the rest of the process: each
+    /// SVID and bundle the agent pushes reaches new handshakes and the
+    /// expiry metric, and while the agent withdraws this workload's
+    /// identity `/readyz` answers 503 (the last SVID serves on until then).
+    pub fn follow_spiffe(self: &Arc<Self>, metrics: Arc<Metrics>, readiness: Arc<Readiness>) {
+        let Some(source) = self.spiffe_source().cloned() else {
+            return;
+        };
+        let tls = self.clone();
+        tokio::spawn(async move {
+            let mut updates = source.updates();
+            // The first pass applies whatever changed since the listener
+            // was made, before these updates were subscribed to.
+            loop {
+                match source.current() {
+                    spiffe::Current::Withdrawn(reason) => {
+                        tracing::error!(
+                            socket = source.socket(),
+                            %reason,
+                            "SPIFFE identity withdrawn: not ready; the last SVID serves until the agent sends one"
+                        );
+                        readiness.hold(
+                            "spiffe",
+                            format!("the SPIFFE Workload API withdrew this workload's identity ({reason})"),
+                        );
+                    }
+                    spiffe::Current::Svid(svid) => {
+                        readiness.release("spiffe");
+                        match tls.apply_svid(&svid) {
+                            Ok(Reloaded::Unchanged) => {}
+                            Ok(Reloaded::Replaced(leaf)) => {
+                                metrics.tls_reload(true);
+                                metrics.certificates_served(
+                                    tls.certificates()
+                                        .iter()
+                                        .map(|c| (c.role, c.subject.as_str(), c.not_after)),
+                                );
+                                tracing::info!(
+                                    spiffe_id = %svid.spiffe_id,
+                                    not_after = %humantime::format_rfc3339_seconds(
+                                        std::time::UNIX_EPOCH
+                                            + Duration::from_secs(leaf.not_after.max(0) as u64)
+                                    ),
+                                    "SVID or trust bundle from the SPIFFE Workload API: new handshakes get it"
+                                );
+                            }
+                            Err(e) => {
+                                metrics.tls_reload(false);
+                                tracing::error!(error = %e, "SVID from the SPIFFE Workload API not loaded; still serving the previous one");
+                            }
+                        }
+                    }
+                }
+                if !updates.changed().await {
+                    break;
+                }
+            }
+            tracing::warn!(
+                socket = source.socket(),
+                "SPIFFE Workload API source closed"
+            );
+        });
+    }
+
+    fn publish(&self, next: Material) -> Reloaded {
         let leaf = next.certificates[0].clone();
         self.current.store(Arc::new(next));
-        Ok(Reloaded::Replaced(leaf))
+        Reloaded::Replaced(leaf)
+    }
+
+    /// The Workload API source, when the certificate comes from it.
+    pub fn spiffe_source(&self) -> Option<&spiffe::Source> {
+        match &self.origin {
+            Origin::Spiffe { source, .. } => Some(source),
+            Origin::Files(_) => None,
+        }
     }
 
     /// Whether client certificates are verified, so callers can be told
     /// apart by them.
     pub fn verifies_client_certificates(&self) -> bool {
-        self.files.client_ca.is_some()
+        match &self.origin {
+            Origin::Files(files) => files.client_ca.is_some(),
+            Origin::Spiffe { .. } => true,
+        }
     }
 
     /// The served leaf, then each client CA.
@@ -157,11 +326,16 @@ impl TlsListener {
 
     /// What new handshakes are shown, and where it comes from.
     pub fn identity(&self) -> String {
-        format!(
-            "{}, from {}",
-            self.current.load().certificates[0],
-            self.files.cert.display()
-        )
+        let leaf = &self.current.load().certificates[0];
+        match &self.origin {
+            Origin::Files(files) => format!("{leaf}, from {}", files.cert.display()),
+            Origin::Spiffe { source, .. } => {
+                format!(
+                    "{leaf}, from the SPIFFE Workload API at {}",
+                    source.socket()
+                )
+            }
+        }
     }
 
     /// The folders the files sit in, as configured: a symlinked file's own
@@ -176,14 +350,19 @@ impl TlsListener {
         folders
     }
 
-    /// The certificate, key and client CA files, as configured.
+    /// The certificate, key and client CA files, as configured; none for
+    /// the SPIFFE source.
     pub fn files(&self) -> impl Iterator<Item = &Path> {
-        files(&self.files)
+        let files = match &self.origin {
+            Origin::Files(files) => Some(files.paths()),
+            Origin::Spiffe { .. } => None,
+        };
+        files.into_iter().flatten()
     }
 
     /// How often [`TlsListener::reload`] should run without a file event.
     pub fn recheck_interval(&self) -> Duration {
-        self.files.recheck_interval
+        self.recheck_interval
     }
 
     /// Runs the server side of the handshake, within the handshake timeout.
@@ -196,30 +375,99 @@ impl TlsListener {
     }
 }
 
+impl Files {
+    fn paths(&self) -> impl Iterator<Item = &Path> {
+        [&self.cert, &self.key]
+            .into_iter()
+            .chain(&self.client_ca)
+            .map(PathBuf::as_path)
+    }
+
+    /// SHA-256 over the files' contents, in order.
+    fn digest(&self) -> Result<[u8; 32], PemError> {
+        let mut hash = Sha256::new();
+        for file in self.paths() {
+            let bytes = std::fs::read(file).map_err(|source| PemError::Read {
+                path: file.to_owned(),
+                source,
+            })?;
+            hash.update((bytes.len() as u64).to_le_bytes());
+            hash.update(&bytes);
+        }
+        Ok(hash.finalize().into())
+    }
+}
+
 impl Material {
-    fn read(config: &TlsConfig) -> Result<Material, TlsSetupError> {
+    fn read(files: &Files) -> Result<Material, TlsSetupError> {
         // Hashed first: a change racing the reads below shows as a
         // difference at the next check, never as none.
-        let digest = digest(config)?;
+        let digest = files.digest()?;
+        let client_cas = match &files.client_ca {
+            Some(path) => Some((path.display().to_string(), pem::certificates(path)?)),
+            None => None,
+        };
+        let chain = pem::certificate_chain(&files.cert)?;
+        let key = pem::private_key(&files.key)?;
+        let fit = |reason: String| TlsSetupError::Rejected {
+            path: files.key.display().to_string(),
+            reason: format!("does not fit {}: {reason}", files.cert.display()),
+        };
+        let client_cas = client_cas.map(|cas| (cas, files.client_certificates));
+        Material::build(chain, key, client_cas, digest, fit)
+    }
+
+    /// The set an SVID and its trust bundle make; the bundle verifies
+    /// client certificates.
+    fn from_svid(
+        svid: &Svid,
+        client_certificates: ClientCertificates,
+    ) -> Result<Material, TlsSetupError> {
+        let bundle = (
+            format!("the trust bundle of {}", svid.spiffe_id),
+            svid.bundle.clone(),
+        );
+        Material::build(
+            svid.chain.clone(),
+            svid.key.clone_key(),
+            Some((bundle, client_certificates)),
+            svid_digest(svid),
+            |reason| TlsSetupError::Rejected {
+                path: svid.spiffe_id.clone(),
+                reason: format!("the SVID does not fit its key: {reason}"),
+            },
+        )
+    }
+
+    /// Server settings for `chain` and `key`, verifying clients by
+    /// `client_cas` (named for errors) when given.
+    fn build(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        client_cas: Option<(ClientCas, ClientCertificates)>,
+        digest: [u8; 32],
+        misfit: impl FnOnce(String) -> TlsSetupError,
+    ) -> Result<Material, TlsSetupError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .expect("ring supports TLS 1.2 and 1.3");
-        let mut certificates = Vec::new();
-        let builder = match &config.client_ca {
+        let mut certificates = vec![info("cert", &chain[0])];
+        let verifies_clients = client_cas.is_some();
+        let builder = match client_cas {
             None => builder.with_no_client_auth(),
-            Some(path) => {
+            Some(((path, cas), client_certificates)) => {
                 let rejected = |reason: String| TlsSetupError::Rejected {
-                    path: path.display().to_string(),
+                    path: path.clone(),
                     reason,
                 };
                 let mut roots = RootCertStore::empty();
-                for cert in pem::certificates(path)? {
+                for cert in cas {
                     certificates.push(info("client_ca", &cert));
                     roots.add(cert).map_err(|e| rejected(e.to_string()))?;
                 }
                 let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider);
-                let verifier = match config.client_certificates {
+                let verifier = match client_certificates {
                     ClientCertificates::Required => verifier,
                     ClientCertificates::Optional => verifier.allow_unauthenticated(),
                 };
@@ -227,15 +475,10 @@ impl Material {
                 builder.with_client_cert_verifier(verifier)
             }
         };
-        let chain = pem::certificate_chain(&config.cert)?;
-        certificates.insert(0, info("cert", &chain[0]));
         let mut server = builder
-            .with_single_cert(chain, pem::private_key(&config.key)?)
-            .map_err(|e| TlsSetupError::Rejected {
-                path: config.key.display().to_string(),
-                reason: format!("does not fit {}: {e}", config.cert.display()),
-            })?;
-        if config.client_ca.is_some() {
+            .with_single_cert(chain, key)
+            .map_err(|e| misfit(e.to_string()))?;
+        if verifies_clients {
             // A resumed handshake skips the client certificate's check, so a
             // certificate from a CA no longer trusted would still get in.
             server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
@@ -249,25 +492,24 @@ impl Material {
     }
 }
 
-fn files(config: &TlsConfig) -> impl Iterator<Item = &Path> {
-    [&config.cert, &config.key]
-        .into_iter()
-        .chain(&config.client_ca)
-        .map(PathBuf::as_path)
-}
+/// Client CA certificates, and what to name them by in errors.
+type ClientCas = (String, Vec<CertificateDer<'static>>);
 
-/// SHA-256 over the files' contents, in order.
-fn digest(config: &TlsConfig) -> Result<[u8; 32], PemError> {
+/// SHA-256 over an SVID's chain, key and bundle.
+fn svid_digest(svid: &Svid) -> [u8; 32] {
     let mut hash = Sha256::new();
-    for file in files(config) {
-        let bytes = std::fs::read(file).map_err(|source| PemError::Read {
-            path: file.to_owned(),
-            source,
-        })?;
-        hash.update((bytes.len() as u64).to_le_bytes());
-        hash.update(&bytes);
+    let key = svid.key.secret_der();
+    for part in svid
+        .chain
+        .iter()
+        .map(|c| c.as_ref())
+        .chain([key])
+        .chain(svid.bundle.iter().map(|c| c.as_ref()))
+    {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part);
     }
-    Ok(hash.finalize().into())
+    hash.finalize().into()
 }
 
 /// A subject alternative name as OpenSSL prints it: `DNS:a.b`,
@@ -326,15 +568,15 @@ mod tests {
             .distinguished_name
             .push(rcgen::DnType::CommonName, name);
         let cert = params.self_signed(&key).unwrap();
-        std::fs::write(&files.config.cert, cert.pem()).unwrap();
+        std::fs::write(files.config.cert.as_ref().unwrap(), cert.pem()).unwrap();
         write_key(files, &key.serialize_pem());
     }
 
     fn write_key(files: &Files, pem: &str) {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::write(&files.config.key, pem).unwrap();
-        std::fs::set_permissions(&files.config.key, std::fs::Permissions::from_mode(0o600))
-            .unwrap();
+        let key = files.config.key.as_ref().unwrap();
+        std::fs::write(key, pem).unwrap();
+        std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
 
     fn files() -> Files {

@@ -24,6 +24,8 @@ mod blocking;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod rpc;
+#[cfg(feature = "spiffe")]
+pub mod spiffe;
 pub mod tls;
 
 use std::borrow::Cow;

@@ -10,12 +10,20 @@
 //! accepted, whatever names they carry. A CA file may also hold the server's
 //! own self-signed certificate, as the Python arrpc package and OpenSSL
 //! allow: then its name and dates are checked. TLS 1.2 and 1.3 only.
+//!
+//! The CA file and the client's certificate and key rotate under a
+//! long-lived client (cert-manager renewing into a mounted Secret): each new
+//! connection compares the files' contents with what was loaded and loads
+//! them again when they changed. A set that does not load (a key that does
+//! not fit, a file caught half-written) is logged with the file and reason,
+//! and the previous one stays in use.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrpc_wire::pem::{self, PemError};
+use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -55,6 +63,12 @@ pub enum Trust {
     /// built in (`webpki-roots`), so it is the same on every machine
     /// whatever its store holds.
     PublicCas,
+    /// Servers with an SVID from the trust bundle the SPIFFE Workload API
+    /// (a SPIRE agent) sends, whatever their SPIFFE ID; this workload's own
+    /// SVID is presented as its client certificate. Both rotate as the agent
+    /// pushes them.
+    #[cfg(feature = "spiffe")]
+    Spiffe(crate::spiffe::Source),
 }
 
 /// A client certificate chain and its key, for mutual TLS.
@@ -77,14 +91,24 @@ pub enum TlsError {
     /// wrong there, and what to do.
     #[error("{0}")]
     NoSystemRoots(String),
+    #[cfg(feature = "spiffe")]
+    #[error(transparent)]
+    Spiffe(#[from] crate::spiffe::SpiffeError),
+    /// A client certificate was given with [`Trust::Spiffe`], which
+    /// presents the workload's SVID.
+    #[error("{}: the SPIFFE Workload API's SVID is presented; give no client certificate with it", path.display())]
+    IdentityWithSpiffe { path: PathBuf },
 }
 
-/// Ready-to-use client TLS settings; cheap to clone.
+/// Ready-to-use client TLS settings; cheap to clone, and clones share the
+/// settings as reloaded.
 #[derive(Clone, Debug)]
 pub struct Tls {
-    config: Arc<rustls::ClientConfig>,
+    loaded: Arc<Mutex<Loaded>>,
     /// Whom the settings trust, to say so when a server is refused.
     trust: Trust,
+    /// The certificate presented, read again when its files change.
+    identity: Option<Identity>,
     /// Whether a client certificate is presented, to tell a server that
     /// wants one from one that refuses ours.
     presents_identity: bool,
@@ -93,58 +117,74 @@ pub struct Tls {
     pub server_name: Option<String>,
 }
 
+/// The settings as last loaded from the files.
+#[derive(Debug)]
+struct Loaded {
+    config: Arc<rustls::ClientConfig>,
+    /// Of the files' contents when they were read.
+    digest: [u8; 32],
+    /// The last change that did not load, so it is logged once.
+    refused: Option<String>,
+}
+
 impl Tls {
     /// Reads the trusted certificates and the client identity.
     pub fn new(trust: &Trust, identity: Option<&Identity>) -> Result<Tls, TlsError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .expect("ring supports TLS 1.2 and 1.3");
-        let builder = match trust {
-            Trust::CaFile(path) => {
-                let verifier =
-                    CaFile::new(pem::certificates(path)?, provider.clone()).map_err(|reason| {
-                        TlsError::Certificate {
-                            path: path.clone(),
-                            reason,
-                        }
-                    })?;
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(verifier))
-            }
-            Trust::System => builder.with_root_certificates(system_roots(
-                rustls_native_certs::load_native_certs(),
-                &store_variables(),
-            )?),
-            Trust::PublicCas => builder.with_root_certificates(RootCertStore::from_iter(
-                webpki_roots::TLS_SERVER_ROOTS.iter().cloned(),
-            )),
-            Trust::Pinned(path) => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(PinnedCertificate {
-                    certs: pem::certificates(path)?,
-                    algorithms: provider.signature_verification_algorithms,
-                })),
-        };
-        let config = match identity {
-            Some(identity) => builder
-                .with_client_auth_cert(
-                    pem::certificate_chain(&identity.cert)?,
-                    pem::private_key(&identity.key)?,
-                )
-                .map_err(|e| TlsError::Identity {
-                    path: identity.key.clone(),
-                    reason: e.to_string(),
-                })?,
-            None => builder.with_no_client_auth(),
-        };
+        // Hashed first: a change racing the reads shows at the next check.
+        let digest = digest(trust, identity)?;
         Ok(Tls {
-            config: Arc::new(config),
+            loaded: Arc::new(Mutex::new(Loaded {
+                config: Arc::new(client_config(trust, identity)?),
+                digest,
+                refused: None,
+            })),
             trust: trust.clone(),
-            presents_identity: identity.is_some(),
+            identity: identity.cloned(),
+            presents_identity: identity.is_some() || presents_svid(trust),
             server_name: None,
         })
+    }
+
+    /// The settings for a new connection: loaded again first if the files
+    /// changed since, and the current ones if the change does not load.
+    fn config(&self) -> Arc<rustls::ClientConfig> {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        let identity = self.identity.as_ref();
+        let next = digest(&self.trust, identity)
+            .map_err(TlsError::from)
+            .and_then(|digest| {
+                if digest == loaded.digest {
+                    return Ok(None);
+                }
+                Ok(Some((client_config(&self.trust, identity)?, digest)))
+            });
+        match next {
+            Ok(None) => {}
+            Ok(Some((config, digest))) => {
+                tracing::info!(files = %self.files(), "TLS files changed: new connections use them");
+                *loaded = Loaded {
+                    config: Arc::new(config),
+                    digest,
+                    refused: None,
+                };
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                if loaded.refused.as_ref() != Some(&reason) {
+                    tracing::warn!(error = %reason, "TLS files changed but not loaded; still using the previous ones");
+                    loaded.refused = Some(reason);
+                }
+            }
+        }
+        loaded.config.clone()
+    }
+
+    /// The files these settings are read from, for logs.
+    fn files(&self) -> String {
+        files(&self.trust, self.identity.as_ref())
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Runs the handshake over `stream` to the server at `addr`.
@@ -159,7 +199,7 @@ impl Tls {
             .unwrap_or_else(|| host_of(addr).to_owned());
         let name = ServerName::try_from(name.clone())
             .map_err(|e| HandshakeError::BadServerName(format!("{name:?}: {e}")))?;
-        TlsConnector::from(self.config.clone())
+        TlsConnector::from(self.config())
             .connect(name, stream)
             .await
             .map_err(|e| self.refusal(&e).unwrap_or_else(|| failed_handshake(e)))
@@ -250,8 +290,109 @@ impl Tls {
             Trust::Pinned(path) => format!("the certificate in {}", path.display()),
             Trust::System => "a CA this machine trusts".to_owned(),
             Trust::PublicCas => "a public CA (the Mozilla root set)".to_owned(),
+            #[cfg(feature = "spiffe")]
+            Trust::Spiffe(source) => format!(
+                "a CA in the trust bundle from the SPIFFE Workload API at {}",
+                source.socket()
+            ),
         }
     }
+}
+
+/// Whether `trust` presents a certificate of its own.
+fn presents_svid(trust: &Trust) -> bool {
+    match trust {
+        #[cfg(feature = "spiffe")]
+        Trust::Spiffe(_) => true,
+        _ => false,
+    }
+}
+
+/// Client settings from the files that `trust` and `identity` name, or
+/// from the SPIFFE Workload API.
+fn client_config(
+    trust: &Trust,
+    identity: Option<&Identity>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("ring supports TLS 1.2 and 1.3");
+    let builder = match trust {
+        Trust::CaFile(path) => {
+            let verifier =
+                CaFile::new(pem::certificates(path)?, provider.clone()).map_err(|reason| {
+                    TlsError::Certificate {
+                        path: path.clone(),
+                        reason,
+                    }
+                })?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+        }
+        Trust::System => builder.with_root_certificates(system_roots(
+            rustls_native_certs::load_native_certs(),
+            &store_variables(),
+        )?),
+        Trust::PublicCas => builder.with_root_certificates(RootCertStore::from_iter(
+            webpki_roots::TLS_SERVER_ROOTS.iter().cloned(),
+        )),
+        Trust::Pinned(path) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedCertificate {
+                certs: pem::certificates(path)?,
+                algorithms: provider.signature_verification_algorithms,
+            })),
+        #[cfg(feature = "spiffe")]
+        Trust::Spiffe(source) => {
+            if let Some(identity) = identity {
+                return Err(TlsError::IdentityWithSpiffe {
+                    path: identity.cert.clone(),
+                });
+            }
+            return Ok(source.client_config()?);
+        }
+    };
+    Ok(match identity {
+        Some(identity) => builder
+            .with_client_auth_cert(
+                pem::certificate_chain(&identity.cert)?,
+                pem::private_key(&identity.key)?,
+            )
+            .map_err(|e| TlsError::Identity {
+                path: identity.key.clone(),
+                reason: e.to_string(),
+            })?,
+        None => builder.with_no_client_auth(),
+    })
+}
+
+/// The files `trust` and `identity` read: the ones that can change.
+fn files<'a>(trust: &'a Trust, identity: Option<&'a Identity>) -> impl Iterator<Item = &'a Path> {
+    let trusted = match trust {
+        Trust::CaFile(path) | Trust::Pinned(path) => Some(path.as_path()),
+        _ => None,
+    };
+    trusted.into_iter().chain(
+        identity
+            .into_iter()
+            .flat_map(|i| [i.cert.as_path(), i.key.as_path()]),
+    )
+}
+
+/// SHA-256 over the contents of the files the settings are read from.
+fn digest(trust: &Trust, identity: Option<&Identity>) -> Result<[u8; 32], PemError> {
+    let mut hash = Sha256::new();
+    for file in files(trust, identity) {
+        let bytes = std::fs::read(file).map_err(|source| PemError::Read {
+            path: file.to_owned(),
+            source,
+        })?;
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(&bytes);
+    }
+    Ok(hash.finalize().into())
 }
 
 /// Why a TLS handshake with a server failed, in words a user can act on.
@@ -762,16 +903,21 @@ mod tests {
     #[test]
     fn refusals_are_told_in_plain_words() {
         let tls = Tls {
-            config: Arc::new(
-                rustls::ClientConfig::builder_with_provider(Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(RootCertStore::empty())
-                .with_no_client_auth(),
-            ),
+            loaded: Arc::new(Mutex::new(Loaded {
+                config: Arc::new(
+                    rustls::ClientConfig::builder_with_provider(Arc::new(
+                        rustls::crypto::ring::default_provider(),
+                    ))
+                    .with_safe_default_protocol_versions()
+                    .unwrap()
+                    .with_root_certificates(RootCertStore::empty())
+                    .with_no_client_auth(),
+                ),
+                digest: [0; 32],
+                refused: None,
+            })),
             trust: Trust::CaFile("server.crt".into()),
+            identity: None,
             presents_identity: false,
             server_name: None,
         };
