@@ -275,7 +275,7 @@ impl Config {
         for (key, list) in lists {
             if let Some(entry) = list.iter().find(|e| e.needs_client_certificates()) {
                 return Err(format!(
-                    "{key} lists {entry:?}, but the message port verifies no client certificates: set tls.client_ca (or --tls-client-ca), or allow \"anyone\"",
+                    "{key} lists {entry:?}, but the message port verifies no client certificates: set tls.client_ca (or --tls-client-ca) or [tls.spiffe], or allow \"anyone\"",
                     entry = entry.to_string()
                 ));
             }

@@ -483,8 +483,16 @@ fn manifests_agree_with_each_other_and_the_config() {
             );
         }
 
-        if let Some(tls) = config.get("tls").and_then(|t| t.as_table()) {
-            check_tls_files(&objects, &pod, tls, service, &at);
+        match config.get("tls").and_then(|t| t.as_table()) {
+            // From the Workload API: its socket is the one checked below.
+            Some(tls) if tls.contains_key("spiffe") => assert!(
+                tls["spiffe"].get("socket").is_some()
+                    || pod.env("SPIFFE_ENDPOINT_SOCKET").is_some(),
+                "{}",
+                at("[tls.spiffe] with no socket")
+            ),
+            Some(tls) => check_tls_files(&objects, &pod, tls, service, &at),
+            None => {}
         }
         if let Some(socket) = pod.env("SPIFFE_ENDPOINT_SOCKET") {
             let path = socket
@@ -495,7 +503,7 @@ fn manifests_agree_with_each_other_and_the_config() {
             assert_eq!(volume["csi"]["readOnly"], true, "{}", at("socket"));
         }
         assert!(
-            config.contains_key("tls") || pod.env("SPIFFE_ENDPOINT_SOCKET").is_some(),
+            config.contains_key("tls"),
             "{}",
             at("no certificate source")
         );
