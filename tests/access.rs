@@ -10,7 +10,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use arrpc_wire::rpc;
 use common::admin::{admin_of, get};
 use common::certs::{self, Ca, CertFiles};
 use common::*;
@@ -51,26 +50,6 @@ fn tls_section(server: &CertFiles, ca: &Ca) -> String {
         server.key.display(),
         ca.cert.display()
     )
-}
-
-/// One MessagePack-RPC call on an open TLS connection: its error, or nil.
-fn call(stream: &mut StreamOwned<ClientConnection, TcpStream>, method: &str) -> Value {
-    stream
-        .write_all(&rpc::request(3, method, &encode(&Value::from(1))))
-        .unwrap();
-    let mut buffer = Vec::new();
-    loop {
-        if let Some(len) = arrpc_wire::frame::value_len(&buffer) {
-            let Value::Array(items) = decode(&buffer[..len]) else {
-                panic!("not a response");
-            };
-            return items[2].clone();
-        }
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).unwrap();
-        assert!(n > 0, "connection closed");
-        buffer.extend_from_slice(&chunk[..n]);
-    }
 }
 
 fn connect(
@@ -144,7 +123,7 @@ fn each_handler_admits_only_the_callers_its_list_names() {
             who.to_owned()
         };
         for (method, allowed) in methods.iter().zip(allowed) {
-            let error = call(&mut stream, method);
+            let error = rpc_error_on(&mut stream, method);
             if allowed {
                 assert!(error.is_nil(), "{caller} -> {method}: {error:?}");
             } else {
@@ -152,7 +131,7 @@ fn each_handler_admits_only_the_callers_its_list_names() {
             }
         }
         // Still usable after the refusals.
-        assert!(call(&mut stream, "public").is_nil());
+        assert!(rpc_error_on(&mut stream, "public").is_nil());
     }
 
     let decisions = |handler: &str, result: &str| {
@@ -226,8 +205,9 @@ fn allow_lists_reload_without_a_restart() {
         tls_section(&server, &ca),
         handlers(&format!("\"{WEB}\""))
     ));
-    let orders =
-        |identity: &CertFiles| call(&mut connect(host.addr, &ca.cert, Some(identity)), "orders");
+    let orders = |identity: &CertFiles| {
+        rpc_error_on(&mut connect(host.addr, &ca.cert, Some(identity)), "orders")
+    };
     assert!(orders(&web).is_nil());
     assert_eq!(orders(&billing), refused(BILLING, "orders"));
 
@@ -286,7 +266,7 @@ fn identities_without_client_certificates_are_refused() {
     .unwrap();
     host.wait_for_log("config reload refused; nothing changed: access.default_allow lists");
     let mut stream = certs::tls_connect(host.addr, certs::rustls_client(&own.cert, None));
-    assert!(call(&mut stream, "guarded").is_nil());
+    assert!(rpc_error_on(&mut stream, "guarded").is_nil());
 }
 
 /// Failed handshakes are counted by what went wrong, so an operator can

@@ -405,30 +405,6 @@ fn send_takes_its_identity_from_the_workload_api() {
     );
 }
 
-/// One MessagePack-RPC call on an open TLS connection: its error, or nil.
-fn rpc_error(stream: &mut StreamOwned<ClientConnection, TcpStream>, method: &str) -> rmpv::Value {
-    stream
-        .write_all(&arrpc_wire::rpc::request(
-            1,
-            method,
-            &encode(&rmpv::Value::from(1)),
-        ))
-        .unwrap();
-    let mut buffer = Vec::new();
-    loop {
-        if let Some(len) = arrpc_wire::frame::value_len(&buffer) {
-            let rmpv::Value::Array(items) = decode(&buffer[..len]) else {
-                panic!("not a response");
-            };
-            return items[2].clone();
-        }
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).unwrap();
-        assert!(n > 0, "connection closed");
-        buffer.extend_from_slice(&chunk[..n]);
-    }
-}
-
 /// Per-handler allow lists tell callers apart by the SPIFFE ID in the SVID
 /// they present, verified by the agent's bundle; a caller without one
 /// reaches only handlers open to anyone.
@@ -458,16 +434,16 @@ fn allow_lists_name_callers_by_their_svid() {
     );
 
     let mut stream = connect(&host, &ca_file, Some(&web));
-    assert!(rpc_error(&mut stream, "orders").is_nil());
+    assert!(rpc_error_on(&mut stream, "orders").is_nil());
     let mut stream = connect(&host, &ca_file, Some(&billing));
     assert_eq!(
-        rpc_error(&mut stream, "orders"),
+        rpc_error_on(&mut stream, "orders"),
         rmpv::Value::from(
             "arrpc.error.AuthException: spiffe://cluster.local/ns/billing/sa/api may not call `orders`"
         )
     );
-    assert!(rpc_error(&mut stream, "public").is_nil());
+    assert!(rpc_error_on(&mut stream, "public").is_nil());
     let mut stream = connect(&host, &ca_file, None);
-    assert!(rpc_error(&mut stream, "public").is_nil());
-    assert!(!rpc_error(&mut stream, "orders").is_nil());
+    assert!(rpc_error_on(&mut stream, "public").is_nil());
+    assert!(!rpc_error_on(&mut stream, "orders").is_nil());
 }

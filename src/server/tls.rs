@@ -17,7 +17,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use arrpc_client::spiffe::{self, Svid};
 use arrpc_wire::pem::{self, PemError};
-use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -385,16 +384,7 @@ impl Files {
 
     /// SHA-256 over the files' contents, in order.
     fn digest(&self) -> Result<[u8; 32], PemError> {
-        let mut hash = Sha256::new();
-        for file in self.paths() {
-            let bytes = std::fs::read(file).map_err(|source| PemError::Read {
-                path: file.to_owned(),
-                source,
-            })?;
-            hash.update((bytes.len() as u64).to_le_bytes());
-            hash.update(&bytes);
-        }
-        Ok(hash.finalize().into())
+        pem::files_fingerprint(self.paths())
     }
 }
 
@@ -497,19 +487,13 @@ type ClientCas = (String, Vec<CertificateDer<'static>>);
 
 /// SHA-256 over an SVID's chain, key and bundle.
 fn svid_digest(svid: &Svid) -> [u8; 32] {
-    let mut hash = Sha256::new();
-    let key = svid.key.secret_der();
-    for part in svid
-        .chain
-        .iter()
-        .map(|c| c.as_ref())
-        .chain([key])
-        .chain(svid.bundle.iter().map(|c| c.as_ref()))
-    {
-        hash.update((part.len() as u64).to_le_bytes());
-        hash.update(part);
-    }
-    hash.finalize().into()
+    pem::fingerprint(
+        svid.chain
+            .iter()
+            .map(|c| c.as_ref())
+            .chain([svid.key.secret_der()])
+            .chain(svid.bundle.iter().map(|c| c.as_ref())),
+    )
 }
 
 /// A subject alternative name as OpenSSL prints it: `DNS:a.b`,

@@ -316,6 +316,31 @@ pub fn rpc_call(host: &Host, method: &str, params: &rmpv::Value) -> (rmpv::Value
     }
 }
 
+/// One MessagePack-RPC request on an open stream (TLS or not) with the
+/// params `1`: the response's error, nil when the call succeeded.
+pub fn rpc_error_on(stream: &mut (impl std::io::Read + Write), method: &str) -> rmpv::Value {
+    stream
+        .write_all(&arrpc_wire::rpc::request(
+            3,
+            method,
+            &encode(&rmpv::Value::from(1)),
+        ))
+        .unwrap();
+    let mut buffer = Vec::new();
+    loop {
+        if let Some(len) = arrpc_wire::frame::value_len(&buffer) {
+            let rmpv::Value::Array(items) = decode(&buffer[..len]) else {
+                panic!("not a response");
+            };
+            return items[2].clone();
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "connection closed");
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+}
+
 pub fn str_value(s: &str) -> rmpv::Value {
     rmpv::Value::from(s)
 }

@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrpc_wire::pem::{self, PemError};
-use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -383,16 +382,7 @@ fn files<'a>(trust: &'a Trust, identity: Option<&'a Identity>) -> impl Iterator<
 
 /// SHA-256 over the contents of the files the settings are read from.
 fn digest(trust: &Trust, identity: Option<&Identity>) -> Result<[u8; 32], PemError> {
-    let mut hash = Sha256::new();
-    for file in files(trust, identity) {
-        let bytes = std::fs::read(file).map_err(|source| PemError::Read {
-            path: file.to_owned(),
-            source,
-        })?;
-        hash.update((bytes.len() as u64).to_le_bytes());
-        hash.update(&bytes);
-    }
-    Ok(hash.finalize().into())
+    pem::files_fingerprint(files(trust, identity))
 }
 
 /// Why a TLS handshake with a server failed, in words a user can act on.

@@ -182,6 +182,27 @@ fn pem_reason(e: &rustls_pki_types::pem::Error) -> String {
     }
 }
 
+/// SHA-256 over `parts`, each prefixed with its length so that bytes moving
+/// from one part to the next still change it: what a set of certificate and
+/// key files (or an SVID) holds, to tell a change from none.
+pub fn fingerprint<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for part in parts {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part);
+    }
+    hash.finalize().into()
+}
+
+/// [`fingerprint`] of the files' contents, in order.
+pub fn files_fingerprint<'a>(
+    files: impl IntoIterator<Item = &'a Path>,
+) -> Result<[u8; 32], PemError> {
+    let contents = files.into_iter().map(read).collect::<Result<Vec<_>, _>>()?;
+    Ok(fingerprint(contents.iter().map(Vec::as_slice)))
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, PemError> {
     std::fs::read(path).map_err(|source| PemError::Read {
         path: path.to_owned(),
