@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -126,14 +125,6 @@ fn wait_for_subject(host: &Host, ca: &Path, name: &str) {
     }
 }
 
-/// A one-byte message on an open TLS connection, echoed back on it.
-fn echo_byte(stream: &mut StreamOwned<ClientConnection, TcpStream>, byte: u8) {
-    stream.write_all(&[byte]).unwrap();
-    let mut reply = [0u8; 1];
-    stream.read_exact(&mut reply).unwrap();
-    assert_eq!(reply, [byte]);
-}
-
 /// The files of a TLS Secret as cert-manager fills it.
 fn secret(server: &CertFiles, ca: &Ca) -> Vec<(&'static str, Vec<u8>)> {
     vec![
@@ -179,13 +170,13 @@ fn three_rotations_reach_new_handshakes_while_an_old_connection_works() {
     let ca_file = volume.path("ca.crt");
     assert_eq!(served_subject(&host, &ca_file), "CN=gen1");
     let mut old = tls_connection(&host, &ca_file);
-    echo_byte(&mut old, 1);
+    certs::echo_byte(&mut old, 1);
 
     for generation in ["gen2", "gen3", "gen4"] {
         let renewed = ca.server(dir.path(), generation, certs::local_names());
         project(&volume, &secret(&renewed, &ca));
         wait_for_subject(&host, &ca_file, generation);
-        echo_byte(&mut old, 2);
+        certs::echo_byte(&mut old, 2);
     }
     assert_eq!(
         host.log().matches("TLS files reloaded").count(),

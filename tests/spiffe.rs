@@ -7,7 +7,6 @@ mod common;
 #[path = "common/workload_api.rs"]
 mod workload_api;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -86,14 +85,6 @@ fn wait_until(host: &Host, what: &str, mut ready: impl FnMut() -> bool) {
     }
 }
 
-/// A one-byte message on an open TLS connection, echoed back on it.
-fn echo_byte(stream: &mut StreamOwned<ClientConnection, TcpStream>, byte: u8) {
-    stream.write_all(&[byte]).unwrap();
-    let mut reply = [0u8; 1];
-    stream.read_exact(&mut reply).unwrap();
-    assert_eq!(reply, [byte]);
-}
-
 /// One message through the Rust client, trusting the CAs in `ca` and
 /// presenting `identity`.
 fn call(host: &Host, ca: &Path, identity: &CertFiles) -> Result<String, Error> {
@@ -135,7 +126,7 @@ fn serves_the_agents_svid_and_each_rotation() {
 
     assert_eq!(served_subject(&host, &ca_file, Some(&client)), "CN=svid-1");
     let mut old = connect(&host, &ca_file, Some(&client));
-    echo_byte(&mut old, 1);
+    certs::echo_byte(&mut old, 1);
     assert_eq!(get(admin, "/readyz").0, 200);
 
     for n in 2..=3 {
@@ -145,7 +136,7 @@ fn serves_the_agents_svid_and_each_rotation() {
         wait_until(&host, &format!("serving {label}"), || {
             served_subject(&host, &ca_file, Some(&client)) == want
         });
-        echo_byte(&mut old, n);
+        certs::echo_byte(&mut old, n);
     }
     // The subject holds `=`, which the Prometheus parser splits on.
     let (_, text) = get(admin, "/metrics");
@@ -216,14 +207,14 @@ fn the_agent_stopping_and_coming_back_does_not_stop_serving() {
     agent.stop();
     host.wait_for_log("lost the SPIFFE Workload API stream");
     assert_eq!(served_subject(&host, &ca_file, None), "CN=before");
-    echo_byte(&mut old, 7);
+    certs::echo_byte(&mut old, 7);
 
     agent.serve(ca.issue("shop", "host", "after", LOCAL).served(&[&ca]));
     agent.restart();
     wait_until(&host, "serving the SVID from the restarted agent", || {
         served_subject(&host, &ca_file, None) == "CN=after"
     });
-    echo_byte(&mut old, 8);
+    certs::echo_byte(&mut old, 8);
 }
 
 /// The agent withdraws this workload's identity (its registration entry

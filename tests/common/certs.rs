@@ -241,3 +241,12 @@ pub fn try_tls_connect(
     }
     Ok(stream)
 }
+
+/// A one-byte message (a fixint) on an open connection, which an echo
+/// handler serving bare messages answers with the same byte.
+pub fn echo_byte(stream: &mut (impl std::io::Read + std::io::Write), byte: u8) {
+    stream.write_all(&[byte]).unwrap();
+    let mut reply = [0u8; 1];
+    stream.read_exact(&mut reply).unwrap();
+    assert_eq!(reply, [byte]);
+}
