@@ -394,6 +394,12 @@ fn send_takes_its_identity_from_the_workload_api() {
         stderr.contains("the server refused our client certificate"),
         "{stderr}"
     );
+    // The fix lies with trust domains, not with certificate flags.
+    assert!(
+        stderr.contains("hint: the server does not trust this workload's SVID")
+            && !stderr.contains("--tls-cert"),
+        "{stderr}"
+    );
 }
 
 /// Per-handler allow lists tell callers apart by the SPIFFE ID in the SVID

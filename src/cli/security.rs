@@ -256,12 +256,39 @@ impl SendSecurityArgs {
     }
 }
 
-/// What to change for a refused TLS handshake, by the `send` flags that do
-/// it where some do; the client's error has already said what was wrong.
-pub fn tls_hint(error: &Error) -> Option<String> {
-    let Error::Tls { source, .. } = error else {
-        return None;
-    };
+impl SendSecurityArgs {
+    /// What to change for a refused TLS handshake, by the `send` flags that
+    /// do it where some do; the client's error has already said what was
+    /// wrong. Under --tls-spiffe the certificates are the agent's, so no
+    /// certificate flag is the fix.
+    pub fn tls_hint(&self, error: &Error) -> Option<String> {
+        let Error::Tls { source, .. } = error else {
+            return None;
+        };
+        if self.tls_spiffe {
+            return spiffe_hint(source);
+        }
+        file_hint(source)
+    }
+}
+
+/// [`SendSecurityArgs::tls_hint`] with the workload's SVID from the agent.
+fn spiffe_hint(source: &HandshakeError) -> Option<String> {
+    Some(match source {
+        HandshakeError::UnknownIssuer { .. } => "the server's certificate is from no trust domain \
+             in the agent's bundle: serve it an SVID of this trust domain, or federate the two"
+            .to_owned(),
+        HandshakeError::ClientCertificateRequired { .. }
+        | HandshakeError::ClientCertificateRefused { .. } => "the server does not trust this \
+             workload's SVID: it must trust this trust domain's bundle (its [tls.spiffe] or \
+             client_ca), and the agent must have issued this workload an SVID"
+            .to_owned(),
+        other => return file_hint(other),
+    })
+}
+
+/// [`SendSecurityArgs::tls_hint`] with certificates from files.
+fn file_hint(source: &HandshakeError) -> Option<String> {
     Some(match source {
         HandshakeError::UnknownIssuer { .. } => "pass the CA that signed it with --tls-ca FILE, \
              or the server's own certificate with --tls-ca FILE --tls-self-signed"

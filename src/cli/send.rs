@@ -61,7 +61,7 @@ pub fn run(args: SendArgs) -> ExitCode {
             eprintln!("error: {e:#}");
             if let Some(hint) = e
                 .downcast_ref::<arrpc_client::Error>()
-                .and_then(super::security::tls_hint)
+                .and_then(|e| args.security.tls_hint(e))
             {
                 eprintln!("hint: {hint}");
             }
