@@ -50,12 +50,10 @@ fn tools() -> &'static Path {
     static TOOLS: OnceLock<PathBuf> = OnceLock::new();
     TOOLS.get_or_init(|| {
         let dir = tmp().join("deploy-tools");
-        let lock = std::fs::File::create(dir.with_extension("lock")).unwrap();
-        lock.lock().unwrap();
-        common::run_sh(
+        common::run_sh_locked(
+            &dir.with_extension("lock"),
             &root().join("deploy/check/setup-tools.sh"),
             &[&dir],
-            &[],
             "cannot install the manifest validators (needs python3 with venv, npm, PyPI and the npm registry)",
         );
         dir

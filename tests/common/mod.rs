@@ -50,6 +50,15 @@ pub fn run_sh(script: &Path, args: &[&Path], env: &[(&str, &Path)], failure: &st
     );
 }
 
+/// [`run_sh`] under the file lock `lock`: test binaries run at once, and a
+/// setup script (a virtualenv, toolchains) runs in one of them while the
+/// others wait, then find everything in place.
+pub fn run_sh_locked(lock: &Path, script: &Path, args: &[&Path], failure: &str) {
+    let lock = std::fs::File::create(lock).unwrap();
+    lock.lock().unwrap();
+    run_sh(script, args, &[], failure);
+}
+
 pub fn component(name: &str) -> PathBuf {
     components().join(format!("{name}.wasm"))
 }

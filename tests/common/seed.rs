@@ -16,13 +16,10 @@ pub fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
         let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("seed-venv");
-        let lock = std::fs::File::create(venv.with_extension("lock")).unwrap();
-        // Test binaries run at once; one creates the virtualenv, others wait.
-        lock.lock().unwrap();
-        super::run_sh(
+        super::run_sh_locked(
+            &venv.with_extension("lock"),
             &scripts().join("setup-seed-venv.sh"),
             &[&venv],
-            &[],
             "cannot install Python arrpc==0.5.0 (needs python3 with venv and PyPI)",
         );
         venv.join("bin/python")

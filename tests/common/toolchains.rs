@@ -19,16 +19,10 @@ pub fn toolchain(part: &str) {
     if ready.iter().any(|ready| ready == part) {
         return;
     }
-    let lock =
-        std::fs::File::create(Path::new(env!("CARGO_TARGET_TMPDIR")).join("toolchains.lock"))
-            .unwrap();
-    // Test binaries run at once; one installs, the others wait and then
-    // find everything in place.
-    lock.lock().unwrap();
-    super::run_sh(
+    super::run_sh_locked(
+        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("toolchains.lock"),
         &handlers().join("install-toolchains.sh"),
         &[Path::new(part)],
-        &[],
         &format!(
             "cannot install the {part} guest toolchain (handlers/install-toolchains.sh {part})"
         ),
