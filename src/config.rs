@@ -85,8 +85,8 @@ pub struct TelemetryConfig {
 pub struct ServerConfig {
     /// Address the message port listens on.
     pub listen: SocketAddr,
-    /// Handler that receives the seed's bare messages. May be left out when
-    /// exactly one handler is configured.
+    /// Handler that receives bare messages (the Python arrpc package's form).
+    /// May be left out when exactly one handler is configured.
     pub default_handler: Option<String>,
     /// Largest message accepted, in bytes; a larger one is answered with an
     /// error and its connection closed.

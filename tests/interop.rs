@@ -1,6 +1,7 @@
-//! Interop with the real Python seed, `arrpc==0.5.0` from PyPI: its
+//! Interop with the real Python arrpc package, `arrpc==0.5.0` from PyPI: its
 //! `Client` against `arrpc-host`, and our client and `arrpc-host send`
-//! against its `Server`; plain, signed and over TLS.
+//! against its `Server`; plain, signed and over TLS. "Seed" in test names
+//! and in `common::seed` means that package.
 
 mod common;
 
@@ -93,8 +94,8 @@ fn seed_client_talks_tls_to_the_host_with_a_ca_and_self_signed() {
     );
     let ca_file = ca.cert.to_str().unwrap();
     let own_file = own.cert.to_str().unwrap();
-    // The seed's TLS client sends once per Client; seed_client.py uses a
-    // fresh one per call, as seed users must.
+    // The Python arrpc package's TLS client sends once per Client;
+    // seed_client.py uses a fresh one per call, as its users must.
     let outcomes = seed::client_calls(&json!([
         call(&ca_host, json!({"n": 1}), json!({"tls_cafile": ca_file})),
         call(&ca_host, json!({"n": 2}), json!({"tls_cafile": ca_file})),
@@ -189,8 +190,8 @@ fn our_client_and_send_talk_tls_to_the_seed_server() {
     let mut config = client(ca_signed.addr);
     config.tls = Some(Tls::new(&Trust::CaFile(ca.cert.clone()), None).unwrap());
     let mut ours = BlockingClient::new(config).unwrap();
-    // One TLS connection carries several messages (not 0: the seed drops
-    // falsy messages unanswered).
+    // One TLS connection carries several messages (not 0: the Python arrpc
+    // package drops falsy messages unanswered).
     for n in 1..3 {
         let reply: Value = ours.send(&n).unwrap();
         assert_eq!(reply, json!({"seed": n}));

@@ -343,7 +343,7 @@ fn a_flood_of_bad_signatures_is_answered_in_full_but_logged_within_a_budget() {
     assert!(suppressed > 0);
 }
 
-/// The hex MAC the seed envelope carries for `data`.
+/// The hex MAC a plain signed envelope carries for `data`.
 fn hex_mac(secret: &[u8], data: &[u8]) -> String {
     let rmpv::Value::Map(fields) = decode(&envelope::sign(secret, data)) else {
         panic!("an envelope is a map");
@@ -574,7 +574,7 @@ fn rpc_calls_are_signed_and_verified_like_bare_messages() {
     assert_eq!(reply["sum"], 42);
 
     // Unsigned and wrongly signed calls get a response their client can
-    // match, carrying the seed's auth error.
+    // match, carrying the Python arrpc package's auth error.
     for secret in [None, Some(b"wrong".to_vec())] {
         let mut config = client_config(&host, None);
         config.auth_secret = secret;

@@ -315,7 +315,8 @@ fn spans_continue_the_client_trace_and_reach_the_handler() {
         ))
         .unwrap();
     assert_eq!(decode(&printed), Value::from(1));
-    // The seed's bare form still works untraced next to traced messages.
+    // The Python arrpc package's bare form still works untraced next to traced
+    // messages.
     let mut wire = host.connect();
     assert_eq!(
         decode(&wire.call(&encode(&str_value("plain")))),

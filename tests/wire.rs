@@ -19,7 +19,7 @@ fn echo_host(server: &str) -> Host {
 fn falsy_values_are_answered() {
     let host = echo_host("");
     let mut wire = host.connect();
-    // 0, "", {}, [], nil, false: the seed drops these silently.
+    // 0, "", {}, [], nil, false: the Python arrpc package drops these silently.
     for message in [[0x00], [0xa0], [0x80], [0x90], [0xc0], [0xc2]] {
         assert_eq!(wire.call(&message), message);
     }
@@ -73,7 +73,8 @@ fn two_hundred_messages_in_one_write_get_two_hundred_replies_in_order() {
 fn messages_of_exactly_4096_bytes_and_of_1_mib_round_trip() {
     let host = echo_host("");
     let mut wire = host.connect();
-    // bin16 header (3 bytes) + 4093 bytes = 4096, the seed's read size.
+    // bin16 header (3 bytes) + 4093 bytes = 4096, the Python arrpc package's
+    // read size.
     let exact = encode(&Value::Binary(vec![1; 4093]));
     assert_eq!(exact.len(), 4096);
     assert_eq!(wire.call(&exact), exact);

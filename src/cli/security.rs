@@ -160,7 +160,8 @@ pub struct SendSecurityArgs {
     #[arg(long, value_name = "F")]
     tls_ca: Option<PathBuf>,
     /// The --tls-ca file is the server's own self-signed certificate: trust
-    /// exactly it, whatever names it carries (the seed's `tls_self_signed`).
+    /// exactly it, whatever names it carries (the Python arrpc package's
+    /// `tls_self_signed`).
     #[arg(long, requires = "tls_ca")]
     tls_self_signed: bool,
     /// Present this PEM certificate chain (mutual TLS).

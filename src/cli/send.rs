@@ -43,8 +43,8 @@ pub struct SendArgs {
     /// Continue this W3C trace (`00-<trace id>-<parent id>-<flags>`): the
     /// message travels in a trace envelope, and the host's span for it (or,
     /// with tracing off, its handler) gets this context. Only for
-    /// `arrpc-host`: the Python seed's server takes the envelope for the
-    /// message.
+    /// `arrpc-host`: the Python arrpc package's server takes the envelope for
+    /// the message.
     #[arg(long, value_parser = parse_traceparent)]
     traceparent: Option<String>,
     /// Log connection attempts and other detail.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// `[auth]`: signed messages, as the seed's `auth_secret`.
+/// `[auth]`: signed messages, as the Python arrpc package's `auth_secret`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
@@ -18,7 +18,8 @@ pub struct AuthConfig {
     /// after. Empty: messages need no signature.
     pub secrets: Vec<SecretSource>,
     /// Require stamped envelopes (time and nonce under the MAC) and refuse
-    /// replays. Seed clients cannot send these, so it is off by default.
+    /// replays. Python arrpc clients cannot send these, so it is off by
+    /// default.
     pub replay_protection: bool,
     /// How far an envelope's time may be from the host's clock, either way.
     #[serde(with = "humantime_serde")]

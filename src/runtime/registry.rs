@@ -19,7 +19,7 @@ pub struct HandlerSet {
     /// Looked up on every message; the names are configured, and a client
     /// can only look one up, never add one, so a fast hash serves.
     handlers: HashMap<String, Arc<Handler>, foldhash::fast::RandomState>,
-    /// Name of the handler for the seed's bare messages.
+    /// Name of the handler for bare messages (the Python arrpc package's form).
     default: Option<String>,
 }
 
@@ -54,7 +54,7 @@ impl HandlerSet {
         self.handlers.get(name)
     }
 
-    /// The handler for the seed's bare messages.
+    /// The handler for bare messages (the Python arrpc package's form).
     pub fn default_handler(&self) -> Option<&Arc<Handler>> {
         self.default
             .as_deref()

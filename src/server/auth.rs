@@ -25,8 +25,8 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The reply in the seed's spelling. Signature and stamp failures all
-    /// get the seed's one auth error, so a prober learns nothing of which
+    /// The reply in the Python arrpc package's spelling. Signature and stamp
+    /// failures all get its one auth error, so a prober learns nothing of which
     /// check failed; only a full replay cache says so, since retrying later
     /// helps there.
     pub fn reply(&self) -> Vec<u8> {

@@ -2,7 +2,7 @@
 //!
 //! With a secret configured, every message must be a signed envelope; it is
 //! verified before anything else looks at it, and only its `data` goes on.
-//! A message is either bare (the seed's form: the whole message goes to the
+//! A message is either bare (Python arrpc's form: the whole message goes to the
 //! default handler and the handler's output is the reply) or
 //! MessagePack-RPC (its `method` names the handler, `params` is the payload
 //! and the handler's output becomes the response's `result`). Either may
@@ -46,7 +46,7 @@ pub struct Dispatcher {
 
 /// A message as read from a connection, sorted by how it is answered.
 pub enum Incoming {
-    /// The seed's form: answered in request order.
+    /// The Python arrpc package's form: answered in request order.
     Bare(BareMessage),
     /// MessagePack-RPC: answered as soon as its handler finishes.
     Rpc(RpcCall),
@@ -65,7 +65,7 @@ struct Received {
     traceparent: Option<String>,
 }
 
-/// A message in the seed's bare form.
+/// A message in the Python arrpc package's bare form.
 pub struct BareMessage {
     message: Bytes,
     received: Received,
@@ -175,7 +175,7 @@ impl Dispatcher {
     }
 
     /// Produces the reply to one bare message: the handler's output, or an
-    /// error reply in the seed's spelling.
+    /// error reply in the Python arrpc package's spelling.
     pub async fn dispatch(&self, bare: BareMessage, peer: Arc<Peer>) -> Vec<u8> {
         let Some(handler) = self.registry.default_handler() else {
             self.metrics.refused(Outcome::UnknownHandler);

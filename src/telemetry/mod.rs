@@ -35,7 +35,8 @@ pub enum LogFormat {
 /// Installs the global log subscriber.
 ///
 /// `RUST_LOG` wins when set; otherwise `default` applies, or debug output
-/// for arrpc's own crates when `debug` is set (the seed's `debug=True`).
+/// for arrpc's own crates when `debug` is set (the Python arrpc package's
+/// `debug=True`).
 pub fn init(default: &str, debug: bool) {
     let _ = install(default, debug, LogFormat::Human, None);
 }

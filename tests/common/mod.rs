@@ -304,8 +304,8 @@ pub fn decode(bytes: &[u8]) -> rmpv::Value {
     value
 }
 
-/// The text of a seed error reply (`arrpc.error.RpcException: ...`), if the
-/// reply is one.
+/// The text of an error reply in the Python arrpc package's spelling
+/// (`arrpc.error.RpcException: ...`), if the reply is one.
 pub fn error_text(reply: &[u8]) -> Option<String> {
     match decode(reply) {
         rmpv::Value::String(s) => s.into_str().filter(|s| s.starts_with("arrpc.error.")),

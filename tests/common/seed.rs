@@ -1,5 +1,6 @@
-//! The real Python seed, `arrpc==0.5.0` from PyPI, in a virtualenv the
-//! tests create on first use (shared by every test binary, under a lock).
+//! The real Python arrpc package, `arrpc==0.5.0` from PyPI, in a virtualenv
+//! the tests create on first use (shared by every test binary, under a lock).
+//! "Seed" in names here (`SeedServer`, `seed-venv`) means that package.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -26,7 +27,8 @@ pub fn python() -> &'static Path {
     })
 }
 
-/// Runs seed `Client.send` calls (see tests/python/seed_client.py).
+/// Runs the Python arrpc package's `Client.send` calls (see
+/// tests/python/seed_client.py).
 pub fn client_calls(calls: &serde_json::Value) -> Vec<serde_json::Value> {
     let output = Command::new(python())
         .arg(scripts().join("seed_client.py"))

@@ -1,8 +1,10 @@
 """Runs Python arrpc.Client calls and prints their outcomes as JSON.
 
+"seed" in this file's name means the Python arrpc package (PyPI arrpc==0.5.0).
+
 argv[1] is a JSON list of calls: {"port": int, "message": any, "kwargs": {...}}.
-Every call uses a fresh Client, as a seed user must for TLS (the seed's TLS
-client closes its socket after one send). Prints a JSON list with
+Every call uses a fresh Client, as its users must for TLS (the Python arrpc
+package's TLS client closes its socket after one send). Prints a JSON list with
 {"ok": reply} or {"error": exception class name, "message": text} per call.
 """
 import json

@@ -1,5 +1,6 @@
 """Serves Python arrpc.Server on 127.0.0.1 with a handler that wraps each
-message as {"seed": message}.
+message as {"seed": message}. "seed" here, in the reply and in this file's
+name, means the Python arrpc package (PyPI arrpc==0.5.0).
 
 usage: seed_server.py PORT [--cert F --key F] [--secret-env NAME]
 """

@@ -1,6 +1,7 @@
 #!/bin/sh
-# Creates a virtualenv at $1 holding the Python seed, arrpc 0.5.0 from PyPI.
-# Used by tests/common/seed.rs (under a file lock) and by .ci/run.
+# Creates a virtualenv at $1 holding the Python arrpc package, arrpc 0.5.0
+# from PyPI ("seed" in this script's name and in `seed-venv` means that
+# package). Used by tests/common/seed.rs (under a file lock) and by .ci/run.
 set -eu
 venv=$1
 [ -f "$venv/.ready" ] && exit 0

@@ -4,7 +4,7 @@
 //! For every point (connections × pipeline depth × payload size) it drives
 //! closed-loop load against the native echo ceiling and each target
 //! (`arrpc-host` serving the echo component plain, reused, signed or over
-//! TLS, and the Python seed when available) in interleaved rounds, and
+//! TLS, and Python arrpc's own server when available) in interleaved rounds, and
 //! prints one JSON line per target: messages/s, p50 and p99 latency,
 //! errors, and the ratio to the ceiling. Servers run pinned to one CPU and
 //! the load generator to another. `footprint` measures start-up and memory,
@@ -89,8 +89,9 @@ struct RunArgs {
     rounds: usize,
     /// Targets to measure, of: ceiling, host (fresh instance per message),
     /// host-reuse (`reuse = 10000`), host-signed (HMAC envelopes),
-    /// host-tls (TLS, fresh instance), ceiling-tls, seed. The ceiling
-    /// always runs, since ratios need it; ceiling-tls whenever host-tls does.
+    /// host-tls (TLS, fresh instance), ceiling-tls, seed (the Python arrpc
+    /// package's server). The ceiling always runs, since ratios need it;
+    /// ceiling-tls whenever host-tls does.
     #[arg(long, value_delimiter = ',', default_values_t = ["ceiling".to_string(), "host".into(), "host-reuse".into(), "host-signed".into(), "host-tls".into(), "seed".into()])]
     targets: Vec<String>,
     #[command(flatten)]
@@ -104,7 +105,8 @@ struct RunArgs {
     /// judged against its baseline under the same conditions.
     #[arg(long)]
     baseline_host_bin: Option<PathBuf>,
-    /// A Python with `arrpc==0.5.0` installed, to measure the seed.
+    /// A Python with `arrpc==0.5.0` installed, to measure the Python arrpc
+    /// package's server (target `seed`).
     #[arg(long, default_value = "target/tmp/seed-venv/bin/python")]
     seed_python: PathBuf,
 }

@@ -145,8 +145,8 @@ struct Env<'a> {
     certs: Option<&'a SelfSigned>,
 }
 
-/// Starts target `name`; `None` when it cannot be measured here (the seed
-/// without its Python).
+/// Starts target `name`; `None` when it cannot be measured here (`seed`, the
+/// Python arrpc package's server, without its Python).
 fn start(name: &'static str, env: &Env<'_>) -> anyhow::Result<Option<Started>> {
     let name = BASELINES
         .iter()

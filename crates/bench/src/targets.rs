@@ -177,7 +177,7 @@ fn host_config(echo_wasm: &Path, variant: HostVariant<'_>) -> String {
     }
 }
 
-/// The Python seed's `arrpc.Server` with an echo handler.
+/// The Python arrpc package's `arrpc.Server` with an echo handler.
 pub fn seed(python: &Path, cpu: Option<usize>) -> anyhow::Result<Target> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let script = format!(

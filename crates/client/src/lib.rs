@@ -2,15 +2,15 @@
 //!
 //! A [`Client`] holds one connection, opened on first use and reopened when
 //! the server dropped it. Each [`Client::send`] writes one MessagePack
-//! message (signed when a secret is set) and reads one reply; the seed's
-//! error strings come back as typed [`Error`]s. [`RpcClient`] calls named
-//! handlers over MessagePack-RPC, many calls at once on one connection.
+//! message (signed when a secret is set) and reads one reply; the Python arrpc
+//! package's error strings come back as typed [`Error`]s. [`RpcClient`] calls
+//! named handlers over MessagePack-RPC, many calls at once on one connection.
 //! [`ClientConfig::tls`] talks TLS (see [`tls`]).
 //!
 //! A call can carry the caller's W3C `traceparent` ([`Client::send_raw_traced`],
 //! [`RpcClient::call_raw_traced`]) in a trace envelope, which `arrpc-host`
-//! continues; the Python seed server does not know trace envelopes. With
-//! the cargo feature `metrics`, calls are measured into a
+//! continues; the Python arrpc package's server does not know trace envelopes.
+//! With the cargo feature `metrics`, calls are measured into a
 //! `prometheus-client` registry (`ClientMetrics`).
 //!
 //! ```no_run
@@ -47,8 +47,9 @@ pub use tls::Tls;
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
-/// How a [`Client`] connects and behaves. Defaults follow the seed where it
-/// has one: five connection attempts with a growing pause between them.
+/// How a [`Client`] connects and behaves. Defaults follow the Python arrpc
+/// package's client where it has one: five connection attempts with a growing
+/// pause between them.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// `host:port` of the server.
@@ -61,14 +62,16 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Limit on one request, from writing it to reading its whole reply.
     pub timeout: Option<Duration>,
-    /// Sign every message with this secret (the seed's `auth_secret`).
+    /// Sign every message with this secret (the Python arrpc package's
+    /// `auth_secret`).
     pub auth_secret: Option<Vec<u8>>,
     /// Largest reply accepted, in bytes.
     pub max_reply: usize,
-    /// Talk TLS to the server (the seed's `tls_cafile`).
+    /// Talk TLS to the server (the Python arrpc package's `tls_cafile`).
     pub tls: Option<Tls>,
     /// With `auth_secret`: stamp each envelope with the time and a fresh
-    /// nonce, for servers that enforce replay protection (not the seed).
+    /// nonce, for servers that enforce replay protection (not the Python arrpc
+    /// package).
     pub replay_protection: bool,
     /// Where calls are measured; clones of one [`ClientMetrics`] share it.
     #[cfg(feature = "metrics")]
@@ -93,19 +96,22 @@ impl ClientConfig {
     }
 }
 
-/// What went wrong with a request; mirrors the seed's exceptions. Where a
-/// lower-level error caused it, that is its [`source`](std::error::Error::source),
-/// not part of its text, so a chain printer (anyhow's `{:#}`) shows it once.
+/// What went wrong with a request; mirrors the Python arrpc package's
+/// exceptions. Where a lower-level error caused it, that is its
+/// [`source`](std::error::Error::source), not part of its text, so a chain
+/// printer (anyhow's `{:#}`) shows it once.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// No connection could be made (the seed's `ConnectException`).
+    /// No connection could be made (the Python arrpc package's
+    /// `ConnectException`).
     #[error("failed to connect to {addr} after {attempts} attempts")]
     Connect {
         addr: String,
         attempts: u32,
         source: std::io::Error,
     },
-    /// The request did not finish in time (the seed's `RpcTimeoutException`).
+    /// The request did not finish in time (`RpcTimeoutException` in the Python
+    /// arrpc package).
     #[error("request to {addr} timed out after {after:?}")]
     Timeout { addr: String, after: Duration },
     /// The TLS handshake failed or timed out, or the server refused the
@@ -116,10 +122,12 @@ pub enum Error {
         addr: String,
         source: tls::HandshakeError,
     },
-    /// The server refused the signature (the seed's `AuthException`).
+    /// The server refused the signature (the Python arrpc package's
+    /// `AuthException`).
     #[error("authentication failed: {0}")]
     Auth(String),
-    /// The server or its handler reported an error (the seed's `RpcException`).
+    /// The server or its handler reported an error (the Python arrpc package's
+    /// `RpcException`).
     #[error("remote error: {0}")]
     Rpc(String),
     /// The connection failed mid-request or the reply was not MessagePack.
@@ -172,8 +180,8 @@ impl Client {
 
     /// Sends one MessagePack value as is and returns the reply's bytes.
     ///
-    /// A seed error string in the reply becomes [`Error::Rpc`] or
-    /// [`Error::Auth`].
+    /// An error string of the Python arrpc package in the reply becomes
+    /// [`Error::Rpc`] or [`Error::Auth`].
     pub async fn send_raw(&mut self, message: &[u8]) -> Result<Bytes, Error> {
         let started = Instant::now();
         let result = self.send_frame(message).await;
@@ -270,7 +278,8 @@ async fn open(config: &ClientConfig) -> Result<Box<dyn Io>, Error> {
     secure(config, connect(config).await?).await
 }
 
-/// Connects with retries and a doubling pause, as the seed does.
+/// Connects with retries and a doubling pause, as the Python arrpc package
+/// does.
 async fn connect(config: &ClientConfig) -> Result<TcpStream, Error> {
     let attempts = config.connect_attempts.max(1);
     let mut pause = config.backoff;

@@ -5,11 +5,11 @@
 //! Four ways to trust a server: a CA file, the CAs this machine trusts (its
 //! certificate store), or the public CAs of the Mozilla root set, with the
 //! server's name (the host part of the address, or [`Tls::server_name`])
-//! checked against its certificate; or, as the seed offers, the server's own
-//! self-signed certificate, pinned: exactly those certificate bytes are
-//! accepted, whatever names they carry. A CA file may also hold the server's
-//! own self-signed certificate, as the Python arrpc package and OpenSSL
-//! allow: then its name and dates are checked. TLS 1.2 and 1.3 only.
+//! checked against its certificate; or, as the Python arrpc package offers, the
+//! server's own self-signed certificate, pinned: exactly those certificate
+//! bytes are accepted, whatever names they carry. A CA file may also hold the
+//! server's own self-signed certificate, as the Python arrpc package and
+//! OpenSSL allow: then its name and dates are checked. TLS 1.2 and 1.3 only.
 //!
 //! The CA file and the client's certificate and key rotate under a
 //! long-lived client (cert-manager renewing into a mounted Secret): each new
@@ -47,10 +47,11 @@ use tokio_rustls::rustls::{
 pub enum Trust {
     /// Servers with a certificate signed by a CA in this PEM file, or a
     /// self-signed one that is itself in the file (OpenSSL marks those
-    /// CA:TRUE), its names and dates checked (the seed's `tls_cafile`).
+    /// CA:TRUE), its names and dates checked (the Python arrpc package's
+    /// `tls_cafile`).
     CaFile(PathBuf),
-    /// Exactly the self-signed certificate(s) in this PEM file (the seed's
-    /// `tls_cafile` with `tls_self_signed=True`).
+    /// Exactly the self-signed certificate(s) in this PEM file (the Python
+    /// arrpc package's `tls_cafile` with `tls_self_signed=True`).
     Pinned(PathBuf),
     /// Servers with a certificate from a CA this machine trusts, as curl and
     /// openssl do: the operating system's store (`rustls-native-certs`; on

@@ -1,17 +1,18 @@
-//! Signed envelopes: HMAC-SHA256 over the message, as the Python seed does.
+//! Signed envelopes: HMAC-SHA256 over the message, as the Python arrpc package
+//! does.
 //!
 //! A signed message is the MessagePack map
 //! `{"arrpc.sign": <lowercase hex HMAC-SHA256(secret, data)>, "data": <bin>}`
 //! where `data` holds the MessagePack message itself. The receiver verifies
 //! the MAC and passes `data` on verbatim.
 //!
-//! A *stamped* envelope (replay protection, beyond the seed) adds
-//! `"arrpc.ts": <uint: unix time in ms>` and `"arrpc.nonce": <bin>`, and its
-//! MAC covers all three: HMAC-SHA256 over the MessagePack array
+//! A *stamped* envelope (replay protection, beyond the Python arrpc package)
+//! adds `"arrpc.ts": <uint: unix time in ms>` and `"arrpc.nonce": <bin>`, and
+//! its MAC covers all three: HMAC-SHA256 over the MessagePack array
 //! `["arrpc.stamped.v1", ts, bin(nonce), bin(data)]`. MessagePack is
-//! self-delimiting, so no two (ts, nonce, data) triples share a MAC input,
-//! and the leading tag keeps a stamped MAC from ever equalling a seed MAC
-//! over an ordinary message.
+//! self-delimiting, so no two (ts, nonce, data) triples share a MAC input, and
+//! the leading tag keeps a stamped MAC from ever equalling a plain signed
+//! envelope's MAC over an ordinary message.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -26,8 +27,8 @@ const TS_KEY: &str = "arrpc.ts";
 const NONCE_KEY: &str = "arrpc.nonce";
 const STAMP_TAG: &str = "arrpc.stamped.v1";
 
-/// Why an envelope was not accepted. The peer only ever learns the seed's
-/// one generic auth error; these reasons are for the receiver's log.
+/// Why an envelope was not accepted. The peer only ever learns the Python arrpc
+/// package's one generic auth error; these reasons are for the receiver's log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     #[error("message is not a signed envelope")]
@@ -96,7 +97,7 @@ pub fn verify<'a, S: AsRef<[u8]>>(frame: &'a [u8], secrets: &[S]) -> Result<&'a 
     Ok(data)
 }
 
-/// Like [`verify`] for a stamped envelope; a plain seed envelope is refused.
+/// Like [`verify`] for a stamped envelope; a plain signed envelope is refused.
 ///
 /// Only the MAC is checked here: the caller judges the stamp's age and
 /// whether its nonce was seen before.
@@ -227,7 +228,8 @@ fn read_str<'a>(buf: &mut &'a [u8]) -> Option<&'a str> {
 mod tests {
     use super::*;
 
-    /// What the Python seed's `sign_and_wrap_msg(packb({"foo": "bar"}), "secret")` returns.
+    /// What the Python arrpc package's
+    /// `sign_and_wrap_msg(packb({"foo": "bar"}), "secret")` returns.
     const SEED_SIGNED: &str = "82aa61727270632e7369676ed940616365633735333765383466623334636461\
         6164656262356166653461626535373365303935343130653465666230656165\
         3265613730393732303463643766a464617461c40981a3666f6fa3626172";

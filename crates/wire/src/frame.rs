@@ -1,6 +1,6 @@
 //! Finding where one MessagePack value ends in a byte stream.
 //!
-//! arrpc frames messages the way the Python seed does: back-to-back
+//! arrpc frames messages the way the Python arrpc package does: back-to-back
 //! MessagePack values with no length prefix. MessagePack is self-delimiting,
 //! so a reader walks the value's markers to learn its length. [`Scanner`]
 //! does that incrementally: it remembers how far it got and which containers

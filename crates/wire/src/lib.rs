@@ -3,7 +3,7 @@
 //! - [`frame`]: where one MessagePack value ends in a byte stream.
 //! - [`connection`]: whole messages in and out of one socket.
 //! - [`envelope`]: HMAC-SHA256 signed envelopes.
-//! - [`reply`]: the seed's error reply strings.
+//! - [`reply`]: the Python arrpc package's error reply strings.
 //! - [`rpc`]: MessagePack-RPC requests, responses and notifications.
 //! - [`pem`]: TLS certificates and keys from PEM files, checked at start.
 //! - [`trace`]: W3C trace context carried with a message.

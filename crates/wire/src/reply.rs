@@ -1,11 +1,11 @@
-//! Error replies, spelled as the Python seed spells them.
+//! Error replies, spelled as the Python arrpc package spells them.
 //!
-//! The seed answers a failure with a MessagePack string
+//! The Python arrpc package answers a failure with a MessagePack string
 //! `arrpc.error.<Kind>Exception: <reason>`; its client turns that into the
-//! matching exception. Both sides of arrpc use the same spelling so seed
+//! matching exception. Both sides of arrpc use the same spelling so its
 //! clients and servers interoperate.
 
-/// Which seed exception a failure maps to.
+/// Which exception of the Python arrpc package a failure maps to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     /// The request was not processed as asked (bad input, handler failure).
@@ -23,11 +23,11 @@ impl ErrorKind {
     }
 }
 
-/// The seed's reason text for a missing or wrong signature.
+/// The Python arrpc package's reason text for a missing or wrong signature.
 pub const AUTH_FAILED: &str =
     "Invalid or missing message signature, make sure 'auth_secret' is set/correct";
 
-/// An error reply's text, as the seed's client parses it.
+/// An error reply's text, as the Python arrpc package's client parses it.
 pub fn error_text(kind: ErrorKind, reason: &str) -> String {
     format!("{}{reason}", kind.prefix())
 }
@@ -42,7 +42,7 @@ pub fn error_reply(kind: ErrorKind, reason: &str) -> Vec<u8> {
     out
 }
 
-/// A reply that carries one of the seed's error strings.
+/// A reply that carries one of the Python arrpc package's error strings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteError {
     pub kind: ErrorKind,

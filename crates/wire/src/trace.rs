@@ -174,7 +174,7 @@ mod tests {
 
     #[test]
     fn other_maps_stay_plain_messages() {
-        // {"foo": "bar"}: the seed's usual example.
+        // {"foo": "bar"}: the Python arrpc package's usual example.
         let foo = [0x81, 0xa3, b'f', b'o', b'o', 0xa3, b'b', b'a', b'r'];
         assert_eq!(unwrap(&foo), Unwrapped::Plain);
         // {"arrpc.trace": "x", "data": 5}: data is not binary.
