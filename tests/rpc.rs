@@ -201,7 +201,7 @@ fn the_rpc_client_multiplexes_concurrent_calls_over_one_connection() {
 fn send_with_handler_calls_that_handler() {
     let host = two_handlers("");
     let addr = host.addr.to_string();
-    let out = Command::new(HOST)
+    let out = host_command()
         .args(["send", "--addr", &addr, "--handler", "sum", "[1, 2, 4]"])
         .output()
         .unwrap();
@@ -210,7 +210,7 @@ fn send_with_handler_calls_that_handler() {
         String::from_utf8_lossy(&out.stdout),
         "{\"count\":3,\"sum\":7}\n"
     );
-    let out = Command::new(HOST)
+    let out = host_command()
         .args(["send", "--addr", &addr, "--handler", "nope", "1"])
         .output()
         .unwrap();

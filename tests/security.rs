@@ -6,7 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrpc_client::tls::{Identity, Tls, Trust};
@@ -141,7 +141,7 @@ fn mutual_tls_accepts_only_certificates_from_the_client_ca() {
     assert!(log.contains("peer sent no certificates"), "{log}");
 
     // `arrpc-host send` presents a certificate too.
-    let out = Command::new(HOST)
+    let out = host_command()
         .args(["send", "--addr", &host.addr.to_string()])
         .args(["--tls-ca", ca.cert.to_str().unwrap()])
         .args(["--tls-cert", good.cert.to_str().unwrap()])
@@ -154,7 +154,7 @@ fn mutual_tls_accepts_only_certificates_from_the_client_ca() {
     // Without one, `send` says which flags present one, for bare messages
     // and for calls alike.
     for call in [&[][..], &["--handler", "echo"]] {
-        let out = Command::new(HOST)
+        let out = host_command()
             .args(["send", "--addr", &host.addr.to_string()])
             .args(["--tls-ca", ca.cert.to_str().unwrap()])
             .args(call)
@@ -235,7 +235,7 @@ fn replay_protection_refuses_replays_stale_stamps_and_seed_envelopes() {
     host.wait_for_log("no `arrpc.ts` field");
 
     // `arrpc-host send` stamps too.
-    let out = Command::new(HOST)
+    let out = host_command()
         .args(["send", "--addr", &host.addr.to_string()])
         .args([
             "--auth-secret-file",
@@ -387,7 +387,7 @@ fn garbage_and_stalled_handshakes_are_logged_and_others_carry_on() {
 /// `arrpc-host send "hi"` to `host` with `args`, reading the system
 /// certificate store from `ca_file` alone.
 fn send_hi(host: &Host, args: &[&str], ca_file: &Path) -> Output {
-    Command::new(HOST)
+    host_command()
         .args(["send", "--retries", "1", "--addr", &host.addr.to_string()])
         .args(args)
         .arg("\"hi\"")

@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -515,11 +515,10 @@ fn a_second_signal_exits_at_once() {
 #[test]
 fn json_logs_are_one_object_per_line() {
     let config = write_config(&handler("echo", "echo", ""));
-    let mut child = Command::new(HOST)
+    let mut child = host_command()
         .arg("--config")
         .arg(&config.path)
         .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-        .env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
