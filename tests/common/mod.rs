@@ -119,7 +119,12 @@ impl Gate {
     }
 
     pub fn open(&self, name: &str) {
-        std::fs::write(self.dir.path().join(name), "").unwrap();
+        std::fs::write(self.path(name), "").unwrap();
+    }
+
+    /// Where gate `name` opens on the host's side.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
     }
 }
 
