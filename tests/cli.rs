@@ -4,12 +4,12 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use common::*;
 
 fn run(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(HOST)
+    let mut child = host_command()
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -111,7 +111,7 @@ fn check_loads_every_handler_without_listening() {
 /// Starts the host on `config` and expects it to refuse, returning stderr.
 fn refuses(config: &TestConfig) -> String {
     components();
-    let out = Command::new(HOST)
+    let out = host_command()
         .args([
             "--config",
             config.path.to_str().unwrap(),
@@ -223,7 +223,7 @@ fn port_in_use_is_refused() {
     let addr = taken.local_addr().unwrap().to_string();
     let config = write_config(&handler("echo", "echo", ""));
     components();
-    let out = Command::new(HOST)
+    let out = host_command()
         .args(["--config", config.path.to_str().unwrap(), "--listen", &addr])
         .stdin(Stdio::null())
         .output()

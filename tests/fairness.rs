@@ -28,7 +28,11 @@ async fn a_deep_pipeline_does_not_hold_the_worker_from_other_connections() {
     let echo = common::component("echo");
     let config: Config = toml::from_str(&format!(
         "[server]\ndefault_handler = \"echo\"\nmax_pipelined = {MAX_PIPELINED}\n\
+         cache_dir = \"{}/arrpc-host\"\n\
          [[handler]]\nname = \"echo\"\nmodule = \"{}\"\nreuse = 100000\n",
+        // Compiled code goes under the test's target folder, not the
+        // user's cache.
+        env!("CARGO_TARGET_TMPDIR"),
         echo.display()
     ))
     .expect("config");

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use arrpc_client::tls::{HandshakeError, Tls, Trust};
 use arrpc_client::{BlockingClient, ClientConfig, Error};
 use arrpc_wire::reply::AUTH_FAILED;
@@ -124,7 +122,7 @@ fn client(addr: std::net::SocketAddr) -> ClientConfig {
 
 /// Runs `arrpc-host send` and returns its stdout, asserting success.
 fn send_cli(args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = Command::new(HOST)
+    let out = host_command()
         .arg("send")
         .args(args)
         .envs(env.iter().copied())

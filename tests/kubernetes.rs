@@ -55,7 +55,7 @@ fn group_readable_mounted_keys_and_secrets_serve() {
     secrets.write(&[("hmac", b"mounted-secret\n")]);
     let host = Host::start(&mounted_config(&tls, &secrets));
     // `check` says what the host serves and from where.
-    let out = std::process::Command::new(HOST)
+    let out = host_command()
         .args(["check", "--config"])
         .arg(&host.config.path)
         .output()

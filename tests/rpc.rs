@@ -15,10 +15,19 @@ use common::*;
 use rmpv::Value;
 
 fn two_handlers(server: &str) -> Host {
+    two_handlers_with(server, "")
+}
+
+/// [`two_handlers`] where `misbehave` can wait on `gate`.
+fn gated_handlers(gate: &Gate) -> Host {
+    two_handlers_with("", &gate.dirs())
+}
+
+fn two_handlers_with(server: &str, misbehave: &str) -> Host {
     Host::start_with(
         write_config(&format!(
             "[server]\ndefault_handler = \"misbehave\"\n{server}\n{}{}",
-            handler("misbehave", "misbehave", ""),
+            handler("misbehave", "misbehave", misbehave),
             handler("sum", "sum", "")
         )),
         &["--debug"],
@@ -44,11 +53,13 @@ fn response(bytes: &[u8]) -> (u64, Value, Value) {
 
 #[test]
 fn interleaved_requests_come_back_matched_by_msgid_as_handlers_finish() {
-    let host = two_handlers("");
+    let gate = Gate::new();
+    let host = gated_handlers(&gate);
     let mut wire = host.connect();
-    // One write, four requests to two handlers; the slowest goes first.
-    let mut batch = request(10, "misbehave", str_value("sleep:900"));
-    batch.extend(request(11, "misbehave", str_value("sleep:300")));
+    // One write, four requests to two handlers; the first two wait until
+    // the test opens their gates, in the opposite order.
+    let mut batch = request(10, "misbehave", str_value(&Gate::wait("a")));
+    batch.extend(request(11, "misbehave", str_value(&Gate::wait("b"))));
     batch.extend(request(
         12,
         "sum",
@@ -56,12 +67,16 @@ fn interleaved_requests_come_back_matched_by_msgid_as_handlers_finish() {
     ));
     batch.extend(request(13, "misbehave", str_value("fast")));
     wire.write(&batch);
-    let replies: Vec<_> = (0..4).map(|_| response(&wire.read().unwrap())).collect();
+    let mut replies: Vec<_> = (0..2).map(|_| response(&wire.read().unwrap())).collect();
+    gate.open("b");
+    replies.push(response(&wire.read().unwrap()));
+    gate.open("a");
+    replies.push(response(&wire.read().unwrap()));
     let order: Vec<u64> = replies.iter().map(|r| r.0).collect();
-    assert_eq!(&order[2..], [11, 10], "slow calls answer last: {order:?}");
+    assert_eq!(&order[2..], [11, 10], "held calls answer last: {order:?}");
     let by_id = |id| replies.iter().find(|r| r.0 == id).unwrap().clone();
-    assert_eq!(by_id(10), (10, Value::Nil, Value::from(900)));
-    assert_eq!(by_id(11), (11, Value::Nil, Value::from(300)));
+    assert_eq!(by_id(10), (10, Value::Nil, str_value("/gate/a")));
+    assert_eq!(by_id(11), (11, Value::Nil, str_value("/gate/b")));
     assert_eq!(
         by_id(12).2,
         Value::Map(vec![
@@ -135,18 +150,21 @@ fn notifications_run_but_get_no_reply() {
 
 #[test]
 fn bare_messages_keep_their_order_and_their_form_beside_rpc() {
-    let host = two_handlers("");
+    let gate = Gate::new();
+    let host = gated_handlers(&gate);
     let mut wire = host.connect();
-    let mut batch = encode(&str_value("sleep:400"));
+    let mut batch = encode(&str_value(&Gate::wait("first")));
     batch.extend(request(7, "misbehave", str_value("quick")));
     batch.extend(encode(&str_value("second")));
     wire.write(&batch);
-    // The RPC response overtakes; the bare replies stay in request order.
+    // The RPC response overtakes the held bare message; the bare replies
+    // stay in request order.
     assert_eq!(
         response(&wire.read().unwrap()),
         (7, Value::Nil, str_value("quick"))
     );
-    assert_eq!(decode(&wire.read().unwrap()), Value::from(400));
+    gate.open("first");
+    assert_eq!(decode(&wire.read().unwrap()), str_value("/gate/first"));
     assert_eq!(decode(&wire.read().unwrap()), str_value("second"));
 }
 
@@ -201,7 +219,7 @@ fn the_rpc_client_multiplexes_concurrent_calls_over_one_connection() {
 fn send_with_handler_calls_that_handler() {
     let host = two_handlers("");
     let addr = host.addr.to_string();
-    let out = Command::new(HOST)
+    let out = host_command()
         .args(["send", "--addr", &addr, "--handler", "sum", "[1, 2, 4]"])
         .output()
         .unwrap();
@@ -210,7 +228,7 @@ fn send_with_handler_calls_that_handler() {
         String::from_utf8_lossy(&out.stdout),
         "{\"count\":3,\"sum\":7}\n"
     );
-    let out = Command::new(HOST)
+    let out = host_command()
         .args(["send", "--addr", &addr, "--handler", "nope", "1"])
         .output()
         .unwrap();
@@ -246,20 +264,26 @@ fn msgpack_rpc_lite() -> PathBuf {
 }
 
 const NODE_CLIENT: &str = r#"
+const fs = require('fs');
 const rpc = require('msgpack-rpc-lite');
-const [port] = process.argv.slice(2);
+const [port, gate] = process.argv.slice(2);
 const client = rpc.createClient(Number(port), '127.0.0.1');
 const finished = [];
 const call = (name, method, ...params) =>
   client.request(method, ...params).then(
     ([result]) => { finished.push(name); return { result }; },
     (error) => { finished.push(name); return { error: String(error) }; });
-Promise.all([
-  call('slow', 'misbehave', 'sleep:600'),
+const others = [
   call('sum', 'sum', 1, 2, 3.5),
   call('echo', 'misbehave', { nested: [1, 'two'] }),
   call('missing', 'nope', 1),
   call('failing', 'misbehave', 'error'),
+];
+// The held call ends only once the other four have been answered.
+Promise.all(others).then(() => fs.writeFileSync(gate, ''));
+Promise.all([
+  call('held', 'misbehave', 'wait-file:/gate/held'),
+  ...others,
 ]).then((results) => {
   console.log(JSON.stringify({ results, finished }));
   client.close();
@@ -268,13 +292,15 @@ Promise.all([
 
 #[test]
 fn a_third_party_node_client_calls_handlers_concurrently() {
-    let host = two_handlers("");
+    let gate = Gate::new();
+    let host = gated_handlers(&gate);
     let dir = msgpack_rpc_lite();
     let script = dir.join("client.js");
     std::fs::write(&script, NODE_CLIENT).unwrap();
     let out = Command::new("node")
         .arg(&script)
         .arg(host.addr.port().to_string())
+        .arg(gate.path("held"))
         .current_dir(&dir)
         .output()
         .expect("running node");
@@ -283,13 +309,13 @@ fn a_third_party_node_client_calls_handlers_concurrently() {
     assert_eq!(
         report["results"],
         serde_json::json!([
-            { "result": 600 },
+            { "result": "/gate/held" },
             { "result": { "sum": 6.5, "count": 3 } },
             { "result": [{ "nested": [1, "two"] }] },
             { "error": "no handler is named `nope`" },
             { "error": "misbehave: asked to fail" },
         ])
     );
-    // All five were in flight at once: the slow one finished last.
-    assert_eq!(report["finished"][4], "slow", "{report}");
+    // All five were in flight at once: the held one finished last.
+    assert_eq!(report["finished"][4], "held", "{report}");
 }

@@ -143,13 +143,15 @@ fn guest_output_is_logged_with_handler_and_request_and_capped() {
 
 #[test]
 fn busy_handler_refuses_beyond_max_instances() {
-    let host = misbehave_host("max_instances = 1");
+    let gate = Gate::new();
+    let host = misbehave_host(&format!("max_instances = 1\n{}", gate.dirs()));
     let mut slow = host.connect();
-    slow.write(&encode(&str_value("sleep:600")));
-    std::thread::sleep(Duration::from_millis(150));
+    slow.write(&encode(&str_value(&Gate::wait("slow"))));
+    host.wait_for_log("misbehave: waiting for /gate/slow");
     let error = error_text(&command(&mut host.connect(), "x")).unwrap();
     assert!(error.contains("busy"), "{error}");
-    assert_eq!(decode(&slow.read().unwrap()), Value::from(600));
+    gate.open("slow");
+    assert_eq!(decode(&slow.read().unwrap()), str_value("/gate/slow"));
     assert_eq!(decode(&command(&mut host.connect(), "x")), str_value("x"));
 }
 

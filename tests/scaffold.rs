@@ -16,7 +16,7 @@ use rmpv::Value;
 
 /// `arrpc-host new ARGS` run in `folder`.
 fn new(folder: &Path, args: &[&str]) -> Output {
-    Command::new(HOST)
+    host_command()
         .arg("new")
         .args(args)
         .current_dir(folder)

@@ -9,7 +9,6 @@ mod workload_api;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use arrpc_client::tls::{HandshakeError, Identity, Tls, Trust};
@@ -280,7 +279,7 @@ fn no_agent_at_start_is_a_clear_error_after_the_startup_timeout() {
         handler("echo", "echo", "")
     ));
     let started = Instant::now();
-    let out = Command::new(HOST)
+    let out = host_command()
         .arg("--config")
         .arg(&config.path)
         .args(["--listen", "127.0.0.1:0"])
@@ -297,7 +296,7 @@ fn no_agent_at_start_is_a_clear_error_after_the_startup_timeout() {
         "[tls.spiffe]\nstartup_timeout = \"1s\"\n{}",
         handler("echo", "echo", "")
     ));
-    let out = Command::new(HOST)
+    let out = host_command()
         .arg("--config")
         .arg(&config.path)
         .args(["--listen", "127.0.0.1:0"])
@@ -363,7 +362,7 @@ fn send_takes_its_identity_from_the_workload_api() {
         ca.issue("shop", "cli", "cli", &[]).served(&[&ca]),
     );
     let send = |env: &[(&str, &str)], args: &[&str]| {
-        let out = Command::new(HOST)
+        let out = host_command()
             .args(["send", "--addr", &host.addr.to_string(), "--retries", "1"])
             .args(args)
             .arg("\"hi\"")

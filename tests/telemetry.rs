@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -425,9 +425,14 @@ fn with_a_sample_ratio_only_sampled_messages_get_a_span() {
 
 #[test]
 fn sigterm_under_load_answers_every_accepted_message_then_exits_0() {
+    let gate = Gate::new();
     let (mut host, admin) = start_with_admin(&format!(
         "[server]\nshutdown_grace = \"20s\"\n{}",
-        handler("misbehave", "misbehave", "timeout = \"10s\"")
+        handler(
+            "misbehave",
+            "misbehave",
+            &format!("timeout = \"10s\"\n{}", gate.dirs())
+        )
     ));
     let clients = 8;
     let (sent_tx, sent_rx) = std::sync::mpsc::channel();
@@ -438,8 +443,8 @@ fn sigterm_under_load_answers_every_accepted_message_then_exits_0() {
             thread::spawn(move || {
                 let mut wire = Wire::connect(addr);
                 let mut answered = 0;
-                // Fast messages first, then one slow one that is in flight
-                // when the signal arrives.
+                // Fast messages first, then one that is in flight when the
+                // signal arrives and ends when the gate opens.
                 for round in 0..20 {
                     let text = format!("client {i} round {round}");
                     assert_eq!(
@@ -448,10 +453,10 @@ fn sigterm_under_load_answers_every_accepted_message_then_exits_0() {
                     );
                     answered += 1;
                 }
-                wire.write(&encode(&str_value("sleep:1500")));
+                wire.write(&encode(&str_value(&Gate::wait("slow"))));
                 sent.send(()).unwrap();
                 let reply = wire.read().expect("the in-flight message is answered");
-                assert_eq!(decode(&reply), Value::from(1500));
+                assert_eq!(decode(&reply), str_value("/gate/slow"));
                 answered += 1;
                 // Draining: the connection ends instead of reading more.
                 wire.write(&encode(&str_value("after the signal")));
@@ -463,8 +468,8 @@ fn sigterm_under_load_answers_every_accepted_message_then_exits_0() {
     for _ in 0..clients {
         sent_rx.recv_timeout(Duration::from_secs(60)).unwrap();
     }
-    // Every slow message has been read by now (it takes 1.5 s to answer).
-    thread::sleep(Duration::from_millis(300));
+    // Every gated message has reached its guest.
+    host.wait_for_log_count("misbehave: waiting for /gate/slow", clients);
     let signalled = Instant::now();
     host.signal("TERM");
     host.wait_for_log("stop signal: draining");
@@ -482,6 +487,7 @@ fn sigterm_under_load_answers_every_accepted_message_then_exits_0() {
         std::net::TcpStream::connect(host.addr).is_err(),
         "the message port still accepts"
     );
+    gate.open("slow");
     for worker in workers {
         let (answered, after) = worker.join().unwrap();
         assert_eq!(answered, 21);
@@ -503,7 +509,7 @@ fn a_second_signal_exits_at_once() {
     ));
     let mut wire = host.connect();
     wire.write(&encode(&str_value("sleep:30000")));
-    thread::sleep(Duration::from_millis(300));
+    host.wait_for_log("misbehave: sleeping 30000 ms");
     let started = Instant::now();
     host.signal("TERM");
     host.wait_for_log("stop signal: draining");
@@ -516,19 +522,31 @@ fn a_second_signal_exits_at_once() {
 #[test]
 fn json_logs_are_one_object_per_line() {
     let config = write_config(&handler("echo", "echo", ""));
-    let mut child = Command::new(HOST)
+    let mut child = host_command()
         .arg("--config")
         .arg(&config.path)
         .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-        .env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // Lines come through a channel, so that a host which never logs
+    // `listening` fails the test instead of hanging it.
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let listening = loop {
-        let line = lines.next().expect("a log line").unwrap();
+        let Ok(line) = lines.recv_timeout(Duration::from_secs(120)) else {
+            let _ = child.kill();
+            panic!("the host logged no `listening` line");
+        };
         let record: serde_json::Value =
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         assert!(record["level"].is_string(), "{line}");

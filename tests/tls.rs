@@ -8,7 +8,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use arrpc_client::tls::{HandshakeError, Tls, Trust};
 use arrpc_client::{BlockingClient, ClientConfig, Error};
@@ -51,7 +51,7 @@ fn python_server(cert: Option<&CertFiles>) -> SeedServer {
 
 /// `arrpc-host send` of `message` to `addr` with `args`.
 fn send(addr: SocketAddr, args: &[&str], message: &str) -> Output {
-    Command::new(HOST)
+    host_command()
         .args(["send", "--retries", "1", "--timeout", "3s"])
         .args(["--addr", &addr.to_string()])
         .args(args)

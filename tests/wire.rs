@@ -156,27 +156,34 @@ fn idle_connections_are_closed() {
 
 #[test]
 fn connections_beyond_the_cap_wait_instead_of_failing() {
-    let host = echo_host("max_connections = 2");
+    let host = Host::start_with(
+        write_config(&format!(
+            "[server]\nmax_connections = 2\n{}",
+            handler("echo", "echo", "")
+        )),
+        &["--debug"],
+    );
     let mut first = host.connect();
     let mut second = host.connect();
     assert_eq!(first.call(&[0x01]), [0x01]);
     assert_eq!(second.call(&[0x02]), [0x02]);
     let mut third = host.connect();
     third.write(&[0x03]);
-    third
-        .stream
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    let mut byte = [0u8; 1];
-    let waited = std::io::Read::read(&mut third.stream, &mut byte);
-    assert!(
-        waited.is_err(),
-        "third connection was served while two were open"
-    );
+    // The host is answering on the open connections meanwhile.
+    assert_eq!(second.call(&[0x04]), [0x04]);
+    let first_peer = format!("peer={}", first.stream.local_addr().unwrap());
+    let third_peer = format!("peer={}", third.stream.local_addr().unwrap());
     drop(first);
-    third
-        .stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
     assert_eq!(third.read().unwrap(), [0x03]);
+    // The third connection was taken only once the first had closed.
+    let log = host.wait_for_log_count("connection opened", 3);
+    let line_of = |event: &str, peer: &str| {
+        log.lines()
+            .position(|l| l.contains(event) && l.split_whitespace().any(|w| w == peer))
+            .unwrap_or_else(|| panic!("no {event:?} for {peer}:\n{log}"))
+    };
+    assert!(
+        line_of("connection closed", &first_peer) < line_of("connection opened", &third_peer),
+        "the third connection was served while two were open:\n{log}"
+    );
 }

@@ -18,6 +18,15 @@ use std::time::{Duration, Instant};
 
 pub const HOST: &str = env!("CARGO_BIN_EXE_arrpc-host");
 
+/// `arrpc-host` as a command, with its default compile cache under the
+/// test's target folder (`XDG_CACHE_HOME`), not the user's home: every test
+/// starts the host through this.
+pub fn host_command() -> Command {
+    let mut command = Command::new(HOST);
+    command.env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"));
+    command
+}
+
 /// Folder of the built handler components; builds them on first use.
 pub fn components() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
@@ -80,6 +89,45 @@ pub fn handler(name: &str, component_name: &str, extra: &str) -> String {
     )
 }
 
+/// A folder granted to the `misbehave` handler as `/gate`: its command
+/// [`Gate::wait`] holds a call open until the test calls [`Gate::open`], so
+/// a test decides when a call ends instead of guessing with sleep lengths.
+pub struct Gate {
+    dir: tempfile::TempDir,
+}
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The handler setting that grants the folder, read-only.
+    pub fn dirs(&self) -> String {
+        format!(
+            "dirs = [{{ host = \"{}\", guest = \"/gate\" }}]",
+            self.dir.path().display()
+        )
+    }
+
+    /// The `misbehave` command that waits for `name` to open; the guest logs
+    /// `misbehave: waiting for /gate/<name>` when it starts waiting, and
+    /// replies `/gate/<name>`.
+    pub fn wait(name: &str) -> String {
+        format!("wait-file:/gate/{name}")
+    }
+
+    pub fn open(&self, name: &str) {
+        std::fs::write(self.path(name), "").unwrap();
+    }
+
+    /// Where gate `name` opens on the host's side.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
 /// A config file in a temporary folder.
 pub struct TestConfig {
     pub dir: tempfile::TempDir,
@@ -98,7 +146,7 @@ pub fn write_config(text: &str) -> TestConfig {
 pub fn start_refused(config: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     components();
     let config = write_config(config);
-    let out = Command::new(HOST)
+    let out = host_command()
         .arg("--config")
         .arg(&config.path)
         .args(["--listen", "127.0.0.1:0"])
@@ -132,14 +180,11 @@ impl Host {
     /// Like [`Host::start_with`], with `env` set for the host process.
     pub fn start_with_env(config: TestConfig, args: &[&str], env: &[(&str, &str)]) -> Host {
         components();
-        let mut child = Command::new(HOST)
+        let mut child = host_command()
             .arg("--config")
             .arg(&config.path)
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
-            // The default compile cache lives under the test's target folder,
-            // not the user's home.
-            .env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -189,15 +234,20 @@ impl Host {
 
     /// Waits until the log contains `needle`.
     pub fn wait_for_log(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.wait_for_log_count(needle, 1)
+    }
+
+    /// Waits (at most a minute) until `needle` has been logged `count` times.
+    pub fn wait_for_log_count(&self, needle: &str, count: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let log = self.log();
-            if log.contains(needle) {
+            if log.matches(needle).count() >= count {
                 return log;
             }
             assert!(
                 Instant::now() < deadline,
-                "log never showed {needle:?}:\n{log}"
+                "log never showed {needle:?} {count} times:\n{log}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -4,7 +4,8 @@
 //! an endless loop or unbounded allocation ends only that call, bad output is
 //! caught, files and environment variables stay out of reach, and output is
 //! captured and tagged with the request, and (`count`) whether an instance
-//! was reused.
+//! was reused. `sleep` and `wait-file` hold a call open, saying on stdout
+//! when they begin, so tests can synchronise on that line.
 //!
 //! The payload is a MessagePack string, `"<command>"` or `"<command>:<n>"`,
 //! or an array holding just that string (MessagePack-RPC params). Any other
@@ -67,6 +68,7 @@ impl Guest for Misbehave {
             "context" => context(&ctx),
             "count" => messages_seen(),
             "sleep" => sleep(count(command, arg)?),
+            "wait-file" => wait_file(arg.unwrap_or("/gate/open")),
             _ => Ok(payload),
         }
     }
@@ -188,7 +190,29 @@ fn context(ctx: &Context) -> Reply {
 /// clock), then returns `ms`. Unlike `loop`, the guest runs no code meanwhile,
 /// so an epoch or fuel deadline only takes effect once the sleep ends; a
 /// wall-clock timeout around the call cancels it sooner.
+/// Says so on stdout first, so that a test can wait for the guest to have
+/// started instead of guessing how long the host takes to get there.
 fn sleep(ms: u64) -> Reply {
+    started(&format!("sleeping {ms} ms"))?;
     std::thread::sleep(Duration::from_millis(ms));
     encode(&ms)
+}
+
+/// Waits until a file exists (in a granted directory), then returns its
+/// path: a test decides when this call ends, and so the order of replies,
+/// without racing on sleep lengths. Says on stdout when it starts waiting.
+fn wait_file(path: &str) -> Reply {
+    started(&format!("waiting for {path}"))?;
+    while std::fs::metadata(path).is_err() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    encode(path)
+}
+
+/// One line on stdout, `misbehave: <what>`, logged by the host at once.
+fn started(what: &str) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "misbehave: {what}")
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("misbehave: stdout: {e}"))
 }
