@@ -105,3 +105,19 @@ fn with_the_cache_off_nothing_is_written() {
     assert!(!load_report(&host).0);
     assert!(!dir.exists());
 }
+
+/// Loading an entry runs the native code in it, so the folder the host
+/// creates for the cache (and each parent it creates) is its user's alone.
+#[cfg(unix)]
+#[test]
+fn the_cache_folder_is_created_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("made/by/host");
+    start(&cache);
+    assert!(std::fs::read_dir(&cache).unwrap().next().is_some());
+    for folder in [dir.path().join("made"), dir.path().join("made/by"), cache] {
+        let mode = std::fs::metadata(&folder).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} has mode {mode:o}", folder.display());
+    }
+}
