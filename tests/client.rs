@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use arrpc_client::{BlockingClient, ClientConfig, Error};
+use arrpc_client::{BlockingClient, ClientConfig, Error, RpcClient};
 use common::*;
 
 /// A host with `misbehave` as its default handler and `server` added to
@@ -54,4 +54,40 @@ fn the_client_reconnects_after_the_server_closed_an_idle_connection() {
     assert_eq!(client.send::<_, String>("one").unwrap(), "one");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(client.send::<_, String>("two").unwrap(), "two");
+}
+
+#[test]
+fn an_rpc_client_that_loses_its_connection_fails_every_call_in_flight() {
+    let gate = Gate::new();
+    let mut host = Host::start(&handler("misbehave", "misbehave", &gate.dirs()));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut config = ClientConfig::new(host.addr.to_string());
+    config.connect_attempts = 1;
+    // Far longer than the test takes: a call that is never failed shows as
+    // a timeout, not as a hang.
+    config.timeout = Some(Duration::from_secs(120));
+    let client = RpcClient::new(config);
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let client = client.clone();
+            runtime.spawn(async move {
+                client
+                    .call::<_, String>("misbehave", &Gate::wait(&format!("never-{i}")))
+                    .await
+            })
+        })
+        .collect();
+    host.wait_for_log_count("misbehave: waiting for /gate/never-", 8);
+    host.child().kill().unwrap();
+    host.child().wait().unwrap();
+    for call in calls {
+        let outcome = runtime.block_on(call).unwrap();
+        assert!(
+            matches!(outcome, Err(Error::Transport { .. })),
+            "{outcome:?}"
+        );
+    }
+    // The next call tries a new connection, and there is no server.
+    let next = runtime.block_on(client.call::<_, String>("misbehave", "hi"));
+    assert!(matches!(next, Err(Error::Connect { .. })), "{next:?}");
 }
