@@ -186,3 +186,33 @@ fn connections_beyond_the_cap_wait_instead_of_failing() {
         "the third connection was served while two were open:\n{log}"
     );
 }
+
+#[test]
+fn at_max_pipelined_the_host_stops_reading_until_a_reply_is_written() {
+    let gate = Gate::new();
+    let host = Host::start(&format!(
+        "[server]\nmax_pipelined = 2\n{}",
+        handler("misbehave", "misbehave", &gate.dirs())
+    ));
+    let mut wire = host.connect();
+    let mut batch = Vec::new();
+    for name in ["a", "b", "c"] {
+        batch.extend(encode(&str_value(&Gate::wait(name))));
+    }
+    wire.write(&batch);
+    host.wait_for_log_count("misbehave: waiting for /gate/", 2);
+    gate.open("a");
+    assert_eq!(decode(&wire.read().unwrap()), str_value("/gate/a"));
+    // The third message was read only once the first had its reply.
+    host.wait_for_log("misbehave: found /gate/a");
+    let log = host.wait_for_log("misbehave: waiting for /gate/c");
+    let line_of = |text: &str| log.lines().position(|l| l.contains(text)).unwrap();
+    assert!(
+        line_of("misbehave: found /gate/a") < line_of("misbehave: waiting for /gate/c"),
+        "the third message started while two were in flight:\n{log}"
+    );
+    gate.open("b");
+    gate.open("c");
+    assert_eq!(decode(&wire.read().unwrap()), str_value("/gate/b"));
+    assert_eq!(decode(&wire.read().unwrap()), str_value("/gate/c"));
+}
