@@ -197,3 +197,68 @@ fn a_guest_sees_exactly_the_environment_variables_granted() {
     );
     assert_eq!(call(&mut wire, 2, "bare", "env").1, Value::Map(vec![]));
 }
+
+#[cfg(unix)]
+#[test]
+fn a_read_only_grant_refuses_change_and_delete_and_its_symlinks_lead_nowhere_outside() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.txt"), "not for guests").unwrap();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("hello.txt"), "hello from the host").unwrap();
+    let link = |target: &std::path::Path, name: &str| {
+        std::os::unix::fs::symlink(target, data.path().join(name)).unwrap()
+    };
+    link(&outside.path().join("secret.txt"), "to-secret");
+    link(outside.path(), "to-outside");
+    link(
+        std::path::Path::new("../../../../../../etc/hostname"),
+        "relative-out",
+    );
+    link(std::path::Path::new("hello.txt"), "to-hello");
+    let out = tempfile::tempdir().unwrap();
+    std::fs::write(out.path().join("old.txt"), "to be removed").unwrap();
+    let host = Host::start(&format!(
+        "[server]\ndefault_handler = \"misbehave\"\n{}",
+        handler(
+            "misbehave",
+            "misbehave",
+            &format!(
+                "dirs = [{{ host = \"{}\", guest = \"/data\" }}, {{ host = \"{}\", guest = \"/out\", writable = true }}]",
+                data.path().display(),
+                out.path().display()
+            )
+        )
+    ));
+    let mut wire = host.connect();
+
+    // Read-only: an existing file can be neither changed nor deleted.
+    let error = error_of(&mut wire, "misbehave", "write-file:/data/hello.txt");
+    assert!(error.contains("write-file failed"), "{error}");
+    let error = error_of(&mut wire, "misbehave", "remove-file:/data/hello.txt");
+    assert!(error.contains("remove-file failed"), "{error}");
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("hello.txt")).unwrap(),
+        "hello from the host"
+    );
+    // In a writable grant the same command deletes.
+    assert_eq!(
+        call(&mut wire, 1, "misbehave", "remove-file:/out/old.txt").1,
+        str_value("/out/old.txt")
+    );
+    assert!(!out.path().join("old.txt").exists());
+
+    // A link that stays inside the grant is followed; one that leads out,
+    // absolute or relative, to a file or a folder, is not.
+    assert_eq!(
+        call(&mut wire, 2, "misbehave", "read-file:/data/to-hello").1,
+        str_value("hello from the host")
+    );
+    for escape in [
+        "read-file:/data/to-secret",
+        "read-file:/data/to-outside/secret.txt",
+        "read-file:/data/relative-out",
+    ] {
+        let error = error_of(&mut wire, "misbehave", escape);
+        assert!(error.contains("read-file failed"), "{escape}: {error}");
+    }
+}

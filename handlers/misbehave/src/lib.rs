@@ -63,6 +63,7 @@ impl Guest for Misbehave {
             "alloc" => alloc(),
             "read-file" => read_file(arg.unwrap_or("/etc/hostname")),
             "write-file" => write_file(arg.unwrap_or("/etc/hostname")),
+            "remove-file" => remove_file(arg.unwrap_or("/etc/hostname")),
             "env" => env(),
             "print" => print(count(command, arg)?),
             "context" => context(&ctx),
@@ -136,6 +137,15 @@ fn write_file(path: &str) -> Reply {
     match std::fs::write(path, "written by misbehave") {
         Ok(()) => encode(path),
         Err(e) => Err(format!("misbehave: write-file failed: {e}")),
+    }
+}
+
+/// Deletes a file, as `read_file` names it; fails unless the file is in a
+/// directory granted writable.
+fn remove_file(path: &str) -> Reply {
+    match std::fs::remove_file(path) {
+        Ok(()) => encode(path),
+        Err(e) => Err(format!("misbehave: remove-file failed: {e}")),
     }
 }
 
