@@ -595,3 +595,40 @@ fn rpc_calls_are_signed_and_verified_like_bare_messages() {
         }
     }
 }
+
+#[test]
+fn several_secrets_from_env_file_and_value_are_each_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret");
+    // One trailing line break is not part of the secret.
+    std::fs::write(&file, "from-file\n").unwrap();
+    #[cfg(unix)]
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let host = Host::start_with_env(
+        write_config(&format!(
+            "[auth]\nsecrets = [{{ env = \"ARRPC_TEST_OLD\" }}, {{ file = \"{}\" }}, {{ value = \"inline\" }}]\n{}",
+            file.display(),
+            handler("echo", "echo", "")
+        )),
+        &[],
+        &[("ARRPC_TEST_OLD", "from-env")],
+    );
+    for secret in ["from-env", "from-file", "inline"] {
+        let mut config = client_config(&host, None);
+        config.auth_secret = Some(secret.as_bytes().to_vec());
+        let mut client = BlockingClient::new(config).unwrap();
+        assert_eq!(client.send::<_, String>(secret).unwrap(), secret);
+    }
+    for wrong in ["from-file\n", "from-env-", "", "another"] {
+        let mut config = client_config(&host, None);
+        config.auth_secret = Some(wrong.as_bytes().to_vec());
+        let mut client = BlockingClient::new(config).unwrap();
+        match client.send::<_, String>("x") {
+            Err(Error::Auth(reason)) => assert_eq!(reason, AUTH_FAILED, "{wrong:?}"),
+            other => panic!("{wrong:?}: expected an auth error, got {other:?}"),
+        }
+    }
+    // An unsigned message never reaches the handler either.
+    let error = error_text(&host.connect().call(&[0x01]));
+    assert_eq!(error, Some(auth_failed()));
+}
