@@ -49,11 +49,19 @@ fn a_slow_reply_times_out_and_does_not_answer_the_next_request() {
 
 #[test]
 fn the_client_reconnects_after_the_server_closed_an_idle_connection() {
-    let host = misbehave_with_server("idle_timeout = \"200ms\"");
+    let host = Host::start_with(
+        write_config(&format!(
+            "[server]\ndefault_handler = \"misbehave\"\nidle_timeout = \"200ms\"\n{}",
+            handler("misbehave", "misbehave", "")
+        )),
+        &["--debug"],
+    );
     let mut client = client(&host, Duration::from_secs(10));
     assert_eq!(client.send::<_, String>("one").unwrap(), "one");
-    std::thread::sleep(Duration::from_millis(500));
+    host.wait_for_log("closing idle connection");
     assert_eq!(client.send::<_, String>("two").unwrap(), "two");
+    // The second message went over a second connection.
+    host.wait_for_log_count("connection opened", 2);
 }
 
 #[test]
