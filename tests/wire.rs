@@ -83,25 +83,28 @@ fn messages_of_exactly_4096_bytes_and_of_1_mib_round_trip() {
 
 #[test]
 fn pipelined_replies_keep_request_order_when_handlers_finish_out_of_order() {
-    let host = misbehave_host("");
+    let gate = Gate::new();
+    let host = misbehave_host(&gate.dirs());
     let mut wire = host.connect();
-    // The first message takes longest; every later one finishes sooner.
-    let sleeps = [400, 200, 0, 100, 0];
+    let names = ["a", "b", "c", "d", "e"];
     let mut batch = Vec::new();
-    for ms in sleeps {
-        batch.extend(encode(&str_value(&format!("sleep:{ms}"))));
+    for name in names {
+        batch.extend(encode(&str_value(&Gate::wait(name))));
     }
-    let started = Instant::now();
     wire.write(&batch);
-    for ms in sleeps {
-        assert_eq!(decode(&wire.read().unwrap()), Value::from(ms));
+    // All five run side by side ...
+    host.wait_for_log_count("misbehave: waiting for /gate/", names.len());
+    // ... and finish last to first.
+    for name in names.iter().rev() {
+        gate.open(name);
+        host.wait_for_log(&format!("misbehave: found /gate/{name}"));
     }
-    // They ran side by side, not one after another (700 ms in sequence).
-    assert!(
-        started.elapsed() < Duration::from_millis(650),
-        "{:?}",
-        started.elapsed()
-    );
+    for name in names {
+        assert_eq!(
+            decode(&wire.read().unwrap()),
+            str_value(&format!("/gate/{name}"))
+        );
+    }
 }
 
 #[test]
