@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrpc_client::{BlockingClient, ClientConfig, Error, RpcClient};
 use common::*;
@@ -35,15 +35,17 @@ fn handler_errors_come_back_typed() {
 
 #[test]
 fn a_slow_reply_times_out_and_does_not_answer_the_next_request() {
-    let host = misbehave_with_server("");
-    let mut client = client(&host, Duration::from_millis(300));
-    let started = Instant::now();
-    assert!(matches!(
-        client.send::<_, u64>("sleep:1000"),
-        Err(Error::Timeout { .. })
+    let gate = Gate::new();
+    let host = Host::start(&format!(
+        "[server]\ndefault_handler = \"misbehave\"\n{}",
+        handler("misbehave", "misbehave", &gate.dirs())
     ));
-    assert!(started.elapsed() < Duration::from_millis(900));
-    // The late reply (1000) must not be taken as this request's reply.
+    let mut client = client(&host, Duration::from_millis(300));
+    let outcome = client.send::<_, String>(&Gate::wait("late"));
+    assert!(matches!(outcome, Err(Error::Timeout { .. })), "{outcome:?}");
+    // The late reply must not be taken as the next request's reply.
+    gate.open("late");
+    host.wait_for_log("misbehave: found /gate/late");
     assert_eq!(client.send::<_, String>("next").unwrap(), "next");
 }
 
