@@ -49,17 +49,13 @@ fn entries(cache: &Path) -> Vec<PathBuf> {
 }
 
 #[test]
-fn a_restart_with_an_unchanged_module_loads_from_the_cache_faster() {
+fn a_restart_with_an_unchanged_module_loads_from_the_cache() {
     let cache = tempfile::tempdir().unwrap();
     let (first_cached, compiled_ms) = start(cache.path());
     let (second_cached, cached_ms) = start(cache.path());
+    // How much faster is for `cargo bench`; here only that it was used.
     eprintln!("sum.wasm: compiled in {compiled_ms} ms, loaded from cache in {cached_ms} ms");
     assert!(!first_cached && second_cached);
-    // Generous: deserializing is typically tens of times faster.
-    assert!(
-        cached_ms * 2.0 < compiled_ms,
-        "compiled {compiled_ms} ms, cached {cached_ms} ms"
-    );
     // One entry, and no temporary file left behind.
     let files = entries(cache.path());
     assert_eq!(files.len(), 1, "{files:?}");
