@@ -49,17 +49,13 @@ fn entries(cache: &Path) -> Vec<PathBuf> {
 }
 
 #[test]
-fn a_restart_with_an_unchanged_module_loads_from_the_cache_faster() {
+fn a_restart_with_an_unchanged_module_loads_from_the_cache() {
     let cache = tempfile::tempdir().unwrap();
     let (first_cached, compiled_ms) = start(cache.path());
     let (second_cached, cached_ms) = start(cache.path());
+    // How much faster is for `cargo bench`; here only that it was used.
     eprintln!("sum.wasm: compiled in {compiled_ms} ms, loaded from cache in {cached_ms} ms");
     assert!(!first_cached && second_cached);
-    // Generous: deserializing is typically tens of times faster.
-    assert!(
-        cached_ms * 2.0 < compiled_ms,
-        "compiled {compiled_ms} ms, cached {cached_ms} ms"
-    );
     // One entry, and no temporary file left behind.
     let files = entries(cache.path());
     assert_eq!(files.len(), 1, "{files:?}");
@@ -104,4 +100,20 @@ fn with_the_cache_off_nothing_is_written() {
     ));
     assert!(!load_report(&host).0);
     assert!(!dir.exists());
+}
+
+/// Loading an entry runs the native code in it, so the folder the host
+/// creates for the cache (and each parent it creates) is its user's alone.
+#[cfg(unix)]
+#[test]
+fn the_cache_folder_is_created_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("made/by/host");
+    start(&cache);
+    assert!(std::fs::read_dir(&cache).unwrap().next().is_some());
+    for folder in [dir.path().join("made"), dir.path().join("made/by"), cache] {
+        let mode = std::fs::metadata(&folder).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} has mode {mode:o}", folder.display());
+    }
 }

@@ -108,6 +108,24 @@ fn check_loads_every_handler_without_listening() {
     assert!(text.contains("2 handler(s) ok"), "{text}");
 }
 
+#[test]
+fn check_exits_non_zero_naming_a_bad_handler() {
+    let config = write_config(&format!(
+        "[server]\ndefault_handler = \"echo\"\n{}\
+         [[handler]]\nname = \"junk\"\nmodule = \"junk.wasm\"\n",
+        handler("echo", "echo", "")
+    ));
+    std::fs::write(config.dir.path().join("junk.wasm"), b"not wasm at all").unwrap();
+    components();
+    let out = run(&["check", "--config", config.path.to_str().unwrap()], b"");
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains("junk") && text.contains("not a valid component"),
+        "{text}"
+    );
+}
+
 /// Starts the host on `config` and expects it to refuse, returning stderr.
 fn refuses(config: &TestConfig) -> String {
     components();

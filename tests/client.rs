@@ -2,9 +2,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use arrpc_client::{BlockingClient, ClientConfig, Error};
+use arrpc_client::{BlockingClient, ClientConfig, Error, RpcClient};
 use common::*;
 
 /// A host with `misbehave` as its default handler and `server` added to
@@ -35,23 +35,69 @@ fn handler_errors_come_back_typed() {
 
 #[test]
 fn a_slow_reply_times_out_and_does_not_answer_the_next_request() {
-    let host = misbehave_with_server("");
-    let mut client = client(&host, Duration::from_millis(300));
-    let started = Instant::now();
-    assert!(matches!(
-        client.send::<_, u64>("sleep:1000"),
-        Err(Error::Timeout { .. })
+    let gate = Gate::new();
+    let host = Host::start(&format!(
+        "[server]\ndefault_handler = \"misbehave\"\n{}",
+        handler("misbehave", "misbehave", &gate.dirs())
     ));
-    assert!(started.elapsed() < Duration::from_millis(900));
-    // The late reply (1000) must not be taken as this request's reply.
+    let mut client = client(&host, Duration::from_millis(300));
+    let outcome = client.send::<_, String>(&Gate::wait("late"));
+    assert!(matches!(outcome, Err(Error::Timeout { .. })), "{outcome:?}");
+    // The late reply must not be taken as the next request's reply.
+    gate.open("late");
+    host.wait_for_log("misbehave: found /gate/late");
     assert_eq!(client.send::<_, String>("next").unwrap(), "next");
 }
 
 #[test]
 fn the_client_reconnects_after_the_server_closed_an_idle_connection() {
-    let host = misbehave_with_server("idle_timeout = \"200ms\"");
+    let host = Host::start_with(
+        write_config(&format!(
+            "[server]\ndefault_handler = \"misbehave\"\nidle_timeout = \"200ms\"\n{}",
+            handler("misbehave", "misbehave", "")
+        )),
+        &["--debug"],
+    );
     let mut client = client(&host, Duration::from_secs(10));
     assert_eq!(client.send::<_, String>("one").unwrap(), "one");
-    std::thread::sleep(Duration::from_millis(500));
+    host.wait_for_log("closing idle connection");
     assert_eq!(client.send::<_, String>("two").unwrap(), "two");
+    // The second message went over a second connection.
+    host.wait_for_log_count("connection opened", 2);
+}
+
+#[test]
+fn an_rpc_client_that_loses_its_connection_fails_every_call_in_flight() {
+    let gate = Gate::new();
+    let mut host = Host::start(&handler("misbehave", "misbehave", &gate.dirs()));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut config = ClientConfig::new(host.addr.to_string());
+    config.connect_attempts = 1;
+    // Far longer than the test takes: a call that is never failed shows as
+    // a timeout, not as a hang.
+    config.timeout = Some(Duration::from_secs(120));
+    let client = RpcClient::new(config);
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let client = client.clone();
+            runtime.spawn(async move {
+                client
+                    .call::<_, String>("misbehave", &Gate::wait(&format!("never-{i}")))
+                    .await
+            })
+        })
+        .collect();
+    host.wait_for_log_count("misbehave: waiting for /gate/never-", 8);
+    host.child().kill().unwrap();
+    host.child().wait().unwrap();
+    for call in calls {
+        let outcome = runtime.block_on(call).unwrap();
+        assert!(
+            matches!(outcome, Err(Error::Transport { .. })),
+            "{outcome:?}"
+        );
+    }
+    // The next call tries a new connection, and there is no server.
+    let next = runtime.block_on(client.call::<_, String>("misbehave", "hi"));
+    assert!(matches!(next, Err(Error::Connect { .. })), "{next:?}");
 }

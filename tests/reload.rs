@@ -401,3 +401,63 @@ fn write_atomically(path: &Path, text: &str) {
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(tmp, path).unwrap();
 }
+
+#[test]
+fn a_deleted_module_file_leaves_the_last_version_serving() {
+    let (host, module) = swappable_host("echo", &[], "");
+    assert_eq!(
+        version_of(&host.connect().call(&probe())),
+        Some(Version::Echo)
+    );
+    std::fs::remove_file(&module).unwrap();
+    host.wait_for_log("module file removed; still serving sha256");
+    assert_eq!(
+        version_of(&host.connect().call(&probe())),
+        Some(Version::Echo)
+    );
+    // The file written again is picked up as any change is.
+    std::fs::copy(component("sum"), &module).unwrap();
+    wait_for_version(&host, Version::Sum);
+}
+
+#[test]
+fn a_reload_needing_a_bigger_pool_or_fuel_is_refused_with_the_reason() {
+    // 100 instances: the pool is sized at its floor of 1,000.
+    let host = Host::start(&handler("echo", "echo", "max_instances = 100"));
+    let path = host.config.path.clone();
+    std::fs::write(&path, handler("echo", "echo", "max_instances = 1001")).unwrap();
+    let log = host.wait_for_log("config reload refused");
+    assert!(
+        log.contains(
+            "more than the 1000 instances the pool was sized for at start; restart to apply"
+        ),
+        "{log}"
+    );
+    assert_eq!(host.connect().call(&[0x01]), [0x01]);
+
+    std::fs::write(
+        &path,
+        handler("echo", "echo", "max_instances = 100\nfuel = 1000000"),
+    )
+    .unwrap();
+    let log = host.wait_for_log_count("config reload refused", 2);
+    assert!(
+        log.contains("a handler now sets `fuel`, but fuel metering was off at start"),
+        "{log}"
+    );
+    assert_eq!(host.connect().call(&[0x02]), [0x02]);
+
+    // A change that fits is applied.
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\ndefault_handler = \"echo\"\n{}{}",
+            handler("echo", "echo", "max_instances = 100"),
+            handler("sum", "sum", "max_instances = 900")
+        ),
+    )
+    .unwrap();
+    host.wait_for_log("handler added");
+    let numbers = Value::Array(vec![Value::from(4), Value::from(5)]);
+    assert!(rpc_call(&host, "sum", &numbers).0.is_nil());
+}

@@ -595,3 +595,117 @@ fn rpc_calls_are_signed_and_verified_like_bare_messages() {
         }
     }
 }
+
+#[test]
+fn several_secrets_from_env_file_and_value_are_each_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret");
+    // One trailing line break is not part of the secret.
+    std::fs::write(&file, "from-file\n").unwrap();
+    #[cfg(unix)]
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let host = Host::start_with_env(
+        write_config(&format!(
+            "[auth]\nsecrets = [{{ env = \"ARRPC_TEST_OLD\" }}, {{ file = \"{}\" }}, {{ value = \"inline\" }}]\n{}",
+            file.display(),
+            handler("echo", "echo", "")
+        )),
+        &[],
+        &[("ARRPC_TEST_OLD", "from-env")],
+    );
+    for secret in ["from-env", "from-file", "inline"] {
+        let mut config = client_config(&host, None);
+        config.auth_secret = Some(secret.as_bytes().to_vec());
+        let mut client = BlockingClient::new(config).unwrap();
+        assert_eq!(client.send::<_, String>(secret).unwrap(), secret);
+    }
+    for wrong in ["from-file\n", "from-env-", "", "another"] {
+        let mut config = client_config(&host, None);
+        config.auth_secret = Some(wrong.as_bytes().to_vec());
+        let mut client = BlockingClient::new(config).unwrap();
+        match client.send::<_, String>("x") {
+            Err(Error::Auth(reason)) => assert_eq!(reason, AUTH_FAILED, "{wrong:?}"),
+            other => panic!("{wrong:?}: expected an auth error, got {other:?}"),
+        }
+    }
+    // An unsigned message never reaches the handler either.
+    let error = error_text(&host.connect().call(&[0x01]));
+    assert_eq!(error, Some(auth_failed()));
+}
+
+/// rustls client settings trusting `ca` that offer only `version`.
+fn client_speaking(
+    ca: &Path,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}
+
+#[test]
+fn tls_1_2_and_1_3_clients_are_both_served() {
+    let (_dir, own, host) = self_signed_echo_host("");
+    for (version, expected) in [
+        (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
+        (&rustls::version::TLS13, rustls::ProtocolVersion::TLSv1_3),
+    ] {
+        let mut stream = certs::tls_connect(host.addr, client_speaking(&own.cert, version));
+        assert_eq!(stream.conn.protocol_version(), Some(expected));
+        certs::echo_byte(&mut stream, 0x07);
+    }
+}
+
+#[test]
+fn a_certificate_not_valid_yet_or_a_key_that_does_not_fit_stops_the_host_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let early = certs::not_yet_valid(dir.path(), "early");
+    let err = refuses(
+        "",
+        &tls_args(&early)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    assert!(err.contains("early.pem: certificate #1"), "{err}");
+    assert!(
+        err.contains("is not valid before") && err.contains("2099"),
+        "{err}"
+    );
+
+    // Two good pairs, each certificate given the other's key.
+    let one = certs::self_signed(dir.path(), "one");
+    let two = certs::self_signed(dir.path(), "two");
+    let crossed = CertFiles {
+        cert: one.cert.clone(),
+        key: two.key.clone(),
+    };
+    let err = refuses(
+        "",
+        &tls_args(&crossed)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    assert!(
+        err.contains(&format!(
+            "{}: does not fit {}",
+            two.key.display(),
+            one.cert.display()
+        )),
+        "{err}"
+    );
+}

@@ -645,3 +645,24 @@ fn auth_failures_are_counted_and_never_reach_a_handler() {
     assert_eq!(messages(&scrape, "echo", "ok"), 1.0);
     assert_eq!(messages(&scrape, "echo", "auth_failure"), 0.0);
 }
+
+#[test]
+fn a_drain_past_shutdown_grace_closes_what_is_left_and_exits_0() {
+    let gate = Gate::new();
+    let mut host = Host::start(&format!(
+        "[server]\nshutdown_grace = \"1s\"\n{}",
+        handler(
+            "misbehave",
+            "misbehave",
+            &format!("timeout = \"60s\"\n{}", gate.dirs())
+        )
+    ));
+    let mut wire = host.connect();
+    wire.write(&encode(&str_value(&Gate::wait("never"))));
+    host.wait_for_log("misbehave: waiting for /gate/never");
+    host.signal("TERM");
+    host.wait_for_log("grace period over; closing remaining connections");
+    assert_eq!(wire.read(), None, "the held message was answered");
+    let exit = host.child().wait().unwrap();
+    assert!(exit.success(), "{exit}");
+}

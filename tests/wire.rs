@@ -84,25 +84,28 @@ fn messages_of_exactly_4096_bytes_and_of_1_mib_round_trip() {
 
 #[test]
 fn pipelined_replies_keep_request_order_when_handlers_finish_out_of_order() {
-    let host = misbehave_host("");
+    let gate = Gate::new();
+    let host = misbehave_host(&gate.dirs());
     let mut wire = host.connect();
-    // The first message takes longest; every later one finishes sooner.
-    let sleeps = [400, 200, 0, 100, 0];
+    let names = ["a", "b", "c", "d", "e"];
     let mut batch = Vec::new();
-    for ms in sleeps {
-        batch.extend(encode(&str_value(&format!("sleep:{ms}"))));
+    for name in names {
+        batch.extend(encode(&str_value(&Gate::wait(name))));
     }
-    let started = Instant::now();
     wire.write(&batch);
-    for ms in sleeps {
-        assert_eq!(decode(&wire.read().unwrap()), Value::from(ms));
+    // All five run side by side ...
+    host.wait_for_log_count("misbehave: waiting for /gate/", names.len());
+    // ... and finish last to first.
+    for name in names.iter().rev() {
+        gate.open(name);
+        host.wait_for_log(&format!("misbehave: found /gate/{name}"));
     }
-    // They ran side by side, not one after another (700 ms in sequence).
-    assert!(
-        started.elapsed() < Duration::from_millis(650),
-        "{:?}",
-        started.elapsed()
-    );
+    for name in names {
+        assert_eq!(
+            decode(&wire.read().unwrap()),
+            str_value(&format!("/gate/{name}"))
+        );
+    }
 }
 
 #[test]
@@ -186,4 +189,34 @@ fn connections_beyond_the_cap_wait_instead_of_failing() {
         line_of("connection closed", &first_peer) < line_of("connection opened", &third_peer),
         "the third connection was served while two were open:\n{log}"
     );
+}
+
+#[test]
+fn at_max_pipelined_the_host_stops_reading_until_a_reply_is_written() {
+    let gate = Gate::new();
+    let host = Host::start(&format!(
+        "[server]\nmax_pipelined = 2\n{}",
+        handler("misbehave", "misbehave", &gate.dirs())
+    ));
+    let mut wire = host.connect();
+    let mut batch = Vec::new();
+    for name in ["a", "b", "c"] {
+        batch.extend(encode(&str_value(&Gate::wait(name))));
+    }
+    wire.write(&batch);
+    host.wait_for_log_count("misbehave: waiting for /gate/", 2);
+    gate.open("a");
+    assert_eq!(decode(&wire.read().unwrap()), str_value("/gate/a"));
+    // The third message was read only once the first had its reply.
+    host.wait_for_log("misbehave: found /gate/a");
+    let log = host.wait_for_log("misbehave: waiting for /gate/c");
+    let line_of = |text: &str| log.lines().position(|l| l.contains(text)).unwrap();
+    assert!(
+        line_of("misbehave: found /gate/a") < line_of("misbehave: waiting for /gate/c"),
+        "the third message started while two were in flight:\n{log}"
+    );
+    gate.open("b");
+    gate.open("c");
+    assert_eq!(decode(&wire.read().unwrap()), str_value("/gate/b"));
+    assert_eq!(decode(&wire.read().unwrap()), str_value("/gate/c"));
 }

@@ -132,6 +132,16 @@ pub fn expired(dir: &Path, file: &str) -> CertFiles {
     write_pair(dir, file, &cert.pem(), &key)
 }
 
+/// A self-signed certificate valid only from 2099-01-01.
+pub fn not_yet_valid(dir: &Path, file: &str) -> CertFiles {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(local_names()).unwrap();
+    params.not_before = rcgen::date_time_ymd(2099, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2100, 1, 1);
+    let cert = params.self_signed(&key).unwrap();
+    write_pair(dir, file, &cert.pem(), &key)
+}
+
 /// A self-signed certificate made as every arrpc tutorial makes one:
 /// `openssl req -x509 -newkey rsa:2048 -nodes -subj /CN={common_name}
 /// -addext subjectAltName={names} -keyout {file}.key -out {file}.crt`,

@@ -274,6 +274,10 @@ async fn drive<R>(
         reason = write => reason,
     };
     tracing::debug!(addr = %addr, reason = %reason, "rpc connection ended");
+    // Closed first, so that a caller woken below already finds the link
+    // ended and reconnects, and no request can still be queued on it (its
+    // caller would wait for a reply after the clear, for nothing).
+    queue.close();
     // Dropping the senders wakes every caller with a transport error.
     lock(&waiting).clear();
 }

@@ -63,6 +63,7 @@ impl Guest for Misbehave {
             "alloc" => alloc(),
             "read-file" => read_file(arg.unwrap_or("/etc/hostname")),
             "write-file" => write_file(arg.unwrap_or("/etc/hostname")),
+            "remove-file" => remove_file(arg.unwrap_or("/etc/hostname")),
             "env" => env(),
             "print" => print(count(command, arg)?),
             "context" => context(&ctx),
@@ -139,6 +140,15 @@ fn write_file(path: &str) -> Reply {
     }
 }
 
+/// Deletes a file, as `read_file` names it; fails unless the file is in a
+/// directory granted writable.
+fn remove_file(path: &str) -> Reply {
+    match std::fs::remove_file(path) {
+        Ok(()) => encode(path),
+        Err(e) => Err(format!("misbehave: remove-file failed: {e}")),
+    }
+}
+
 /// Every environment variable the guest can see; the host should pass none
 /// of its own.
 fn env() -> Reply {
@@ -193,24 +203,26 @@ fn context(ctx: &Context) -> Reply {
 /// Says so on stdout first, so that a test can wait for the guest to have
 /// started instead of guessing how long the host takes to get there.
 fn sleep(ms: u64) -> Reply {
-    started(&format!("sleeping {ms} ms"))?;
+    say(&format!("sleeping {ms} ms"))?;
     std::thread::sleep(Duration::from_millis(ms));
     encode(&ms)
 }
 
 /// Waits until a file exists (in a granted directory), then returns its
 /// path: a test decides when this call ends, and so the order of replies,
-/// without racing on sleep lengths. Says on stdout when it starts waiting.
+/// without racing on sleep lengths. Says on stdout when it starts waiting
+/// and when it found the file.
 fn wait_file(path: &str) -> Reply {
-    started(&format!("waiting for {path}"))?;
+    say(&format!("waiting for {path}"))?;
     while std::fs::metadata(path).is_err() {
         std::thread::sleep(Duration::from_millis(5));
     }
+    say(&format!("found {path}"))?;
     encode(path)
 }
 
 /// One line on stdout, `misbehave: <what>`, logged by the host at once.
-fn started(what: &str) -> Result<(), String> {
+fn say(what: &str) -> Result<(), String> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "misbehave: {what}")
         .and_then(|()| out.flush())
