@@ -74,6 +74,7 @@ async fn per_call(handler: &Handler, payload: &[u8]) -> f64 {
             request_id,
             peer: "127.0.0.1:1",
             traceparent: None,
+            caller: None,
             started: Instant::now(),
         })
     };

@@ -7,8 +7,10 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-/// The `sha256sum` lines of every `.wit` file under `dir`, by path in byte
-/// order: what `handlers/c-bindings/regenerate.sh` writes to `WIT_SHA256`.
+/// The `sha256sum` lines of the `.wit` files `wit-bindgen` reads from
+/// `dir` (those directly in it and any under `deps/`, not the older world
+/// versions kept in other subfolders), by path in byte order: what
+/// `handlers/c-bindings/regenerate.sh` writes to `WIT_SHA256`.
 fn wit_hashes(dir: &Path) -> String {
     let mut files = Vec::new();
     collect_wit(dir, "", &mut files);
@@ -23,13 +25,16 @@ fn wit_hashes(dir: &Path) -> String {
 }
 
 /// Adds the `/`-separated paths, relative to the WIT root, of the `.wit`
-/// files in `dir` and its subfolders (wit-bindgen also reads `deps/`).
+/// files in `dir`, descending into `deps/` at the root and into every
+/// folder below it.
 fn collect_wit(dir: &Path, prefix: &str, files: &mut Vec<String>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let entry = entry.unwrap();
         let name = format!("{prefix}{}", entry.file_name().to_str().unwrap());
         if entry.file_type().unwrap().is_dir() {
-            collect_wit(&entry.path(), &format!("{name}/"), files);
+            if !prefix.is_empty() || name == "deps" {
+                collect_wit(&entry.path(), &format!("{name}/"), files);
+            }
         } else if name.ends_with(".wit") {
             files.push(name);
         }

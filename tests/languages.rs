@@ -3,18 +3,21 @@
 //! `arrpc-host`: Python (componentize-py), JavaScript (componentize-js), C
 //! (clang, with the bindings committed in `handlers/c-bindings`) and Zig
 //! (`zig build-exe`, with the same C bindings). Each
-//! example component echoes when served under a name ending in `echo` and
+//! example component echoes when served under a name ending in `echo`,
 //! adds numbers under a name ending in `sum`, with the Rust `sum` handler's
-//! replies and error texts.
+//! replies and error texts, and under a name ending in `caller` replies with
+//! the caller's verified identity from its context (arrpc:handler@0.2.0).
 
 mod common;
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use arrpc_client::{BlockingClient, ClientConfig, Error};
+use common::certs::{self, Ca};
 use common::toolchains::toolchain;
 use common::*;
 use rmpv::Value;
@@ -196,15 +199,91 @@ fn zig_sum_names_the_shape_it_got() {
     );
 }
 
-/// Served under a name with neither suffix, the example answers with an
-/// error and logs why.
+/// One bare message on an open stream and its reply.
+fn bare_call(stream: &mut (impl Read + Write), value: &Value) -> Value {
+    stream.write_all(&encode(value)).unwrap();
+    let mut buffer = Vec::new();
+    loop {
+        if let Some(len) = arrpc_wire::frame::value_len(&buffer) {
+            return decode(&buffer[..len]);
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "connection closed");
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Over mutual TLS the example sees the client certificate's SPIFFE ID and
+/// DNS names, a certificate with DNS names only, and no caller when the
+/// client presents no certificate, each through its language's bindings.
+fn assert_caller(lang: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "cluster");
+    let server = ca.server(dir.path(), "server", certs::local_names());
+    let web = "spiffe://cluster.local/ns/shop/sa/web-frontend-with-a-long-service-account";
+    let both = ca.workload(dir.path(), "both", Some(web), &["web.shop.svc", "web"]);
+    let named = ca.workload(dir.path(), "named", None, &["checkout.shop.svc"]);
+    let host = Host::start(&format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nclient_certificates = \"optional\"\n\
+         [[handler]]\nname = \"{lang}-caller\"\nmodule = \"{}\"\ntimeout = \"10s\"\n",
+        server.cert.display(),
+        server.key.display(),
+        ca.cert.display(),
+        example(lang).display()
+    ));
+    let caller = |spiffe_id: Option<&str>, dns_names: &[&str]| {
+        Value::Map(vec![
+            (
+                str_value("spiffe_id"),
+                spiffe_id.map_or(Value::Nil, str_value),
+            ),
+            (
+                str_value("dns_names"),
+                Value::Array(dns_names.iter().map(|d| str_value(d)).collect()),
+            ),
+        ])
+    };
+    let cases = [
+        (Some(&both), caller(Some(web), &["web.shop.svc", "web"])),
+        (Some(&named), caller(None, &["checkout.shop.svc"])),
+        (None, Value::Nil),
+    ];
+    for (identity, expected) in cases {
+        let mut stream = certs::tls_connect(host.addr, certs::rustls_client(&ca.cert, identity));
+        assert_eq!(bare_call(&mut stream, &Value::Nil), expected, "{lang}");
+    }
+}
+
+#[test]
+fn python_caller() {
+    assert_caller("python");
+}
+
+#[test]
+fn js_caller() {
+    assert_caller("js");
+}
+
+#[test]
+fn c_caller() {
+    assert_caller("c");
+}
+
+#[test]
+fn zig_caller() {
+    assert_caller("zig");
+}
+
+/// Served under a name with no operation's suffix, the example answers
+/// with an error and logs why.
 fn assert_no_operation(lang: &str) {
     let name = format!("{lang}-other");
     let host = serve(lang, &name);
     match client(&host).send::<_, IgnoredAny>(&[1]) {
         Err(Error::Rpc(reason)) => assert_eq!(
             reason,
-            format!("{name}: serve this component under a name ending in echo or sum")
+            format!("{name}: serve this component under a name ending in echo, sum or caller")
         ),
         other => panic!("expected the handler's error, got {other:?}"),
     }

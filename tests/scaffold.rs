@@ -84,6 +84,9 @@ fn skeleton_builds_and_serves(lang: &'static str, toolchain_part: &'static str) 
     );
     let message = Value::Map(vec![(str_value("hello"), Value::from(lang))]);
     assert_eq!(host.connect().call_value(&message), message);
+    // Built against the current world, whose context carries the caller.
+    let loaded = host.wait_for_log("loaded handler");
+    assert!(loaded.contains("world=0.2.0"), "{loaded}");
 
     // A second skeleton of the same name is refused, not written over.
     let again = new(host.config.dir.path(), &[&name, "--lang", lang]);

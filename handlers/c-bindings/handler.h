@@ -19,6 +19,35 @@ typedef struct {
   handler_string_t val;
 } handler_option_string_t;
 
+typedef struct {
+  handler_string_t *ptr;
+  size_t len;
+} handler_list_string_t;
+
+// Who called, as the client certificate the TLS handshake verified
+// proves it.
+// 
+// A record, not a variant: one certificate may carry a SPIFFE ID and DNS
+// names at once (cert-manager issues such), and an optional string plus
+// a list of strings reads as a plain struct or object in every guest
+// language (a Rust struct, a Python dataclass, a JavaScript object, a C
+// struct Zig imports as is), where a variant would be a tagged union to
+// switch on, or a class per case.
+typedef struct arrpc_handler_types_caller_t {
+  // The caller's SPIFFE ID, `spiffe://<trust domain>/<path>`: the
+  // certificate's URI SAN of scheme `spiffe`. None when it has none, or
+  // more than one (an X.509-SVID has exactly one, so such a certificate
+  // names no single workload).
+  handler_option_string_t   spiffe_id;
+  // The certificate's DNS SANs, lowercased, in the certificate's order.
+  handler_list_string_t   dns_names;
+} arrpc_handler_types_caller_t;
+
+typedef struct {
+  bool is_some;
+  arrpc_handler_types_caller_t val;
+} arrpc_handler_types_option_caller_t;
+
 // What the host knows about the message being handled.
 typedef struct arrpc_handler_types_context_t {
   // The name this handler is served under in `arrpc.toml`.
@@ -33,6 +62,13 @@ typedef struct arrpc_handler_types_context_t {
   uint32_t   timeout_ms;
   // W3C `traceparent` of the caller's trace, when the message carried one.
   handler_option_string_t   traceparent;
+  // Who called: none over plain TCP and over TLS when the client
+  // presented no certificate (`client_certificates = "optional"`); set
+  // whenever the handshake verified one, even if it names neither a
+  // SPIFFE ID nor a DNS name. The host's allow list for this handler has
+  // already admitted the caller; this is for finer decisions, per
+  // operation or per record.
+  arrpc_handler_types_option_caller_t   caller;
 } arrpc_handler_types_context_t;
 
 typedef arrpc_handler_types_context_t handler_context_t;
@@ -56,6 +92,12 @@ bool exports_handler_handle(handler_context_t *ctx, handler_list_u8_t *payload, 
 // Helper Functions
 
 void handler_option_string_free(handler_option_string_t *ptr);
+
+void handler_list_string_free(handler_list_string_t *ptr);
+
+void arrpc_handler_types_caller_free(arrpc_handler_types_caller_t *ptr);
+
+void arrpc_handler_types_option_caller_free(arrpc_handler_types_option_caller_t *ptr);
 
 void arrpc_handler_types_context_free(arrpc_handler_types_context_t *ptr);
 

@@ -16,6 +16,9 @@ if ! wit-bindgen --version 2>/dev/null | grep -q "^wit-bindgen-cli $WIT_BINDGEN\
     cargo install --quiet --locked wit-bindgen-cli --version "$WIT_BINDGEN"
 fi
 wit-bindgen c ../../wit --world handler --out-dir .
-# One `sha256sum` line per .wit file, by path in byte order.
-(cd ../../wit && find . -name '*.wit' | sed 's|^\./||' | LC_ALL=C sort | xargs sha256sum) > WIT_SHA256
+# One `sha256sum` line per .wit file wit-bindgen reads (those in wit/ and
+# under wit/deps/, not the older world versions in other folders), by path
+# in byte order.
+(cd ../../wit && { find . -maxdepth 1 -name '*.wit'; find . -path './deps/*' -name '*.wit'; } |
+    sed 's|^\./||' | LC_ALL=C sort | xargs sha256sum) > WIT_SHA256
 echo "regenerate: done; commit handlers/c-bindings"

@@ -1,10 +1,12 @@
-// An arrpc-host handler in JavaScript: echo and sum, chosen by the served name.
+// An arrpc-host handler in JavaScript: echo, sum and caller, chosen by the
+// served name.
 //
 // componentize-js turns this module (bundled with its npm dependencies by
 // build.mjs) into a WebAssembly component implementing the `handler` world
 // of wit/handler.wit. A name ending in "echo" returns the payload unchanged;
 // one ending in "sum" adds up numbers with the same input, output and error
-// texts as the Rust `sum` handler. A thrown string becomes the `err` the
+// texts as the Rust `sum` handler; one ending in "caller" replies with who
+// called, as the host verified it. A thrown string becomes the `err` the
 // client receives.
 
 import { decode, encode } from "@msgpack/msgpack";
@@ -18,9 +20,22 @@ export function handle(ctx, payload) {
   if (ctx.handler.endsWith("sum")) {
     return sum(payload);
   }
+  if (ctx.handler.endsWith("caller")) {
+    return whoCalled(ctx.caller);
+  }
   // console output goes to the host's log, tagged with handler and request id.
   console.error(`no operation for the name ${ctx.handler}`);
-  throw `${ctx.handler}: serve this component under a name ending in echo or sum`;
+  throw `${ctx.handler}: serve this component under a name ending in echo, sum or caller`;
+}
+
+// The caller's SPIFFE ID and DNS names; nil when the host verified no client
+// certificate (plain TCP, or TLS without one). A WIT `option` is the value
+// or `undefined`; record fields are camelCase.
+function whoCalled(caller) {
+  if (caller === undefined) {
+    return encode(null);
+  }
+  return encode({ spiffe_id: caller.spiffeId ?? null, dns_names: caller.dnsNames });
 }
 
 function sum(payload) {

@@ -1,10 +1,11 @@
-"""An arrpc-host handler in Python: echo and sum, chosen by the served name.
+"""An arrpc-host handler in Python: echo, sum and caller, chosen by the served name.
 
 componentize-py turns this module into a WebAssembly component implementing
 the `handler` world of wit/handler.wit. The same component is served under
-two names (see README.md): a name ending in "echo" returns the payload
+several names (see README.md): a name ending in "echo" returns the payload
 unchanged, one ending in "sum" adds up numbers with the same input, output
-and error texts as the Rust `sum` handler.
+and error texts as the Rust `sum` handler, one ending in "caller" replies
+with who called, as the host verified it.
 """
 
 import sys
@@ -22,9 +23,19 @@ class WitWorld(wit_world.WitWorld):
             return payload
         if ctx.handler.endswith("sum"):
             return sum_numbers(payload)
+        if ctx.handler.endswith("caller"):
+            return who_called(ctx.caller)
         # stderr goes to the host's log, tagged with handler and request id.
         print(f"no operation for the name {ctx.handler!r}", file=sys.stderr)
-        raise wit_world.Err(f"{ctx.handler}: serve this component under a name ending in echo or sum")
+        raise wit_world.Err(f"{ctx.handler}: serve this component under a name ending in echo, sum or caller")
+
+
+def who_called(caller: types.Caller | None) -> bytes:
+    """The caller's SPIFFE ID and DNS names; nil when the host verified no
+    client certificate (plain TCP, or TLS without one)."""
+    if caller is None:
+        return msgpack.packb(None)
+    return msgpack.packb({"spiffe_id": caller.spiffe_id, "dns_names": caller.dns_names})
 
 
 def sum_numbers(payload: bytes) -> bytes:

@@ -1,11 +1,13 @@
-//! An arrpc-host handler in Zig: echo and sum, chosen by the served name.
+//! An arrpc-host handler in Zig: echo, sum and caller, chosen by the served
+//! name.
 //!
 //! The bindings for the `handler` world of wit/handler.wit are the C ones
 //! committed in handlers/c-bindings: Zig compiles their handler.c, links
 //! their component type and imports handler.h. A name ending in "echo"
 //! returns the payload unchanged; one ending in "sum" adds up numbers with
 //! the same input, output and error texts as the Rust `sum` handler, reading
-//! and writing MessagePack with the few lines below.
+//! and writing MessagePack with the few lines below; one ending in "caller"
+//! replies with who called, as the host verified it.
 //!
 //! Ownership follows wit-bindgen's C rules: the arguments belong to this
 //! function and must be freed or handed on; `ret` and `err` must point to
@@ -207,9 +209,31 @@ const Writer = struct {
     }
 
     fn str(w: *Writer, s: []const u8) void {
-        w.put(u8, null, 0xa0 | @as(u8, @intCast(s.len)));
+        if (s.len < 32) {
+            w.put(u8, null, 0xa0 | @as(u8, @intCast(s.len)));
+        } else if (s.len <= std.math.maxInt(u8)) {
+            w.put(u8, 0xd9, @intCast(s.len));
+        } else if (s.len <= std.math.maxInt(u16)) {
+            w.put(u16, 0xda, @intCast(s.len));
+        } else {
+            w.put(u32, 0xdb, @intCast(s.len));
+        }
         @memcpy(w.buf[w.len..][0..s.len], s);
         w.len += s.len;
+    }
+
+    fn array(w: *Writer, n: usize) void {
+        if (n < 16) {
+            w.put(u8, null, 0x90 | @as(u8, @intCast(n)));
+        } else if (n <= std.math.maxInt(u16)) {
+            w.put(u16, 0xdc, @intCast(n));
+        } else {
+            w.put(u32, 0xdd, @intCast(n));
+        }
+    }
+
+    fn nil(w: *Writer) void {
+        w.put(u8, null, 0xc0);
     }
 
     fn uint(w: *Writer, n: u64) void {
@@ -304,6 +328,42 @@ fn sumChecked(r: *Reader, ret: *c.handler_list_u8_t, err: *c.handler_string_t) R
     return true;
 }
 
+/// Replies with who called: {"spiffe_id": <string or nil>, "dns_names":
+/// [<string>...]}, or nil when the host verified no client certificate
+/// (plain TCP, or TLS without one).
+fn whoCalled(ctx: *const c.handler_context_t, ret: *c.handler_list_u8_t, err: *c.handler_string_t) bool {
+    const caller: ?*const c.arrpc_handler_types_caller_t = if (ctx.caller.is_some) &ctx.caller.val else null;
+    const names: []const c.handler_string_t = if (caller) |who|
+        (if (who.dns_names.len == 0) &.{} else who.dns_names.ptr[0..who.dns_names.len])
+    else
+        &.{};
+    // Headers take at most 5 bytes; the keys 10 each.
+    var size: usize = 1;
+    if (caller) |who| {
+        size = 1 + 2 * 10 + 5 + who.spiffe_id.val.len + 5;
+        for (names) |name| size += 5 + name.len;
+    }
+    const out: [*]u8 = @ptrCast(std.c.malloc(size) orelse return fail(err, "caller: out of memory", .{}));
+    var w = Writer{ .buf = out };
+    if (caller) |who| {
+        w.put(u8, null, 0x82);
+        w.str("spiffe_id");
+        if (who.spiffe_id.is_some) {
+            w.str(bytes(who.spiffe_id.val.ptr, who.spiffe_id.val.len));
+        } else {
+            w.nil();
+        }
+        w.str("dns_names");
+        w.array(names.len);
+        for (names) |name| w.str(bytes(name.ptr, name.len));
+    } else {
+        w.nil();
+    }
+    ret.ptr = out;
+    ret.len = w.len;
+    return true;
+}
+
 export fn exports_handler_handle(
     ctx: *c.handler_context_t,
     payload: *c.handler_list_u8_t,
@@ -320,10 +380,12 @@ export fn exports_handler_handle(
         ok = true;
     } else if (std.mem.endsWith(u8, name, "sum")) {
         ok = sum(bytes(payload.ptr, payload.len), ret, err);
+    } else if (std.mem.endsWith(u8, name, "caller")) {
+        ok = whoCalled(ctx, ret, err);
     } else {
         // stderr goes to the host's log, tagged with handler and request id.
         std.io.getStdErr().writer().print("no operation for the name {s}\n", .{name}) catch {};
-        ok = fail(err, "{s}: serve this component under a name ending in echo or sum", .{name});
+        ok = fail(err, "{s}: serve this component under a name ending in echo, sum or caller", .{name});
     }
     c.handler_list_u8_free(payload);
     c.handler_context_free(ctx);

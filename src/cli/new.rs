@@ -251,8 +251,9 @@ mod tests {
         }
     }
 
-    /// The SDK a skeleton carries binds the WIT beside it, and depends on
-    /// what `handlers/sdk` depends on, at the handlers workspace's versions.
+    /// The SDK a skeleton carries binds the WIT beside it, is the version
+    /// of `handlers/sdk`, and depends on what `handlers/sdk` depends on, at
+    /// the handlers workspace's versions.
     #[test]
     fn the_carried_sdk_is_the_checkouts() {
         let source = sdk_source();
@@ -264,6 +265,7 @@ mod tests {
         let workspace = &workspace["workspace"]["dependencies"];
         let sdk = table(include_str!("../../handlers/sdk/Cargo.toml"));
         let carried = table(include_str!("templates/rust/sdk/Cargo.toml"));
+        assert_eq!(carried["package"]["version"], sdk["package"]["version"]);
         let carried = carried["dependencies"].as_table().unwrap();
         let names: Vec<&String> = sdk["dependencies"].as_table().unwrap().keys().collect();
         assert_eq!(names, carried.keys().collect::<Vec<_>>());

@@ -10,8 +10,8 @@ use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 use super::HostState;
-use super::bindings::{Handler as Guest, HandlerPre, arrpc::handler::types::Context};
 use super::guest_log::GuestLog;
+use super::world::{Caller, Context, Guest, HandlerPre};
 use crate::config::{DirGrant, HandlerConfig};
 
 /// Largest table a guest may grow; far above what compilers emit.
@@ -24,7 +24,7 @@ pub struct Handler {
     name: Arc<str>,
     module: PathBuf,
     sha256: String,
-    pre: HandlerPre<HostState>,
+    pre: HandlerPre,
     timeout: Duration,
     max_memory: usize,
     instances: InstanceCount,
@@ -154,6 +154,9 @@ pub struct Request<'a> {
     pub request_id: u64,
     pub peer: &'a str,
     pub traceparent: Option<&'a str>,
+    /// Who called, when a client certificate was verified; handlers built
+    /// against arrpc:handler@0.1.0 are not told.
+    pub caller: Option<Caller<'a>>,
     /// When the call began: its timeout counts from here.
     pub started: Instant,
 }
@@ -223,7 +226,7 @@ impl Handler {
     pub(super) fn new(
         config: &HandlerConfig,
         sha256: String,
-        pre: HandlerPre<HostState>,
+        pre: HandlerPre,
         metered: bool,
     ) -> Self {
         Handler {
@@ -293,6 +296,7 @@ impl Handler {
                 peer: request.peer,
                 timeout_ms: self.timeout.as_millis().try_into().unwrap_or(u32::MAX),
                 traceparent: request.traceparent,
+                caller: request.caller,
             };
             let guest = match guest {
                 Some(guest) => guest,
@@ -300,9 +304,7 @@ impl Handler {
                 // together, and a reused instance never needs the room.
                 None => Box::pin(self.pre.instantiate_async(&mut store)).await?,
             };
-            let reply = guest
-                .call_handle(&mut store, context, request.payload)
-                .await?;
+            let reply = guest.handle(&mut store, context, request.payload).await?;
             Ok::<_, wasmtime::Error>((guest, reply))
         };
         // Pinned where it is, so the timeout wraps a pointer, not a copy.

@@ -11,6 +11,7 @@ mod guest_log;
 mod handler;
 mod module;
 mod registry;
+mod world;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,17 +27,7 @@ pub use cache::ComponentCache;
 pub use handler::{CallError, Handler, Request};
 pub use module::{LoadError, run_build};
 pub use registry::{HandlerRegistry, HandlerSet};
-
-/// Generated bindings for `wit/handler.wit`.
-mod bindings {
-    wasmtime::component::bindgen!({
-        path: "wit",
-        world: "handler",
-        exports: { default: async },
-        // The context is lowered from borrowed strings: no copies per message.
-        ownership: Borrowing { duplicate_if_necessary: false },
-    });
-}
+pub use world::Caller;
 
 /// How often the engine's epoch advances. A running guest yields to the
 /// async executor at every tick, so a busy handler cannot starve the
@@ -239,13 +230,9 @@ impl Runtime {
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .and_then(bindings::HandlerPre::new)
-            .map_err(|e| {
-                LoadError::new(
-                    config,
-                    format!("does not implement the arrpc:handler world: {e:#}"),
-                )
-            })?;
+            .map_err(|e| format!("does not implement the arrpc:handler world: {e:#}"))
+            .and_then(|pre| world::HandlerPre::new(&component, pre))
+            .map_err(|reason| LoadError::new(config, reason))?;
         let load_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
         tracing::info!(
             handler = %config.name,
@@ -253,6 +240,7 @@ impl Runtime {
             sha256 = %sha256,
             from_cache,
             load_ms,
+            world = %pre.version(),
             "loaded handler"
         );
         Ok(Handler::new(config, sha256, pre, self.consume_fuel))

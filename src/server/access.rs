@@ -10,6 +10,7 @@ use std::sync::Arc;
 use x509_parser::extensions::GeneralName;
 
 use crate::config::Allowed;
+use crate::runtime::Caller;
 
 /// The other end of a connection.
 #[derive(Debug)]
@@ -59,6 +60,19 @@ impl Peer {
             addr: addr.into(),
             identity: None,
         }
+    }
+
+    /// Who called, as a handler's context tells it: `None` without a
+    /// verified certificate; a SPIFFE ID only when the certificate carries
+    /// exactly one, as an X.509-SVID does.
+    pub fn caller(&self) -> Option<Caller<'_>> {
+        self.identity.as_ref().map(|who| Caller {
+            spiffe_id: match who.spiffe_ids.as_slice() {
+                [id] => Some(id),
+                _ => None,
+            },
+            dns_names: &who.dns_names,
+        })
     }
 
     /// Whether any entry of `allow` lets this peer in.
@@ -157,5 +171,21 @@ mod tests {
             Peer::anonymous("1.2.3.4:5").refusal("orders"),
             "a caller without a client certificate (1.2.3.4:5) may not call `orders`"
         );
+    }
+
+    /// A handler is told a SPIFFE ID only when it names one workload, and
+    /// is told a certificate was verified even when it names nothing.
+    #[test]
+    fn the_caller_a_handler_sees() {
+        let both = peer(&["spiffe://td/ns/a/sa/b"], &["b.a.svc", "b"]);
+        let caller = both.caller().unwrap();
+        assert_eq!(caller.spiffe_id, Some("spiffe://td/ns/a/sa/b"));
+        assert_eq!(caller.dns_names, ["b.a.svc", "b"]);
+        let two = peer(&["spiffe://td/x", "spiffe://td/y"], &[]);
+        assert_eq!(two.caller().unwrap().spiffe_id, None);
+        let nameless = peer(&[], &[]);
+        let bare = nameless.caller().unwrap();
+        assert!(bare.spiffe_id.is_none() && bare.dns_names.is_empty());
+        assert!(Peer::anonymous("1.2.3.4:5").caller().is_none());
     }
 }

@@ -188,7 +188,7 @@ impl Dispatcher {
             return error_reply(ErrorKind::Auth, &refusal);
         }
         let (outcome, ran) = self
-            .run(&handler, &bare.message, &peer.addr, &bare.received)
+            .run(&handler, &bare.message, &peer, &bare.received)
             .await;
         let reply = match outcome {
             Ok(reply) => reply,
@@ -226,7 +226,7 @@ impl Dispatcher {
             };
         }
         let (outcome, ran) = self
-            .run(&handler, &call.params, &peer.addr, &call.received)
+            .run(&handler, &call.params, &peer, &call.received)
             .await;
         let outcome = outcome.map_err(|e| e.to_string());
         let response = match (call.msgid, outcome) {
@@ -270,7 +270,7 @@ impl Dispatcher {
         &self,
         handler: &Handler,
         payload: &[u8],
-        peer: &Arc<str>,
+        peer: &Peer,
         received: &Received,
     ) -> (Result<Vec<u8>, CallError>, Ran) {
         let _in_flight = self.metrics.in_flight();
@@ -286,8 +286,9 @@ impl Dispatcher {
         let request = Request {
             payload,
             request_id,
-            peer,
+            peer: &peer.addr,
             traceparent: trace.traceparent.as_deref(),
+            caller: peer.caller(),
             started,
         };
         // Boxed in a statement of its own: the call's future is large, and
@@ -298,7 +299,7 @@ impl Dispatcher {
             .instrument(trace.span.clone())
             .await
             .inspect_err(|e| {
-                tracing::debug!(handler = handler.name(), request_id, trace_id = trace.trace_id.as_deref(), peer = %peer, error = %e, "message failed");
+                tracing::debug!(handler = handler.name(), request_id, trace_id = trace.trace_id.as_deref(), peer = %peer.addr, error = %e, "message failed");
             });
         let outcome = match &result {
             Ok(_) => Outcome::Ok,

@@ -186,6 +186,12 @@ fn context(ctx: &Context) -> Reply {
         peer: &'a str,
         timeout_ms: u32,
         traceparent: Option<&'a str>,
+        caller: Option<Caller<'a>>,
+    }
+    #[derive(Serialize)]
+    struct Caller<'a> {
+        spiffe_id: Option<&'a str>,
+        dns_names: &'a [String],
     }
     encode(&Fields {
         handler: &ctx.handler,
@@ -193,6 +199,10 @@ fn context(ctx: &Context) -> Reply {
         peer: &ctx.peer,
         timeout_ms: ctx.timeout_ms,
         traceparent: ctx.traceparent.as_deref(),
+        caller: ctx.caller.as_ref().map(|c| Caller {
+            spiffe_id: c.spiffe_id.as_deref(),
+            dns_names: &c.dns_names,
+        }),
     })
 }
 

@@ -24,6 +24,19 @@
 //! passes the payload bytes through untouched, for handlers that must not
 //! re-encode them. Anything written to stdout or stderr lands in the host's
 //! log, tagged with the handler name and request id.
+//!
+//! `ctx.caller` is who called, when the host verified a client certificate:
+//! its SPIFFE ID and DNS names, for decisions finer than the host's
+//! per-handler allow list:
+//!
+//! ```ignore
+//! fn refund(ctx: &arrpc_handler::Context, order: Order) -> Result<Total, String> {
+//!     if ctx.spiffe_id() != Some("spiffe://cluster.local/ns/shop/sa/billing") {
+//!         return Err("refunds are for billing only".into());
+//!     }
+//!     // ...
+//! }
+//! ```
 
 use std::fmt::Display;
 
@@ -46,8 +59,26 @@ pub mod bindings {
 }
 
 /// What the host tells a handler about the message: handler name, request
-/// id, peer address, time allowed and trace context.
+/// id, peer address, time allowed, trace context and who called.
 pub use bindings::Context;
+
+/// Who called: the SPIFFE ID and DNS names of the client certificate the
+/// host verified. `ctx.caller` is `None` over plain TCP and when the client
+/// presented no certificate.
+pub use bindings::arrpc::handler::types::Caller;
+
+/// Shorthands for the caller's names, which `ctx.caller` holds.
+impl Context {
+    /// The caller's SPIFFE ID, when a verified certificate carried one.
+    pub fn spiffe_id(&self) -> Option<&str> {
+        self.caller.as_ref()?.spiffe_id.as_deref()
+    }
+
+    /// The DNS names of the caller's verified certificate; empty without one.
+    pub fn dns_names(&self) -> &[String] {
+        self.caller.as_ref().map_or(&[], |c| &c.dns_names)
+    }
+}
 
 /// Runs a typed handler on one payload: decode, call, encode.
 #[doc(hidden)]

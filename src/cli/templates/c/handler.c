@@ -5,7 +5,9 @@
  * `ret` to one MessagePack value (malloc'd memory) and return true, or set
  * `err` (e.g. with handler_string_dup) and return false: the client receives
  * `arrpc.error.RpcException: <text>`. The arguments belong to this function.
- * stdout and stderr go to the host's log.
+ * stdout and stderr go to the host's log. `ctx->caller` is who called: when
+ * `ctx->caller.is_some` (the host verified a client certificate),
+ * `ctx->caller.val.spiffe_id` and `ctx->caller.val.dns_names`.
  */
 
 #include "handler.h"

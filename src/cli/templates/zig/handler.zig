@@ -4,8 +4,10 @@
 //! `ret` to one MessagePack value (malloc'd memory) and return true, or set
 //! `err` (e.g. with handler_string_dup_n) and return false: the client
 //! receives `arrpc.error.RpcException: <text>`. The arguments belong to this
-//! function. stdout and stderr go to the host's log. The bindings in gen/
-//! are the C ones for wit/handler.wit.
+//! function. stdout and stderr go to the host's log. `ctx.caller` is who
+//! called: when `ctx.caller.is_some` (the host verified a client
+//! certificate), `ctx.caller.val.spiffe_id` and `ctx.caller.val.dns_names`.
+//! The bindings in gen/ are the C ones for wit/handler.wit.
 
 const c = @cImport(@cInclude("handler.h"));
 
