@@ -299,3 +299,70 @@ fn a_name_the_example_has_no_operation_for_is_an_error() {
 fn zig_a_name_with_no_operation_is_an_error() {
     assert_no_operation("zig");
 }
+
+/// The Python and JavaScript entries in the shipped `arrpc.toml` (commented
+/// out there), uncommented and with absolute paths.
+fn shipped_entry(name: &str) -> String {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(repo.join("arrpc.toml")).unwrap();
+    let start = text
+        .find(&format!("# [[handler]]\n# name = \"{name}\"\n"))
+        .unwrap_or_else(|| panic!("arrpc.toml has no commented entry for {name}"));
+    let entry: Vec<&str> = text[start..]
+        .lines()
+        .map_while(|line| line.strip_prefix("# "))
+        .collect();
+    (entry.join("\n") + "\n").replace("\"handlers/", &format!("\"{}/handlers/", repo.display()))
+}
+
+/// The examples' entries keep an instance for as many messages as
+/// `arrpc-host new` does for Python and JavaScript, and serve as written.
+#[test]
+fn the_shipped_example_entries_reuse_instances() {
+    for lang in ["python", "js"] {
+        let name = format!("{lang}-sum");
+        let entry = shipped_entry(&name);
+        let config: toml::Table = toml::from_str(&entry).unwrap();
+        let reuse = config["handler"][0]
+            .get("reuse")
+            .and_then(|r| r.as_integer());
+        assert_eq!(
+            reuse,
+            Some(arrpc_host::cli::INTERPRETED_REUSE.into()),
+            "{entry}"
+        );
+        example(lang);
+        let host = Host::start(&entry);
+        let total: Total<i64> = client(&host).send(&[1, 2, 39]).unwrap();
+        assert_eq!(total, Total { sum: 42, count: 3 });
+    }
+}
+
+/// A reused JavaScript instance's heap grows with every message it
+/// decodes, and is not given back: the host replaces an instance grown
+/// past half its memory cap, so no message meets the cap. Served with
+/// the shipped entry and a 24 MiB cap, which the heap would reach after
+/// about 1,300 of these messages.
+#[test]
+fn a_reused_js_instance_is_replaced_before_its_heap_meets_the_cap() {
+    example("js");
+    let host = Host::start(&(shipped_entry("js-sum") + "max_memory_mib = 24\ntimeout = \"10s\"\n"));
+    let mut client = client(&host);
+    let ints: Vec<i64> = (0..1000).collect();
+    let floats = HashMap::from([("numbers", (0..1000).map(f64::from).collect::<Vec<_>>())]);
+    for i in 0..2500 {
+        let total: Total<f64> = if i % 2 == 0 {
+            client.send(&ints)
+        } else {
+            client.send(&floats)
+        }
+        .unwrap_or_else(|e| panic!("message {i}: {e}"));
+        assert_eq!(
+            total,
+            Total {
+                sum: 499_500.0,
+                count: 1000
+            }
+        );
+    }
+}

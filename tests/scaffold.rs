@@ -53,6 +53,7 @@ fn skeleton_builds_and_serves(lang: &'static str, toolchain_part: &'static str) 
         entry.starts_with(&format!("[[handler]]\nname = \"{name}\"\n")),
         "{entry}"
     );
+    let counts = add_counter(&root.join("handlers").join(&name), lang);
 
     // The entry's build command, as the host would run it for a missing
     // module: in the folder of the config it belongs to.
@@ -87,11 +88,60 @@ fn skeleton_builds_and_serves(lang: &'static str, toolchain_part: &'static str) 
     // Built against the current world, whose context carries the caller.
     let loaded = host.wait_for_log("loaded handler");
     assert!(loaded.contains("world=0.2.0"), "{loaded}");
+    // The printed entry keeps one instance for many messages in Python and
+    // JavaScript (module state lives on, as in a Python arrpc.Server) and
+    // gives the compiled languages a fresh one per message.
+    if counts {
+        let mut client = host.connect();
+        let seen: Vec<Value> = (0..3).map(|_| client.call_value(&Value::Nil)).collect();
+        let expected: &[u64] = match lang {
+            "python" | "js" => &[2, 3, 4],
+            _ => &[1, 1, 1],
+        };
+        let expected: Vec<Value> = expected.iter().map(|&n| Value::from(n)).collect();
+        assert_eq!(seen, expected, "messages counted by {lang}'s module state");
+    }
 
     // A second skeleton of the same name is refused, not written over.
     let again = new(host.config.dir.path(), &[&name, "--lang", lang]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+}
+
+/// Makes the skeleton's handler count the messages its instance has seen
+/// in module state, answering a nil message with the count and echoing
+/// anything else as before; false for a language it is not done for.
+fn add_counter(skeleton: &Path, lang: &str) -> bool {
+    let (file, plain, counting, module_state) = match lang {
+        "python" => (
+            "app.py",
+            "        return payload\n",
+            "        global calls\n        calls += 1\n        \
+             return bytes([calls]) if payload == b\"\\xc0\" else payload\n",
+            "\ncalls = 0\n",
+        ),
+        "js" => (
+            "handler.js",
+            "  return payload;\n",
+            "  calls += 1;\n  \
+             return payload.length === 1 && payload[0] === 0xc0 ? new Uint8Array([calls]) : payload;\n",
+            "\nlet calls = 0;\n",
+        ),
+        "rust" => (
+            "src/lib.rs",
+            "    Ok(message)\n",
+            "    static CALLS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);\n    \
+             let calls = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;\n    \
+             Ok(if message.is_nil() { Value::from(calls) } else { message })\n",
+            "",
+        ),
+        _ => return false,
+    };
+    let path = skeleton.join(file);
+    let source = std::fs::read_to_string(&path).unwrap();
+    assert!(source.contains(plain), "{file} no longer has {plain:?}");
+    std::fs::write(&path, source.replace(plain, counting) + module_state).unwrap();
+    true
 }
 
 #[test]

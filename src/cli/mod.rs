@@ -5,6 +5,8 @@ mod security;
 mod send;
 mod serve;
 
+pub use new::INTERPRETED_REUSE;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -17,6 +17,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 
+/// Messages one instance serves in a Python or JavaScript skeleton's
+/// entry. Their runtimes take a millisecond or more to start, ten to thirty
+/// times what a message takes to run, so a fresh instance per message would
+/// make them many times slower than the Python arrpc server; replaced every
+/// 10,000 messages, an instance's start costs each message under 0.2 µs.
+/// Compiled languages start in microseconds and keep a fresh instance per
+/// message. Measurements in docs/handler-speed.md.
+pub const INTERPRETED_REUSE: u32 = 10_000;
+
 /// The contract every skeleton implements.
 const WIT: &str = include_str!("../../wit/handler.wit");
 
@@ -191,7 +200,9 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
 }
 
 /// The `[[handler]]` table serving the skeleton; its `build` command runs
-/// when the module is missing.
+/// when the module is missing. Python and JavaScript keep an instance for
+/// many messages ([`INTERPRETED_REUSE`]), the compiled languages take the
+/// default fresh instance per message.
 fn entry(name: &str, lang: Lang, folder: &Path) -> String {
     let folder = folder.display();
     let (module, build) = match lang {
@@ -209,7 +220,14 @@ fn entry(name: &str, lang: Lang, folder: &Path) -> String {
             format!("sh {folder}/build.sh"),
         ),
     };
-    format!("[[handler]]\nname = \"{name}\"\nmodule = \"{module}\"\nbuild = \"{build}\"\n")
+    let reuse = match lang {
+        Lang::Python | Lang::Js => format!(
+            "# One instance for many messages: module-level state lives on between them, as in a Python arrpc.Server.\n\
+             reuse = {INTERPRETED_REUSE}\n"
+        ),
+        Lang::Rust | Lang::C | Lang::Zig => String::new(),
+    };
+    format!("[[handler]]\nname = \"{name}\"\nmodule = \"{module}\"\nbuild = \"{build}\"\n{reuse}")
 }
 
 /// Names that are valid as a handler, a crate, an npm package and a file.

@@ -196,6 +196,8 @@ pub enum CallError {
 pub(super) struct Limits {
     max_memory: usize,
     memory_hit: bool,
+    /// Bytes of linear memory the instance has grown to.
+    memory: usize,
 }
 
 impl ResourceLimiter for Limits {
@@ -209,6 +211,7 @@ impl ResourceLimiter for Limits {
             self.memory_hit = true;
             return Err(wasmtime::Error::msg("memory limit reached"));
         }
+        self.memory = self.memory.max(desired);
         Ok(true)
     }
 
@@ -341,7 +344,12 @@ impl Handler {
             Ok(Ok((guest, reply))) => {
                 // Only an instance that returned normally is kept: after a
                 // trap or a cancelled call its state is not to be trusted.
-                if served + 1 < self.uses_per_instance {
+                // One grown past half its memory cap is retired too: a
+                // garbage-collected runtime (JavaScript's) grows its heap
+                // message after message, and the message that finally hit
+                // the cap would fail.
+                let roomy = store.data().limits.memory <= self.max_memory / 2;
+                if served + 1 < self.uses_per_instance && roomy {
                     lock(&self.idle).push(Warm {
                         store,
                         guest,
@@ -420,6 +428,7 @@ impl Handler {
             limits: Limits {
                 max_memory: self.max_memory,
                 memory_hit: false,
+                memory: 0,
             },
         };
         let mut store = Store::new(self.pre.engine(), state);

@@ -90,8 +90,13 @@ struct RunArgs {
     /// Targets to measure, of: ceiling, host (fresh instance per message),
     /// host-reuse (`reuse = 10000`), host-signed (HMAC envelopes),
     /// host-tls (TLS, fresh instance), ceiling-tls, seed (the Python arrpc
-    /// package's server). The ceiling always runs, since ratios need it;
-    /// ceiling-tls whenever host-tls does.
+    /// server's echo). Beside the Python arrpc server running plain Python
+    /// (python-arrpc-echo, python-arrpc-sum), with the ratio to it:
+    /// host-python-echo, host-python-sum, host-js-echo, host-js-sum (the
+    /// examples in handlers/, a fresh instance per message), each also with
+    /// `-reuse` (`--reuse`), and the Rust echo as host-echo-vs-python,
+    /// host-reuse-vs-python. The ceiling always runs, since ratios need
+    /// it; ceiling-tls whenever host-tls does.
     #[arg(long, value_delimiter = ',', default_values_t = ["ceiling".to_string(), "host".into(), "host-reuse".into(), "host-signed".into(), "host-tls".into(), "seed".into()])]
     targets: Vec<String>,
     #[command(flatten)]
@@ -105,8 +110,12 @@ struct RunArgs {
     /// judged against its baseline under the same conditions.
     #[arg(long)]
     baseline_host_bin: Option<PathBuf>,
-    /// A Python with `arrpc==0.5.0` installed, to measure the Python arrpc
-    /// package's server (target `seed`).
+    /// Messages one instance serves in the `-reuse` language targets
+    /// (default: what `arrpc-host new` sets for Python and JavaScript).
+    #[arg(long, default_value_t = arrpc_host::cli::INTERPRETED_REUSE)]
+    reuse: u32,
+    /// A Python with `arrpc==0.5.0` installed, to measure the Python
+    /// arrpc server (`seed`, `python-arrpc-*`).
     #[arg(long, default_value = "target/tmp/seed-venv/bin/python")]
     seed_python: PathBuf,
 }

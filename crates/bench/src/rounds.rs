@@ -15,12 +15,12 @@ use tokio::runtime::Runtime;
 
 use crate::RunArgs;
 use crate::load::{self, Exchange, Outcome, Point, Server, Timing, Transport};
-use crate::targets::{self, HostVariant, Target};
+use crate::targets::{self, Example, HostVariant, Operation, Target};
 use crate::tls::SelfSigned;
 
 /// Every target a run knows, in the order a round measures them: each
 /// ceiling right before the targets compared with it.
-const TARGETS: [&str; 7] = [
+const TARGETS: [&str; 19] = [
     "ceiling",
     "host",
     "host-reuse",
@@ -28,6 +28,19 @@ const TARGETS: [&str; 7] = [
     "seed",
     "ceiling-tls",
     "host-tls",
+    "python-arrpc-echo",
+    "host-python-echo",
+    "host-python-echo-reuse",
+    "host-js-echo",
+    "host-js-echo-reuse",
+    "python-arrpc-sum",
+    "host-python-sum",
+    "host-python-sum-reuse",
+    "host-js-sum",
+    "host-js-sum-reuse",
+    // Rust echo beside the interpreted languages, for scale.
+    "host-echo-vs-python",
+    "host-reuse-vs-python",
 ];
 
 /// The host targets a `--baseline-host-bin` build is measured as too, each
@@ -45,6 +58,12 @@ struct Started {
     signed: bool,
     /// The ceiling its ratios are against; `None` for a ceiling.
     ceiling: Option<&'static str>,
+    /// The Python arrpc server running the same operation, when the target
+    /// is compared with it too.
+    python_arrpc: Option<&'static str>,
+    op: Operation,
+    /// Messages one instance serves, for the language targets.
+    reuse: Option<u32>,
     _process: Target,
 }
 
@@ -57,7 +76,7 @@ impl Started {
         if self.signed {
             Exchange::signed(payload, targets::BENCH_SECRET)
         } else {
-            Exchange::plain(payload)
+            self.op.exchange(payload)
         }
     }
 }
@@ -115,21 +134,29 @@ pub fn run(
     for point in points(args) {
         let results = measure(&started, point, timing, args.rounds, rt);
         for (target, done) in started.iter().zip(&results) {
-            let ceiling = target
-                .ceiling
-                .and_then(|c| started.iter().position(|s| s.name == c));
-            let rounds: Vec<(&Outcome, Option<f64>)> = done
-                .iter()
-                .enumerate()
-                .filter_map(|(round, outcome)| {
-                    let base = ceiling
-                        .and_then(|c| results[c][round].as_ref())
-                        .filter(|c| c.failure.is_none() && c.msgs_per_s > 0.0)
-                        .map(|c| c.msgs_per_s);
-                    Some((outcome.as_ref()?, base))
-                })
-                .collect();
-            report(target.name, target.ceiling, &point, &summarize(&rounds));
+            // Each round paired with the rate `base` measured in that round.
+            let against = |base: Option<&str>| -> Vec<(&Outcome, Option<f64>)> {
+                let base = base.and_then(|b| started.iter().position(|s| s.name == b));
+                done.iter()
+                    .enumerate()
+                    .filter_map(|(round, outcome)| {
+                        let rate = base
+                            .and_then(|b| results[b][round].as_ref())
+                            .filter(|b| b.failure.is_none() && b.msgs_per_s > 0.0)
+                            .map(|b| b.msgs_per_s);
+                        Some((outcome.as_ref()?, rate))
+                    })
+                    .collect()
+            };
+            let to_python_arrpc = target
+                .python_arrpc
+                .map(|_| summarize(&against(target.python_arrpc)));
+            report(
+                target,
+                &point,
+                &summarize(&against(target.ceiling)),
+                to_python_arrpc.as_ref(),
+            );
         }
     }
     Ok(())
@@ -145,8 +172,8 @@ struct Env<'a> {
     certs: Option<&'a SelfSigned>,
 }
 
-/// Starts target `name`; `None` when it cannot be measured here (`seed`, the
-/// Python arrpc package's server, without its Python).
+/// Starts target `name`; `None` when it cannot be measured here (the Python
+/// arrpc server without its Python).
 fn start(name: &'static str, env: &Env<'_>) -> anyhow::Result<Option<Started>> {
     let name = BASELINES
         .iter()
@@ -157,6 +184,66 @@ fn start(name: &'static str, env: &Env<'_>) -> anyhow::Result<Option<Started>> {
         targets::echo_component(env.repo)
             .and_then(|wasm| targets::host(env.host_bin, &wasm, cpu, variant, None))
     };
+    let python = &env.args.seed_python;
+    let python_arrpc = |op| {
+        if python.exists() {
+            targets::python_arrpc(python, cpu, op).map(Some)
+        } else {
+            eprintln!(
+                "{name}: not measured: {} not found (create a venv with arrpc==0.5.0 or pass --seed-python)",
+                python.display()
+            );
+            Ok(None)
+        }
+    };
+    let started = |process: Target, ceiling, python_arrpc, op, reuse| Started {
+        name,
+        server: Server {
+            addr: process.addr,
+            transport: Transport::Tcp,
+        },
+        signed: false,
+        ceiling,
+        python_arrpc,
+        op,
+        reuse,
+        _process: process,
+    };
+    // `seed` is the Python arrpc server's echo under its older name.
+    if let Some(op) = name
+        .strip_prefix("python-arrpc-")
+        .or((name == "seed").then_some("echo"))
+        .map(operation)
+    {
+        return Ok(python_arrpc(op)?.map(|p| started(p, Some("ceiling"), None, op, None)));
+    }
+    if let Some((lang, op, reused)) = language_target(name) {
+        let reuse = if reused { env.args.reuse } else { 1 };
+        let wasm = match lang {
+            Some(lang) => lang.component(env.repo)?,
+            None => targets::echo_component(env.repo)?,
+        };
+        let served = match (lang, op) {
+            (Some(Example::Python), Operation::Echo) => "python-echo",
+            (Some(Example::Python), Operation::Sum) => "python-sum",
+            (Some(Example::Js), Operation::Echo) => "js-echo",
+            (Some(Example::Js), Operation::Sum) => "js-sum",
+            (None, _) => "echo",
+        };
+        let keys = format!("reuse = {reuse}\n");
+        let process = targets::example_host(env.host_bin, &wasm, served, &keys, cpu)?;
+        let reference = match op {
+            Operation::Echo => "python-arrpc-echo",
+            Operation::Sum => "python-arrpc-sum",
+        };
+        return Ok(Some(started(
+            process,
+            Some("ceiling"),
+            Some(reference),
+            op,
+            Some(reuse),
+        )));
+    }
     let certs = || env.certs.expect("made when a TLS target is requested");
     let tls = || anyhow::Ok(Transport::Tls(certs().connector()?));
     let (process, transport, ceiling) = match name {
@@ -170,18 +257,6 @@ fn start(name: &'static str, env: &Env<'_>) -> anyhow::Result<Option<Started>> {
             tls()?,
             Some("ceiling-tls"),
         ),
-        "seed" if !env.args.seed_python.exists() => {
-            eprintln!(
-                "seed: not measured: {} not found (create a venv with arrpc==0.5.0 or pass --seed-python)",
-                env.args.seed_python.display()
-            );
-            return Ok(None);
-        }
-        "seed" => (
-            targets::seed(&env.args.seed_python, cpu)?,
-            Transport::Tcp,
-            Some("ceiling"),
-        ),
         _ => unreachable!("TARGETS lists every name matched here"),
     };
     Ok(Some(Started {
@@ -192,8 +267,37 @@ fn start(name: &'static str, env: &Env<'_>) -> anyhow::Result<Option<Started>> {
         },
         signed: name == "host-signed",
         ceiling,
+        python_arrpc: None,
+        op: Operation::Echo,
+        reuse: None,
         _process: process,
     }))
+}
+
+/// The operation a `python-arrpc-OP` or `host-LANG-OP` target runs.
+fn operation(name: &str) -> Operation {
+    if name.starts_with("sum") {
+        Operation::Sum
+    } else {
+        Operation::Echo
+    }
+}
+
+/// A target compared with the Python arrpc server: its example (`None`
+/// for the Rust echo), operation and whether it reuses instances.
+fn language_target(name: &str) -> Option<(Option<Example>, Operation, bool)> {
+    match name {
+        "host-echo-vs-python" => return Some((None, Operation::Echo, false)),
+        "host-reuse-vs-python" => return Some((None, Operation::Echo, true)),
+        _ => {}
+    }
+    let rest = name.strip_prefix("host-")?;
+    let (lang, rest) = if let Some(rest) = rest.strip_prefix("python-") {
+        (Example::Python, rest)
+    } else {
+        (Example::Js, rest.strip_prefix("js-")?)
+    };
+    Some((Some(lang), operation(rest), rest.ends_with("-reuse")))
 }
 
 /// Measures `point` in `rounds` rounds, each loading every started target
@@ -314,11 +418,12 @@ pub fn median(mut values: Vec<f64>) -> Option<f64> {
     }
 }
 
-/// Prints one JSON line on stdout.
-fn report(target: &str, ceiling: Option<&str>, p: &Point, s: &Summary) {
+/// Prints one JSON line on stdout; `to_python_arrpc` holds the ratios to
+/// the Python arrpc server, for a target compared with it.
+fn report(target: &Started, p: &Point, s: &Summary, to_python_arrpc: Option<&Summary>) {
     let thousandths = |r: Option<f64>| r.map(|r| (r * 1000.0).round() / 1000.0);
-    let line = serde_json::json!({
-        "target": target,
+    let mut line = serde_json::json!({
+        "target": target.name,
         "conns": p.conns,
         "pipeline": p.pipeline,
         "payload": p.payload,
@@ -327,12 +432,21 @@ fn report(target: &str, ceiling: Option<&str>, p: &Point, s: &Summary) {
         "p50_us": s.p50_us,
         "p99_us": s.p99_us,
         "errors": s.errors,
-        "ceiling": ceiling,
+        "ceiling": target.ceiling,
         "ratio_to_ceiling": thousandths(s.ratio),
         "ratio_min": thousandths(s.ratio_min),
         "ratio_max": thousandths(s.ratio_max),
         "failure": s.failure,
     });
+    if let Some(reuse) = target.reuse {
+        line["reuse"] = reuse.into();
+    }
+    if let Some(to) = to_python_arrpc {
+        line["python_arrpc"] = target.python_arrpc.into();
+        line["ratio_to_python_arrpc"] = thousandths(to.ratio).into();
+        line["ratio_to_python_arrpc_min"] = thousandths(to.ratio_min).into();
+        line["ratio_to_python_arrpc_max"] = thousandths(to.ratio_max).into();
+    }
     println!("{line}");
 }
 

@@ -177,12 +177,71 @@ fn host_config(echo_wasm: &Path, variant: HostVariant<'_>) -> String {
     }
 }
 
-/// The Python arrpc package's `arrpc.Server` with an echo handler.
-pub fn seed(python: &Path, cpu: Option<usize>) -> anyhow::Result<Target> {
+/// What a handler does with a message, in the Python arrpc server and in
+/// the language examples alike (their served name's suffix picks it).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Echo,
+    Sum,
+}
+
+impl Operation {
+    /// The message a load point sends and the reply it must get. Sum adds
+    /// [`SUM_TERMS`] floats whose total has a fraction, so every server
+    /// encodes it as the same float 64 (an integral total may come back
+    /// as an integer from one and a float from another).
+    pub fn exchange(self, payload: usize) -> crate::load::Exchange {
+        match self {
+            Operation::Echo => crate::load::Exchange::plain(payload),
+            Operation::Sum => {
+                let terms: Vec<f64> = (0..SUM_TERMS).map(|i| i as f64 + 0.25).collect();
+                let mut request = vec![0x90 | SUM_TERMS as u8];
+                for t in &terms {
+                    request.push(0xcb);
+                    request.extend(t.to_be_bytes());
+                }
+                let mut reply = vec![0x82, 0xa3];
+                reply.extend(b"sum");
+                reply.push(0xcb);
+                reply.extend(terms.iter().sum::<f64>().to_be_bytes());
+                reply.push(0xa5);
+                reply.extend(b"count");
+                reply.push(SUM_TERMS as u8);
+                crate::load::Exchange { request, reply }
+            }
+        }
+    }
+}
+
+/// Numbers in a sum message: a fixarray, and a fixint count in the reply.
+const SUM_TERMS: usize = 10;
+
+/// The Python arrpc package's `arrpc.Server` with a plain-Python handler:
+/// echo, or the same sum as the examples' (`handlers/python-example/app.py`,
+/// its checks included).
+pub fn python_arrpc(python: &Path, cpu: Option<usize>, op: Operation) -> anyhow::Result<Target> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let handler = match op {
+        Operation::Echo => "lambda m: m",
+        Operation::Sum => "total",
+    };
     let script = format!(
         "import arrpc, logging\nlogging.disable(logging.INFO)\n\
-         arrpc.Server('127.0.0.1', {port}, lambda m: m).start()\n"
+         def total(m):\n\
+         \x20   items = m['numbers'] if isinstance(m, dict) else m\n\
+         \x20   if not isinstance(items, list):\n\
+         \x20       raise ValueError('expected an array of numbers')\n\
+         \x20   exact, fl, any_float = 0, 0.0, False\n\
+         \x20   for i, x in enumerate(items):\n\
+         \x20       if isinstance(x, bool) or not isinstance(x, (int, float)):\n\
+         \x20           raise ValueError(f'not a number at index {{i}}')\n\
+         \x20       if isinstance(x, float):\n\
+         \x20           any_float = True\n\
+         \x20       else:\n\
+         \x20           exact += x\n\
+         \x20       fl += x\n\
+         \x20   return {{'sum': fl if any_float else exact, 'count': len(items)}}\n\
+         arrpc.Server('127.0.0.1', {port}, {handler}).start()\n"
     );
     let mut child = command(python, cpu)
         .args(["-c", &script])
@@ -197,7 +256,7 @@ pub fn seed(python: &Path, cpu: Option<usize>) -> anyhow::Result<Target> {
         if Instant::now() > deadline || child.try_wait()?.is_some() {
             let _ = child.kill();
             bail!(
-                "the seed server did not start (is arrpc==0.5.0 installed for {}?)",
+                "the Python arrpc server did not start (is arrpc==0.5.0 installed for {}?)",
                 python.display()
             );
         }
@@ -208,6 +267,69 @@ pub fn seed(python: &Path, cpu: Option<usize>) -> anyhow::Result<Target> {
         addr,
         _workdir: None,
     })
+}
+
+/// A guest language whose example component (`handlers/LANG-example`,
+/// echo and sum in one) the language targets serve.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Example {
+    Python,
+    Js,
+}
+
+impl Example {
+    fn folder(self) -> &'static str {
+        match self {
+            Example::Python => "python-example",
+            Example::Js => "js-example",
+        }
+    }
+
+    /// The example's component, built with its `build.sh` when missing
+    /// (that needs the language's toolchain, from
+    /// `handlers/install-toolchains.sh`).
+    pub fn component(self, repo: &Path) -> anyhow::Result<PathBuf> {
+        let dir = repo.join("handlers").join(self.folder());
+        let wasm = dir.join(format!("{}.wasm", self.folder()));
+        if !wasm.exists() {
+            let status = Command::new("sh").arg(dir.join("build.sh")).status()?;
+            if !status.success() || !wasm.exists() {
+                bail!(
+                    "{} failed (install the toolchain with sh handlers/install-toolchains.sh)",
+                    dir.join("build.sh").display()
+                );
+            }
+        }
+        Ok(wasm)
+    }
+}
+
+/// `arrpc-host` serving `wasm` as the one handler `name` with `keys`
+/// (say `reuse`) added to its entry and everything else left at its
+/// default, as a user's entry would.
+pub fn example_host(
+    host_bin: &Path,
+    wasm: &Path,
+    name: &str,
+    keys: &str,
+    cpu: Option<usize>,
+) -> anyhow::Result<Target> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("arrpc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nmax_connections = 4096\nmax_pipelined = 64\n\n\
+             [[handler]]\nname = \"{name}\"\nmodule = \"{}\"\n{keys}",
+            wasm.display()
+        ),
+    )?;
+    let mut cmd = command(host_bin, cpu);
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info");
+    spawn_logging(cmd, Some(dir))
 }
 
 /// The echo component, built with `handlers/build.sh` when missing.
