@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod balance;
 mod blocking;
 #[cfg(feature = "metrics")]
 mod metrics;
@@ -51,7 +52,9 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 /// has one: five connection attempts with a growing pause between them.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// `host:port` of the server.
+    /// `host:port` of the server. [`RpcClient`] also takes a list of
+    /// replicas (`a:7400,b:7400`) or a DNS name whose every A/AAAA record is
+    /// a replica (`dns://name:7400`) and balances calls over them.
     pub addr: String,
     /// Connection attempts before giving up (at least one is made).
     pub connect_attempts: u32,
@@ -73,6 +76,19 @@ pub struct ClientConfig {
     /// Where calls are measured; clones of one [`ClientMetrics`] share it.
     #[cfg(feature = "metrics")]
     pub metrics: Option<ClientMetrics>,
+    /// Connections kept open to each replica of a list or a DNS name.
+    pub connections_per_replica: usize,
+    /// Longest time between two resolutions of a `dns://` name; a shorter
+    /// TTL in the answer resolves it sooner.
+    pub resolve_interval: Duration,
+    /// Ask this nameserver about `dns://` names instead of the system's.
+    pub dns_server: Option<std::net::SocketAddr>,
+    /// Failures in a row (connections refused or broken) that eject a
+    /// replica from the balancer.
+    pub eject_after: u32,
+    /// How long an ejected replica is left alone before it is tried again;
+    /// doubled each time it fails again, up to a minute.
+    pub eject_backoff: Duration,
 }
 
 impl ClientConfig {
@@ -89,6 +105,11 @@ impl ClientConfig {
             replay_protection: false,
             #[cfg(feature = "metrics")]
             metrics: None,
+            connections_per_replica: 2,
+            resolve_interval: Duration::from_secs(30),
+            dns_server: None,
+            eject_after: 3,
+            eject_backoff: Duration::from_secs(1),
         }
     }
 }
@@ -131,6 +152,14 @@ pub enum Error {
     /// The reply did not have the type asked for.
     #[error("cannot decode reply: {0}")]
     Decode(#[from] rmp_serde::decode::Error),
+    /// The address names no server, or names replicas (a list or a
+    /// `dns://` name) where one server is needed.
+    #[error("bad address {addr:?}: {reason}")]
+    Address { addr: String, reason: String },
+    /// No replica behind the address took the call in time (none known, all
+    /// connecting or ejected); the call was never sent.
+    #[error("no replica of {addr} available: {reason}")]
+    Unavailable { addr: String, reason: String },
     /// The system offered no random bytes for a replay-protection nonce.
     #[error("cannot draw a random nonce: {0}")]
     Random(String),
@@ -193,6 +222,12 @@ impl Client {
     }
 
     async fn send_frame(&mut self, message: &[u8]) -> Result<Bytes, Error> {
+        if let Err(reason) = one_server(&self.config.addr) {
+            return Err(Error::Address {
+                addr: self.config.addr.clone(),
+                reason,
+            });
+        }
         let sealed = seal(&self.config, message)?;
         let message = &sealed[..];
         let reply = match self.config.timeout {
@@ -262,6 +297,20 @@ impl Client {
                 None => Error::Transport { addr, source: e },
             }
         })
+    }
+}
+
+/// Whether `addr` names one server, as bare messages need: they carry no
+/// id, so one connection serves one message at a time and cannot be
+/// balanced call by call.
+fn one_server(addr: &str) -> Result<(), String> {
+    match balance::Target::parse(addr)? {
+        balance::Target::One => Ok(()),
+        _ => Err(
+            "a list of replicas or a dns:// name needs MessagePack-RPC calls (RpcClient, \
+                  or `send --handler`)"
+                .to_owned(),
+        ),
     }
 }
 

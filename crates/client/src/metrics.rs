@@ -12,10 +12,12 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::Error;
+use crate::balance::State;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct MethodLabels {
@@ -27,6 +29,18 @@ struct MethodLabels {
 struct ErrorLabels {
     method: String,
     error: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StateLabels {
+    /// `connecting`, `up` or `ejected`.
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabels {
+    /// `ok` or `error`.
+    result: &'static str,
 }
 
 type Histograms = Family<MethodLabels, Histogram, fn() -> Histogram>;
@@ -45,6 +59,9 @@ pub struct ClientMetrics {
     latency: Histograms,
     errors: Family<ErrorLabels, Counter>,
     retries: Counter,
+    endpoints: Family<StateLabels, Gauge>,
+    resolutions: Family<ResultLabels, Counter>,
+    ejections: Counter,
 }
 
 impl ClientMetrics {
@@ -55,6 +72,9 @@ impl ClientMetrics {
             latency: Histograms::new_with_constructor(latency_histogram),
             errors: Family::default(),
             retries: Counter::default(),
+            endpoints: Family::default(),
+            resolutions: Family::default(),
+            ejections: Counter::default(),
         };
         registry.register(
             "request_seconds",
@@ -70,6 +90,21 @@ impl ClientMetrics {
             "retries",
             "Connection attempts after a failed one, and requests sent again on a new connection",
             metrics.retries.clone(),
+        );
+        registry.register(
+            "endpoints",
+            "Replicas of a list or a DNS name, by state (connecting, up, ejected)",
+            metrics.endpoints.clone(),
+        );
+        registry.register(
+            "resolutions",
+            "Resolutions of dns:// names, by result",
+            metrics.resolutions.clone(),
+        );
+        registry.register(
+            "ejections",
+            "Replicas taken out of the balancer after failures in a row",
+            metrics.ejections.clone(),
         );
         metrics
     }
@@ -92,6 +127,37 @@ impl ClientMetrics {
     pub(crate) fn retry(&self) {
         self.retries.inc();
     }
+
+    /// A replica moved between states (`None`: added or gone).
+    pub(crate) fn endpoint_moved(&self, from: Option<State>, to: Option<State>) {
+        if let Some(from) = from {
+            self.endpoints.get_or_create(&state_labels(from)).dec();
+        }
+        if let Some(to) = to {
+            self.endpoints.get_or_create(&state_labels(to)).inc();
+        }
+    }
+
+    pub(crate) fn resolved(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.resolutions
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    pub(crate) fn ejected(&self) {
+        self.ejections.inc();
+    }
+}
+
+fn state_labels(state: State) -> StateLabels {
+    StateLabels {
+        state: match state {
+            State::Connecting => "connecting",
+            State::Up => "up",
+            State::Ejected => "ejected",
+        },
+    }
 }
 
 fn kind(error: &Error) -> &'static str {
@@ -103,6 +169,8 @@ fn kind(error: &Error) -> &'static str {
         Error::Transport { .. } => "transport",
         Error::Tls { .. } => "tls",
         Error::Random(_) => "random",
+        Error::Address { .. } => "address",
+        Error::Unavailable { .. } => "unavailable",
         Error::Encode(_) => "encode",
         Error::Decode(_) => "decode",
     }

@@ -25,6 +25,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use tokio::io::{AsyncWriteExt, BufWriter, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::balance::{Balanced, Target};
 use crate::tls::HandshakeError;
 use crate::{ClientConfig, Error, Io, Tls};
 
@@ -40,10 +41,23 @@ struct Response {
     result: Bytes,
 }
 
-/// A MessagePack-RPC client of one server; clones share the connection.
+/// A MessagePack-RPC client of one server, or of the replicas behind a
+/// list or a DNS name (see [`crate::balance`]); clones share the connections.
 #[derive(Clone)]
 pub struct RpcClient {
     shared: Arc<Shared>,
+    route: Route,
+}
+
+/// Where calls go.
+#[derive(Clone)]
+enum Route {
+    /// To the one server at the address, on `shared`'s connection.
+    One,
+    /// To a replica chosen by load.
+    Balanced(Arc<Balanced>),
+    /// Nowhere: the address could not be read, for this reason.
+    Bad(Arc<str>),
 }
 
 struct Shared {
@@ -54,7 +68,7 @@ struct Shared {
 
 /// The open connection: where requests go and who waits for responses.
 #[derive(Clone)]
-struct Link {
+pub(crate) struct Link {
     outgoing: mpsc::Sender<Vec<u8>>,
     waiting: Waiting,
     /// Set when the connection ended because the server refused this
@@ -64,13 +78,32 @@ struct Link {
 
 impl RpcClient {
     /// A client for `config`; nothing is connected until the first call.
+    ///
+    /// `config.addr` is one server (`host:port`), a list of replicas
+    /// (`a:7400,b:7400`) or a DNS name whose every address is a replica
+    /// (`dns://name:7400`). An address that cannot be read fails each call
+    /// with [`Error::Address`].
     pub fn new(config: ClientConfig) -> Self {
+        let route = match Target::parse(&config.addr) {
+            Ok(Target::One) => Route::One,
+            Ok(target) => Route::Balanced(Arc::new(Balanced::new(config.clone(), target))),
+            Err(reason) => Route::Bad(reason.into()),
+        };
+        RpcClient {
+            route,
+            ..RpcClient::single(config)
+        }
+    }
+
+    /// A client of the one server at `config.addr`.
+    pub(crate) fn single(config: ClientConfig) -> Self {
         RpcClient {
             shared: Arc::new(Shared {
                 config,
                 next_msgid: AtomicU32::new(0),
                 link: tokio::sync::Mutex::new(None),
             }),
+            route: Route::One,
         }
     }
 
@@ -93,6 +126,17 @@ impl RpcClient {
     /// returns the result's bytes. A non-nil `error` in the response becomes
     /// [`Error::Rpc`] with the error's text.
     pub async fn call_raw(&self, method: &str, params: &[u8]) -> Result<Bytes, Error> {
+        let (result, _) = self.call_measured(method, params, None).await?;
+        Ok(result)
+    }
+
+    /// Like [`RpcClient::call_raw`], also returning the address of the
+    /// server that answered (one of the replicas, for a list or a name).
+    pub async fn call_raw_via(
+        &self,
+        method: &str,
+        params: &[u8],
+    ) -> Result<(Bytes, Arc<str>), Error> {
         self.call_measured(method, params, None).await
     }
 
@@ -105,7 +149,10 @@ impl RpcClient {
         params: &[u8],
         traceparent: &str,
     ) -> Result<Bytes, Error> {
-        self.call_measured(method, params, Some(traceparent)).await
+        let (result, _) = self
+            .call_measured(method, params, Some(traceparent))
+            .await?;
+        Ok(result)
     }
 
     async fn call_measured(
@@ -113,14 +160,29 @@ impl RpcClient {
         method: &str,
         params: &[u8],
         traceparent: Option<&str>,
-    ) -> Result<Bytes, Error> {
+    ) -> Result<(Bytes, Arc<str>), Error> {
         let started = std::time::Instant::now();
-        let result = self.call_once(method, params, traceparent).await;
+        let result = match &self.route {
+            Route::One => self
+                .call_once(method, params, traceparent)
+                .await
+                .map(|result| (result, self.shared.config.addr.as_str().into())),
+            Route::Balanced(balanced) => balanced.call(method, params, traceparent, false).await,
+            Route::Bad(reason) => Err(self.bad_address(reason)),
+        };
         crate::record(&self.shared.config, method, started, &result);
         result
     }
 
-    async fn call_once(
+    fn bad_address(&self, reason: &str) -> Error {
+        Error::Address {
+            addr: self.shared.config.addr.clone(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// One call on this client's own connection.
+    pub(crate) async fn call_once(
         &self,
         method: &str,
         params: &[u8],
@@ -168,6 +230,18 @@ impl RpcClient {
 
     /// Sends a notification: `method` runs with `params`, nothing comes back.
     pub async fn notify(&self, method: &str, params: &[u8]) -> Result<(), Error> {
+        match &self.route {
+            Route::One => {}
+            Route::Balanced(balanced) => {
+                return balanced.call(method, params, None, true).await.map(|_| ());
+            }
+            Route::Bad(reason) => return Err(self.bad_address(reason)),
+        }
+        self.notify_once(method, params).await
+    }
+
+    /// One notification on this client's own connection.
+    pub(crate) async fn notify_once(&self, method: &str, params: &[u8]) -> Result<(), Error> {
         let link = self.link().await?;
         link.outgoing
             .send(self.sign(rpc::notification(method, params))?)
@@ -195,7 +269,7 @@ impl RpcClient {
     }
 
     /// The open connection, opened (again) when there is none or it ended.
-    async fn link(&self) -> Result<Link, Error> {
+    pub(crate) async fn link(&self) -> Result<Link, Error> {
         let mut slot = self.shared.link.lock().await;
         if let Some(link) = slot.as_ref().filter(|l| !l.outgoing.is_closed()) {
             return Ok(link.clone());

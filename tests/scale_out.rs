@@ -1,0 +1,259 @@
+//! Scale-out: an `RpcClient` given a `dns://` name or a list of replicas
+//! spreads its calls over every replica by load, follows the name as
+//! replicas come and go, and ejects a replica that refuses connections until
+//! it answers again. The replicas are real `arrpc-host` processes on
+//! 127.0.0.1, .2, .3 (and .4) sharing one port; the name is served by a DNS
+//! server inside the test (`common::dns`).
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use arrpc_client::tls::{Tls, Trust};
+use arrpc_client::{ClientConfig, ClientMetrics, RpcClient};
+use common::dns::Dns;
+use common::*;
+
+const NAME: &str = "replicas.test";
+
+fn ip(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, last)
+}
+
+/// A port free on 127.0.0.1, for replicas that all listen on it.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A host serving `sum` and `misbehave` on `127.0.0.<last>:port`, with `args`.
+fn replica(last: u8, port: u16, args: &[&str]) -> Host {
+    let config = write_config(&format!(
+        "[server]\ndefault_handler = \"sum\"\n{}{}",
+        handler("sum", "sum", ""),
+        handler("misbehave", "misbehave", "")
+    ));
+    Host::start_on(config, &format!("{}:{port}", ip(last)), args, &[])
+}
+
+/// A client of `addr` asking `dns` about names.
+fn config(addr: String, dns: Option<&Dns>) -> ClientConfig {
+    let mut config = ClientConfig::new(addr);
+    config.timeout = Some(Duration::from_secs(10));
+    config.dns_server = dns.map(|dns| dns.addr);
+    config.eject_backoff = Duration::from_millis(300);
+    config
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Makes `calls` calls to `sum`, `concurrency` at a time, each of which must
+/// succeed; how many each replica answered, by its IP address.
+async fn spread(client: &RpcClient, calls: usize, concurrency: usize) -> HashMap<String, usize> {
+    let tasks = (0..concurrency).map(|worker| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut answered = Vec::new();
+            for i in (worker..calls).step_by(concurrency) {
+                let params = rmp_serde::to_vec(&[i, 1]).unwrap();
+                let (_, replica) = client
+                    .call_raw_via("sum", &params)
+                    .await
+                    .unwrap_or_else(|e| panic!("call {i} failed: {e:#?}"));
+                answered.push(replica);
+            }
+            answered
+        })
+    });
+    let mut counts = HashMap::new();
+    for task in futures::future::join_all(tasks).await {
+        for replica in task.unwrap() {
+            let ip = replica.rsplit_once(':').unwrap().0.to_owned();
+            *counts.entry(ip).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// Calls until a call is answered by `wanted` (an IP address); how long
+/// that took, or `None` when it did not happen within `limit`.
+async fn first_answer_from(
+    client: &RpcClient,
+    wanted: Ipv4Addr,
+    limit: Duration,
+) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        let counts = spread(client, 8, 8).await;
+        if counts.contains_key(&wanted.to_string()) {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// The client's metrics as Prometheus text.
+fn metrics_text(registry: &prometheus_client::registry::Registry) -> String {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    text
+}
+
+/// The value of the sample line starting with `prefix` (name and labels).
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|line| line.starts_with(prefix))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn each_replica_behind_a_name_gets_a_fair_share_of_calls() {
+    let port = free_port();
+    let _hosts: Vec<Host> = (1..=3).map(|last| replica(last, port, &[])).collect();
+    let dns = Dns::start(NAME, &[ip(1), ip(2), ip(3)], 2);
+    let client = RpcClient::new(config(format!("dns://{NAME}:{port}"), Some(&dns)));
+    let counts = runtime().block_on(spread(&client, 3000, 16));
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    for (replica, count) in &counts {
+        assert!(
+            (800..=1200).contains(count),
+            "{replica} answered {count} of 3,000 calls, not 1,000 ± 20%: {counts:?}"
+        );
+    }
+}
+
+#[test]
+fn a_replica_added_to_dns_gets_calls_within_the_interval_and_one_removed_drains() {
+    let port = free_port();
+    let mut hosts: Vec<Host> = (1..=3).map(|last| replica(last, port, &[])).collect();
+    // A long TTL: the client's interval, not the TTL, bounds the wait.
+    let dns = Dns::start(NAME, &[ip(1), ip(2), ip(3)], 300);
+    let mut config = config(format!("dns://{NAME}:{port}"), Some(&dns));
+    config.resolve_interval = Duration::from_secs(1);
+    let client = RpcClient::new(config);
+    let runtime = runtime();
+    let counts = runtime.block_on(spread(&client, 60, 6));
+    assert_eq!(counts.len(), 3, "{counts:?}");
+
+    hosts.push(replica(4, port, &[]));
+    dns.set(&[ip(1), ip(2), ip(3), ip(4)]);
+    let took = runtime.block_on(first_answer_from(&client, ip(4), Duration::from_secs(10)));
+    let took = took.expect("the added replica got no call within 10 s");
+    // One interval, plus opening its connections.
+    assert!(took < Duration::from_millis(2500), "took {took:?}");
+
+    // Slow calls in flight on every replica; then 127.0.0.1 leaves DNS. Its
+    // calls finish, and it gets no new ones.
+    let slow = runtime.block_on(async {
+        let calls: Vec<_> = (0..24)
+            .map(|_| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let params = rmp_serde::to_vec("sleep:1500").unwrap();
+                    client.call_raw_via("misbehave", &params).await
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        dns.set(&[ip(2), ip(3), ip(4)]);
+        futures::future::join_all(calls).await
+    });
+    let mut drained = 0;
+    for call in slow {
+        let (_, replica) = call.unwrap().expect("a call in flight failed");
+        drained += usize::from(replica.starts_with("127.0.0.1:"));
+    }
+    assert!(drained > 0, "no slow call went to 127.0.0.1");
+    let counts = runtime.block_on(spread(&client, 300, 8));
+    assert!(!counts.contains_key("127.0.0.1"), "{counts:?}");
+    assert_eq!(counts.len(), 3, "{counts:?}");
+}
+
+#[test]
+fn a_replica_that_refuses_connections_is_ejected_and_taken_back_when_it_answers() {
+    let port = free_port();
+    let _hosts: Vec<Host> = (1..=2).map(|last| replica(last, port, &[])).collect();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let list = (1..=3)
+        .map(|last| format!("{}:{port}", ip(last)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut config = config(list, None);
+    config.metrics = Some(ClientMetrics::register(&mut registry));
+    let client = RpcClient::new(config);
+    let runtime = runtime();
+
+    // Nothing listens on 127.0.0.3: every call goes to the other two.
+    let counts = runtime.block_on(spread(&client, 300, 8));
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    let ejected = "arrpc_client_endpoints{state=\"ejected\"}";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sample(&metrics_text(&registry), ejected) != Some(1.0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = metrics_text(&registry);
+    assert_eq!(sample(&text, ejected), Some(1.0), "{text}");
+    assert!(
+        sample(&text, "arrpc_client_ejections_total").unwrap() >= 1.0,
+        "{text}"
+    );
+
+    let _third = replica(3, port, &[]);
+    let took = runtime.block_on(first_answer_from(&client, ip(3), Duration::from_secs(15)));
+    assert!(took.is_some(), "the replica was never taken back");
+    let text = metrics_text(&registry);
+    assert_eq!(
+        sample(&text, "arrpc_client_endpoints{state=\"up\"}"),
+        Some(3.0),
+        "{text}"
+    );
+}
+
+#[test]
+fn under_tls_each_replica_is_verified_against_the_service_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = certs::Ca::new(dir.path(), "replicas");
+    // The replicas' certificate names the service, not their addresses.
+    let cert = ca.server(dir.path(), "server", vec![NAME.to_owned()]);
+    let tls = [
+        "--tls-cert",
+        cert.cert.to_str().unwrap(),
+        "--tls-key",
+        cert.key.to_str().unwrap(),
+    ];
+    let port = free_port();
+    let _hosts: Vec<Host> = (1..=3).map(|last| replica(last, port, &tls)).collect();
+    let dns = Dns::start(NAME, &[ip(1), ip(2), ip(3)], 2);
+    let mut config = config(format!("dns://{NAME}:{port}"), Some(&dns));
+    config.tls = Some(Tls::new(&Trust::CaFile(ca.cert.clone()), None).unwrap());
+    let counts = runtime().block_on(spread(&RpcClient::new(config.clone()), 600, 6));
+    assert_eq!(counts.len(), 3, "{counts:?}");
+
+    // The same replicas under a list of addresses are verified against the
+    // addresses, which the certificate does not name: no call is made.
+    let list = (1..=3)
+        .map(|last| format!("{}:{port}", ip(last)))
+        .collect::<Vec<_>>()
+        .join(",");
+    config.addr = list;
+    config.timeout = Some(Duration::from_secs(2));
+    let error = runtime()
+        .block_on(RpcClient::new(config).call_raw("sum", &[0x90]))
+        .unwrap_err();
+    assert!(
+        matches!(error, arrpc_client::Error::Unavailable { ref reason, .. } if reason.contains("TLS")),
+        "{error:?}"
+    );
+}
