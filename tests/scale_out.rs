@@ -222,6 +222,64 @@ fn a_replica_that_refuses_connections_is_ejected_and_taken_back_when_it_answers(
 }
 
 #[test]
+fn send_spreads_calls_over_replicas_and_prints_their_share() {
+    let port = free_port();
+    let _hosts: Vec<Host> = (1..=3).map(|last| replica(last, port, &[])).collect();
+    let dns = Dns::start(NAME, &[ip(1), ip(2), ip(3)], 2);
+    let addr = format!("dns://{NAME}:{port}");
+    let out = std::process::Command::new(HOST)
+        .args([
+            "send",
+            "--addr",
+            &addr,
+            "--dns-server",
+            &dns.addr.to_string(),
+        ])
+        .args(["--handler", "sum", "--stats", "600", "[1, 2]"])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for last in 1..=3 {
+        let row = printed
+            .lines()
+            .find(|line| line.starts_with(&format!("{}:{port} ", ip(last))))
+            .unwrap_or_else(|| panic!("no row for 127.0.0.{last}:\n{printed}"));
+        let calls: u64 = row.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(calls > 100, "{printed}");
+    }
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.starts_with("all ") && l.contains(" 600 ")),
+        "{printed}"
+    );
+
+    // A list works as well; bare messages (without --handler) cannot be
+    // balanced, and say so.
+    let list = format!("{}:{port},{}:{port}", ip(1), ip(2));
+    let out = std::process::Command::new(HOST)
+        .args(["send", "--addr", &list, "--handler", "sum", "[1, 2]"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"count\":2,\"sum\":3}\n"
+    );
+    let out = std::process::Command::new(HOST)
+        .args(["send", "--addr", &list, "[1, 2]"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("needs MessagePack-RPC calls"), "{stderr}");
+}
+
+#[test]
 fn under_tls_each_replica_is_verified_against_the_service_name() {
     let dir = tempfile::tempdir().unwrap();
     let ca = certs::Ca::new(dir.path(), "replicas");
