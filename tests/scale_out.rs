@@ -9,6 +9,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrpc_client::tls::{Tls, Trust};
@@ -124,7 +125,19 @@ fn each_replica_behind_a_name_gets_a_fair_share_of_calls() {
     let _hosts: Vec<Host> = (1..=3).map(|last| replica(last, port, &[])).collect();
     let dns = Dns::start(NAME, &[ip(1), ip(2), ip(3)], 2);
     let client = RpcClient::new(config(format!("dns://{NAME}:{port}"), Some(&dns)));
-    let counts = runtime().block_on(spread(&client, 3000, 16));
+    let runtime = runtime();
+    // Once every replica is connected (the first calls go to those connected
+    // first), 3,000 calls spread evenly.
+    for last in 1..=3 {
+        let answered = runtime.block_on(first_answer_from(
+            &client,
+            ip(last),
+            Duration::from_secs(10),
+        ));
+        assert!(answered.is_some(), "127.0.0.{last} answered no call");
+    }
+    let counts = runtime.block_on(spread(&client, 3000, 16));
+    eprintln!("3,000 calls: {counts:?}");
     assert_eq!(counts.len(), 3, "{counts:?}");
     for (replica, count) in &counts {
         assert!(
@@ -314,4 +327,180 @@ fn under_tls_each_replica_is_verified_against_the_service_name() {
         matches!(error, arrpc_client::Error::Unavailable { ref reason, .. } if reason.contains("TLS")),
         "{error:?}"
     );
+}
+
+/// Keeps `workers` callers busy until `stop`, alternating quick `sum` calls
+/// with `misbehave` calls that sleep `sleep_ms`, so calls are in flight at
+/// any moment; every call's result, with the replica that answered.
+async fn load(
+    client: RpcClient,
+    workers: usize,
+    sleep_ms: u64,
+    stop: Duration,
+) -> Vec<Result<Arc<str>, arrpc_client::Error>> {
+    let until = Instant::now() + stop;
+    let tasks = (0..workers).map(|worker| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut results = Vec::new();
+            let mut i = worker;
+            while Instant::now() < until {
+                let answered = if i % 2 == 0 {
+                    let params = rmp_serde::to_vec(&[i, 1]).unwrap();
+                    client.call_raw_via("sum", &params).await
+                } else {
+                    let params = rmp_serde::to_vec(&format!("sleep:{sleep_ms}")).unwrap();
+                    client.call_raw_via("misbehave", &params).await
+                };
+                results.push(answered.map(|(_, replica)| replica));
+                i += 1;
+            }
+            results
+        })
+    });
+    let mut results = Vec::new();
+    for task in futures::future::join_all(tasks).await {
+        results.extend(task.unwrap());
+    }
+    results
+}
+
+#[test]
+fn a_replica_stopped_by_sigterm_under_load_fails_no_call() {
+    let port = free_port();
+    let hosts: Vec<Host> = (1..=3).map(|last| replica(last, port, &[])).collect();
+    let dns = Dns::start(NAME, &[ip(1), ip(2), ip(3)], 1);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let mut config = config(format!("dns://{NAME}:{port}"), Some(&dns));
+    config.metrics = Some(ClientMetrics::register(&mut registry));
+    let client = RpcClient::new(config);
+    let runtime = runtime();
+    let results = runtime.block_on(async {
+        let running = tokio::spawn(load(client, 12, 150, Duration::from_secs(4)));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // DNS still names the stopped replica, as it may for a TTL or more.
+        hosts[1].signal("TERM");
+        running.await.unwrap()
+    });
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} calls failed: {failed:#?}",
+        failed.len()
+    );
+    let on_stopped = results
+        .iter()
+        .filter(|r| r.as_ref().is_ok_and(|a| a.starts_with("127.0.0.2:")))
+        .count();
+    assert!(on_stopped > 0, "the stopped replica had no calls");
+    // Calls sent to it after it began draining were refused unrun, and sent
+    // to the others.
+    let text = metrics_text(&registry);
+    let resent = sample(&text, "arrpc_client_retries_total{reason=\"draining\"}");
+    eprintln!(
+        "{} calls, {on_stopped} on the stopped replica, {resent:?} resent",
+        results.len()
+    );
+    assert!(resent.is_some_and(|n| n >= 1.0), "{text}");
+}
+
+#[test]
+fn a_replica_killed_under_load_fails_only_calls_that_may_have_run_and_resends_none() {
+    let port = free_port();
+    let mut hosts: Vec<Host> = (1..=3).map(|last| replica(last, port, &[])).collect();
+    let list = (1..=3)
+        .map(|last| format!("{}:{port}", ip(last)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut registry = prometheus_client::registry::Registry::default();
+    let mut config = config(list, None);
+    config.metrics = Some(ClientMetrics::register(&mut registry));
+    let client = RpcClient::new(config);
+    let runtime = runtime();
+
+    // Calls are not idempotent: those in flight on the killed replica fail,
+    // each saying it may have run, and none is sent again.
+    let results = runtime.block_on(async {
+        let running = tokio::spawn(load(client.clone(), 12, 300, Duration::from_secs(3)));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        hosts[2].child().kill().unwrap();
+        running.await.unwrap()
+    });
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        !failed.is_empty(),
+        "no call was in flight on the killed replica"
+    );
+    for error in &failed {
+        assert!(error.may_have_run(), "{error:?}");
+        assert!(
+            matches!(error, arrpc_client::Error::Transport { addr, .. } if addr.starts_with("127.0.0.3:")),
+            "{error:?}"
+        );
+    }
+    let text = metrics_text(&registry);
+    assert_eq!(
+        sample(&text, "arrpc_client_retries_total{reason=\"idempotent\"}"),
+        None,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "arrpc_client_calls_total{outcome=\"may_have_run\"}"),
+        Some(failed.len() as f64),
+        "{text}"
+    );
+
+    // Marked idempotent, the calls cut off by a kill go to another replica.
+    let results = runtime.block_on(async {
+        let running = tokio::spawn(load(client.idempotent(), 12, 300, Duration::from_secs(3)));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        hosts[1].child().kill().unwrap();
+        running.await.unwrap()
+    });
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    let text = metrics_text(&registry);
+    assert!(
+        sample(&text, "arrpc_client_retries_total{reason=\"idempotent\"}")
+            .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_draining_host_refuses_what_it_reads_in_the_seeds_error_format() {
+    let host = replica(1, free_port(), &[]);
+    let mut slow = host.connect();
+    let mut wire = host.connect();
+    // An RPC call in flight keeps the host serving after the signal.
+    slow.write(&arrpc_wire::rpc::request(
+        1,
+        "misbehave",
+        &encode(&str_value("sleep:1500")),
+    ));
+    std::thread::sleep(Duration::from_millis(200));
+    host.signal("TERM");
+    host.wait_for_log("stop signal: draining");
+    // A bare message gets the error string the Python arrpc package's client
+    // raises as an RpcException; an RPC call gets it in its error field.
+    let reply = wire.call(&encode(&rmpv::Value::from(1)));
+    assert_eq!(
+        error_text(&reply).as_deref(),
+        Some(format!("arrpc.error.RpcException: {}", arrpc_wire::reply::DRAINING).as_str())
+    );
+    let reply = wire.call(&arrpc_wire::rpc::request(
+        2,
+        "sum",
+        &encode(&rmpv::Value::from(1)),
+    ));
+    let rmpv::Value::Array(response) = decode(&reply) else {
+        panic!("not a response");
+    };
+    assert_eq!(response[1], rmpv::Value::from(2));
+    assert_eq!(response[2], str_value(arrpc_wire::reply::DRAINING));
+    // The call read before the signal is answered.
+    let rmpv::Value::Array(response) = decode(&slow.read().expect("a response")) else {
+        panic!("not a response");
+    };
+    assert_eq!(response[3], rmpv::Value::from(1500));
 }

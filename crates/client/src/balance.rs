@@ -35,6 +35,7 @@ use tower::balance::p2c::Balance;
 use tower::buffer::Buffer;
 use tower::discover::Change;
 use tower::load::{CompleteOnResponse, PendingRequestsDiscover};
+use tower::retry::budget::{Budget, TpsBudget};
 use tower::{Service, ServiceExt};
 
 use crate::{ClientConfig, Error, RpcClient};
@@ -134,6 +135,8 @@ pub(crate) struct Balanced {
 
 struct Running {
     balancer: Balancer,
+    /// Retries allowed: a share of recent calls.
+    budget: TpsBudget,
     /// Resolves the name again while the client lives.
     resolver: Option<tokio::task::JoinHandle<()>>,
 }
@@ -157,29 +160,66 @@ impl Balanced {
     }
 
     /// Runs one call (or sends one notification) on a replica chosen by
-    /// load, within the call timeout.
+    /// load, within the call timeout, and again on another when the
+    /// attempt provably did not run (or, for an `idempotent` call, failed
+    /// without a reply), as far as `max_retries` and the budget allow.
     pub(crate) async fn call(
         &self,
         method: &str,
         params: &[u8],
         traceparent: Option<&str>,
         notify: bool,
+        idempotent: bool,
     ) -> Result<Answer, Error> {
         let running = self.running.get_or_init(|| async { self.start() }).await;
-        let dispatched = Arc::new(AtomicBool::new(false));
-        let call = Call {
-            method: method.into(),
-            params: Bytes::copy_from_slice(params),
-            traceparent: traceparent.map(Arc::from),
-            notify,
-            dispatched: dispatched.clone(),
-        };
-        let balancer = running.balancer.clone();
+        let deadline = self
+            .config
+            .timeout
+            .map(|after| (tokio::time::Instant::now() + after, after));
+        running.budget.deposit();
+        let mut retries = 0;
+        loop {
+            let call = Call {
+                method: method.into(),
+                params: Bytes::copy_from_slice(params),
+                traceparent: traceparent.map(Arc::from),
+                notify,
+                dispatched: Arc::new(AtomicBool::new(false)),
+            };
+            let result = self.attempt(running, call, deadline).await;
+            let Err(error) = &result else {
+                return result;
+            };
+            let Some(reason) = retry_reason(error, idempotent) else {
+                return result;
+            };
+            let late = deadline.is_some_and(|(at, _)| tokio::time::Instant::now() >= at);
+            if retries >= self.config.max_retries || late {
+                return result;
+            }
+            if !running.budget.withdraw() {
+                tracing::debug!(error = %error, "retry budget spent; not retrying");
+                return result;
+            }
+            retries += 1;
+            tracing::debug!(error = %error, reason, retries, "retrying on another replica");
+            crate::retried(&self.config, reason);
+        }
+    }
+
+    /// One attempt, within what is left of the call's time.
+    async fn attempt(
+        &self,
+        running: &Running,
+        call: Call,
+        deadline: Option<(tokio::time::Instant, Duration)>,
+    ) -> Result<Answer, Error> {
+        let dispatched = call.dispatched.clone();
         // Boxed as `Send` here, where no borrowed lifetime is in sight.
         let outcome: BoxFuture<'static, Result<Answer, tower::BoxError>> =
-            Box::pin(balancer.oneshot(call));
-        let result = match self.config.timeout {
-            Some(after) => match tokio::time::timeout(after, outcome).await {
+            Box::pin(running.balancer.clone().oneshot(call));
+        let result = match deadline {
+            Some((at, after)) => match tokio::time::timeout_at(at, outcome).await {
                 Ok(result) => result,
                 Err(_) if dispatched.load(Ordering::Acquire) => {
                     return Err(Error::Timeout {
@@ -236,7 +276,24 @@ impl Balanced {
                 self.problem.clone(),
             ))),
         };
-        Running { balancer, resolver }
+        let budget = TpsBudget::new(Duration::from_secs(10), 10, self.config.retry_budget);
+        Running {
+            balancer,
+            budget,
+            resolver,
+        }
+    }
+}
+
+/// Why a failed attempt may go to another replica, if it may: it provably
+/// did not run, or the caller said running it twice is harmless.
+fn retry_reason(error: &Error, idempotent: bool) -> Option<&'static str> {
+    match error {
+        Error::Unsent { .. } | Error::Connect { .. } => Some("unsent"),
+        Error::Busy { .. } => Some("busy"),
+        Error::Draining { .. } => Some("draining"),
+        Error::Transport { .. } if idempotent => Some("idempotent"),
+        _ => None,
     }
 }
 
@@ -532,13 +589,31 @@ impl Service<Call> for Replica {
                     .call_once(&call.method, &call.params, traceparent)
                     .await
             };
-            if let Err(Error::Transport { .. } | Error::Connect { .. }) = &result {
-                // The connection broke: take no calls until it is reopened.
-                let mut health = lock(&shared.health.state);
-                if health.state == State::Up {
-                    health.state = State::Connecting;
-                    drop(health);
+            let draining = matches!(result, Err(Error::Draining { .. }));
+            if draining
+                || matches!(
+                    result,
+                    Err(Error::Transport { .. } | Error::Connect { .. } | Error::Unsent { .. })
+                )
+            {
+                // The connection broke, or the host is going away: take no
+                // calls until a new connection is open.
+                let was_up = {
+                    let mut health = lock(&shared.health.state);
+                    let was_up = health.state == State::Up;
+                    if was_up {
+                        health.state = State::Connecting;
+                    }
+                    was_up
+                };
+                if was_up {
                     moved(&shared.config, Some(State::Up), Some(State::Connecting));
+                    if draining {
+                        tracing::info!(replica = %shared.addr, "replica is shutting down");
+                        for connection in &shared.connections {
+                            connection.reconnect().await;
+                        }
+                    }
                 }
                 shared.health.changed.notify_one();
             }

@@ -86,6 +86,13 @@ pub struct ClientConfig {
     /// Failures in a row (connections refused or broken) that eject a
     /// replica from the balancer.
     pub eject_after: u32,
+    /// Retries of one call on another replica, for calls that provably did
+    /// not run (never sent, refused as busy or by a draining host) or, with
+    /// [`RpcClient::idempotent`], that failed in any way but a reply.
+    pub max_retries: u32,
+    /// Share of calls that may be retries, on top of 10 a second: a sick
+    /// cluster is not hammered.
+    pub retry_budget: f32,
     /// How long an ejected replica is left alone before it is tried again;
     /// doubled each time it fails again, up to a minute.
     pub eject_backoff: Duration,
@@ -109,6 +116,8 @@ impl ClientConfig {
             resolve_interval: Duration::from_secs(30),
             dns_server: None,
             eject_after: 3,
+            max_retries: 3,
+            retry_budget: 0.1,
             eject_backoff: Duration::from_secs(1),
         }
     }
@@ -160,9 +169,41 @@ pub enum Error {
     /// connecting or ejected); the call was never sent.
     #[error("no replica of {addr} available: {reason}")]
     Unavailable { addr: String, reason: String },
+    /// The call never left this client: its connection closed first.
+    #[error("call to {addr} was not sent: {reason}")]
+    Unsent { addr: String, reason: String },
+    /// The handler had no free instance and refused the call without
+    /// running it.
+    #[error("{addr} refused the call: {reason}")]
+    Busy { addr: String, reason: String },
+    /// The host is shutting down and refused the call without running it.
+    #[error("{addr} is shutting down and did not run the call")]
+    Draining { addr: String },
     /// The system offered no random bytes for a replay-protection nonce.
     #[error("cannot draw a random nonce: {0}")]
     Random(String),
+}
+
+impl Error {
+    /// Whether the call may have run on the server. `false` only when it
+    /// provably did not: it was never sent, or the server refused it before
+    /// running it (busy, draining, a refused signature or certificate).
+    /// When it is `true`, sending the call again may run it twice.
+    pub fn may_have_run(&self) -> bool {
+        !matches!(
+            self,
+            Error::Connect { .. }
+                | Error::Tls { .. }
+                | Error::Auth(_)
+                | Error::Encode(_)
+                | Error::Address { .. }
+                | Error::Unavailable { .. }
+                | Error::Unsent { .. }
+                | Error::Busy { .. }
+                | Error::Draining { .. }
+                | Error::Random(_)
+        )
+    }
 }
 
 /// A connection to one arrpc server.
@@ -250,7 +291,7 @@ impl Client {
         };
         match reply::parse_error(&reply) {
             Some(e) if e.kind == ErrorKind::Auth => Err(Error::Auth(e.reason)),
-            Some(e) => Err(Error::Rpc(e.reason)),
+            Some(e) => Err(remote(&self.config.addr, e.reason)),
             None => Ok(reply),
         }
     }
@@ -262,7 +303,7 @@ impl Client {
         let reused = self.conn.is_some();
         match self.try_round_trip(message).await {
             Err(Error::Transport { source, .. }) if reused && closed_by_peer(&source) => {
-                retried(&self.config);
+                retried(&self.config, "reconnect");
                 self.conn = None;
                 self.try_round_trip(message).await
             }
@@ -314,6 +355,23 @@ fn one_server(addr: &str) -> Result<(), String> {
     }
 }
 
+/// A server's error `text` as an [`Error`]: a refusal of a call it did not
+/// run (busy, draining), or the handler's error.
+fn remote(addr: &str, text: String) -> Error {
+    if text == reply::DRAINING {
+        return Error::Draining {
+            addr: addr.to_owned(),
+        };
+    }
+    if text.starts_with("handler `") && text.contains("` is busy: ") {
+        return Error::Busy {
+            addr: addr.to_owned(),
+            reason: text,
+        };
+    }
+    Error::Rpc(text)
+}
+
 /// Connects, with TLS when configured.
 async fn open(config: &ClientConfig) -> Result<Box<dyn Io>, Error> {
     secure(config, connect(config).await?).await
@@ -339,7 +397,7 @@ async fn connect(config: &ClientConfig) -> Result<TcpStream, Error> {
             }
         }
         if attempt < attempts {
-            retried(config);
+            retried(config, "connect");
             tokio::time::sleep(pause).await;
             pause = pause.saturating_mul(2);
         }
@@ -416,12 +474,12 @@ fn record<T>(config: &ClientConfig, method: &str, started: Instant, result: &Res
     let _ = (config, method, started, result);
 }
 
-/// Counts a retry in the caller's metrics, when enabled.
-fn retried(config: &ClientConfig) {
+/// Counts a retry for `reason` in the caller's metrics, when enabled.
+fn retried(config: &ClientConfig, reason: &'static str) {
     #[cfg(feature = "metrics")]
     if let Some(metrics) = &config.metrics {
-        metrics.retry();
+        metrics.retry(reason);
     }
     #[cfg(not(feature = "metrics"))]
-    let _ = config;
+    let _ = (config, reason);
 }

@@ -32,6 +32,18 @@ struct ErrorLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    /// `connect`, `reconnect`, `unsent`, `busy`, `draining` or `idempotent`.
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    /// `ok`, `not_run` (failed, provably without running) or `may_have_run`.
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct StateLabels {
     /// `connecting`, `up` or `ejected`.
     state: &'static str,
@@ -58,7 +70,8 @@ fn latency_histogram() -> Histogram {
 pub struct ClientMetrics {
     latency: Histograms,
     errors: Family<ErrorLabels, Counter>,
-    retries: Counter,
+    retries: Family<ReasonLabels, Counter>,
+    calls: Family<OutcomeLabels, Counter>,
     endpoints: Family<StateLabels, Gauge>,
     resolutions: Family<ResultLabels, Counter>,
     ejections: Counter,
@@ -71,7 +84,8 @@ impl ClientMetrics {
         let metrics = ClientMetrics {
             latency: Histograms::new_with_constructor(latency_histogram),
             errors: Family::default(),
-            retries: Counter::default(),
+            retries: Family::default(),
+            calls: Family::default(),
             endpoints: Family::default(),
             resolutions: Family::default(),
             ejections: Counter::default(),
@@ -88,8 +102,14 @@ impl ClientMetrics {
         );
         registry.register(
             "retries",
-            "Connection attempts after a failed one, and requests sent again on a new connection",
+            "Connection attempts after a failed one, and requests sent again (on a new \
+             connection or another replica), by reason",
             metrics.retries.clone(),
+        );
+        registry.register(
+            "calls",
+            "Finished requests by outcome: ok, not_run (failed without running) or may_have_run",
+            metrics.calls.clone(),
         );
         registry.register(
             "endpoints",
@@ -110,6 +130,12 @@ impl ClientMetrics {
     }
 
     pub(crate) fn observe(&self, method: &str, took: Duration, error: Option<&Error>) {
+        let outcome = match error {
+            None => "ok",
+            Some(error) if error.may_have_run() => "may_have_run",
+            Some(_) => "not_run",
+        };
+        self.calls.get_or_create(&OutcomeLabels { outcome }).inc();
         let method = method.to_owned();
         if let Some(error) = error {
             self.errors
@@ -124,8 +150,8 @@ impl ClientMetrics {
             .observe(took.as_secs_f64());
     }
 
-    pub(crate) fn retry(&self) {
-        self.retries.inc();
+    pub(crate) fn retry(&self, reason: &'static str) {
+        self.retries.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     /// A replica moved between states (`None`: added or gone).
@@ -171,6 +197,9 @@ fn kind(error: &Error) -> &'static str {
         Error::Random(_) => "random",
         Error::Address { .. } => "address",
         Error::Unavailable { .. } => "unavailable",
+        Error::Unsent { .. } => "unsent",
+        Error::Busy { .. } => "busy",
+        Error::Draining { .. } => "draining",
         Error::Encode(_) => "encode",
         Error::Decode(_) => "decode",
     }

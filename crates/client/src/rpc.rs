@@ -33,7 +33,17 @@ use crate::{ClientConfig, Error, Io, Tls};
 const OUTGOING_QUEUE: usize = 256;
 
 /// Callers waiting for a response, by msgid.
-type Waiting = Arc<Mutex<HashMap<u32, oneshot::Sender<Response>>>>;
+type Waiting = Arc<Mutex<HashMap<u32, oneshot::Sender<Delivery>>>>;
+
+/// What a waiting caller learns.
+enum Delivery {
+    Answered(Response),
+    /// The connection ended with the request still queued: it never left.
+    Unsent,
+}
+
+/// A request for the writer, with its msgid (none for a notification).
+type Outgoing = (Option<u32>, Vec<u8>);
 
 /// A response's `error` (when not nil) and `result`, sliced from the message.
 struct Response {
@@ -47,6 +57,8 @@ struct Response {
 pub struct RpcClient {
     shared: Arc<Shared>,
     route: Route,
+    /// Calls may run twice: retried after any failure without a reply.
+    idempotent: bool,
 }
 
 /// Where calls go.
@@ -69,7 +81,7 @@ struct Shared {
 /// The open connection: where requests go and who waits for responses.
 #[derive(Clone)]
 pub(crate) struct Link {
-    outgoing: mpsc::Sender<Vec<u8>>,
+    outgoing: mpsc::Sender<Outgoing>,
     waiting: Waiting,
     /// Set when the connection ended because the server refused this
     /// client's TLS settings, so waiting callers learn why.
@@ -104,6 +116,18 @@ impl RpcClient {
                 link: tokio::sync::Mutex::new(None),
             }),
             route: Route::One,
+            idempotent: false,
+        }
+    }
+
+    /// This client (sharing its connections) for calls that are safe to run
+    /// twice: over replicas, a call that failed without a reply (its
+    /// connection broke) is sent again to another replica. Without it, only
+    /// calls that provably did not run are.
+    pub fn idempotent(&self) -> RpcClient {
+        RpcClient {
+            idempotent: true,
+            ..self.clone()
         }
     }
 
@@ -167,7 +191,12 @@ impl RpcClient {
                 .call_once(method, params, traceparent)
                 .await
                 .map(|result| (result, self.shared.config.addr.as_str().into())),
-            Route::Balanced(balanced) => balanced.call(method, params, traceparent, false).await,
+            Route::Balanced(balanced) => {
+                let idempotent = self.idempotent;
+                balanced
+                    .call(method, params, traceparent, false, idempotent)
+                    .await
+            }
             Route::Bad(reason) => Err(self.bad_address(reason)),
         };
         crate::record(&self.shared.config, method, started, &result);
@@ -192,39 +221,52 @@ impl RpcClient {
         let msgid = self.shared.next_msgid.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&link.waiting).insert(msgid, tx);
+        // Whatever ends this call (a reply, an error, a caller who stopped
+        // waiting), its msgid is forgotten.
+        let _forget = Forget {
+            waiting: &link.waiting,
+            msgid,
+        };
         let mut request = rpc::request(msgid, method, params);
         if let Some(traceparent) = traceparent {
             request = trace::wrap(traceparent, &request);
         }
+        let addr = &self.shared.config.addr;
         let outcome = async {
-            link.outgoing
-                .send(self.sign(request)?)
+            if link
+                .outgoing
+                .send((Some(msgid), self.sign(request)?))
                 .await
-                .map_err(|_| self.closed(&link))?;
-            rx.await.map_err(|_| self.closed(&link))
+                .is_err()
+            {
+                return Err(Error::Unsent {
+                    addr: addr.clone(),
+                    reason: "the connection had closed".to_owned(),
+                });
+            }
+            match rx.await {
+                Ok(Delivery::Answered(response)) => Ok(response),
+                Ok(Delivery::Unsent) => Err(Error::Unsent {
+                    addr: addr.clone(),
+                    reason: "the connection closed before the call was written".to_owned(),
+                }),
+                Err(_) => Err(self.closed(&link)),
+            }
         };
         let response = match self.shared.config.timeout {
-            Some(after) => match tokio::time::timeout(after, outcome).await {
-                Ok(response) => response,
-                Err(_) => {
-                    lock(&link.waiting).remove(&msgid);
-                    return Err(Error::Timeout {
-                        addr: self.shared.config.addr.clone(),
+            Some(after) => {
+                tokio::time::timeout(after, outcome)
+                    .await
+                    .map_err(|_| Error::Timeout {
+                        addr: addr.clone(),
                         after,
-                    });
-                }
-            },
-            None => outcome.await,
+                    })??
+            }
+            None => outcome.await?,
         };
-        let response = response.inspect_err(|_| {
-            lock(&link.waiting).remove(&msgid);
-        })?;
         match response.error {
             None => Ok(response.result),
-            Some(error) => Err(match arrpc_wire::reply::parse_error(&error) {
-                Some(e) if e.kind == arrpc_wire::ErrorKind::Auth => Error::Auth(e.reason),
-                _ => Error::Rpc(error_text(&error)),
-            }),
+            Some(error) => Err(remote_error(addr, &error)),
         }
     }
 
@@ -233,7 +275,8 @@ impl RpcClient {
         match &self.route {
             Route::One => {}
             Route::Balanced(balanced) => {
-                return balanced.call(method, params, None, true).await.map(|_| ());
+                let sent = balanced.call(method, params, None, true, self.idempotent);
+                return sent.await.map(|_| ());
             }
             Route::Bad(reason) => return Err(self.bad_address(reason)),
         }
@@ -244,9 +287,18 @@ impl RpcClient {
     pub(crate) async fn notify_once(&self, method: &str, params: &[u8]) -> Result<(), Error> {
         let link = self.link().await?;
         link.outgoing
-            .send(self.sign(rpc::notification(method, params))?)
+            .send((None, self.sign(rpc::notification(method, params))?))
             .await
-            .map_err(|_| self.closed(&link))
+            .map_err(|_| Error::Unsent {
+                addr: self.shared.config.addr.clone(),
+                reason: "the connection had closed".to_owned(),
+            })
+    }
+
+    /// Opens a new connection for the next calls; calls in flight on the old
+    /// one finish there.
+    pub(crate) async fn reconnect(&self) {
+        self.shared.link.lock().await.take();
     }
 
     fn sign(&self, message: Vec<u8>) -> Result<Vec<u8>, Error> {
@@ -305,7 +357,7 @@ impl RpcClient {
 async fn drive<R>(
     mut reader: Connection<R>,
     mut writer: BufWriter<WriteHalf<Box<dyn Io>>>,
-    mut queue: mpsc::Receiver<Vec<u8>>,
+    mut queue: mpsc::Receiver<Outgoing>,
     waiting: Waiting,
     refused: Arc<OnceLock<HandshakeError>>,
     tls: Option<Tls>,
@@ -331,7 +383,7 @@ async fn drive<R>(
     let write = async {
         while let Some(first) = queue.recv().await {
             let mut next = Some(first);
-            while let Some(message) = next {
+            while let Some((_, message)) = next {
                 if let Err(e) = writer.write_all(&message).await {
                     return e.to_string();
                 }
@@ -348,8 +400,17 @@ async fn drive<R>(
         reason = write => reason,
     };
     tracing::debug!(addr = %addr, reason = %reason, "rpc connection ended");
-    // Dropping the senders wakes every caller with a transport error.
-    lock(&waiting).clear();
+    // Requests still queued never left: their callers may send them again.
+    queue.close();
+    let mut waiting = lock(&waiting);
+    while let Ok((msgid, _)) = queue.try_recv() {
+        if let Some(caller) = msgid.and_then(|msgid| waiting.remove(&msgid)) {
+            let _ = caller.send(Delivery::Unsent);
+        }
+    }
+    // Dropping the other senders wakes their callers with a transport error:
+    // their requests may have run.
+    waiting.clear();
 }
 
 /// Hands a response to the caller waiting for its msgid.
@@ -373,10 +434,33 @@ fn deliver(waiting: &Waiting, message: Bytes) {
     match lock(waiting).remove(&msgid) {
         // The caller may have timed out meanwhile; then nobody wants it.
         Some(caller) => {
-            let _ = caller.send(response);
+            let _ = caller.send(Delivery::Answered(response));
         }
         None => tracing::debug!(msgid, "response for no waiting call"),
     }
+}
+
+/// Removes a call's msgid from the callers waiting on its connection.
+struct Forget<'a> {
+    waiting: &'a Waiting,
+    msgid: u32,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        lock(self.waiting).remove(&self.msgid);
+    }
+}
+
+/// A response's `error` as an [`Error`]: a refused signature, a host that
+/// did not run the call (busy, draining), or the handler's error.
+fn remote_error(addr: &str, error: &[u8]) -> Error {
+    if let Some(e) = arrpc_wire::reply::parse_error(error)
+        && e.kind == arrpc_wire::ErrorKind::Auth
+    {
+        return Error::Auth(e.reason);
+    }
+    crate::remote(addr, error_text(error))
 }
 
 /// The error's text when it is a string, else the value spelled out.
