@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrpc_client::tls::{Tls, Trust};
+use arrpc_client::tls::{Identity, Tls, Trust};
 use arrpc_client::{ClientConfig, ClientMetrics, RpcClient};
 use common::dns::Dns;
 use common::*;
@@ -34,8 +34,13 @@ fn free_port() -> u16 {
 
 /// A host serving `sum` and `misbehave` on `127.0.0.<last>:port`, with `args`.
 fn replica(last: u8, port: u16, args: &[&str]) -> Host {
+    replica_with(last, port, "", args)
+}
+
+/// [`replica`] with `extra` config sections.
+fn replica_with(last: u8, port: u16, extra: &str, args: &[&str]) -> Host {
     let config = write_config(&format!(
-        "[server]\ndefault_handler = \"sum\"\n{}{}",
+        "[server]\ndefault_handler = \"sum\"\n{extra}\n{}{}",
         handler("sum", "sum", ""),
         handler("misbehave", "misbehave", "")
     ));
@@ -293,22 +298,33 @@ fn send_spreads_calls_over_replicas_and_prints_their_share() {
 }
 
 #[test]
-fn under_tls_each_replica_is_verified_against_the_service_name() {
+fn under_mutual_tls_and_signing_each_replica_is_verified_against_the_service_name() {
     let dir = tempfile::tempdir().unwrap();
     let ca = certs::Ca::new(dir.path(), "replicas");
     // The replicas' certificate names the service, not their addresses.
     let cert = ca.server(dir.path(), "server", vec![NAME.to_owned()]);
+    let client_cert = ca.client(dir.path(), "client");
     let tls = [
         "--tls-cert",
         cert.cert.to_str().unwrap(),
         "--tls-key",
         cert.key.to_str().unwrap(),
+        "--tls-client-ca",
+        ca.cert.to_str().unwrap(),
     ];
+    let signed = "[auth]\nsecrets = [{ value = \"k\" }]";
     let port = free_port();
-    let _hosts: Vec<Host> = (1..=3).map(|last| replica(last, port, &tls)).collect();
+    let _hosts: Vec<Host> = (1..=3)
+        .map(|last| replica_with(last, port, signed, &tls))
+        .collect();
     let dns = Dns::start(NAME, &[ip(1), ip(2), ip(3)], 2);
     let mut config = config(format!("dns://{NAME}:{port}"), Some(&dns));
-    config.tls = Some(Tls::new(&Trust::CaFile(ca.cert.clone()), None).unwrap());
+    let identity = Identity {
+        cert: client_cert.cert.clone(),
+        key: client_cert.key.clone(),
+    };
+    config.tls = Some(Tls::new(&Trust::CaFile(ca.cert.clone()), Some(&identity)).unwrap());
+    config.auth_secret = Some(b"k".to_vec());
     let counts = runtime().block_on(spread(&RpcClient::new(config.clone()), 600, 6));
     assert_eq!(counts.len(), 3, "{counts:?}");
 
