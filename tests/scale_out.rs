@@ -520,3 +520,18 @@ fn a_draining_host_refuses_what_it_reads_in_the_seeds_error_format() {
     };
     assert_eq!(response[3], rmpv::Value::from(1500));
 }
+
+#[test]
+fn the_blocking_rpc_client_balances_too() {
+    let port = free_port();
+    let _hosts: Vec<Host> = (1..=2).map(|last| replica(last, port, &[])).collect();
+    let list = format!("{}:{port},{}:{port}", ip(1), ip(2));
+    let client = arrpc_client::BlockingRpcClient::new(config(list, None)).unwrap();
+    let mut answered = HashMap::new();
+    for i in 0..200u32 {
+        let params = rmp_serde::to_vec(&[i, 1]).unwrap();
+        let (_, replica) = client.call_raw_via("sum", &params).unwrap();
+        *answered.entry(replica.to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(answered.len(), 2, "{answered:?}");
+}

@@ -38,7 +38,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-pub use blocking::BlockingClient;
+pub use blocking::{BlockingClient, BlockingRpcClient};
 #[cfg(feature = "metrics")]
 pub use metrics::ClientMetrics;
 pub use rpc::RpcClient;
