@@ -5,6 +5,11 @@
 //! through untouched for values JSON cannot express. With `--handler` the
 //! message is the `params` of a MessagePack-RPC call to that handler and the
 //! call's result is printed.
+//!
+//! `--addr` may name replicas (`dns://name:port`, `a:port,b:port`); calls
+//! then spread over them, and `--stats N` makes N calls and prints how they
+//! spread, with latency percentiles: the quickest look at a deployment's
+//! balance.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -22,9 +27,22 @@ pub struct SendArgs {
     /// Call this handler over MessagePack-RPC, with the message as params.
     #[arg(long)]
     handler: Option<String>,
-    /// Server address, `host:port`.
+    /// Server address: `host:port`, a list of replicas `a:port,b:port`,
+    /// or `dns://name:port` for every A/AAAA record of the name (a
+    /// Kubernetes headless Service). Replicas need --handler.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: String,
+    /// Make this many calls (with --handler) and print how they spread over
+    /// the replicas, with latency percentiles, instead of the reply.
+    #[arg(long, value_name = "N", requires = "handler", value_parser = clap::value_parser!(u64).range(1..))]
+    stats: Option<u64>,
+    /// Calls in flight at once under --stats.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    concurrency: u64,
+    /// Ask this nameserver (`ip:port`) about `dns://` names instead of the
+    /// system's.
+    #[arg(long, value_name = "IP:PORT")]
+    dns_server: Option<std::net::SocketAddr>,
     /// Read the message from this file.
     #[arg(long, conflicts_with = "message")]
     file: Option<PathBuf>,
@@ -89,7 +107,17 @@ fn send(args: &SendArgs) -> anyhow::Result<()> {
     config.timeout = Some(args.timeout);
     config.connect_timeout = args.timeout;
     config.connect_attempts = args.retries.max(1);
+    config.dns_server = args.dns_server;
     args.security.apply(&mut config)?;
+    if let (Some(calls), Some(handler)) = (args.stats, &args.handler) {
+        let client = RpcClient::new(config);
+        let stats = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(stats(&client, handler, &message, calls, args.concurrency))?;
+        print!("{stats}");
+        return Ok(());
+    }
     let reply = match (&args.handler, &args.traceparent) {
         (Some(handler), traceparent) => {
             let client = RpcClient::new(config);
@@ -119,6 +147,73 @@ fn send(args: &SendArgs) -> anyhow::Result<()> {
         writeln!(stdout, "{}", to_json(value))?;
     }
     Ok(())
+}
+
+/// Makes `calls` calls, `concurrency` at a time; how they spread over the
+/// replicas and how long they took, as a table. The first failed call ends
+/// the run with its error.
+async fn stats(
+    client: &RpcClient,
+    handler: &str,
+    params: &[u8],
+    calls: u64,
+    concurrency: u64,
+) -> anyhow::Result<String> {
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let started = std::time::Instant::now();
+    let workers = (0..concurrency.min(calls)).map(|_| {
+        let (client, next) = (client.clone(), next.clone());
+        let (handler, params) = (handler.to_owned(), params.to_vec());
+        tokio::spawn(async move {
+            let mut took = Vec::new();
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < calls {
+                let call = std::time::Instant::now();
+                let (_, replica) = client.call_raw_via(&handler, &params).await?;
+                took.push((replica, call.elapsed()));
+            }
+            Ok::<_, arrpc_client::Error>(took)
+        })
+    });
+    let mut by_replica: std::collections::BTreeMap<String, Vec<Duration>> = Default::default();
+    for worker in futures::future::join_all(workers).await {
+        for (replica, took) in worker?? {
+            by_replica
+                .entry(replica.to_string())
+                .or_default()
+                .push(took);
+        }
+    }
+    let elapsed = started.elapsed();
+    let mut all: Vec<Duration> = by_replica.values().flatten().copied().collect();
+    let mut table = format!(
+        "{:<24} {:>8} {:>7} {:>9} {:>9} {:>9} {:>9}\n",
+        "replica", "calls", "share", "p50", "p90", "p99", "max"
+    );
+    let total = all.len();
+    for (replica, took) in &mut by_replica {
+        table += &stats_line(replica, took, total);
+    }
+    table += &stats_line("all", &mut all, total);
+    table += &format!(
+        "{total} calls in {elapsed:.2?}, {:.0} calls/s\n",
+        total as f64 / elapsed.as_secs_f64()
+    );
+    Ok(table)
+}
+
+/// One row of the `--stats` table.
+fn stats_line(name: &str, took: &mut [Duration], total: usize) -> String {
+    took.sort_unstable();
+    let at = |q: f64| took[((took.len() as f64 * q).ceil() as usize).clamp(1, took.len()) - 1];
+    format!(
+        "{name:<24} {:>8} {:>6.1}% {:>9.2?} {:>9.2?} {:>9.2?} {:>9.2?}\n",
+        took.len(),
+        100.0 * took.len() as f64 / total as f64,
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        at(1.0)
+    )
 }
 
 fn parse_traceparent(text: &str) -> Result<String, String> {

@@ -17,6 +17,12 @@
 //! with more input buffered, lets the other connections on its worker run
 //! first, so a deep pipeline of quick messages cannot hold a worker for a
 //! whole read's worth of them.
+//!
+//! When shutdown begins, the connection keeps reading for [`DRAIN_NOTICE`]
+//! but runs nothing more: each message read gets a refusal that says the
+//! host is draining and did not run it, so a balancing client moves its
+//! calls to other replicas and may resend these. Then it stops reading,
+//! sends the replies still owed and closes.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -160,6 +166,10 @@ pub async fn serve<S>(
     let mut owed = Owed::default();
     let mut reading = true;
     let mut draining = false;
+    // Shutdown began: messages read now are refused, not run.
+    let mut refusing = false;
+    let notice = sleep(Duration::ZERO);
+    tokio::pin!(notice);
     let idle = sleep(limits.idle_timeout);
     tokio::pin!(idle);
     // Made once: a wait made anew on every turn of the loop would register
@@ -172,6 +182,17 @@ pub async fn serve<S>(
         // clock restarts. A failed write ends the connection.
         let turn = tokio::select! {
             biased;
+            // Before reading, so a busy connection hears of shutdown too.
+            _ = &mut shutting_down, if reading && !refusing => {
+                refusing = true;
+                notice.as_mut().reset(tokio::time::Instant::now() + DRAIN_NOTICE);
+                Ok(false)
+            }
+            _ = &mut notice, if reading && refusing => {
+                reading = false;
+                draining = true;
+                Ok(false)
+            }
             Some(reply) = owed.ordered.next(), if !owed.ordered.is_empty() => {
                 write_replies(&mut conn, Some(reply), &mut owed).await
             }
@@ -187,6 +208,9 @@ pub async fn serve<S>(
                 let mut started = 0;
                 loop {
                     let reply = match read {
+                        Ok(Some(message)) if refusing => dispatcher
+                            .refuse_draining(&message)
+                            .and_then(|reply| owed.answer(reply)),
                         Ok(Some(message)) => owed.take(message, at, &dispatcher, &peer),
                         Ok(None) => {
                             reading = false;
@@ -241,11 +265,6 @@ pub async fn serve<S>(
                 tracing::debug!(peer = %peer.addr, "closing idle connection");
                 break;
             }
-            _ = &mut shutting_down, if reading => {
-                reading = false;
-                draining = true;
-                Ok(false)
-            }
         };
         match turn {
             Ok(true) => idle
@@ -265,6 +284,10 @@ pub async fn serve<S>(
         let _ = tokio::time::timeout(LINGER, conn.drain()).await;
     }
 }
+
+/// How long a connection keeps reading after shutdown began, refusing what
+/// it reads, so clients learn the host is draining before it stops reading.
+const DRAIN_NOTICE: Duration = Duration::from_millis(500);
 
 /// How long a connection closed by shutdown or after malformed input waits
 /// for the client to close.

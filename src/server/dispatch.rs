@@ -106,6 +106,26 @@ impl Dispatcher {
         &self.metrics
     }
 
+    /// The refusal of a message read after shutdown began, which is not
+    /// run: an RPC response with its msgid (nothing for a notification) or
+    /// an error reply, both saying [`arrpc_wire::reply::DRAINING`], so a
+    /// client can send it to another replica. The message is not verified:
+    /// the refusal tells only that the host is going away.
+    pub fn refuse_draining(&self, message: &[u8]) -> Option<Vec<u8>> {
+        let inner = envelope::unverified_data(message).unwrap_or(message);
+        let inner = match trace::unwrap(inner) {
+            trace::Unwrapped::Traced(traced) => traced.data,
+            _ => inner,
+        };
+        match rpc::parse(inner) {
+            Some(rpc::Message::Request { msgid, .. }) if self.rpc => {
+                Some(rpc::response(msgid, Err(arrpc_wire::reply::DRAINING)))
+            }
+            Some(rpc::Message::Notification { .. }) if self.rpc => None,
+            _ => Some(error_reply(ErrorKind::Rpc, arrpc_wire::reply::DRAINING)),
+        }
+    }
+
     /// Verifies the signature (when a secret is set), opens a trace
     /// envelope if the message is one, and tells an RPC request or
     /// notification from a bare message. `at` is when it was read; messages

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod certs;
+pub mod dns;
 pub mod kubelet;
 pub mod seed;
 pub mod toolchains;
@@ -179,11 +180,17 @@ impl Host {
 
     /// Like [`Host::start_with`], with `env` set for the host process.
     pub fn start_with_env(config: TestConfig, args: &[&str], env: &[(&str, &str)]) -> Host {
+        Host::start_on(config, "127.0.0.1:0", args, env)
+    }
+
+    /// Like [`Host::start_with_env`], listening on `listen` (a loopback
+    /// address, so replicas can share one port on 127.0.0.1, .2 and .3).
+    pub fn start_on(config: TestConfig, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Host {
         components();
         let mut child = host_command()
             .arg("--config")
             .arg(&config.path)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())

@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod balance;
 mod blocking;
 #[cfg(feature = "metrics")]
 mod metrics;
@@ -37,7 +38,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-pub use blocking::BlockingClient;
+pub use blocking::{BlockingClient, BlockingRpcClient};
 #[cfg(feature = "metrics")]
 pub use metrics::ClientMetrics;
 pub use rpc::RpcClient;
@@ -52,7 +53,9 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 /// pause between them.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// `host:port` of the server.
+    /// `host:port` of the server. [`RpcClient`] also takes a list of
+    /// replicas (`a:7400,b:7400`) or a DNS name whose every A/AAAA record is
+    /// a replica (`dns://name:7400`) and balances calls over them.
     pub addr: String,
     /// Connection attempts before giving up (at least one is made).
     pub connect_attempts: u32,
@@ -76,6 +79,26 @@ pub struct ClientConfig {
     /// Where calls are measured; clones of one [`ClientMetrics`] share it.
     #[cfg(feature = "metrics")]
     pub metrics: Option<ClientMetrics>,
+    /// Connections kept open to each replica of a list or a DNS name.
+    pub connections_per_replica: usize,
+    /// Longest time between two resolutions of a `dns://` name; a shorter
+    /// TTL in the answer resolves it sooner.
+    pub resolve_interval: Duration,
+    /// Ask this nameserver about `dns://` names instead of the system's.
+    pub dns_server: Option<std::net::SocketAddr>,
+    /// Failures in a row (connections refused or broken) that eject a
+    /// replica from the balancer.
+    pub eject_after: u32,
+    /// Retries of one call on another replica, for calls that provably did
+    /// not run (never sent, refused as busy or by a draining host) or, with
+    /// [`RpcClient::idempotent`], that failed in any way but a reply.
+    pub max_retries: u32,
+    /// Share of calls that may be retries, on top of 10 a second: a sick
+    /// cluster is not hammered.
+    pub retry_budget: f32,
+    /// How long an ejected replica is left alone before it is tried again;
+    /// doubled each time it fails again, up to a minute.
+    pub eject_backoff: Duration,
 }
 
 impl ClientConfig {
@@ -92,6 +115,13 @@ impl ClientConfig {
             replay_protection: false,
             #[cfg(feature = "metrics")]
             metrics: None,
+            connections_per_replica: 2,
+            resolve_interval: Duration::from_secs(30),
+            dns_server: None,
+            eject_after: 3,
+            max_retries: 3,
+            retry_budget: 0.1,
+            eject_backoff: Duration::from_secs(1),
         }
     }
 }
@@ -139,9 +169,49 @@ pub enum Error {
     /// The reply did not have the type asked for.
     #[error("cannot decode reply: {0}")]
     Decode(#[from] rmp_serde::decode::Error),
+    /// The address names no server, or names replicas (a list or a
+    /// `dns://` name) where one server is needed.
+    #[error("bad address {addr:?}: {reason}")]
+    Address { addr: String, reason: String },
+    /// No replica behind the address took the call in time (none known, all
+    /// connecting or ejected); the call was never sent.
+    #[error("no replica of {addr} available: {reason}")]
+    Unavailable { addr: String, reason: String },
+    /// The call never left this client: its connection closed first.
+    #[error("call to {addr} was not sent: {reason}")]
+    Unsent { addr: String, reason: String },
+    /// The handler had no free instance and refused the call without
+    /// running it.
+    #[error("{addr} refused the call: {reason}")]
+    Busy { addr: String, reason: String },
+    /// The host is shutting down and refused the call without running it.
+    #[error("{addr} is shutting down and did not run the call")]
+    Draining { addr: String },
     /// The system offered no random bytes for a replay-protection nonce.
     #[error("cannot draw a random nonce: {0}")]
     Random(String),
+}
+
+impl Error {
+    /// Whether the call may have run on the server. `false` only when it
+    /// provably did not: it was never sent, or the server refused it before
+    /// running it (busy, draining, a refused signature or certificate).
+    /// When it is `true`, sending the call again may run it twice.
+    pub fn may_have_run(&self) -> bool {
+        !matches!(
+            self,
+            Error::Connect { .. }
+                | Error::Tls { .. }
+                | Error::Auth(_)
+                | Error::Encode(_)
+                | Error::Address { .. }
+                | Error::Unavailable { .. }
+                | Error::Unsent { .. }
+                | Error::Busy { .. }
+                | Error::Draining { .. }
+                | Error::Random(_)
+        )
+    }
 }
 
 /// A connection to one arrpc server.
@@ -201,6 +271,12 @@ impl Client {
     }
 
     async fn send_frame(&mut self, message: &[u8]) -> Result<Bytes, Error> {
+        if let Err(reason) = one_server(&self.config.addr) {
+            return Err(Error::Address {
+                addr: self.config.addr.clone(),
+                reason,
+            });
+        }
         let sealed = seal(&self.config, message)?;
         let message = &sealed[..];
         let reply = match self.config.timeout {
@@ -223,7 +299,7 @@ impl Client {
         };
         match reply::parse_error(&reply) {
             Some(e) if e.kind == ErrorKind::Auth => Err(Error::Auth(e.reason)),
-            Some(e) => Err(Error::Rpc(e.reason)),
+            Some(e) => Err(remote(&self.config.addr, e.reason)),
             None => Ok(reply),
         }
     }
@@ -235,7 +311,7 @@ impl Client {
         let reused = self.conn.is_some();
         match self.try_round_trip(message).await {
             Err(Error::Transport { source, .. }) if reused && closed_by_peer(&source) => {
-                retried(&self.config);
+                retried(&self.config, "reconnect");
                 self.conn = None;
                 self.try_round_trip(message).await
             }
@@ -273,6 +349,37 @@ impl Client {
     }
 }
 
+/// Whether `addr` names one server, as bare messages need: they carry no
+/// id, so one connection serves one message at a time and cannot be
+/// balanced call by call.
+fn one_server(addr: &str) -> Result<(), String> {
+    match balance::Target::parse(addr)? {
+        balance::Target::One => Ok(()),
+        _ => Err(
+            "a list of replicas or a dns:// name needs MessagePack-RPC calls (RpcClient, \
+                  or `send --handler`)"
+                .to_owned(),
+        ),
+    }
+}
+
+/// A server's error `text` as an [`Error`]: a refusal of a call it did not
+/// run (busy, draining), or the handler's error.
+fn remote(addr: &str, text: String) -> Error {
+    if text == reply::DRAINING {
+        return Error::Draining {
+            addr: addr.to_owned(),
+        };
+    }
+    if text.starts_with("handler `") && text.contains("` is busy: ") {
+        return Error::Busy {
+            addr: addr.to_owned(),
+            reason: text,
+        };
+    }
+    Error::Rpc(text)
+}
+
 /// Connects, with TLS when configured.
 async fn open(config: &ClientConfig) -> Result<Box<dyn Io>, Error> {
     secure(config, connect(config).await?).await
@@ -299,7 +406,7 @@ async fn connect(config: &ClientConfig) -> Result<TcpStream, Error> {
             }
         }
         if attempt < attempts {
-            retried(config);
+            retried(config, "connect");
             tokio::time::sleep(pause).await;
             pause = pause.saturating_mul(2);
         }
@@ -376,12 +483,12 @@ fn record<T>(config: &ClientConfig, method: &str, started: Instant, result: &Res
     let _ = (config, method, started, result);
 }
 
-/// Counts a retry in the caller's metrics, when enabled.
-fn retried(config: &ClientConfig) {
+/// Counts a retry for `reason` in the caller's metrics, when enabled.
+fn retried(config: &ClientConfig, reason: &'static str) {
     #[cfg(feature = "metrics")]
     if let Some(metrics) = &config.metrics {
-        metrics.retry();
+        metrics.retry(reason);
     }
     #[cfg(not(feature = "metrics"))]
-    let _ = config;
+    let _ = (config, reason);
 }

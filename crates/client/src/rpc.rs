@@ -25,6 +25,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use tokio::io::{AsyncWriteExt, BufWriter, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::balance::{Balanced, Target};
 use crate::tls::HandshakeError;
 use crate::{ClientConfig, Error, Io, Tls};
 
@@ -32,7 +33,17 @@ use crate::{ClientConfig, Error, Io, Tls};
 const OUTGOING_QUEUE: usize = 256;
 
 /// Callers waiting for a response, by msgid.
-type Waiting = Arc<Mutex<HashMap<u32, oneshot::Sender<Response>>>>;
+type Waiting = Arc<Mutex<HashMap<u32, oneshot::Sender<Delivery>>>>;
+
+/// What a waiting caller learns.
+enum Delivery {
+    Answered(Response),
+    /// The connection ended with the request still queued: it never left.
+    Unsent,
+}
+
+/// A request for the writer, with its msgid (none for a notification).
+type Outgoing = (Option<u32>, Vec<u8>);
 
 /// A response's `error` (when not nil) and `result`, sliced from the message.
 struct Response {
@@ -40,10 +51,25 @@ struct Response {
     result: Bytes,
 }
 
-/// A MessagePack-RPC client of one server; clones share the connection.
+/// A MessagePack-RPC client of one server, or of the replicas behind a
+/// list or a DNS name (see [`crate::balance`]); clones share the connections.
 #[derive(Clone)]
 pub struct RpcClient {
     shared: Arc<Shared>,
+    route: Route,
+    /// Calls may run twice: retried after any failure without a reply.
+    idempotent: bool,
+}
+
+/// Where calls go.
+#[derive(Clone)]
+enum Route {
+    /// To the one server at the address, on `shared`'s connection.
+    One,
+    /// To a replica chosen by load.
+    Balanced(Arc<Balanced>),
+    /// Nowhere: the address could not be read, for this reason.
+    Bad(Arc<str>),
 }
 
 struct Shared {
@@ -54,8 +80,8 @@ struct Shared {
 
 /// The open connection: where requests go and who waits for responses.
 #[derive(Clone)]
-struct Link {
-    outgoing: mpsc::Sender<Vec<u8>>,
+pub(crate) struct Link {
+    outgoing: mpsc::Sender<Outgoing>,
     waiting: Waiting,
     /// Set when the connection ended because the server refused this
     /// client's TLS settings, so waiting callers learn why.
@@ -64,13 +90,44 @@ struct Link {
 
 impl RpcClient {
     /// A client for `config`; nothing is connected until the first call.
+    ///
+    /// `config.addr` is one server (`host:port`), a list of replicas
+    /// (`a:7400,b:7400`) or a DNS name whose every address is a replica
+    /// (`dns://name:7400`). An address that cannot be read fails each call
+    /// with [`Error::Address`].
     pub fn new(config: ClientConfig) -> Self {
+        let route = match Target::parse(&config.addr) {
+            Ok(Target::One) => Route::One,
+            Ok(target) => Route::Balanced(Arc::new(Balanced::new(config.clone(), target))),
+            Err(reason) => Route::Bad(reason.into()),
+        };
+        RpcClient {
+            route,
+            ..RpcClient::single(config)
+        }
+    }
+
+    /// A client of the one server at `config.addr`.
+    pub(crate) fn single(config: ClientConfig) -> Self {
         RpcClient {
             shared: Arc::new(Shared {
                 config,
                 next_msgid: AtomicU32::new(0),
                 link: tokio::sync::Mutex::new(None),
             }),
+            route: Route::One,
+            idempotent: false,
+        }
+    }
+
+    /// This client (sharing its connections) for calls that are safe to run
+    /// twice: over replicas, a call that failed without a reply (its
+    /// connection broke) is sent again to another replica. Without it, only
+    /// calls that provably did not run are.
+    pub fn idempotent(&self) -> RpcClient {
+        RpcClient {
+            idempotent: true,
+            ..self.clone()
         }
     }
 
@@ -93,6 +150,17 @@ impl RpcClient {
     /// returns the result's bytes. A non-nil `error` in the response becomes
     /// [`Error::Rpc`] with the error's text.
     pub async fn call_raw(&self, method: &str, params: &[u8]) -> Result<Bytes, Error> {
+        let (result, _) = self.call_measured(method, params, None).await?;
+        Ok(result)
+    }
+
+    /// Like [`RpcClient::call_raw`], also returning the address of the
+    /// server that answered (one of the replicas, for a list or a name).
+    pub async fn call_raw_via(
+        &self,
+        method: &str,
+        params: &[u8],
+    ) -> Result<(Bytes, Arc<str>), Error> {
         self.call_measured(method, params, None).await
     }
 
@@ -105,7 +173,10 @@ impl RpcClient {
         params: &[u8],
         traceparent: &str,
     ) -> Result<Bytes, Error> {
-        self.call_measured(method, params, Some(traceparent)).await
+        let (result, _) = self
+            .call_measured(method, params, Some(traceparent))
+            .await?;
+        Ok(result)
     }
 
     async fn call_measured(
@@ -113,14 +184,34 @@ impl RpcClient {
         method: &str,
         params: &[u8],
         traceparent: Option<&str>,
-    ) -> Result<Bytes, Error> {
+    ) -> Result<(Bytes, Arc<str>), Error> {
         let started = std::time::Instant::now();
-        let result = self.call_once(method, params, traceparent).await;
+        let result = match &self.route {
+            Route::One => self
+                .call_once(method, params, traceparent)
+                .await
+                .map(|result| (result, self.shared.config.addr.as_str().into())),
+            Route::Balanced(balanced) => {
+                let idempotent = self.idempotent;
+                balanced
+                    .call(method, params, traceparent, false, idempotent)
+                    .await
+            }
+            Route::Bad(reason) => Err(self.bad_address(reason)),
+        };
         crate::record(&self.shared.config, method, started, &result);
         result
     }
 
-    async fn call_once(
+    fn bad_address(&self, reason: &str) -> Error {
+        Error::Address {
+            addr: self.shared.config.addr.clone(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// One call on this client's own connection.
+    pub(crate) async fn call_once(
         &self,
         method: &str,
         params: &[u8],
@@ -130,49 +221,84 @@ impl RpcClient {
         let msgid = self.shared.next_msgid.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&link.waiting).insert(msgid, tx);
+        // Whatever ends this call (a reply, an error, a caller who stopped
+        // waiting), its msgid is forgotten.
+        let _forget = Forget {
+            waiting: &link.waiting,
+            msgid,
+        };
         let mut request = rpc::request(msgid, method, params);
         if let Some(traceparent) = traceparent {
             request = trace::wrap(traceparent, &request);
         }
+        let addr = &self.shared.config.addr;
         let outcome = async {
-            link.outgoing
-                .send(self.sign(request)?)
+            if link
+                .outgoing
+                .send((Some(msgid), self.sign(request)?))
                 .await
-                .map_err(|_| self.closed(&link))?;
-            rx.await.map_err(|_| self.closed(&link))
+                .is_err()
+            {
+                return Err(Error::Unsent {
+                    addr: addr.clone(),
+                    reason: "the connection had closed".to_owned(),
+                });
+            }
+            match rx.await {
+                Ok(Delivery::Answered(response)) => Ok(response),
+                Ok(Delivery::Unsent) => Err(Error::Unsent {
+                    addr: addr.clone(),
+                    reason: "the connection closed before the call was written".to_owned(),
+                }),
+                Err(_) => Err(self.closed(&link)),
+            }
         };
         let response = match self.shared.config.timeout {
-            Some(after) => match tokio::time::timeout(after, outcome).await {
-                Ok(response) => response,
-                Err(_) => {
-                    lock(&link.waiting).remove(&msgid);
-                    return Err(Error::Timeout {
-                        addr: self.shared.config.addr.clone(),
+            Some(after) => {
+                tokio::time::timeout(after, outcome)
+                    .await
+                    .map_err(|_| Error::Timeout {
+                        addr: addr.clone(),
                         after,
-                    });
-                }
-            },
-            None => outcome.await,
+                    })??
+            }
+            None => outcome.await?,
         };
-        let response = response.inspect_err(|_| {
-            lock(&link.waiting).remove(&msgid);
-        })?;
         match response.error {
             None => Ok(response.result),
-            Some(error) => Err(match arrpc_wire::reply::parse_error(&error) {
-                Some(e) if e.kind == arrpc_wire::ErrorKind::Auth => Error::Auth(e.reason),
-                _ => Error::Rpc(error_text(&error)),
-            }),
+            Some(error) => Err(remote_error(addr, &error)),
         }
     }
 
     /// Sends a notification: `method` runs with `params`, nothing comes back.
     pub async fn notify(&self, method: &str, params: &[u8]) -> Result<(), Error> {
+        match &self.route {
+            Route::One => {}
+            Route::Balanced(balanced) => {
+                let sent = balanced.call(method, params, None, true, self.idempotent);
+                return sent.await.map(|_| ());
+            }
+            Route::Bad(reason) => return Err(self.bad_address(reason)),
+        }
+        self.notify_once(method, params).await
+    }
+
+    /// One notification on this client's own connection.
+    pub(crate) async fn notify_once(&self, method: &str, params: &[u8]) -> Result<(), Error> {
         let link = self.link().await?;
         link.outgoing
-            .send(self.sign(rpc::notification(method, params))?)
+            .send((None, self.sign(rpc::notification(method, params))?))
             .await
-            .map_err(|_| self.closed(&link))
+            .map_err(|_| Error::Unsent {
+                addr: self.shared.config.addr.clone(),
+                reason: "the connection had closed".to_owned(),
+            })
+    }
+
+    /// Opens a new connection for the next calls; calls in flight on the old
+    /// one finish there.
+    pub(crate) async fn reconnect(&self) {
+        self.shared.link.lock().await.take();
     }
 
     fn sign(&self, message: Vec<u8>) -> Result<Vec<u8>, Error> {
@@ -195,7 +321,7 @@ impl RpcClient {
     }
 
     /// The open connection, opened (again) when there is none or it ended.
-    async fn link(&self) -> Result<Link, Error> {
+    pub(crate) async fn link(&self) -> Result<Link, Error> {
         let mut slot = self.shared.link.lock().await;
         if let Some(link) = slot.as_ref().filter(|l| !l.outgoing.is_closed()) {
             return Ok(link.clone());
@@ -231,7 +357,7 @@ impl RpcClient {
 async fn drive<R>(
     mut reader: Connection<R>,
     mut writer: BufWriter<WriteHalf<Box<dyn Io>>>,
-    mut queue: mpsc::Receiver<Vec<u8>>,
+    mut queue: mpsc::Receiver<Outgoing>,
     waiting: Waiting,
     refused: Arc<OnceLock<HandshakeError>>,
     tls: Option<Tls>,
@@ -257,7 +383,7 @@ async fn drive<R>(
     let write = async {
         while let Some(first) = queue.recv().await {
             let mut next = Some(first);
-            while let Some(message) = next {
+            while let Some((_, message)) = next {
                 if let Err(e) = writer.write_all(&message).await {
                     return e.to_string();
                 }
@@ -274,12 +400,17 @@ async fn drive<R>(
         reason = write => reason,
     };
     tracing::debug!(addr = %addr, reason = %reason, "rpc connection ended");
-    // Closed first, so that a caller woken below already finds the link
-    // ended and reconnects, and no request can still be queued on it (its
-    // caller would wait for a reply after the clear, for nothing).
+    // Requests still queued never left: their callers may send them again.
     queue.close();
-    // Dropping the senders wakes every caller with a transport error.
-    lock(&waiting).clear();
+    let mut waiting = lock(&waiting);
+    while let Ok((msgid, _)) = queue.try_recv() {
+        if let Some(caller) = msgid.and_then(|msgid| waiting.remove(&msgid)) {
+            let _ = caller.send(Delivery::Unsent);
+        }
+    }
+    // Dropping the other senders wakes their callers with a transport error:
+    // their requests may have run.
+    waiting.clear();
 }
 
 /// Hands a response to the caller waiting for its msgid.
@@ -303,10 +434,33 @@ fn deliver(waiting: &Waiting, message: Bytes) {
     match lock(waiting).remove(&msgid) {
         // The caller may have timed out meanwhile; then nobody wants it.
         Some(caller) => {
-            let _ = caller.send(response);
+            let _ = caller.send(Delivery::Answered(response));
         }
         None => tracing::debug!(msgid, "response for no waiting call"),
     }
+}
+
+/// Removes a call's msgid from the callers waiting on its connection.
+struct Forget<'a> {
+    waiting: &'a Waiting,
+    msgid: u32,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        lock(self.waiting).remove(&self.msgid);
+    }
+}
+
+/// A response's `error` as an [`Error`]: a refused signature, a host that
+/// did not run the call (busy, draining), or the handler's error.
+fn remote_error(addr: &str, error: &[u8]) -> Error {
+    if let Some(e) = arrpc_wire::reply::parse_error(error)
+        && e.kind == arrpc_wire::ErrorKind::Auth
+    {
+        return Error::Auth(e.reason);
+    }
+    crate::remote(addr, error_text(error))
 }
 
 /// The error's text when it is a string, else the value spelled out.

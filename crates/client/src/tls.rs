@@ -505,7 +505,7 @@ fn date(time: UnixTime) -> String {
 }
 
 /// The host part of `host:port` or `[v6]:port`.
-fn host_of(addr: &str) -> &str {
+pub(crate) fn host_of(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
     host.trim_start_matches('[').trim_end_matches(']')
 }

@@ -27,6 +27,11 @@ impl ErrorKind {
 pub const AUTH_FAILED: &str =
     "Invalid or missing message signature, make sure 'auth_secret' is set/correct";
 
+/// The reason a host gives for a message it read after it began shutting
+/// down and did not run: a client may send the message again, elsewhere.
+pub const DRAINING: &str =
+    "arrpc-host is shutting down and did not run this message; send it to another replica";
+
 /// An error reply's text, as the Python arrpc package's client parses it.
 pub fn error_text(kind: ErrorKind, reason: &str) -> String {
     format!("{}{reason}", kind.prefix())

@@ -1,0 +1,537 @@
+//! Scale-out: an `RpcClient` given a `dns://` name or a list of replicas
+//! spreads its calls over every replica by load, follows the name as
+//! replicas come and go, and ejects a replica that refuses connections until
+//! it answers again. The replicas are real `arrpc-host` processes on
+//! 127.0.0.1, .2, .3 (and .4) sharing one port; the name is served by a DNS
+//! server inside the test (`common::dns`).
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrpc_client::tls::{Identity, Tls, Trust};
+use arrpc_client::{ClientConfig, ClientMetrics, RpcClient};
+use common::dns::Dns;
+use common::*;
+
+const NAME: &str = "replicas.test";
+
+fn ip(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, last)
+}
+
+/// A port free on 127.0.0.1, for replicas that all listen on it.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A host serving `sum` and `misbehave` on `127.0.0.<last>:port`, with `args`.
+fn replica(last: u8, port: u16, args: &[&str]) -> Host {
+    replica_with(last, port, "", args)
+}
+
+/// [`replica`] with `extra` config sections.
+fn replica_with(last: u8, port: u16, extra: &str, args: &[&str]) -> Host {
+    let config = write_config(&format!(
+        "[server]\ndefault_handler = \"sum\"\n{extra}\n{}{}",
+        handler("sum", "sum", ""),
+        handler("misbehave", "misbehave", "")
+    ));
+    Host::start_on(config, &format!("{}:{port}", ip(last)), args, &[])
+}
+
+/// A client of `addr` asking `dns` about names.
+fn config(addr: String, dns: Option<&Dns>) -> ClientConfig {
+    let mut config = ClientConfig::new(addr);
+    config.timeout = Some(Duration::from_secs(10));
+    config.dns_server = dns.map(|dns| dns.addr);
+    config.eject_backoff = Duration::from_millis(300);
+    config
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Makes `calls` calls to `sum`, `concurrency` at a time, each of which must
+/// succeed; how many each replica answered, by its IP address.
+async fn spread(client: &RpcClient, calls: usize, concurrency: usize) -> HashMap<String, usize> {
+    let tasks = (0..concurrency).map(|worker| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut answered = Vec::new();
+            for i in (worker..calls).step_by(concurrency) {
+                let params = rmp_serde::to_vec(&[i, 1]).unwrap();
+                let (_, replica) = client
+                    .call_raw_via("sum", &params)
+                    .await
+                    .unwrap_or_else(|e| panic!("call {i} failed: {e:#?}"));
+                answered.push(replica);
+            }
+            answered
+        })
+    });
+    let mut counts = HashMap::new();
+    for task in futures::future::join_all(tasks).await {
+        for replica in task.unwrap() {
+            let ip = replica.rsplit_once(':').unwrap().0.to_owned();
+            *counts.entry(ip).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// Calls until a call is answered by `wanted` (an IP address); how long
+/// that took, or `None` when it did not happen within `limit`.
+async fn first_answer_from(
+    client: &RpcClient,
+    wanted: Ipv4Addr,
+    limit: Duration,
+) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        let counts = spread(client, 8, 8).await;
+        if counts.contains_key(&wanted.to_string()) {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// The client's metrics as Prometheus text.
+fn metrics_text(registry: &prometheus_client::registry::Registry) -> String {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    text
+}
+
+/// The value of the sample line starting with `prefix` (name and labels).
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|line| line.starts_with(prefix))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn each_replica_behind_a_name_gets_a_fair_share_of_calls() {
+    let port = free_port();
+    let _hosts: Vec<Host> = (1..=3).map(|last| replica(last, port, &[])).collect();
+    let dns = Dns::start(NAME, &[ip(1), ip(2), ip(3)], 2);
+    let client = RpcClient::new(config(format!("dns://{NAME}:{port}"), Some(&dns)));
+    let runtime = runtime();
+    // Once every replica is connected (the first calls go to those connected
+    // first), 3,000 calls spread evenly.
+    for last in 1..=3 {
+        let answered = runtime.block_on(first_answer_from(
+            &client,
+            ip(last),
+            Duration::from_secs(10),
+        ));
+        assert!(answered.is_some(), "127.0.0.{last} answered no call");
+    }
+    let counts = runtime.block_on(spread(&client, 3000, 16));
+    eprintln!("3,000 calls: {counts:?}");
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    for (replica, count) in &counts {
+        assert!(
+            (800..=1200).contains(count),
+            "{replica} answered {count} of 3,000 calls, not 1,000 ± 20%: {counts:?}"
+        );
+    }
+}
+
+#[test]
+fn a_replica_added_to_dns_gets_calls_within_the_interval_and_one_removed_drains() {
+    let port = free_port();
+    let mut hosts: Vec<Host> = (1..=3).map(|last| replica(last, port, &[])).collect();
+    // A long TTL: the client's interval, not the TTL, bounds the wait.
+    let dns = Dns::start(NAME, &[ip(1), ip(2), ip(3)], 300);
+    let mut config = config(format!("dns://{NAME}:{port}"), Some(&dns));
+    config.resolve_interval = Duration::from_secs(1);
+    let client = RpcClient::new(config);
+    let runtime = runtime();
+    let counts = runtime.block_on(spread(&client, 60, 6));
+    assert_eq!(counts.len(), 3, "{counts:?}");
+
+    hosts.push(replica(4, port, &[]));
+    dns.set(&[ip(1), ip(2), ip(3), ip(4)]);
+    let took = runtime.block_on(first_answer_from(&client, ip(4), Duration::from_secs(10)));
+    let took = took.expect("the added replica got no call within 10 s");
+    // One interval, plus opening its connections.
+    assert!(took < Duration::from_millis(2500), "took {took:?}");
+
+    // Slow calls in flight on every replica; then 127.0.0.1 leaves DNS. Its
+    // calls finish, and it gets no new ones.
+    let slow = runtime.block_on(async {
+        let calls: Vec<_> = (0..24)
+            .map(|_| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let params = rmp_serde::to_vec("sleep:1500").unwrap();
+                    client.call_raw_via("misbehave", &params).await
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        dns.set(&[ip(2), ip(3), ip(4)]);
+        futures::future::join_all(calls).await
+    });
+    let mut drained = 0;
+    for call in slow {
+        let (_, replica) = call.unwrap().expect("a call in flight failed");
+        drained += usize::from(replica.starts_with("127.0.0.1:"));
+    }
+    assert!(drained > 0, "no slow call went to 127.0.0.1");
+    let counts = runtime.block_on(spread(&client, 300, 8));
+    assert!(!counts.contains_key("127.0.0.1"), "{counts:?}");
+    assert_eq!(counts.len(), 3, "{counts:?}");
+}
+
+#[test]
+fn a_replica_that_refuses_connections_is_ejected_and_taken_back_when_it_answers() {
+    let port = free_port();
+    let _hosts: Vec<Host> = (1..=2).map(|last| replica(last, port, &[])).collect();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let list = (1..=3)
+        .map(|last| format!("{}:{port}", ip(last)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut config = config(list, None);
+    config.metrics = Some(ClientMetrics::register(&mut registry));
+    let client = RpcClient::new(config);
+    let runtime = runtime();
+
+    // Nothing listens on 127.0.0.3: every call goes to the other two.
+    let counts = runtime.block_on(spread(&client, 300, 8));
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    let ejected = "arrpc_client_endpoints{state=\"ejected\"}";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sample(&metrics_text(&registry), ejected) != Some(1.0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = metrics_text(&registry);
+    assert_eq!(sample(&text, ejected), Some(1.0), "{text}");
+    assert!(
+        sample(&text, "arrpc_client_ejections_total").unwrap() >= 1.0,
+        "{text}"
+    );
+
+    let _third = replica(3, port, &[]);
+    let took = runtime.block_on(first_answer_from(&client, ip(3), Duration::from_secs(15)));
+    assert!(took.is_some(), "the replica was never taken back");
+    let text = metrics_text(&registry);
+    assert_eq!(
+        sample(&text, "arrpc_client_endpoints{state=\"up\"}"),
+        Some(3.0),
+        "{text}"
+    );
+}
+
+#[test]
+fn send_spreads_calls_over_replicas_and_prints_their_share() {
+    let port = free_port();
+    let _hosts: Vec<Host> = (1..=3).map(|last| replica(last, port, &[])).collect();
+    let dns = Dns::start(NAME, &[ip(1), ip(2), ip(3)], 2);
+    let addr = format!("dns://{NAME}:{port}");
+    let out = std::process::Command::new(HOST)
+        .args([
+            "send",
+            "--addr",
+            &addr,
+            "--dns-server",
+            &dns.addr.to_string(),
+        ])
+        .args(["--handler", "sum", "--stats", "600", "[1, 2]"])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for last in 1..=3 {
+        let row = printed
+            .lines()
+            .find(|line| line.starts_with(&format!("{}:{port} ", ip(last))))
+            .unwrap_or_else(|| panic!("no row for 127.0.0.{last}:\n{printed}"));
+        let calls: u64 = row.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(calls > 100, "{printed}");
+    }
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.starts_with("all ") && l.contains(" 600 ")),
+        "{printed}"
+    );
+
+    // A list works as well; bare messages (without --handler) cannot be
+    // balanced, and say so.
+    let list = format!("{}:{port},{}:{port}", ip(1), ip(2));
+    let out = std::process::Command::new(HOST)
+        .args(["send", "--addr", &list, "--handler", "sum", "[1, 2]"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"count\":2,\"sum\":3}\n"
+    );
+    let out = std::process::Command::new(HOST)
+        .args(["send", "--addr", &list, "[1, 2]"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("needs MessagePack-RPC calls"), "{stderr}");
+}
+
+#[test]
+fn under_mutual_tls_and_signing_each_replica_is_verified_against_the_service_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = certs::Ca::new(dir.path(), "replicas");
+    // The replicas' certificate names the service, not their addresses.
+    let cert = ca.server(dir.path(), "server", vec![NAME.to_owned()]);
+    let client_cert = ca.client(dir.path(), "client");
+    let tls = [
+        "--tls-cert",
+        cert.cert.to_str().unwrap(),
+        "--tls-key",
+        cert.key.to_str().unwrap(),
+        "--tls-client-ca",
+        ca.cert.to_str().unwrap(),
+    ];
+    let signed = "[auth]\nsecrets = [{ value = \"k\" }]";
+    let port = free_port();
+    let _hosts: Vec<Host> = (1..=3)
+        .map(|last| replica_with(last, port, signed, &tls))
+        .collect();
+    let dns = Dns::start(NAME, &[ip(1), ip(2), ip(3)], 2);
+    let mut config = config(format!("dns://{NAME}:{port}"), Some(&dns));
+    let identity = Identity {
+        cert: client_cert.cert.clone(),
+        key: client_cert.key.clone(),
+    };
+    config.tls = Some(Tls::new(&Trust::CaFile(ca.cert.clone()), Some(&identity)).unwrap());
+    config.auth_secret = Some(b"k".to_vec());
+    let counts = runtime().block_on(spread(&RpcClient::new(config.clone()), 600, 6));
+    assert_eq!(counts.len(), 3, "{counts:?}");
+
+    // The same replicas under a list of addresses are verified against the
+    // addresses, which the certificate does not name: no call is made.
+    let list = (1..=3)
+        .map(|last| format!("{}:{port}", ip(last)))
+        .collect::<Vec<_>>()
+        .join(",");
+    config.addr = list;
+    config.timeout = Some(Duration::from_secs(2));
+    let error = runtime()
+        .block_on(RpcClient::new(config).call_raw("sum", &[0x90]))
+        .unwrap_err();
+    assert!(
+        matches!(error, arrpc_client::Error::Unavailable { ref reason, .. } if reason.contains("TLS")),
+        "{error:?}"
+    );
+}
+
+/// Keeps `workers` callers busy until `stop`, alternating quick `sum` calls
+/// with `misbehave` calls that sleep `sleep_ms`, so calls are in flight at
+/// any moment; every call's result, with the replica that answered.
+async fn load(
+    client: RpcClient,
+    workers: usize,
+    sleep_ms: u64,
+    stop: Duration,
+) -> Vec<Result<Arc<str>, arrpc_client::Error>> {
+    let until = Instant::now() + stop;
+    let tasks = (0..workers).map(|worker| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut results = Vec::new();
+            let mut i = worker;
+            while Instant::now() < until {
+                let answered = if i % 2 == 0 {
+                    let params = rmp_serde::to_vec(&[i, 1]).unwrap();
+                    client.call_raw_via("sum", &params).await
+                } else {
+                    let params = rmp_serde::to_vec(&format!("sleep:{sleep_ms}")).unwrap();
+                    client.call_raw_via("misbehave", &params).await
+                };
+                results.push(answered.map(|(_, replica)| replica));
+                i += 1;
+            }
+            results
+        })
+    });
+    let mut results = Vec::new();
+    for task in futures::future::join_all(tasks).await {
+        results.extend(task.unwrap());
+    }
+    results
+}
+
+#[test]
+fn a_replica_stopped_by_sigterm_under_load_fails_no_call() {
+    let port = free_port();
+    let hosts: Vec<Host> = (1..=3).map(|last| replica(last, port, &[])).collect();
+    let dns = Dns::start(NAME, &[ip(1), ip(2), ip(3)], 1);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let mut config = config(format!("dns://{NAME}:{port}"), Some(&dns));
+    config.metrics = Some(ClientMetrics::register(&mut registry));
+    let client = RpcClient::new(config);
+    let runtime = runtime();
+    let results = runtime.block_on(async {
+        let running = tokio::spawn(load(client, 12, 150, Duration::from_secs(4)));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // DNS still names the stopped replica, as it may for a TTL or more.
+        hosts[1].signal("TERM");
+        running.await.unwrap()
+    });
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} calls failed: {failed:#?}",
+        failed.len()
+    );
+    let on_stopped = results
+        .iter()
+        .filter(|r| r.as_ref().is_ok_and(|a| a.starts_with("127.0.0.2:")))
+        .count();
+    assert!(on_stopped > 0, "the stopped replica had no calls");
+    // Calls sent to it after it began draining were refused unrun, and sent
+    // to the others.
+    let text = metrics_text(&registry);
+    let resent = sample(&text, "arrpc_client_retries_total{reason=\"draining\"}");
+    eprintln!(
+        "{} calls, {on_stopped} on the stopped replica, {resent:?} resent",
+        results.len()
+    );
+    assert!(resent.is_some_and(|n| n >= 1.0), "{text}");
+}
+
+#[test]
+fn a_replica_killed_under_load_fails_only_calls_that_may_have_run_and_resends_none() {
+    let port = free_port();
+    let mut hosts: Vec<Host> = (1..=3).map(|last| replica(last, port, &[])).collect();
+    let list = (1..=3)
+        .map(|last| format!("{}:{port}", ip(last)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut registry = prometheus_client::registry::Registry::default();
+    let mut config = config(list, None);
+    config.metrics = Some(ClientMetrics::register(&mut registry));
+    let client = RpcClient::new(config);
+    let runtime = runtime();
+
+    // Calls are not idempotent: those in flight on the killed replica fail,
+    // each saying it may have run, and none is sent again.
+    let results = runtime.block_on(async {
+        let running = tokio::spawn(load(client.clone(), 12, 300, Duration::from_secs(3)));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        hosts[2].child().kill().unwrap();
+        running.await.unwrap()
+    });
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        !failed.is_empty(),
+        "no call was in flight on the killed replica"
+    );
+    for error in &failed {
+        assert!(error.may_have_run(), "{error:?}");
+        assert!(
+            matches!(error, arrpc_client::Error::Transport { addr, .. } if addr.starts_with("127.0.0.3:")),
+            "{error:?}"
+        );
+    }
+    let text = metrics_text(&registry);
+    assert_eq!(
+        sample(&text, "arrpc_client_retries_total{reason=\"idempotent\"}"),
+        None,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "arrpc_client_calls_total{outcome=\"may_have_run\"}"),
+        Some(failed.len() as f64),
+        "{text}"
+    );
+
+    // Marked idempotent, the calls cut off by a kill go to another replica.
+    let results = runtime.block_on(async {
+        let running = tokio::spawn(load(client.idempotent(), 12, 300, Duration::from_secs(3)));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        hosts[1].child().kill().unwrap();
+        running.await.unwrap()
+    });
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    let text = metrics_text(&registry);
+    assert!(
+        sample(&text, "arrpc_client_retries_total{reason=\"idempotent\"}")
+            .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_draining_host_refuses_what_it_reads_in_the_seeds_error_format() {
+    let host = replica(1, free_port(), &[]);
+    let mut slow = host.connect();
+    let mut wire = host.connect();
+    // An RPC call in flight keeps the host serving after the signal.
+    slow.write(&arrpc_wire::rpc::request(
+        1,
+        "misbehave",
+        &encode(&str_value("sleep:1500")),
+    ));
+    std::thread::sleep(Duration::from_millis(200));
+    host.signal("TERM");
+    host.wait_for_log("stop signal: draining");
+    // A bare message gets the error string the Python arrpc package's client
+    // raises as an RpcException; an RPC call gets it in its error field.
+    let reply = wire.call(&encode(&rmpv::Value::from(1)));
+    assert_eq!(
+        error_text(&reply).as_deref(),
+        Some(format!("arrpc.error.RpcException: {}", arrpc_wire::reply::DRAINING).as_str())
+    );
+    let reply = wire.call(&arrpc_wire::rpc::request(
+        2,
+        "sum",
+        &encode(&rmpv::Value::from(1)),
+    ));
+    let rmpv::Value::Array(response) = decode(&reply) else {
+        panic!("not a response");
+    };
+    assert_eq!(response[1], rmpv::Value::from(2));
+    assert_eq!(response[2], str_value(arrpc_wire::reply::DRAINING));
+    // The call read before the signal is answered.
+    let rmpv::Value::Array(response) = decode(&slow.read().expect("a response")) else {
+        panic!("not a response");
+    };
+    assert_eq!(response[3], rmpv::Value::from(1500));
+}
+
+#[test]
+fn the_blocking_rpc_client_balances_too() {
+    let port = free_port();
+    let _hosts: Vec<Host> = (1..=2).map(|last| replica(last, port, &[])).collect();
+    let list = format!("{}:{port},{}:{port}", ip(1), ip(2));
+    let client = arrpc_client::BlockingRpcClient::new(config(list, None)).unwrap();
+    let mut answered = HashMap::new();
+    for i in 0..200u32 {
+        let params = rmp_serde::to_vec(&[i, 1]).unwrap();
+        let (_, replica) = client.call_raw_via("sum", &params).unwrap();
+        *answered.entry(replica.to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(answered.len(), 2, "{answered:?}");
+}
