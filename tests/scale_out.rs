@@ -535,3 +535,48 @@ fn the_blocking_rpc_client_balances_too() {
     }
     assert_eq!(answered.len(), 2, "{answered:?}");
 }
+
+#[test]
+fn max_connection_age_moves_pipelined_calls_to_new_connections_without_failing_one() {
+    let port = free_port();
+    let aged = "max_connection_age = \"300ms\"";
+    let hosts: Vec<Host> = (1..=2)
+        .map(|last| replica_with(last, port, aged, &["--debug"]))
+        .collect();
+    let list = format!("{}:{port},{}:{port}", ip(1), ip(2));
+    let client = RpcClient::new(config(list, None));
+    // 32 callers keep both replicas' connections full of pipelined calls.
+    let results = runtime().block_on(load(client, 32, 20, Duration::from_secs(3)));
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:#?}",
+        failed.len(),
+        results.len()
+    );
+    for host in &hosts {
+        let log = host.log();
+        // Two connections each at first; several more as they age.
+        let opened = log.matches("connection opened").count();
+        assert!(opened >= 6, "{opened} connections opened:\n{log}");
+    }
+}
+
+#[test]
+fn max_connection_age_closes_a_bare_connection_only_after_its_pipelined_replies() {
+    let host = replica_with(1, free_port(), "max_connection_age = \"200ms\"", &[]);
+    let mut wire = host.connect();
+    std::thread::sleep(Duration::from_millis(150));
+    // A deep pipeline of bare messages straddling the age: every one is
+    // answered, in order, before the connection closes.
+    let mut pipeline = Vec::new();
+    for i in 0..200u32 {
+        pipeline.extend(encode(&rmpv::Value::Array(vec![i.into(), 1.into()])));
+    }
+    wire.write(&pipeline);
+    for i in 0..200u32 {
+        let reply = decode(&wire.read().expect("a reply before the close"));
+        assert_eq!(reply["sum"], rmpv::Value::from(i + 1), "{reply}");
+    }
+    assert!(wire.read().is_none(), "the aged connection stayed open");
+}
