@@ -129,7 +129,10 @@ fn each_replica_behind_a_name_gets_a_fair_share_of_calls() {
     let port = free_port();
     let _hosts: Vec<Host> = (1..=3).map(|last| replica(last, port, &[])).collect();
     let dns = Dns::start(NAME, &[ip(1), ip(2), ip(3)], 2);
-    let client = RpcClient::new(config(format!("dns://{NAME}:{port}"), Some(&dns)));
+    let mut registry = prometheus_client::registry::Registry::default();
+    let mut config = config(format!("dns://{NAME}:{port}"), Some(&dns));
+    config.metrics = Some(ClientMetrics::register(&mut registry));
+    let client = RpcClient::new(config);
     let runtime = runtime();
     // Once every replica is connected (the first calls go to those connected
     // first), 3,000 calls spread evenly.
@@ -150,6 +153,14 @@ fn each_replica_behind_a_name_gets_a_fair_share_of_calls() {
             "{replica} answered {count} of 3,000 calls, not 1,000 ± 20%: {counts:?}"
         );
     }
+    let text = metrics_text(&registry);
+    let resolved = sample(&text, "arrpc_client_resolutions_total{result=\"ok\"}");
+    assert!(resolved.is_some_and(|n| n >= 1.0), "{text}");
+    assert_eq!(
+        sample(&text, "arrpc_client_endpoints{state=\"up\"}"),
+        Some(3.0),
+        "{text}"
+    );
 }
 
 #[test]
