@@ -509,12 +509,17 @@ fn a_draining_host_refuses_what_it_reads_in_the_seeds_error_format() {
     host.signal("TERM");
     host.wait_for_log("stop signal: draining");
     // A bare message gets the error string the Python arrpc package's client
-    // raises as an RpcException; an RPC call gets it in its error field.
-    let reply = wire.call(&encode(&rmpv::Value::from(1)));
-    assert_eq!(
-        error_text(&reply).as_deref(),
-        Some(format!("arrpc.error.RpcException: {}", arrpc_wire::reply::DRAINING).as_str())
-    );
+    // raises as an RpcException (once the connection has heard the signal,
+    // a moment after the log line); an RPC call gets it in its error field.
+    let draining = format!("arrpc.error.RpcException: {}", arrpc_wire::reply::DRAINING);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while error_text(&wire.call(&encode(&rmpv::Value::from(1)))).as_deref() != Some(&draining) {
+        assert!(
+            Instant::now() < deadline,
+            "bare messages were never refused"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let reply = wire.call(&arrpc_wire::rpc::request(
         2,
         "sum",
