@@ -101,6 +101,10 @@ pub struct ServerConfig {
     /// On shutdown, how long messages in flight may take to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Close a connection after about this long (give or take 10%), between
+    /// replies, so balancing clients spread onto replicas added since.
+    #[serde(with = "humantime_serde")]
+    pub max_connection_age: Option<Duration>,
     /// Whether messages shaped like MessagePack-RPC requests and
     /// notifications are routed by method; when off, every message is bare.
     pub rpc: bool,
@@ -125,6 +129,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             max_pipelined: 128,
             shutdown_grace: Duration::from_secs(10),
+            max_connection_age: None,
             rpc: true,
             compile_cache: true,
             cache_dir: None,
@@ -337,6 +342,9 @@ impl Config {
         }
         if server.idle_timeout.is_zero() {
             return Err("server.idle_timeout must be longer than zero".into());
+        }
+        if server.max_connection_age.is_some_and(|age| age.is_zero()) {
+            return Err("server.max_connection_age must be longer than zero".into());
         }
         if self.handlers.is_empty() {
             return Err("no [[handler]] is configured; at least one is needed".into());

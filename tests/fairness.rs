@@ -49,6 +49,7 @@ async fn a_deep_pipeline_does_not_hold_the_worker_from_other_connections() {
         max_message: config.server.max_message_bytes,
         max_pipelined: MAX_PIPELINED,
         idle_timeout: Duration::from_secs(60),
+        max_age: None,
     };
     let (_trigger, shutdown) = shutdown::channel();
     let open = |peer: &str| {

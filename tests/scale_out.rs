@@ -129,7 +129,10 @@ fn each_replica_behind_a_name_gets_a_fair_share_of_calls() {
     let port = free_port();
     let _hosts: Vec<Host> = (1..=3).map(|last| replica(last, port, &[])).collect();
     let dns = Dns::start(NAME, &[ip(1), ip(2), ip(3)], 2);
-    let client = RpcClient::new(config(format!("dns://{NAME}:{port}"), Some(&dns)));
+    let mut registry = prometheus_client::registry::Registry::default();
+    let mut config = config(format!("dns://{NAME}:{port}"), Some(&dns));
+    config.metrics = Some(ClientMetrics::register(&mut registry));
+    let client = RpcClient::new(config);
     let runtime = runtime();
     // Once every replica is connected (the first calls go to those connected
     // first), 3,000 calls spread evenly.
@@ -150,6 +153,14 @@ fn each_replica_behind_a_name_gets_a_fair_share_of_calls() {
             "{replica} answered {count} of 3,000 calls, not 1,000 ± 20%: {counts:?}"
         );
     }
+    let text = metrics_text(&registry);
+    let resolved = sample(&text, "arrpc_client_resolutions_total{result=\"ok\"}");
+    assert!(resolved.is_some_and(|n| n >= 1.0), "{text}");
+    assert_eq!(
+        sample(&text, "arrpc_client_endpoints{state=\"up\"}"),
+        Some(3.0),
+        "{text}"
+    );
 }
 
 #[test]
@@ -498,12 +509,17 @@ fn a_draining_host_refuses_what_it_reads_in_the_seeds_error_format() {
     host.signal("TERM");
     host.wait_for_log("stop signal: draining");
     // A bare message gets the error string the Python arrpc package's client
-    // raises as an RpcException; an RPC call gets it in its error field.
-    let reply = wire.call(&encode(&rmpv::Value::from(1)));
-    assert_eq!(
-        error_text(&reply).as_deref(),
-        Some(format!("arrpc.error.RpcException: {}", arrpc_wire::reply::DRAINING).as_str())
-    );
+    // raises as an RpcException (once the connection has heard the signal,
+    // a moment after the log line); an RPC call gets it in its error field.
+    let draining = format!("arrpc.error.RpcException: {}", arrpc_wire::reply::DRAINING);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while error_text(&wire.call(&encode(&rmpv::Value::from(1)))).as_deref() != Some(&draining) {
+        assert!(
+            Instant::now() < deadline,
+            "bare messages were never refused"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let reply = wire.call(&arrpc_wire::rpc::request(
         2,
         "sum",
@@ -534,4 +550,49 @@ fn the_blocking_rpc_client_balances_too() {
         *answered.entry(replica.to_string()).or_insert(0) += 1;
     }
     assert_eq!(answered.len(), 2, "{answered:?}");
+}
+
+#[test]
+fn max_connection_age_moves_pipelined_calls_to_new_connections_without_failing_one() {
+    let port = free_port();
+    let aged = "max_connection_age = \"300ms\"";
+    let hosts: Vec<Host> = (1..=2)
+        .map(|last| replica_with(last, port, aged, &["--debug"]))
+        .collect();
+    let list = format!("{}:{port},{}:{port}", ip(1), ip(2));
+    let client = RpcClient::new(config(list, None));
+    // 32 callers keep both replicas' connections full of pipelined calls.
+    let results = runtime().block_on(load(client, 32, 20, Duration::from_secs(3)));
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:#?}",
+        failed.len(),
+        results.len()
+    );
+    for host in &hosts {
+        let log = host.log();
+        // Two connections each at first; several more as they age.
+        let opened = log.matches("connection opened").count();
+        assert!(opened >= 6, "{opened} connections opened:\n{log}");
+    }
+}
+
+#[test]
+fn max_connection_age_closes_a_bare_connection_only_after_its_pipelined_replies() {
+    let host = replica_with(1, free_port(), "max_connection_age = \"200ms\"", &[]);
+    let mut wire = host.connect();
+    std::thread::sleep(Duration::from_millis(150));
+    // A deep pipeline of bare messages straddling the age: every one is
+    // answered, in order, before the connection closes.
+    let mut pipeline = Vec::new();
+    for i in 0..200u32 {
+        pipeline.extend(encode(&rmpv::Value::Array(vec![i.into(), 1.into()])));
+    }
+    wire.write(&pipeline);
+    for i in 0..200u32 {
+        let reply = decode(&wire.read().expect("a reply before the close"));
+        assert_eq!(reply["sum"], rmpv::Value::from(i + 1), "{reply}");
+    }
+    assert!(wire.read().is_none(), "the aged connection stayed open");
 }

@@ -23,6 +23,14 @@
 //! host is draining and did not run it, so a balancing client moves its
 //! calls to other replicas and may resend these. Then it stops reading,
 //! sends the replies still owed and closes.
+//!
+//! Past `max_age` (give or take 10%) a connection ends too, so balancing
+//! clients reconnect and spread onto replicas added since, without cutting
+//! a reply or a message: RPC calls read from then on are refused the same
+//! way (the client resends them, elsewhere or on a new connection) and the
+//! connection reads on until the client closes it; a connection that
+//! carries no RPC call closes at its first moment with no reply owed and no
+//! input read ahead, as after `idle_timeout`.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -53,6 +61,8 @@ pub struct ConnectionLimits {
     pub max_message: usize,
     pub max_pipelined: usize,
     pub idle_timeout: Duration,
+    /// Close the connection after about this long, between replies.
+    pub max_age: Option<Duration>,
 }
 
 /// A reply still being produced, or one known already (an error).
@@ -170,6 +180,14 @@ pub async fn serve<S>(
     let mut refusing = false;
     let notice = sleep(Duration::ZERO);
     tokio::pin!(notice);
+    // Past its age: RPC calls are refused, and `refused` says one was.
+    let mut aged = false;
+    let mut refused = false;
+    // Whether the client made an RPC call: then it is told to move, not
+    // closed on at a quiet moment. Watched only with a max age.
+    let mut speaks_rpc = false;
+    let age = sleep(limits.max_age.map_or(FOREVER, jitter));
+    tokio::pin!(age);
     let idle = sleep(limits.idle_timeout);
     tokio::pin!(idle);
     // Made once: a wait made anew on every turn of the loop would register
@@ -193,6 +211,17 @@ pub async fn serve<S>(
                 draining = true;
                 Ok(false)
             }
+            _ = &mut age, if reading && !refusing && (!aged || refused || speaks_rpc) => {
+                if aged {
+                    // Told to move, the client never left.
+                    reading = false;
+                    draining = true;
+                } else {
+                    aged = true;
+                    age.as_mut().reset(tokio::time::Instant::now() + AGED_LINGER);
+                }
+                Ok(false)
+            }
             Some(reply) = owed.ordered.next(), if !owed.ordered.is_empty() => {
                 write_replies(&mut conn, Some(reply), &mut owed).await
             }
@@ -211,7 +240,19 @@ pub async fn serve<S>(
                         Ok(Some(message)) if refusing => dispatcher
                             .refuse_draining(&message)
                             .and_then(|reply| owed.answer(reply)),
-                        Ok(Some(message)) => owed.take(message, at, &dispatcher, &peer),
+                        Ok(Some(message)) if aged && dispatcher.is_rpc_call(&message) => {
+                            refused = true;
+                            speaks_rpc = true;
+                            dispatcher
+                                .refuse_draining(&message)
+                                .and_then(|reply| owed.answer(reply))
+                        }
+                        Ok(Some(message)) => {
+                            if limits.max_age.is_some() && !speaks_rpc {
+                                speaks_rpc = dispatcher.is_rpc_call(&message);
+                            }
+                            owed.take(message, at, &dispatcher, &peer)
+                        }
                         Ok(None) => {
                             reading = false;
                             None
@@ -266,6 +307,11 @@ pub async fn serve<S>(
                 break;
             }
         };
+        if aged && !speaks_rpc && reading && owed.is_empty() && !conn.has_buffered() {
+            tracing::debug!(peer = %peer.addr, "closing connection past its max age");
+            reading = false;
+            draining = true;
+        }
         match turn {
             Ok(true) => idle
                 .as_mut()
@@ -283,6 +329,22 @@ pub async fn serve<S>(
         // closes too, so the last replies are not lost to a reset.
         let _ = tokio::time::timeout(LINGER, conn.drain()).await;
     }
+}
+
+/// Stands in for a timer that never fires.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// How long a connection past its max age that refused an RPC call reads on
+/// for its client to close it.
+const AGED_LINGER: Duration = Duration::from_secs(5);
+
+/// `age` give or take 10%, so connections opened together do not all close
+/// together.
+fn jitter(age: Duration) -> Duration {
+    use std::hash::BuildHasher;
+    let draw = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+    let spread = (draw % 2001) as f64 / 10_000.0 - 0.1;
+    age.mul_f64(1.0 + spread)
 }
 
 /// How long a connection keeps reading after shutdown began, refusing what

@@ -126,6 +126,17 @@ impl Dispatcher {
         }
     }
 
+    /// Whether `message` is an RPC request (one that expects a response),
+    /// read as [`Dispatcher::refuse_draining`] reads it.
+    pub fn is_rpc_call(&self, message: &[u8]) -> bool {
+        let inner = envelope::unverified_data(message).unwrap_or(message);
+        let inner = match trace::unwrap(inner) {
+            trace::Unwrapped::Traced(traced) => traced.data,
+            _ => inner,
+        };
+        self.rpc && matches!(rpc::parse(inner), Some(rpc::Message::Request { .. }))
+    }
+
     /// Verifies the signature (when a secret is set), opens a trace
     /// envelope if the message is one, and tells an RPC request or
     /// notification from a bare message. `at` is when it was read; messages

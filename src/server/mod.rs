@@ -59,6 +59,7 @@ impl Server {
                 max_message: config.max_message_bytes,
                 max_pipelined: config.max_pipelined,
                 idle_timeout: config.idle_timeout,
+                max_age: config.max_connection_age,
             },
             connections: Arc::new(Semaphore::new(config.max_connections)),
             shutdown_grace: config.shutdown_grace,

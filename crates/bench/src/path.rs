@@ -90,6 +90,7 @@ pub fn run(args: &PathArgs, repo: &Path) -> anyhow::Result<()> {
             max_message: fresh.server.max_message_bytes,
             max_pipelined: args.pipeline,
             idle_timeout: Duration::from_secs(600),
+            max_age: None,
         };
         let dispatcher = |set| {
             let registry = Arc::new(HandlerRegistry::new(set));

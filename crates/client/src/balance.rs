@@ -138,14 +138,12 @@ struct Running {
     /// Retries allowed: a share of recent calls.
     budget: TpsBudget,
     /// Resolves the name again while the client lives.
-    resolver: Option<tokio::task::JoinHandle<()>>,
+    resolver: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(resolver) = &self.resolver {
-            resolver.abort();
-        }
+        self.resolver.abort();
     }
 }
 
@@ -258,23 +256,26 @@ impl Balanced {
             PendingRequestsDiscover::new::<Call>(Changes(receiver), CompleteOnResponse::default());
         let balancer = Buffer::new(Balance::new(replicas), QUEUE);
         let resolver = match &self.target {
-            Target::One => unreachable!("a single address is not balanced"),
-            Target::Static(list) => {
-                for addr in list {
-                    let replica = Replica::start(&self.config, addr, None, self.problem.clone());
-                    let _ = changes.send(Change::Insert(addr.clone(), replica));
-                }
-                tracing::debug!(replicas = list.len(), "static replica list");
-                // Keeping the sender keeps the balancer's discovery open.
-                Some(tokio::spawn(async move { changes.closed().await }))
-            }
-            Target::Dns { host, port } => Some(tokio::spawn(resolve(
+            Target::Dns { host, port } => tokio::spawn(resolve(
                 self.config.clone(),
                 host.clone(),
                 *port,
                 changes,
                 self.problem.clone(),
-            ))),
+            )),
+            fixed => {
+                let list = match fixed {
+                    Target::Static(list) => list.clone(),
+                    _ => vec![self.config.addr.clone()],
+                };
+                for addr in &list {
+                    let replica = Replica::start(&self.config, addr, None, self.problem.clone());
+                    let _ = changes.send(Change::Insert(addr.clone(), replica));
+                }
+                tracing::debug!(replicas = list.len(), "fixed replica list");
+                // Keeping the sender keeps the balancer's discovery open.
+                tokio::spawn(async move { changes.closed().await })
+            }
         };
         let budget = TpsBudget::new(Duration::from_secs(10), 10, self.config.retry_budget);
         Running {

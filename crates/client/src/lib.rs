@@ -2,10 +2,11 @@
 //!
 //! A [`Client`] holds one connection, opened on first use and reopened when
 //! the server dropped it. Each [`Client::send`] writes one MessagePack
-//! message (signed when a secret is set) and reads one reply; the Python arrpc
-//! package's error strings come back as typed [`Error`]s. [`RpcClient`] calls
-//! named handlers over MessagePack-RPC, many calls at once on one connection.
-//! [`ClientConfig::tls`] talks TLS (see [`tls`]).
+//! message (signed when a secret is set) and reads one reply; the Python
+//! arrpc package's error strings come back as typed [`Error`]s. [`RpcClient`]
+//! calls named handlers over MessagePack-RPC, many calls at once on one
+//! connection, or balanced over the replicas behind a list or a `dns://` name
+//! (see [`balance`]). [`ClientConfig::tls`] talks TLS (see [`tls`]).
 //!
 //! A call can carry the caller's W3C `traceparent` ([`Client::send_raw_traced`],
 //! [`RpcClient::call_raw_traced`]) in a trace envelope, which `arrpc-host`
@@ -63,7 +64,8 @@ pub struct ClientConfig {
     pub backoff: Duration,
     /// Limit on one connection attempt.
     pub connect_timeout: Duration,
-    /// Limit on one request, from writing it to reading its whole reply.
+    /// Limit on one request, from writing it to reading its whole reply;
+    /// over replicas, on the whole call, retries included.
     pub timeout: Option<Duration>,
     /// Sign every message with this secret (the Python arrpc package's
     /// `auth_secret`).
