@@ -127,15 +127,11 @@ fn fuel_runs_out_with_an_error_naming_it_and_is_fresh_for_each_message() {
         handler("sum", "sum", "")
     ));
     let mut wire = host.connect();
-    let started = Instant::now();
+    // Fuel, not the 20 s timeout, ends it: the error names which.
     let error = error_of(&mut wire, "misbehave", "loop");
     assert_eq!(
         error,
         "handler `misbehave` exhausted its fuel limit of 5000000"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "fuel, not the timeout, ended it"
     );
     for round in 0..3 {
         assert_eq!(call(&mut wire, round, "misbehave", "ok").1, str_value("ok"));

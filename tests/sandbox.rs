@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::*;
 use rmpv::Value;
 
@@ -56,19 +54,37 @@ fn output_that_is_not_exactly_one_messagepack_value_is_refused() {
 
 #[test]
 fn an_endless_loop_is_cut_off_at_the_timeout_while_others_are_served() {
-    let host = misbehave_host("timeout = \"500ms\"");
-    let mut looping = host.connect();
-    looping.write(&encode(&str_value("loop")));
-    // While the loop runs, other connections are answered promptly.
+    let host = Host::start(&format!(
+        "[server]\ndefault_handler = \"misbehave\"\n{}{}",
+        handler("misbehave", "misbehave", "timeout = \"500ms\""),
+        // Spins far longer than the test runs.
+        handler("spinner", "misbehave", "timeout = \"600s\"")
+    ));
+    let mut spinning = host.connect();
+    spinning.write(&arrpc_wire::rpc::request(
+        1,
+        "spinner",
+        &encode(&str_value("loop")),
+    ));
+    host.wait_for_log("misbehave: spinning");
+    // While one guest spins, other connections are answered.
     let mut other = host.connect();
     for i in 0..20 {
-        let started = Instant::now();
         assert_eq!(
             decode(&command(&mut other, &format!("m{i}"))),
             str_value(&format!("m{i}"))
         );
-        assert!(started.elapsed() < Duration::from_millis(400));
     }
+    spinning.stream.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let still = std::io::Read::read(&mut spinning.stream, &mut byte);
+    assert!(
+        still.is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "the spinning call ended"
+    );
+    // A loop is cut off at its timeout.
+    let mut looping = host.connect();
+    looping.write(&encode(&str_value("loop")));
     let error = error_text(&looping.read().unwrap()).unwrap();
     assert!(error.contains("exceeded its timeout of 500 ms"), "{error}");
     // A handler blocked in a host call (sleep) is cut off too.
@@ -121,7 +137,8 @@ fn each_message_gets_a_fresh_instance_and_its_context() {
 
 #[test]
 fn guest_output_is_logged_with_handler_and_request_and_capped() {
-    let host = misbehave_host("");
+    // 200k lines take more than the default 5 s on a loaded machine.
+    let host = misbehave_host("timeout = \"600s\"");
     let mut wire = host.connect();
     assert_eq!(decode(&command(&mut wire, "print:3")), Value::from(3));
     let log = host.wait_for_log("stdout line 3");

@@ -470,7 +470,6 @@ fn sigterm_under_load_answers_every_accepted_message_then_exits_0() {
     }
     // Every gated message has reached its guest.
     host.wait_for_log_count("misbehave: waiting for /gate/slow", clients);
-    let signalled = Instant::now();
     host.signal("TERM");
     host.wait_for_log("stop signal: draining");
     // Not ready once draining has begun; still alive.
@@ -495,9 +494,10 @@ fn sigterm_under_load_answers_every_accepted_message_then_exits_0() {
     }
     let exit = host.child().wait().unwrap();
     assert!(exit.success(), "{exit}");
+    let log = host.log();
     assert!(
-        signalled.elapsed() < Duration::from_secs(15),
-        "the drain waited for the whole grace period"
+        !log.contains("grace period over"),
+        "the drain waited for the whole grace period:\n{log}"
     );
 }
 
@@ -510,13 +510,13 @@ fn a_second_signal_exits_at_once() {
     let mut wire = host.connect();
     wire.write(&encode(&str_value("sleep:30000")));
     host.wait_for_log("misbehave: sleeping 30000 ms");
-    let started = Instant::now();
     host.signal("TERM");
     host.wait_for_log("stop signal: draining");
     host.signal("INT");
     let exit = host.child().wait().unwrap();
+    // Had the second signal waited for the drain, the held message would
+    // have been answered and the exit status 0.
     assert_eq!(exit.code(), Some(130));
-    assert!(started.elapsed() < Duration::from_secs(20));
 }
 
 #[test]

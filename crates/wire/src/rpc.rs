@@ -172,6 +172,23 @@ mod tests {
         );
     }
 
+    /// Found by the `rpc` fuzz target: a peer may write an error text in a
+    /// longer string form than ours (a one-byte text as str8 here). It is kept as
+    /// sent and reads as the same text as ours.
+    #[test]
+    fn an_error_text_in_a_longer_string_form_reads_as_the_same_text() {
+        let theirs = [0x94, 0x01, 0xcd, 0xec, 0xff, 0xd9, 0x01, 0x00, 0xc0];
+        let Some(Message::Response { msgid, error, .. }) = parse(&theirs) else {
+            panic!("not a response");
+        };
+        assert_eq!((msgid, error), (60671, &[0xd9, 0x01, 0x00][..]));
+        let ours = response(msgid, Err(error_text(error).unwrap()));
+        let Some(Message::Response { error: again, .. }) = parse(&ours) else {
+            panic!("not a response");
+        };
+        assert_eq!(error_text(again), error_text(error));
+    }
+
     #[test]
     fn values_that_only_look_similar_are_not_rpc() {
         let not_rpc: [&[u8]; 7] = [

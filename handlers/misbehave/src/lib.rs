@@ -98,9 +98,10 @@ fn truncated_output() -> Reply {
     Ok(vec![0xd9, 10, b'h', b'i'])
 }
 
-/// Never returns and never calls the host, so only the host's deadline
-/// (fuel or epoch interruption) can stop it.
+/// Never returns and, once it has said so on stdout, never calls the host,
+/// so only the host's deadline (fuel or epoch interruption) can stop it.
 fn spin() -> Reply {
+    say("spinning")?;
     let mut n: u64 = 0;
     loop {
         n = black_box(n.wrapping_add(1));
