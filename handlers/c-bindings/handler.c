@@ -45,12 +45,6 @@ static uint8_t RET_AREA[(3*sizeof(void*))];
 
 // Helper Functions
 
-void handler_option_string_free(handler_option_string_t *ptr) {
-  if (ptr->is_some) {
-    handler_string_free(&ptr->val);
-  }
-}
-
 void handler_list_string_free(handler_list_string_t *ptr) {
   size_t list_len = ptr->len;
   if (list_len > 0) {
@@ -63,8 +57,14 @@ void handler_list_string_free(handler_list_string_t *ptr) {
 }
 
 void arrpc_handler_types_caller_free(arrpc_handler_types_caller_t *ptr) {
-  handler_option_string_free(&ptr->spiffe_id);
+  handler_string_free(&ptr->spiffe_id);
   handler_list_string_free(&ptr->dns_names);
+}
+
+void handler_option_string_free(handler_option_string_t *ptr) {
+  if (ptr->is_some) {
+    handler_string_free(&ptr->val);
+  }
 }
 
 void arrpc_handler_types_option_caller_free(arrpc_handler_types_option_caller_t *ptr) {
@@ -130,76 +130,62 @@ void handler_string_free(handler_string_t *ret) {
 // Component Adapters
 
 __attribute__((__export_name__("handle")))
-uint8_t * __wasm_export_exports_handler_handle(uint8_t * arg) {
+uint8_t * __wasm_export_exports_handler_handle(uint8_t * arg, size_t arg0, int64_t arg1, uint8_t * arg2, size_t arg3, int32_t arg4, int32_t arg5, uint8_t * arg6, size_t arg7, int32_t arg8, uint8_t * arg9, size_t arg10, uint8_t * arg11, size_t arg12, uint8_t * arg13, size_t arg14) {
   handler_option_string_t option;
-  switch ((int32_t) *((uint8_t*) (arg + (8+5*sizeof(void*))))) {
+  switch (arg5) {
     case 0: {
       option.is_some = false;
       break;
     }
     case 1: {
       option.is_some = true;
-      option.val = (handler_string_t) { (uint8_t*)(*((uint8_t **) (arg + (8+6*sizeof(void*))))), (*((size_t*) (arg + (8+7*sizeof(void*))))) };
+      option.val = (handler_string_t) { (uint8_t*)(arg6), (arg7) };
       break;
     }
   }
-  arrpc_handler_types_option_caller_t option1;
-  switch ((int32_t) *((uint8_t*) (arg + (8+8*sizeof(void*))))) {
+  arrpc_handler_types_option_caller_t option15;
+  switch (arg8) {
     case 0: {
-      option1.is_some = false;
+      option15.is_some = false;
       break;
     }
     case 1: {
-      option1.is_some = true;
-      handler_option_string_t option0;
-      switch ((int32_t) *((uint8_t*) (arg + (8+9*sizeof(void*))))) {
-        case 0: {
-          option0.is_some = false;
-          break;
-        }
-        case 1: {
-          option0.is_some = true;
-          option0.val = (handler_string_t) { (uint8_t*)(*((uint8_t **) (arg + (8+10*sizeof(void*))))), (*((size_t*) (arg + (8+11*sizeof(void*))))) };
-          break;
-        }
-      }
-
-      option1.val = (arrpc_handler_types_caller_t) {
-        (handler_option_string_t) option0,
-        (handler_list_string_t) (handler_list_string_t) { (handler_string_t*)(*((uint8_t **) (arg + (8+12*sizeof(void*))))), (*((size_t*) (arg + (8+13*sizeof(void*))))) },
+      option15.is_some = true;
+      option15.val = (arrpc_handler_types_caller_t) {
+        (handler_string_t) (handler_string_t) { (uint8_t*)(arg9), (arg10) },
+        (handler_list_string_t) (handler_list_string_t) { (handler_string_t*)(arg11), (arg12) },
       };
       break;
     }
   }
-  handler_context_t arg2 = (arrpc_handler_types_context_t) {
-    (handler_string_t) (handler_string_t) { (uint8_t*)(*((uint8_t **) (arg + 0))), (*((size_t*) (arg + sizeof(void*)))) },
-    (uint64_t) (uint64_t) (*((int64_t*) (arg + (2*sizeof(void*))))),
-    (handler_string_t) (handler_string_t) { (uint8_t*)(*((uint8_t **) (arg + (8+2*sizeof(void*))))), (*((size_t*) (arg + (8+3*sizeof(void*))))) },
-    (uint32_t) (uint32_t) (*((int32_t*) (arg + (8+4*sizeof(void*))))),
+  handler_context_t arg16 = (arrpc_handler_types_context_t) {
+    (handler_string_t) (handler_string_t) { (uint8_t*)(arg), (arg0) },
+    (uint64_t) (uint64_t) (arg1),
+    (handler_string_t) (handler_string_t) { (uint8_t*)(arg2), (arg3) },
+    (uint32_t) (uint32_t) (arg4),
     (handler_option_string_t) option,
-    (arrpc_handler_types_option_caller_t) option1,
+    (arrpc_handler_types_option_caller_t) option15,
   };
-  handler_list_u8_t arg3 = (handler_list_u8_t) { (uint8_t*)(*((uint8_t **) (arg + (8+14*sizeof(void*))))), (*((size_t*) (arg + (8+15*sizeof(void*))))) };
+  handler_list_u8_t arg17 = (handler_list_u8_t) { (uint8_t*)(arg13), (arg14) };
   handler_result_list_u8_string_t ret;
   handler_list_u8_t ok;
   handler_string_t err;
-  ret.is_err = !exports_handler_handle(&arg2, &arg3, &ok, &err);
+  ret.is_err = !exports_handler_handle(&arg16, &arg17, &ok, &err);
   if (ret.is_err) {
     ret.val.err = err;
   }
   if (!ret.is_err) {
     ret.val.ok = ok;
   }
-  free(arg);
   uint8_t *ptr = (uint8_t *) &RET_AREA;
   if ((ret).is_err) {
-    const handler_string_t *payload5 = &(ret).val.err;*((int8_t*)(ptr + 0)) = 1;
-    *((size_t*)(ptr + (2*sizeof(void*)))) = (*payload5).len;
-    *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) (*payload5).ptr;
+    const handler_string_t *payload19 = &(ret).val.err;*((int8_t*)(ptr + 0)) = 1;
+    *((size_t*)(ptr + (2*sizeof(void*)))) = (*payload19).len;
+    *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) (*payload19).ptr;
   } else {
-    const handler_list_u8_t *payload4 = &(ret).val.ok;*((int8_t*)(ptr + 0)) = 0;
-    *((size_t*)(ptr + (2*sizeof(void*)))) = (*payload4).len;
-    *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) (*payload4).ptr;
+    const handler_list_u8_t *payload18 = &(ret).val.ok;*((int8_t*)(ptr + 0)) = 0;
+    *((size_t*)(ptr + (2*sizeof(void*)))) = (*payload18).len;
+    *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) (*payload18).ptr;
   }
   return ptr;
 }

@@ -15,11 +15,6 @@ typedef struct handler_string_t {
 } handler_string_t;
 
 typedef struct {
-  bool is_some;
-  handler_string_t val;
-} handler_option_string_t;
-
-typedef struct {
   handler_string_t *ptr;
   size_t len;
 } handler_list_string_t;
@@ -28,20 +23,28 @@ typedef struct {
 // proves it.
 // 
 // A record, not a variant: one certificate may carry a SPIFFE ID and DNS
-// names at once (cert-manager issues such), and an optional string plus
-// a list of strings reads as a plain struct or object in every guest
-// language (a Rust struct, a Python dataclass, a JavaScript object, a C
-// struct Zig imports as is), where a variant would be a tagged union to
-// switch on, or a class per case.
+// names at once (cert-manager issues such), and a string plus a list of
+// strings reads as a plain struct or object in every guest language (a
+// Rust struct, a Python dataclass, a JavaScript object, a C struct Zig
+// imports as is), where a variant would be a tagged union to switch on,
+// or a class per case. `spiffe-id` is a plain string, empty for none,
+// rather than an `option`: that keeps `handle`'s arguments within the
+// 16 values the canonical ABI passes directly; one more and every call
+// would pass them through the guest's memory, measurably slower.
 typedef struct arrpc_handler_types_caller_t {
   // The caller's SPIFFE ID, `spiffe://<trust domain>/<path>`: the
-  // certificate's URI SAN of scheme `spiffe`. None when it has none, or
+  // certificate's URI SAN of scheme `spiffe`. Empty when it has none, or
   // more than one (an X.509-SVID has exactly one, so such a certificate
   // names no single workload).
-  handler_option_string_t   spiffe_id;
+  handler_string_t   spiffe_id;
   // The certificate's DNS SANs, lowercased, in the certificate's order.
   handler_list_string_t   dns_names;
 } arrpc_handler_types_caller_t;
+
+typedef struct {
+  bool is_some;
+  handler_string_t val;
+} handler_option_string_t;
 
 typedef struct {
   bool is_some;
@@ -91,11 +94,11 @@ bool exports_handler_handle(handler_context_t *ctx, handler_list_u8_t *payload, 
 
 // Helper Functions
 
-void handler_option_string_free(handler_option_string_t *ptr);
-
 void handler_list_string_free(handler_list_string_t *ptr);
 
 void arrpc_handler_types_caller_free(arrpc_handler_types_caller_t *ptr);
+
+void handler_option_string_free(handler_option_string_t *ptr);
 
 void arrpc_handler_types_option_caller_free(arrpc_handler_types_option_caller_t *ptr);
 

@@ -155,7 +155,7 @@ static bool who_called(const handler_context_t *ctx, handler_list_u8_t *ret, han
     /* Headers take at most 5 bytes; the keys 10 each. */
     size_t size = 1;
     if (caller != NULL) {
-        size = 1 + 2 * 10 + 5 + caller->spiffe_id.val.len + 5;
+        size = 1 + 2 * 10 + 5 + caller->spiffe_id.len + 5;
         for (size_t i = 0; i < caller->dns_names.len; i++)
             size += 5 + caller->dns_names.ptr[i].len;
     }
@@ -168,8 +168,9 @@ static bool who_called(const handler_context_t *ctx, handler_list_u8_t *ret, han
     } else {
         end = mp_encode_map(end, 2);
         end = mp_encode_str(end, "spiffe_id", 9);
-        if (caller->spiffe_id.is_some)
-            end = mp_encode_str(end, (const char *)caller->spiffe_id.val.ptr, caller->spiffe_id.val.len);
+        /* An empty SPIFFE ID means the certificate carries none. */
+        if (caller->spiffe_id.len > 0)
+            end = mp_encode_str(end, (const char *)caller->spiffe_id.ptr, caller->spiffe_id.len);
         else
             end = mp_encode_nil(end);
         end = mp_encode_str(end, "dns_names", 9);

@@ -30,12 +30,13 @@ export function handle(ctx, payload) {
 
 // The caller's SPIFFE ID and DNS names; nil when the host verified no client
 // certificate (plain TCP, or TLS without one). A WIT `option` is the value
-// or `undefined`; record fields are camelCase.
+// or `undefined`; record fields are camelCase; an empty spiffeId means the
+// certificate carries none.
 function whoCalled(caller) {
   if (caller === undefined) {
     return encode(null);
   }
-  return encode({ spiffe_id: caller.spiffeId ?? null, dns_names: caller.dnsNames });
+  return encode({ spiffe_id: caller.spiffeId || null, dns_names: caller.dnsNames });
 }
 
 function sum(payload) {

@@ -35,7 +35,8 @@ def who_called(caller: types.Caller | None) -> bytes:
     client certificate (plain TCP, or TLS without one)."""
     if caller is None:
         return msgpack.packb(None)
-    return msgpack.packb({"spiffe_id": caller.spiffe_id, "dns_names": caller.dns_names})
+    # An empty spiffe_id means the certificate carries none.
+    return msgpack.packb({"spiffe_id": caller.spiffe_id or None, "dns_names": caller.dns_names})
 
 
 def sum_numbers(payload: bytes) -> bytes:

@@ -340,7 +340,7 @@ fn whoCalled(ctx: *const c.handler_context_t, ret: *c.handler_list_u8_t, err: *c
     // Headers take at most 5 bytes; the keys 10 each.
     var size: usize = 1;
     if (caller) |who| {
-        size = 1 + 2 * 10 + 5 + who.spiffe_id.val.len + 5;
+        size = 1 + 2 * 10 + 5 + who.spiffe_id.len + 5;
         for (names) |name| size += 5 + name.len;
     }
     const out: [*]u8 = @ptrCast(std.c.malloc(size) orelse return fail(err, "caller: out of memory", .{}));
@@ -348,8 +348,9 @@ fn whoCalled(ctx: *const c.handler_context_t, ret: *c.handler_list_u8_t, err: *c
     if (caller) |who| {
         w.put(u8, null, 0x82);
         w.str("spiffe_id");
-        if (who.spiffe_id.is_some) {
-            w.str(bytes(who.spiffe_id.val.ptr, who.spiffe_id.val.len));
+        // An empty SPIFFE ID means the certificate carries none.
+        if (who.spiffe_id.len > 0) {
+            w.str(bytes(who.spiffe_id.ptr, who.spiffe_id.len));
         } else {
             w.nil();
         }

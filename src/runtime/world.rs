@@ -154,7 +154,7 @@ impl Guest {
                     timeout_ms: ctx.timeout_ms,
                     traceparent: ctx.traceparent,
                     caller: ctx.caller.map(|c| v0_2::arrpc::handler::types::Caller {
-                        spiffe_id: c.spiffe_id,
+                        spiffe_id: c.spiffe_id.unwrap_or(""),
                         dns_names: &dns_names,
                     }),
                 };

@@ -201,7 +201,7 @@ fn context(ctx: &Context) -> Reply {
         timeout_ms: ctx.timeout_ms,
         traceparent: ctx.traceparent.as_deref(),
         caller: ctx.caller.as_ref().map(|c| Caller {
-            spiffe_id: c.spiffe_id.as_deref(),
+            spiffe_id: (!c.spiffe_id.is_empty()).then_some(c.spiffe_id.as_str()),
             dns_names: &c.dns_names,
         }),
     })

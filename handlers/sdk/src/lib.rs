@@ -62,16 +62,17 @@ pub mod bindings {
 /// id, peer address, time allowed, trace context and who called.
 pub use bindings::Context;
 
-/// Who called: the SPIFFE ID and DNS names of the client certificate the
-/// host verified. `ctx.caller` is `None` over plain TCP and when the client
-/// presented no certificate.
+/// Who called: the SPIFFE ID (empty for none) and DNS names of the client
+/// certificate the host verified. `ctx.caller` is `None` over plain TCP and
+/// when the client presented no certificate.
 pub use bindings::arrpc::handler::types::Caller;
 
 /// Shorthands for the caller's names, which `ctx.caller` holds.
 impl Context {
     /// The caller's SPIFFE ID, when a verified certificate carried one.
     pub fn spiffe_id(&self) -> Option<&str> {
-        self.caller.as_ref()?.spiffe_id.as_deref()
+        let id = &self.caller.as_ref()?.spiffe_id;
+        (!id.is_empty()).then_some(id.as_str())
     }
 
     /// The DNS names of the caller's verified certificate; empty without one.

@@ -7,7 +7,8 @@
  * `arrpc.error.RpcException: <text>`. The arguments belong to this function.
  * stdout and stderr go to the host's log. `ctx->caller` is who called: when
  * `ctx->caller.is_some` (the host verified a client certificate),
- * `ctx->caller.val.spiffe_id` and `ctx->caller.val.dns_names`.
+ * `ctx->caller.val.spiffe_id` (empty for none) and
+ * `ctx->caller.val.dns_names`.
  */
 
 #include "handler.h"

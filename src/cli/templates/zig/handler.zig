@@ -6,7 +6,8 @@
 //! receives `arrpc.error.RpcException: <text>`. The arguments belong to this
 //! function. stdout and stderr go to the host's log. `ctx.caller` is who
 //! called: when `ctx.caller.is_some` (the host verified a client
-//! certificate), `ctx.caller.val.spiffe_id` and `ctx.caller.val.dns_names`.
+//! certificate), `ctx.caller.val.spiffe_id` (empty for none) and
+//! `ctx.caller.val.dns_names`.
 //! The bindings in gen/ are the C ones for wit/handler.wit.
 
 const c = @cImport(@cInclude("handler.h"));
