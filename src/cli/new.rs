@@ -301,7 +301,10 @@ mod tests {
         let js = entry("t", Lang::Js, Path::new("h/t"));
         assert_eq!(
             js,
-            "[[handler]]\nname = \"t\"\nmodule = \"h/t/t.wasm\"\nbuild = \"sh h/t/build.sh\"\n"
+            "[[handler]]\nname = \"t\"\nmodule = \"h/t/t.wasm\"\nbuild = \"sh h/t/build.sh\"\n\
+             # One instance for many messages: module-level state lives on between them, as in a Python arrpc.Server.\n\
+             reuse = 10000\n"
         );
+        assert!(!rust.contains("reuse"), "{rust}");
     }
 }
