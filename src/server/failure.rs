@@ -124,3 +124,46 @@ pub fn bare_reply(failure: &Failure) -> Vec<u8> {
     let (kind, reason) = failure.kind_and_reason();
     error_reply(kind, &reason)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_form_frames_the_same_failure() {
+        let missing = Failure::NoSuchMethod("nope".into());
+        assert_eq!(
+            reply(&missing, Form::Bare),
+            Some(error_reply(ErrorKind::Rpc, "no handler is named `nope`"))
+        );
+        assert_eq!(
+            reply(&missing, Form::Request(7)),
+            Some(rpc::response(7, Err("no handler is named `nope`")))
+        );
+        assert_eq!(reply(&missing, Form::Notification), None);
+    }
+
+    #[test]
+    fn refusals_keep_their_exception_in_rpc_responses() {
+        let denied = Failure::Denied("not on the list".into());
+        assert_eq!(
+            reply(&denied, Form::Request(1)),
+            Some(rpc::response(
+                1,
+                Err("arrpc.error.AuthException: not on the list")
+            ))
+        );
+        let unsigned = Failure::Unsigned(Refusal::DataNotMessagePack);
+        assert_eq!(
+            reply(&unsigned, Form::Request(2)),
+            Some(rpc::response(
+                2,
+                Err("arrpc.error.RpcException: signed data is not exactly one MessagePack value")
+            ))
+        );
+        assert_eq!(
+            reply(&Failure::Draining, Form::Request(3)),
+            Some(rpc::response(3, Err(DRAINING)))
+        );
+    }
+}
