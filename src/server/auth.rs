@@ -3,7 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arrpc_wire::envelope::{self, AuthError};
-use arrpc_wire::reply::{AUTH_FAILED, ErrorKind, error_reply, error_text};
+use arrpc_wire::reply::{AUTH_FAILED, ErrorKind};
 
 use super::replay::{ReplayError, ReplayGuard};
 
@@ -13,7 +13,7 @@ pub struct Authenticator {
     replay: Option<ReplayGuard>,
 }
 
-/// Why a message was refused; the peer learns only [`Refusal::reply`].
+/// Why a message was refused; the peer learns only [`Refusal::answer`].
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
     #[error(transparent)]
@@ -25,23 +25,11 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The reply in the Python arrpc package's spelling. Signature and stamp
-    /// failures all get its one auth error, so a prober learns nothing of which
-    /// check failed; only a full replay cache says so, since retrying later
-    /// helps there.
-    pub fn reply(&self) -> Vec<u8> {
-        let (kind, reason) = self.answer();
-        error_reply(kind, &reason)
-    }
-
-    /// The same answer as text, for the `error` of a MessagePack-RPC
-    /// response.
-    pub fn text(&self) -> String {
-        let (kind, reason) = self.answer();
-        error_text(kind, &reason)
-    }
-
-    fn answer(&self) -> (ErrorKind, String) {
+    /// What the peer is told: signature and stamp failures all get the
+    /// Python arrpc package's one auth error, so a prober learns nothing of
+    /// which check failed; only a full replay cache says so, since retrying
+    /// later helps there. Written by [`super::failure::reply`].
+    pub(super) fn answer(&self) -> (ErrorKind, String) {
         match self {
             Refusal::Replay(ReplayError::Full(_)) => (
                 ErrorKind::Rpc,

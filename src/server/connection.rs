@@ -37,8 +37,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use arrpc_wire::reply::{ErrorKind, error_reply};
-use arrpc_wire::{Connection, ReadError, rpc};
+use arrpc_wire::{Connection, ReadError};
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Either, Ready, ready};
@@ -48,6 +47,7 @@ use tokio::time::sleep;
 
 use super::access::Peer;
 use super::dispatch::{Dispatcher, Incoming};
+use super::failure::{self, Failure, Form};
 use super::shutdown::Shutdown;
 use crate::telemetry::{LogThrottle, Outcome};
 
@@ -106,7 +106,7 @@ impl Owed {
                 let work: BoxFuture<'static, Vec<u8>> = Box::pin(async move {
                     contain(dispatcher.dispatch(message, peer))
                         .await
-                        .unwrap_or_else(|| error_reply(ErrorKind::Rpc, INTERNAL_ERROR))
+                        .unwrap_or_else(|| failure::bare_reply(&Failure::Internal))
                 });
                 // Behind an owed bare reply it could not leave anyway.
                 let work = if self.ordered.is_empty() {
@@ -126,7 +126,7 @@ impl Owed {
                     let msgid = call.msgid();
                     contain(dispatcher.dispatch_rpc(call, peer))
                         .await
-                        .unwrap_or_else(|| msgid.map(|id| rpc::response(id, Err(INTERNAL_ERROR))))
+                        .unwrap_or_else(|| failure::reply(&Failure::Internal, Form::rpc(msgid)))
                 });
                 poll_once(work).unwrap_or_else(|work| {
                     self.calls.push(work);
@@ -264,7 +264,7 @@ pub async fn serve<S>(
                             dispatcher.metrics().refused(Outcome::Malformed);
                             reading = false;
                             draining = true;
-                            owed.answer(error_reply(ErrorKind::Rpc, &e.to_string()))
+                            owed.answer(failure::bare_reply(&Failure::Malformed(e)))
                         }
                         Err(e) => {
                             tracing::debug!(peer = %peer.addr, error = %e, "connection broke");
@@ -354,8 +354,6 @@ const DRAIN_NOTICE: Duration = Duration::from_millis(500);
 /// How long a connection closed by shutdown or after malformed input waits
 /// for the client to close.
 const LINGER: Duration = Duration::from_secs(2);
-
-const INTERNAL_ERROR: &str = "internal error while handling the message";
 
 /// Writes `first` (if any: a notification has no response) and every
 /// further reply that is already finished, then flushes once. `Ok(true)`

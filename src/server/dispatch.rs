@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use arrpc_wire::reply::{ErrorKind, error_reply, error_text};
 use arrpc_wire::{envelope, rpc, trace};
 use bytes::Bytes;
 use tracing::{Instrument, Span};
 
 use super::access::Peer;
 use super::auth::Authenticator;
+use super::failure::{self, Failure, Form};
 use crate::config::Allowed;
 use crate::runtime::{CallError, Handler, HandlerRegistry, Request};
 use crate::telemetry::{Handled, LogThrottle, Metrics, Outcome, otel};
@@ -107,34 +107,38 @@ impl Dispatcher {
     }
 
     /// The refusal of a message read after shutdown began, which is not
-    /// run: an RPC response with its msgid (nothing for a notification) or
-    /// an error reply, both saying [`arrpc_wire::reply::DRAINING`], so a
-    /// client can send it to another replica. The message is not verified:
-    /// the refusal tells only that the host is going away.
+    /// run: [`Failure::Draining`], so a client can send it to another
+    /// replica. The message is not verified: the refusal tells only that
+    /// the host is going away.
     pub fn refuse_draining(&self, message: &[u8]) -> Option<Vec<u8>> {
-        let inner = envelope::unverified_data(message).unwrap_or(message);
-        let inner = match trace::unwrap(inner) {
-            trace::Unwrapped::Traced(traced) => traced.data,
-            _ => inner,
-        };
-        match rpc::parse(inner) {
-            Some(rpc::Message::Request { msgid, .. }) if self.rpc => {
-                Some(rpc::response(msgid, Err(arrpc_wire::reply::DRAINING)))
-            }
-            Some(rpc::Message::Notification { .. }) if self.rpc => None,
-            _ => Some(error_reply(ErrorKind::Rpc, arrpc_wire::reply::DRAINING)),
-        }
+        failure::reply(&Failure::Draining, self.unverified_form(message))
     }
 
     /// Whether `message` is an RPC request (one that expects a response),
     /// read as [`Dispatcher::refuse_draining`] reads it.
     pub fn is_rpc_call(&self, message: &[u8]) -> bool {
+        matches!(self.unverified_form(message), Form::Request(_))
+    }
+
+    /// How `message` would be answered, read without verifying its
+    /// signature, through a trace envelope.
+    fn unverified_form(&self, message: &[u8]) -> Form {
         let inner = envelope::unverified_data(message).unwrap_or(message);
         let inner = match trace::unwrap(inner) {
             trace::Unwrapped::Traced(traced) => traced.data,
             _ => inner,
         };
-        self.rpc && matches!(rpc::parse(inner), Some(rpc::Message::Request { .. }))
+        self.form_of(inner)
+    }
+
+    /// How a message whose payload is `inner` is answered: as an RPC
+    /// request or notification when `[server] rpc` is on, else bare.
+    fn form_of(&self, inner: &[u8]) -> Form {
+        match rpc::parse(inner) {
+            Some(rpc::Message::Request { msgid, .. }) if self.rpc => Form::Request(msgid),
+            Some(rpc::Message::Notification { .. }) if self.rpc => Form::Notification,
+            _ => Form::Bare,
+        }
     }
 
     /// Verifies the signature (when a secret is set), opens a trace
@@ -159,13 +163,10 @@ impl Dispatcher {
                     // An unsigned RPC request still gets a response its client
                     // can match; a notification gets nothing, as always.
                     let inner = envelope::unverified_data(&message).unwrap_or(&message);
-                    return Incoming::Refused(match rpc::parse(inner) {
-                        Some(rpc::Message::Request { msgid, .. }) if self.rpc => {
-                            Some(rpc::response(msgid, Err(&refusal.text())))
-                        }
-                        Some(rpc::Message::Notification { .. }) if self.rpc => None,
-                        _ => Some(refusal.reply()),
-                    });
+                    return Incoming::Refused(failure::reply(
+                        &Failure::Unsigned(refusal),
+                        self.form_of(inner),
+                    ));
                 }
             },
         };
@@ -177,10 +178,7 @@ impl Dispatcher {
             }
             trace::Unwrapped::BadData => {
                 self.metrics.refused(Outcome::Malformed);
-                return Incoming::Refused(Some(error_reply(
-                    ErrorKind::Rpc,
-                    "the trace envelope's data is not exactly one MessagePack value",
-                )));
+                return Incoming::Refused(Some(failure::bare_reply(&Failure::BadTrace)));
             }
         };
         if !self.rpc {
@@ -208,22 +206,17 @@ impl Dispatcher {
     /// Produces the reply to one bare message: the handler's output, or an
     /// error reply in the Python arrpc package's spelling.
     pub async fn dispatch(&self, bare: BareMessage, peer: Arc<Peer>) -> Vec<u8> {
-        let Some(handler) = self.registry.default_handler() else {
-            self.metrics.refused(Outcome::UnknownHandler);
-            return error_reply(
-                ErrorKind::Rpc,
-                "no default handler is configured for bare messages",
-            );
+        let found = self.registry.default_handler();
+        let handler = match self.route(found, || Failure::NoDefaultHandler, &peer) {
+            Ok(handler) => handler,
+            Err(failure) => return failure::bare_reply(&failure),
         };
-        if let Err(refusal) = self.admit(&handler, &peer) {
-            return error_reply(ErrorKind::Auth, &refusal);
-        }
         let (outcome, ran) = self
             .run(&handler, &bare.message, &peer, &bare.received)
             .await;
         let reply = match outcome {
             Ok(reply) => reply,
-            Err(e) => error_reply(ErrorKind::Rpc, &e.to_string()),
+            Err(e) => failure::bare_reply(&Failure::Call(e)),
         };
         self.replied(&handler, ran, &bare.received, reply.len());
         reply
@@ -232,46 +225,39 @@ impl Dispatcher {
     /// Produces the response to an RPC request (`None` for a notification):
     /// the handler's output as `result`, or its failure as the `error` text.
     pub async fn dispatch_rpc(&self, call: RpcCall, peer: Arc<Peer>) -> Option<Vec<u8>> {
-        let Some(handler) = self.registry.get(&call.method) else {
-            // The method is the client's text, so it is no metric label.
-            self.metrics.refused(Outcome::UnknownHandler);
-            let text = format!("no handler is named `{}`", call.method);
-            return match call.msgid {
-                Some(msgid) => Some(rpc::response(msgid, Err(&text))),
-                None => {
-                    tracing::debug!(method = %call.method, peer = %peer.addr, error = %text, "notification failed");
-                    None
-                }
-            };
+        let found = self.registry.get(&call.method);
+        let missing = || Failure::NoSuchMethod(call.method.clone());
+        let handler = match self.route(found, missing, &peer) {
+            Ok(handler) => handler,
+            Err(failure) => return rpc_failure(&failure, &call, &peer),
         };
-        if let Err(refusal) = self.admit(&handler, &peer) {
-            return match call.msgid {
-                Some(msgid) => Some(rpc::response(
-                    msgid,
-                    Err(&error_text(ErrorKind::Auth, &refusal)),
-                )),
-                None => {
-                    tracing::debug!(method = %call.method, peer = %peer.addr, error = %refusal, "notification refused");
-                    None
-                }
-            };
-        }
         let (outcome, ran) = self
             .run(&handler, &call.params, &peer, &call.received)
             .await;
-        let outcome = outcome.map_err(|e| e.to_string());
-        let response = match (call.msgid, outcome) {
-            (Some(msgid), Ok(result)) => Some(rpc::response(msgid, Ok(&result))),
-            (Some(msgid), Err(text)) => Some(rpc::response(msgid, Err(&text))),
-            (None, Err(text)) => {
-                tracing::debug!(method = %call.method, peer = %peer.addr, error = %text, "notification failed");
-                None
-            }
-            (None, Ok(_)) => None,
+        let response = match outcome {
+            Ok(result) => call.msgid.map(|msgid| rpc::response(msgid, Ok(&result))),
+            Err(e) => rpc_failure(&Failure::Call(e), &call, &peer),
         };
         let reply_bytes = response.as_ref().map_or(0, Vec::len);
         self.replied(&handler, ran, &call.received, reply_bytes);
         response
+    }
+
+    /// The handler a message goes to, if it was `found` and admits `peer`;
+    /// else why not (`missing` when there is no handler).
+    fn route(
+        &self,
+        found: Option<Arc<Handler>>,
+        missing: impl FnOnce() -> Failure,
+        peer: &Peer,
+    ) -> Result<Arc<Handler>, Failure> {
+        let Some(handler) = found else {
+            // The method is the client's text, so it is no metric label.
+            self.metrics.refused(Outcome::UnknownHandler);
+            return Err(missing());
+        };
+        self.admit(&handler, peer).map_err(Failure::Denied)?;
+        Ok(handler)
     }
 
     /// Whether `peer` may call `handler`; the refusal's reason if not. Only
@@ -372,4 +358,17 @@ struct Ran {
     started: Instant,
     took: std::time::Duration,
     span: Span,
+}
+
+/// The response to a failed RPC call; a failed notification is only logged.
+fn rpc_failure(failure: &Failure, call: &RpcCall, peer: &Peer) -> Option<Vec<u8>> {
+    let form = Form::rpc(call.msgid);
+    if let Form::Notification = form {
+        if let Failure::Denied(_) = failure {
+            tracing::debug!(method = %call.method, peer = %peer.addr, error = %failure, "notification refused");
+        } else {
+            tracing::debug!(method = %call.method, peer = %peer.addr, error = %failure, "notification failed");
+        }
+    }
+    failure::reply(failure, form)
 }

@@ -4,6 +4,7 @@ pub mod access;
 pub mod auth;
 mod connection;
 mod dispatch;
+mod failure;
 pub mod replay;
 pub mod shutdown;
 pub mod tls;
