@@ -422,6 +422,28 @@ fn manifests_agree_with_each_other_and_the_config() {
             "{}",
             at("Service")
         );
+        // The address the manifests and docs give Rust clients names this
+        // Service, its namespace and its message port.
+        let service_port = service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| pod.port(&p["targetPort"]) == message)
+            .unwrap()["port"]
+            .clone();
+        let client_addr = format!(
+            "dns://{}.{}.svc.cluster.local:{service_port}",
+            service["metadata"]["name"].as_str().unwrap(),
+            service["metadata"]["namespace"].as_str().unwrap(),
+        );
+        for shown in ["deploy/kubernetes/base/service.yaml", "docs/kubernetes.md"] {
+            let text = std::fs::read_to_string(root().join(shown)).unwrap();
+            assert!(
+                text.contains(&client_addr),
+                "{}",
+                at(&format!("{shown} does not give clients {client_addr}"))
+            );
+        }
 
         let grace =
             Duration::from_secs(pod.spec["terminationGracePeriodSeconds"].as_u64().unwrap());

@@ -1,80 +1,106 @@
-//! A DNS server for tests: answers A queries for one name from a list the
-//! test changes while it runs, over real UDP on 127.0.0.1 (messages encoded
-//! by hickory-proto). Every other question gets an empty answer.
+//! A DNS server for tests: hickory-server serving one zone from memory over
+//! real UDP on 127.0.0.1, authoritative for one name whose A records the
+//! test changes while it runs. Other questions get hickory-server's own
+//! answers (no data, or not in the zone).
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
-use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::rdata::A;
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_server::Server;
+use hickory_server::proto::rr::rdata::{A, SOA};
+use hickory_server::proto::rr::{LowerName, Name, RData, RecordSet, RecordType, RrKey};
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
+use tokio::sync::oneshot;
 
 /// The server; stops when dropped.
 pub struct Dns {
     pub addr: SocketAddr,
-    records: Arc<Mutex<Vec<Ipv4Addr>>>,
-    stop: Arc<AtomicBool>,
+    zone: Arc<InMemoryZoneHandler>,
+    name: Name,
+    ttl: u32,
+    /// Dropping it stops the server's thread.
+    _stop: oneshot::Sender<()>,
 }
 
 impl Dns {
     /// Serves `name` (e.g. `replicas.test`) as `records`, each with `ttl`.
     pub fn start(name: &str, records: &[Ipv4Addr], ttl: u32) -> Dns {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let addr = socket.local_addr().unwrap();
         let name = Name::from_ascii(format!("{name}.")).unwrap();
-        let shared = Arc::new(Mutex::new(records.to_vec()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (served, stopped) = (shared.clone(), stop.clone());
+        let zone = Arc::new(zone(&name, records, ttl));
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let mut catalog = Catalog::new();
+        catalog.upsert(LowerName::new(&name), vec![zone.clone()]);
+        let (stop, stopped) = oneshot::channel();
+        // Its own runtime: the tests drive theirs with `block_on` and change
+        // records from inside it.
         std::thread::spawn(move || {
-            let mut buffer = [0u8; 1500];
-            while !stopped.load(Ordering::Relaxed) {
-                let Ok((len, peer)) = socket.recv_from(&mut buffer) else {
-                    continue;
-                };
-                let Ok(query) = Message::from_vec(&buffer[..len]) else {
-                    continue;
-                };
-                let answer = answer(&query, &name, &served.lock().unwrap(), ttl);
-                let _ = socket.send_to(&answer.to_vec().unwrap(), peer);
-            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let mut server = Server::new(catalog);
+                server.register_socket(tokio::net::UdpSocket::from_std(socket).unwrap());
+                let _ = stopped.await;
+                let _ = server.shutdown_gracefully().await;
+            });
         });
         Dns {
             addr,
-            records: shared,
-            stop,
+            zone,
+            name,
+            ttl,
+            _stop: stop,
         }
     }
 
-    /// Answers with `records` from now on.
+    /// Answers with `records` from now on: one swap of the whole record set,
+    /// so no answer holds half of the old list and half of the new.
     pub fn set(&self, records: &[Ipv4Addr]) {
-        *self.records.lock().unwrap() = records.to_vec();
+        let key = RrKey::new(LowerName::new(&self.name), RecordType::A);
+        let set = a_records(&self.name, records, self.ttl);
+        // The zone's lock is runtime-agnostic, so this may run on a test's
+        // runtime thread.
+        futures::executor::block_on(async {
+            let mut zone = self.zone.records_mut().await;
+            match set {
+                Some(set) => zone.insert(key, Arc::new(set)),
+                None => zone.remove(&key),
+            };
+        });
     }
 }
 
-impl Drop for Dns {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+/// A zone whose apex is `name`: its SOA (negative answers cached for `ttl`)
+/// and `records`.
+fn zone(name: &Name, records: &[Ipv4Addr], ttl: u32) -> InMemoryZoneHandler {
+    let soa = SOA::new(
+        Name::from_ascii("ns.test.").unwrap(),
+        Name::from_ascii("hostmaster.test.").unwrap(),
+        1,
+        3600,
+        600,
+        86400,
+        ttl,
+    );
+    let mut soa_set = RecordSet::with_ttl(name.clone(), RecordType::SOA, ttl);
+    soa_set.add_rdata(RData::SOA(soa));
+    let mut sets = BTreeMap::from([(RrKey::new(name.into(), RecordType::SOA), soa_set)]);
+    if let Some(set) = a_records(name, records, ttl) {
+        sets.insert(RrKey::new(name.into(), RecordType::A), set);
     }
+    InMemoryZoneHandler::new(name.clone(), sets, ZoneType::Primary, AxfrPolicy::Deny).unwrap()
 }
 
-fn answer(query: &Message, name: &Name, records: &[Ipv4Addr], ttl: u32) -> Message {
-    let mut response = Message::response(query.metadata.id, query.metadata.op_code);
-    response.metadata.recursion_desired = query.metadata.recursion_desired;
-    response.metadata.recursion_available = true;
-    response.metadata.authoritative = true;
-    response.metadata.response_code = ResponseCode::NoError;
-    for question in &query.queries {
-        response.add_query(question.clone());
-        if question.query_type() == RecordType::A && question.name() == name {
-            for ip in records {
-                response.add_answer(Record::from_rdata(name.clone(), ttl, RData::A(A(*ip))));
-            }
-        }
+/// `records` as the A record set of `name`, or `None` for no records.
+fn a_records(name: &Name, records: &[Ipv4Addr], ttl: u32) -> Option<RecordSet> {
+    let mut set = RecordSet::with_ttl(name.clone(), RecordType::A, ttl);
+    for ip in records {
+        set.add_rdata(RData::A(A(*ip)));
     }
-    response
+    (!set.is_empty()).then_some(set)
 }

@@ -9,8 +9,10 @@
 //! errors, and the ratio to the ceiling. Servers run pinned to one CPU and
 //! the load generator to another. `footprint` measures start-up and memory,
 //! `soak` memory under minutes of load, `path` the host's own
-//! message path without sockets.
+//! message path without sockets, `balanced` the client's balancer against
+//! the same client driving one host directly.
 
+mod balanced;
 mod ceiling;
 mod load;
 mod path;
@@ -64,6 +66,9 @@ enum Sub {
     /// streams instead of sockets: nanoseconds per message beside the
     /// ceiling's loop over the same streams.
     Path(path::PathArgs),
+    /// The client's balancer: an `RpcClient` over three replicas against
+    /// the same client driving one host directly, in the same run.
+    Balanced(balanced::BalancedArgs),
 }
 
 #[derive(clap::Args)]
@@ -187,6 +192,11 @@ fn main() -> anyhow::Result<()> {
             soak::run(&args, &repo, &host_bin, server_cpu, &runtime(1)?)
         }
         Some(Sub::Path(args)) => path::run(&args, &repo),
+        Some(Sub::Balanced(args)) => {
+            let server_cpu = args.pin.apply()?;
+            let host_bin = host_bin(args.host_bin.clone())?;
+            balanced::run(&args, &repo, &host_bin, server_cpu, &runtime(1)?)
+        }
         None => {
             let args = cli.run;
             let server_cpu = args.pin.apply()?;

@@ -126,13 +126,25 @@ pub fn host(
     variant: HostVariant<'_>,
     cache_dir: Option<&Path>,
 ) -> anyhow::Result<Target> {
+    host_on("127.0.0.1:0", host_bin, echo_wasm, cpu, variant, cache_dir)
+}
+
+/// [`host`] listening on `listen`: replicas share a port on 127.0.0.1, .2, .3.
+pub fn host_on(
+    listen: &str,
+    host_bin: &Path,
+    echo_wasm: &Path,
+    cpu: Option<usize>,
+    variant: HostVariant<'_>,
+    cache_dir: Option<&Path>,
+) -> anyhow::Result<Target> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("arrpc.toml");
     std::fs::write(&config, host_config(echo_wasm, variant))?;
     let mut cmd = command(host_bin, cpu);
     cmd.arg("--config")
         .arg(&config)
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", listen])
         .env("RUST_LOG", "info")
         .env(
             "ARRPC_BENCH_SECRET",
