@@ -149,18 +149,7 @@ fn files_are_reachable_only_in_granted_directories_with_granted_rights() {
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join("hello.txt"), "hello from the host").unwrap();
     let out = tempfile::tempdir().unwrap();
-    let host = Host::start(&format!(
-        "[server]\ndefault_handler = \"misbehave\"\n{}",
-        handler(
-            "misbehave",
-            "misbehave",
-            &format!(
-                "dirs = [{{ host = \"{}\", guest = \"/data\" }}, {{ host = \"{}\", guest = \"/out\", writable = true }}]",
-                data.path().display(),
-                out.path().display()
-            )
-        )
-    ));
+    let host = misbehave_with_grants(data.path(), out.path());
     let mut wire = host.connect();
     assert_eq!(
         call(&mut wire, 1, "misbehave", "read-file:/data/hello.txt").1,
@@ -230,18 +219,7 @@ fn a_read_only_grant_refuses_change_and_delete_and_its_symlinks_lead_nowhere_out
     link(std::path::Path::new("hello.txt"), "to-hello");
     let out = tempfile::tempdir().unwrap();
     std::fs::write(out.path().join("old.txt"), "to be removed").unwrap();
-    let host = Host::start(&format!(
-        "[server]\ndefault_handler = \"misbehave\"\n{}",
-        handler(
-            "misbehave",
-            "misbehave",
-            &format!(
-                "dirs = [{{ host = \"{}\", guest = \"/data\" }}, {{ host = \"{}\", guest = \"/out\", writable = true }}]",
-                data.path().display(),
-                out.path().display()
-            )
-        )
-    ));
+    let host = misbehave_with_grants(data.path(), out.path());
     let mut wire = host.connect();
 
     // Read-only: an existing file can be neither changed nor deleted.
@@ -274,4 +252,21 @@ fn a_read_only_grant_refuses_change_and_delete_and_its_symlinks_lead_nowhere_out
         let error = error_of(&mut wire, "misbehave", escape);
         assert!(error.contains("read-file failed"), "{escape}: {error}");
     }
+}
+
+/// Serves `misbehave` as the default handler with `data` granted read-only
+/// at `/data` and `out` writable at `/out`.
+fn misbehave_with_grants(data: &std::path::Path, out: &std::path::Path) -> Host {
+    Host::start(&format!(
+        "[server]\ndefault_handler = \"misbehave\"\n{}",
+        handler(
+            "misbehave",
+            "misbehave",
+            &format!(
+                "dirs = [{{ host = \"{}\", guest = \"/data\" }}, {{ host = \"{}\", guest = \"/out\", writable = true }}]",
+                data.display(),
+                out.display()
+            )
+        )
+    ))
 }
