@@ -9,15 +9,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 mod access;
 mod security;
 pub use access::{AccessConfig, Allowed};
-pub use security::{
-    AuthConfig, ClientCertificates, SecretSource, SpiffeConfig, TlsConfig,
-    default_handshake_timeout,
-};
+pub use security::{AuthConfig, ClientCertificates, SecretSource, SpiffeConfig, TlsConfig};
 
 /// A config file that cannot be used, with the reason.
 #[derive(Debug, thiserror::Error)]
@@ -27,33 +24,31 @@ pub struct ConfigError {
     pub message: String,
 }
 
-/// The whole of `arrpc.toml`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The whole of `arrpc.toml`. Read from a file with [`Config::load`], or
+/// built in Rust (from `Config::default()` and [`HandlerConfig::new`]) and
+/// checked with [`Config::prepare`]; written back as TOML with
+/// `toml::to_string`. Every section's defaults are its `Default`, which
+/// serde fills left-out keys from too.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
-    #[serde(default)]
     pub server: ServerConfig,
     /// `[[handler]]` tables, in file order.
-    #[serde(default, rename = "handler")]
+    #[serde(rename = "handler")]
     pub handlers: Vec<HandlerConfig>,
     /// `[auth]`: message signatures.
-    #[serde(default)]
     pub auth: AuthConfig,
     /// `[tls]`: absent means plain TCP.
-    #[serde(default)]
     pub tls: Option<TlsConfig>,
     /// `[access]`: who may call handlers that list nobody themselves.
-    #[serde(default)]
     pub access: AccessConfig,
-    #[serde(default)]
     pub admin: AdminConfig,
-    #[serde(default)]
     pub telemetry: TelemetryConfig,
 }
 
 /// `[admin]`: the HTTP listener for `/metrics`, `/healthz` and `/readyz`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Address of the admin listener; no admin listener when left out.
     pub listen: Option<SocketAddr>,
@@ -61,15 +56,14 @@ pub struct AdminConfig {
 
 /// `[telemetry]`: OpenTelemetry trace export. The standard `OTEL_*`
 /// environment variables apply too; these keys win over them.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     /// Base URL of an OTLP/HTTP collector, e.g. `http://127.0.0.1:4318`
     /// (plain HTTP: a collector on the host or a sidecar);
     /// spans go to `<otlp_endpoint>/v1/traces`. Setting it turns tracing on.
     pub otlp_endpoint: Option<String>,
     /// Extra HTTP headers sent with every export (e.g. an API key).
-    #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// `service.name` of the exported spans; default `arrpc-host`, or
     /// `OTEL_SERVICE_NAME` when set.
@@ -80,7 +74,7 @@ pub struct TelemetryConfig {
 }
 
 /// `[server]`: the message listener.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address the message port listens on.
@@ -138,8 +132,40 @@ impl Default for ServerConfig {
     }
 }
 
+impl ServerConfig {
+    /// Checks this section on its own; whether `default_handler` names a
+    /// handler is [`Config::validate`]'s to say.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_message_bytes == 0 {
+            return Err("server.max_message_bytes must be at least 1".into());
+        }
+        if self.max_connections == 0 {
+            return Err("server.max_connections must be at least 1".into());
+        }
+        if self.max_pipelined == 0 {
+            return Err("server.max_pipelined must be at least 1".into());
+        }
+        if self.cache_max_mib == 0 {
+            return Err(
+                "server.cache_max_mib must be at least 1; set compile_cache = false for no cache"
+                    .into(),
+            );
+        }
+        if self.idle_timeout.is_zero() {
+            return Err("server.idle_timeout must be longer than zero".into());
+        }
+        if self.max_connection_age.is_some_and(|age| age.is_zero()) {
+            return Err("server.max_connection_age must be longer than zero".into());
+        }
+        Ok(())
+    }
+}
+
 /// One `[[handler]]`: a WebAssembly component served under a name.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+///
+/// `name` and `module` must be given; every other key has the default
+/// [`HandlerConfig::new`] gives it, which serde fills left-out keys from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HandlerConfig {
     pub name: String,
@@ -147,50 +173,175 @@ pub struct HandlerConfig {
     pub module: PathBuf,
     /// Shell command that produces `module` when it is missing, run in the
     /// config's folder.
-    #[serde(default)]
+    #[serde(default = "defaults::build")]
     pub build: Option<String>,
     /// Files or folders whose changes rerun `build` under `--watch`;
     /// relative paths start at the config's folder.
-    #[serde(default)]
+    #[serde(default = "defaults::sources")]
     pub sources: Vec<PathBuf>,
     /// Linear memory one instance may grow to, in MiB.
-    #[serde(default = "default_memory_mib")]
+    #[serde(default = "defaults::max_memory_mib")]
     pub max_memory_mib: u32,
     /// Wall-clock time one message may take.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[serde(default = "defaults::timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// Instances of this handler running at once; further messages get a
     /// "busy" error rather than queueing without bound.
-    #[serde(default = "default_max_instances")]
+    #[serde(default = "defaults::max_instances")]
     pub max_instances: u32,
     /// Fuel one message may burn (about one unit per WebAssembly
     /// instruction); unset means no fuel metering for this handler.
-    #[serde(default)]
+    #[serde(default = "defaults::fuel")]
     pub fuel: Option<u64>,
     /// Environment variables the guest sees; none by default.
-    #[serde(default)]
+    #[serde(default = "defaults::env")]
     pub env: BTreeMap<String, String>,
     /// Host directories the guest may open; none by default.
-    #[serde(default)]
+    #[serde(default = "defaults::dirs")]
     pub dirs: Vec<DirGrant>,
     /// Bytes of stdout, and of stderr, one message may log; the rest is
     /// dropped with a notice.
-    #[serde(default = "default_max_output_bytes")]
+    #[serde(default = "defaults::max_output_bytes")]
     pub max_output_bytes: usize,
     /// Messages one instance may serve, one at a time, before it is
     /// replaced (also after a trap or a timeout). 0 or 1: a fresh instance
     /// per message, the default. Higher is faster but lets a message see
     /// what earlier ones left in memory: for trusted handlers only.
-    #[serde(default)]
+    #[serde(default = "defaults::reuse")]
     pub reuse: u32,
     /// Who may call this handler, by the identity their client certificate
     /// proves; unset: `[access] default_allow`, filled in at load.
-    #[serde(default)]
+    #[serde(default = "defaults::allow")]
     pub allow: Option<Vec<Allowed>>,
 }
 
+/// Each of [`HandlerConfig`]'s defaults, read by serde one key at a time.
+/// `name` and `module` have no default, so the struct has no `Default` for
+/// serde to fill from; these functions take one value each from
+/// [`HandlerConfig::new`], the one place the defaults are written.
+mod defaults {
+    use super::*;
+
+    fn of<T>(key: impl FnOnce(HandlerConfig) -> T) -> T {
+        key(HandlerConfig::new("", ""))
+    }
+    pub fn build() -> Option<String> {
+        of(|h| h.build)
+    }
+    pub fn sources() -> Vec<PathBuf> {
+        of(|h| h.sources)
+    }
+    pub fn max_memory_mib() -> u32 {
+        of(|h| h.max_memory_mib)
+    }
+    pub fn timeout() -> Duration {
+        of(|h| h.timeout)
+    }
+    pub fn max_instances() -> u32 {
+        of(|h| h.max_instances)
+    }
+    pub fn fuel() -> Option<u64> {
+        of(|h| h.fuel)
+    }
+    pub fn env() -> BTreeMap<String, String> {
+        of(|h| h.env)
+    }
+    pub fn dirs() -> Vec<DirGrant> {
+        of(|h| h.dirs)
+    }
+    pub fn max_output_bytes() -> usize {
+        of(|h| h.max_output_bytes)
+    }
+    pub fn reuse() -> u32 {
+        of(|h| h.reuse)
+    }
+    pub fn allow() -> Option<Vec<Allowed>> {
+        of(|h| h.allow)
+    }
+}
+
+impl HandlerConfig {
+    /// Serves the component at `module` under `name`, every other key at
+    /// its default: 64 MiB, a 5 s timeout, 100 instances, no fuel limit, no
+    /// environment or directories, 64 KiB of output, a fresh instance per
+    /// message, `[access] default_allow`.
+    pub fn new(name: impl Into<String>, module: impl Into<PathBuf>) -> HandlerConfig {
+        HandlerConfig {
+            name: name.into(),
+            module: module.into(),
+            build: None,
+            sources: Vec::new(),
+            max_memory_mib: 64,
+            timeout: Duration::from_secs(5),
+            max_instances: 100,
+            fuel: None,
+            env: BTreeMap::new(),
+            dirs: Vec::new(),
+            max_output_bytes: 64 * 1024,
+            reuse: 0,
+            allow: None,
+        }
+    }
+
+    /// Checks this handler on its own. Errors name the key;
+    /// [`Config::validate`] puts which handler in front.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err("name must be non-empty ASCII letters, digits, '-', '_' or '.'".into());
+        }
+        if self.module.as_os_str().is_empty() {
+            return Err("module is empty".into());
+        }
+        if self.build.as_deref().is_some_and(|b| b.trim().is_empty()) {
+            return Err("build is empty; leave it out instead".into());
+        }
+        if !(1..=MAX_MEMORY_MIB).contains(&self.max_memory_mib) {
+            return Err(format!(
+                "max_memory_mib must be between 1 and {MAX_MEMORY_MIB}"
+            ));
+        }
+        if self.timeout.is_zero() || self.timeout > Duration::from_secs(3600) {
+            return Err("timeout must be between 1ms and 1h".into());
+        }
+        if !(1..=MAX_INSTANCES).contains(&self.max_instances) {
+            return Err(format!(
+                "max_instances must be between 1 and {MAX_INSTANCES}"
+            ));
+        }
+        if self.reuse > MAX_REUSE {
+            return Err(format!("reuse must be at most {MAX_REUSE}"));
+        }
+        if self.fuel == Some(0) {
+            return Err("fuel must be at least 1; leave it out for no limit".into());
+        }
+        if let Some(key) = self
+            .env
+            .keys()
+            .find(|k| k.is_empty() || k.contains(['=', '\0']))
+        {
+            return Err(format!(
+                "env name {key:?} must be non-empty, without '=' or NUL"
+            ));
+        }
+        if let Some(value) = self.env.values().find(|v| v.contains('\0')) {
+            return Err(format!("env value {value:?} contains NUL"));
+        }
+        for (j, grant) in self.dirs.iter().enumerate() {
+            if grant.host.as_os_str().is_empty() || grant.guest.is_empty() {
+                return Err(format!("dirs[{j}] needs a non-empty host and guest"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A host directory preopened for a handler's guest.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirGrant {
     /// The directory on the host; relative paths start at the config's folder.
@@ -202,19 +353,6 @@ pub struct DirGrant {
     pub writable: bool,
 }
 
-fn default_memory_mib() -> u32 {
-    64
-}
-fn default_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_max_instances() -> u32 {
-    100
-}
-fn default_max_output_bytes() -> usize {
-    64 * 1024
-}
-
 /// Upper bounds that keep the pooling allocator's reservations sane.
 pub const MAX_MEMORY_MIB: u32 = 4096;
 const MAX_REUSE: u32 = 1_000_000;
@@ -223,37 +361,44 @@ const MAX_REUSE: u32 = 1_000_000;
 pub const MAX_INSTANCES: u32 = 10_000;
 
 impl Config {
-    /// Reads, parses and validates `path`; relative module paths are made
-    /// absolute against the config's folder.
+    /// Reads, parses and validates `path`; relative paths are made absolute
+    /// against the config's folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let error = |message: String| ConfigError {
             path: path.to_owned(),
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read: {e}")))?;
-        let mut config: Config = toml::from_str(&text).map_err(|e| error(e.to_string()))?;
-        config.validate().map_err(error)?;
-        let base = Config::base_dir(path);
-        for handler in &mut config.handlers {
+        let config: Config = toml::from_str(&text).map_err(|e| error(e.to_string()))?;
+        config.prepare(&Config::base_dir(path)).map_err(error)
+    }
+
+    /// Validates a config and makes it ready to serve, as [`Config::load`]
+    /// does a file's: relative paths are made absolute against `base` (the
+    /// folder a config file would sit in), granted directories must exist,
+    /// and handlers that list no callers get `[access] default_allow`.
+    pub fn prepare(mut self, base: &Path) -> Result<Config, String> {
+        self.validate()?;
+        for handler in &mut self.handlers {
             handler.module = base.join(&handler.module);
             for source in &mut handler.sources {
                 *source = base.join(&*source);
             }
         }
-        config.resolve_grants(&base).map_err(error)?;
-        if let Some(dir) = &mut config.server.cache_dir {
+        self.resolve_grants(base)?;
+        if let Some(dir) = &mut self.server.cache_dir {
             *dir = base.join(&*dir);
         }
-        config.auth.resolve(&base);
-        if let Some(tls) = &mut config.tls {
-            tls.resolve(&base);
+        self.auth.resolve(base);
+        if let Some(tls) = &mut self.tls {
+            tls.resolve(base);
         }
-        for handler in &mut config.handlers {
+        for handler in &mut self.handlers {
             handler
                 .allow
-                .get_or_insert_with(|| config.access.default_allow.clone());
+                .get_or_insert_with(|| self.access.default_allow.clone());
         }
-        Ok(config)
+        Ok(self)
     }
 
     /// Whether the message port verifies client certificates, which every
@@ -323,29 +468,12 @@ impl Config {
         Ok(())
     }
 
-    fn validate(&self) -> Result<(), String> {
-        let server = &self.server;
-        if server.max_message_bytes == 0 {
-            return Err("server.max_message_bytes must be at least 1".into());
-        }
-        if server.max_connections == 0 {
-            return Err("server.max_connections must be at least 1".into());
-        }
-        if server.max_pipelined == 0 {
-            return Err("server.max_pipelined must be at least 1".into());
-        }
-        if server.cache_max_mib == 0 {
-            return Err(
-                "server.cache_max_mib must be at least 1; set compile_cache = false for no cache"
-                    .into(),
-            );
-        }
-        if server.idle_timeout.is_zero() {
-            return Err("server.idle_timeout must be longer than zero".into());
-        }
-        if server.max_connection_age.is_some_and(|age| age.is_zero()) {
-            return Err("server.max_connection_age must be longer than zero".into());
-        }
+    /// Checks every section, then what no section can check alone: at least
+    /// one handler, unique names, the instances all handlers pool, the
+    /// default handler, and the admin port apart from the message port.
+    /// Paths are not touched; [`Config::prepare`] resolves them.
+    pub fn validate(&self) -> Result<(), String> {
+        self.server.validate()?;
         if self.handlers.is_empty() {
             return Err("no [[handler]] is configured; at least one is needed".into());
         }
@@ -356,62 +484,9 @@ impl Config {
         let mut names = HashSet::new();
         for (i, h) in self.handlers.iter().enumerate() {
             let at = format!("handler #{} (`{}`)", i + 1, h.name);
-            if h.name.is_empty()
-                || !h
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            {
-                return Err(format!(
-                    "{at}: name must be non-empty ASCII letters, digits, '-', '_' or '.'"
-                ));
-            }
+            h.validate().map_err(|e| format!("{at}: {e}"))?;
             if !names.insert(h.name.as_str()) {
                 return Err(format!("{at}: name is used by an earlier handler"));
-            }
-            if h.module.as_os_str().is_empty() {
-                return Err(format!("{at}: module is empty"));
-            }
-            if h.build.as_deref().is_some_and(|b| b.trim().is_empty()) {
-                return Err(format!("{at}: build is empty; leave it out instead"));
-            }
-            if !(1..=MAX_MEMORY_MIB).contains(&h.max_memory_mib) {
-                return Err(format!(
-                    "{at}: max_memory_mib must be between 1 and {MAX_MEMORY_MIB}"
-                ));
-            }
-            if h.timeout.is_zero() || h.timeout > Duration::from_secs(3600) {
-                return Err(format!("{at}: timeout must be between 1ms and 1h"));
-            }
-            if !(1..=MAX_INSTANCES).contains(&h.max_instances) {
-                return Err(format!(
-                    "{at}: max_instances must be between 1 and {MAX_INSTANCES}"
-                ));
-            }
-            if h.reuse > MAX_REUSE {
-                return Err(format!("{at}: reuse must be at most {MAX_REUSE}"));
-            }
-            if h.fuel == Some(0) {
-                return Err(format!(
-                    "{at}: fuel must be at least 1; leave it out for no limit"
-                ));
-            }
-            if let Some(key) = h
-                .env
-                .keys()
-                .find(|k| k.is_empty() || k.contains(['=', '\0']))
-            {
-                return Err(format!(
-                    "{at}: env name {key:?} must be non-empty, without '=' or NUL"
-                ));
-            }
-            if let Some(value) = h.env.values().find(|v| v.contains('\0')) {
-                return Err(format!("{at}: env value {value:?} contains NUL"));
-            }
-            for (j, grant) in h.dirs.iter().enumerate() {
-                if grant.host.as_os_str().is_empty() || grant.guest.is_empty() {
-                    return Err(format!("{at}: dirs[{j}] needs a non-empty host and guest"));
-                }
             }
         }
         let pooled: u64 = self
@@ -424,8 +499,16 @@ impl Config {
                 "the handlers' max_instances add up to {pooled}, more than the {MAX_INSTANCES} instances one host pools"
             ));
         }
-        self.validate_telemetry()?;
-        match (&server.default_handler, self.handlers.len()) {
+        self.telemetry.validate()?;
+        if let (Some(admin), listen) = (self.admin.listen, self.server.listen)
+            && admin == listen
+            && admin.port() != 0
+        {
+            return Err(format!(
+                "admin.listen {admin} is the message port's address; it needs its own"
+            ));
+        }
+        match (&self.server.default_handler, self.handlers.len()) {
             (Some(name), _) if !names.contains(name.as_str()) => Err(format!(
                 "server.default_handler: no handler is named `{name}`"
             )),
@@ -438,28 +521,20 @@ impl Config {
     }
 }
 
-impl Config {
-    fn validate_telemetry(&self) -> Result<(), String> {
-        let telemetry = &self.telemetry;
-        if let Some(endpoint) = &telemetry.otlp_endpoint
+impl TelemetryConfig {
+    /// Checks this section on its own.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(endpoint) = &self.otlp_endpoint
             && !endpoint.starts_with("http://")
         {
             return Err(format!(
                 "telemetry.otlp_endpoint {endpoint:?} must be an http:// URL (TLS to the collector is not built in)"
             ));
         }
-        if let Some(ratio) = telemetry.sample_ratio
+        if let Some(ratio) = self.sample_ratio
             && !(0.0..=1.0).contains(&ratio)
         {
             return Err("telemetry.sample_ratio must be between 0.0 and 1.0".into());
-        }
-        if let (Some(admin), listen) = (self.admin.listen, self.server.listen)
-            && admin == listen
-            && admin.port() != 0
-        {
-            return Err(format!(
-                "admin.listen {admin} is the message port's address; it needs its own"
-            ));
         }
         Ok(())
     }
@@ -484,6 +559,164 @@ mod tests {
         assert_eq!(config.default_handler(), Some("echo"));
         assert_eq!(config.handlers[0].timeout, Duration::from_secs(5));
         assert_eq!(config.handlers[0].max_memory_mib, 64);
+    }
+
+    #[test]
+    fn left_out_keys_take_the_rust_defaults() {
+        fn empty<T: serde::de::DeserializeOwned>() -> T {
+            toml::from_str("").unwrap()
+        }
+        assert_eq!(empty::<Config>(), Config::default());
+        assert_eq!(empty::<ServerConfig>(), ServerConfig::default());
+        assert_eq!(empty::<AuthConfig>(), AuthConfig::default());
+        assert_eq!(empty::<TlsConfig>(), TlsConfig::default());
+        assert_eq!(empty::<SpiffeConfig>(), SpiffeConfig::default());
+        assert_eq!(empty::<AccessConfig>(), AccessConfig::default());
+        assert_eq!(empty::<AdminConfig>(), AdminConfig::default());
+        assert_eq!(empty::<TelemetryConfig>(), TelemetryConfig::default());
+        let handler: HandlerConfig =
+            toml::from_str("name = \"echo\"\nmodule = \"e.wasm\"").unwrap();
+        assert_eq!(handler, HandlerConfig::new("echo", "e.wasm"));
+        let missing = toml::from_str::<HandlerConfig>("name = \"echo\"").unwrap_err();
+        assert!(
+            missing.to_string().contains("missing field `module`"),
+            "{missing}"
+        );
+        // Empty, a config lacks only a handler.
+        let empty = Config::default().validate().unwrap_err();
+        assert!(empty.contains("no [[handler]]"), "{empty}");
+        let one = Config {
+            handlers: vec![HandlerConfig::new("echo", "e.wasm")],
+            ..Config::default()
+        };
+        one.validate().unwrap();
+    }
+
+    #[test]
+    fn a_config_built_in_rust_is_checked_as_a_file_is() {
+        let crowded = Config {
+            handlers: vec![HandlerConfig {
+                max_instances: 0,
+                ..HandlerConfig::new("echo", "e.wasm")
+            }],
+            ..Config::default()
+        };
+        assert_eq!(
+            crowded.validate().unwrap_err(),
+            "handler #1 (`echo`): max_instances must be between 1 and 10000"
+        );
+        assert_eq!(
+            crowded.handlers[0].validate().unwrap_err(),
+            "max_instances must be between 1 and 10000"
+        );
+        let server = ServerConfig {
+            max_pipelined: 0,
+            ..ServerConfig::default()
+        };
+        assert_eq!(
+            server.validate().unwrap_err(),
+            "server.max_pipelined must be at least 1"
+        );
+        let tls = TlsConfig::default().validate().unwrap_err();
+        assert!(tls.starts_with("tls.cert is missing"), "{tls}");
+
+        // `prepare` resolves paths against the folder given, as `load`
+        // does against the file's.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        let config = Config {
+            handlers: vec![HandlerConfig {
+                dirs: vec![DirGrant {
+                    host: "data".into(),
+                    guest: "/data".into(),
+                    writable: false,
+                }],
+                ..HandlerConfig::new("echo", "e.wasm")
+            }],
+            ..Config::default()
+        }
+        .prepare(dir.path())
+        .unwrap();
+        assert_eq!(config.handlers[0].module, dir.path().join("e.wasm"));
+        assert_eq!(config.handlers[0].dirs[0].host, dir.path().join("data"));
+        assert_eq!(config.handlers[0].allow, Some(vec![Allowed::Anyone]));
+    }
+
+    #[test]
+    fn a_config_written_as_toml_reads_back_the_same() {
+        let config = Config {
+            server: ServerConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                default_handler: Some("echo".into()),
+                idle_timeout: Duration::from_millis(1500),
+                max_connection_age: Some(Duration::from_secs(90)),
+                rpc: false,
+                cache_dir: Some("/var/cache/arrpc".into()),
+                ..ServerConfig::default()
+            },
+            handlers: vec![
+                HandlerConfig {
+                    build: Some("cargo component build".into()),
+                    sources: vec!["src".into()],
+                    timeout: Duration::from_millis(250),
+                    fuel: Some(1_000_000),
+                    env: BTreeMap::from([("MODE".into(), "test".into())]),
+                    dirs: vec![DirGrant {
+                        host: "/srv/data".into(),
+                        guest: "/data".into(),
+                        writable: true,
+                    }],
+                    reuse: 100,
+                    allow: Some(vec![
+                        Allowed::try_from("spiffe://td/ns/shop/*".to_owned()).unwrap(),
+                        Allowed::try_from("dns:web.shop.svc".to_owned()).unwrap(),
+                    ]),
+                    ..HandlerConfig::new("echo", "/m/echo.wasm")
+                },
+                HandlerConfig::new("sum", "sum.wasm"),
+            ],
+            auth: AuthConfig {
+                secrets: vec![
+                    SecretSource::Env("A".into()),
+                    SecretSource::File("s.key".into()),
+                    SecretSource::Value("v".into()),
+                ],
+                replay_protection: true,
+                ..AuthConfig::default()
+            },
+            tls: Some(TlsConfig {
+                client_ca: Some("ca.pem".into()),
+                client_certificates: ClientCertificates::Optional,
+                ..TlsConfig::new("c.pem".into(), "k.pem".into())
+            }),
+            access: AccessConfig {
+                default_allow: vec![Allowed::Authenticated],
+            },
+            admin: AdminConfig {
+                listen: Some("127.0.0.1:9100".parse().unwrap()),
+            },
+            telemetry: TelemetryConfig {
+                otlp_endpoint: Some("http://127.0.0.1:4318".into()),
+                headers: BTreeMap::from([("x-key".into(), "k".into())]),
+                service_name: Some("shop".into()),
+                sample_ratio: Some(0.25),
+            },
+        };
+        config.validate().unwrap();
+        let text = toml::to_string(&config).unwrap();
+        assert!(text.contains("idle_timeout = \"1s 500ms\""), "{text}");
+        assert_eq!(parse(&text).unwrap(), config);
+        let spiffe = Config {
+            tls: Some(TlsConfig {
+                spiffe: Some(SpiffeConfig {
+                    socket: Some("unix:///run/spire/agent.sock".into()),
+                    ..SpiffeConfig::default()
+                }),
+                ..TlsConfig::default()
+            }),
+            ..config
+        };
+        assert_eq!(parse(&toml::to_string(&spiffe).unwrap()).unwrap(), spiffe);
     }
 
     #[test]
@@ -552,7 +785,10 @@ mod tests {
         assert_eq!(config.auth.replay_window, Duration::from_secs(5));
         let tls = config.tls.unwrap();
         assert_eq!(tls.key, Some(dir.path().join("k.pem")));
-        assert_eq!(tls.handshake_timeout, default_handshake_timeout());
+        assert_eq!(
+            tls.handshake_timeout,
+            TlsConfig::default().handshake_timeout
+        );
         assert_eq!(tls.recheck_interval, Duration::from_secs(60));
         let never = parse(&format!(
             "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nrecheck_interval = \"0s\"\n{ONE}"

@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// One entry of an allow list.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -81,6 +81,13 @@ impl TryFrom<String> for Allowed {
     }
 }
 
+/// Written as the text it was read from.
+impl Serialize for Allowed {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl fmt::Display for Allowed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -94,23 +101,18 @@ impl fmt::Display for Allowed {
 }
 
 /// `[access]`: the allow list of handlers that list none.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct AccessConfig {
-    #[serde(default = "anyone")]
     pub default_allow: Vec<Allowed>,
 }
 
 impl Default for AccessConfig {
     fn default() -> Self {
         AccessConfig {
-            default_allow: anyone(),
+            default_allow: vec![Allowed::Anyone],
         }
     }
-}
-
-fn anyone() -> Vec<Allowed> {
-    vec![Allowed::Anyone]
 }
 
 #[cfg(test)]

@@ -7,10 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[auth]`: signed messages, as the Python arrpc package's `auth_secret`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Secrets a signature may be made with; any one verifies, so a new
@@ -42,7 +42,7 @@ impl Default for AuthConfig {
 
 /// Where one secret comes from: `{ env = "NAME" }`, `{ file = "path" }` or
 /// `{ value = "text" }`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum SecretSource {
     Env(String),
@@ -92,59 +92,74 @@ impl std::fmt::Display for SecretSource {
 /// `[tls]`: serve TLS instead of plain TCP, with certificates from files
 /// (`cert`, `key`, `client_ca`) or from the SPIFFE Workload API
 /// (`[tls.spiffe]`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// PEM certificate chain, leaf first.
-    #[serde(default)]
     pub cert: Option<PathBuf>,
     /// PEM private key of the leaf; readable by its owner only.
-    #[serde(default)]
     pub key: Option<PathBuf>,
     /// PEM CA certificate(s): when set, clients must present a certificate
     /// signed by one of them (mutual TLS).
-    #[serde(default)]
     pub client_ca: Option<PathBuf>,
     /// Certificate, key and trust bundle from the SPIFFE Workload API (a
     /// SPIRE agent) instead of files.
-    #[serde(default)]
     pub spiffe: Option<SpiffeConfig>,
     /// With `client_ca` or `[tls.spiffe]`: whether a client without a
     /// certificate (the Python arrpc client cannot present one) may connect
     /// at all. Either way a certificate presented must verify.
-    #[serde(default)]
     pub client_certificates: ClientCertificates,
     /// A connection that has not finished its handshake in this long is
     /// closed.
-    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
     /// How often the files are read again, besides when the folders they
     /// sit in change: a safety net for a change the watcher missed.
-    #[serde(default = "default_recheck_interval", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub recheck_interval: Duration,
+}
+
+/// No certificate source yet, which does not validate: give `cert` and
+/// `key` (see [`TlsConfig::new`]) or `spiffe`.
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: None,
+            key: None,
+            client_ca: None,
+            spiffe: None,
+            client_certificates: ClientCertificates::default(),
+            handshake_timeout: Duration::from_secs(10),
+            recheck_interval: Duration::from_secs(60),
+        }
+    }
 }
 
 /// `[tls.spiffe]`: this workload's X.509-SVID, its key and its trust
 /// domain's bundle, as a SPIRE agent pushes them.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct SpiffeConfig {
     /// `unix:///absolute/path` or `tcp://ip:port`; absent, the
     /// `SPIFFE_ENDPOINT_SOCKET` environment variable names it.
-    #[serde(default)]
     pub socket: Option<String>,
     /// How long the host waits at start for the agent's first SVID (the
     /// agent may start after this pod's containers) before it gives up.
-    #[serde(default = "default_startup_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub startup_timeout: Duration,
 }
 
-fn default_startup_timeout() -> Duration {
-    Duration::from_secs(30)
+impl Default for SpiffeConfig {
+    fn default() -> Self {
+        SpiffeConfig {
+            socket: None,
+            startup_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// `[tls] client_certificates`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientCertificates {
     /// A client without one fails the handshake.
@@ -155,16 +170,9 @@ pub enum ClientCertificates {
     Optional,
 }
 
-pub fn default_handshake_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-
-pub fn default_recheck_interval() -> Duration {
-    Duration::from_secs(60)
-}
-
 impl AuthConfig {
-    pub(super) fn validate(&self) -> Result<(), String> {
+    /// Checks this section on its own.
+    pub fn validate(&self) -> Result<(), String> {
         if self.replay_protection && self.secrets.is_empty() {
             return Err(
                 "auth.replay_protection needs auth.secrets: only signed envelopes carry a stamp"
@@ -196,11 +204,7 @@ impl TlsConfig {
         TlsConfig {
             cert: Some(cert),
             key: Some(key),
-            client_ca: None,
-            spiffe: None,
-            client_certificates: ClientCertificates::default(),
-            handshake_timeout: default_handshake_timeout(),
-            recheck_interval: default_recheck_interval(),
+            ..TlsConfig::default()
         }
     }
 
@@ -210,7 +214,8 @@ impl TlsConfig {
         self.client_ca.is_some() || self.spiffe.is_some()
     }
 
-    pub(super) fn validate(&self) -> Result<(), String> {
+    /// Checks this section on its own, `[tls.spiffe]` included.
+    pub fn validate(&self) -> Result<(), String> {
         if self.handshake_timeout.is_zero() {
             return Err("tls.handshake_timeout must be longer than zero".into());
         }
@@ -278,7 +283,7 @@ impl SpiffeConfig {
 
     /// An explicit socket is checked here; `SPIFFE_ENDPOINT_SOCKET` only
     /// when serving, since `check` runs where no agent is (an image build).
-    fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), String> {
         if self.startup_timeout.is_zero() {
             return Err("tls.spiffe.startup_timeout must be longer than zero".into());
         }
