@@ -1,30 +1,16 @@
 //! The Rust client against a real host: typed errors, timeouts, reconnects.
+//! Tests that read the host's log or kill it run it as a process.
 
 mod common;
 
 use std::time::Duration;
 
-use arrpc_client::{BlockingClient, ClientConfig, Error, RpcClient};
+use arrpc_client::{ClientConfig, Error, RpcClient};
 use common::*;
-
-/// A host with `misbehave` as its default handler and `server` added to
-/// its `[server]` table.
-fn misbehave_with_server(server: &str) -> Host {
-    Host::start(&format!(
-        "[server]\ndefault_handler = \"misbehave\"\n{server}\n{}",
-        handler("misbehave", "misbehave", "")
-    ))
-}
-
-fn client(host: &Host, timeout: Duration) -> BlockingClient {
-    let mut config = ClientConfig::new(host.addr.to_string());
-    config.timeout = Some(timeout);
-    BlockingClient::new(config).unwrap()
-}
 
 #[test]
 fn handler_errors_come_back_typed() {
-    let host = misbehave_with_server("");
+    let host = default_host(misbehave());
     let mut client = client(&host, Duration::from_secs(10));
     match client.send::<_, String>("error") {
         Err(Error::Rpc(reason)) => assert_eq!(reason, "misbehave: asked to fail"),

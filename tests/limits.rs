@@ -5,26 +5,18 @@
 
 mod common;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use arrpc_host::config::{DirGrant, HandlerConfig};
 use common::*;
 use rmpv::Value;
 
 fn call(wire: &mut Wire, msgid: u32, method: &str, command: &str) -> (Value, Value) {
-    let request = arrpc_wire::rpc::request(msgid, method, &encode(&str_value(command)));
-    match decode(&wire.call(&request)) {
-        Value::Array(items) => match items.as_slice() {
-            [_, id, error, result] => {
-                assert_eq!(id.as_u64(), Some(msgid.into()));
-                (error.clone(), result.clone())
-            }
-            _ => panic!("not a response: {items:?}"),
-        },
-        other => panic!("not a response: {other:?}"),
-    }
+    wire.rpc(msgid, method, &str_value(command))
 }
 
 fn error_of(wire: &mut Wire, method: &str, command: &str) -> String {
@@ -37,20 +29,24 @@ fn error_of(wire: &mut Wire, method: &str, command: &str) -> String {
 
 #[test]
 fn a_well_behaved_handler_keeps_answering_while_others_misbehave_under_load() {
-    let host = Host::start(&format!(
-        "[server]\ndefault_handler = \"echo\"\n{}{}{}{}",
-        handler(
-            "misbehave",
-            "misbehave",
-            "timeout = \"400ms\"\nmax_instances = 16"
-        ),
+    let mut config = serving([
+        HandlerConfig {
+            timeout: Duration::from_millis(400),
+            max_instances: 16,
+            ..misbehave()
+        },
         // The same module with one limit each and the default timeout, so
         // that how fast it allocates or prints on a loaded machine does not
         // decide which limit ends a call.
-        handler("hungry", "misbehave", "max_memory_mib = 16"),
-        handler("chatty", "misbehave", ""),
-        handler("echo", "echo", "")
-    ));
+        HandlerConfig {
+            max_memory_mib: 16,
+            ..handler_config("hungry", "misbehave")
+        },
+        handler_config("chatty", "misbehave"),
+        handler_config("echo", "echo"),
+    ]);
+    config.server.default_handler = Some("echo".into());
+    let host = InProcessHost::start(config);
     let addr = host.addr;
     // Attackers that have finished a round, and whether echo is done.
     let started = Arc::new(AtomicUsize::new(0));
@@ -117,15 +113,16 @@ fn a_well_behaved_handler_keeps_answering_while_others_misbehave_under_load() {
 
 #[test]
 fn fuel_runs_out_with_an_error_naming_it_and_is_fresh_for_each_message() {
-    let host = Host::start(&format!(
-        "[server]\ndefault_handler = \"misbehave\"\n{}{}",
-        handler(
-            "misbehave",
-            "misbehave",
-            "fuel = 5000000\ntimeout = \"20s\""
-        ),
-        handler("sum", "sum", "")
-    ));
+    let mut config = serving([
+        HandlerConfig {
+            fuel: Some(5_000_000),
+            timeout: Duration::from_secs(20),
+            ..misbehave()
+        },
+        handler_config("sum", "sum"),
+    ]);
+    config.server.default_handler = Some("misbehave".into());
+    let host = InProcessHost::start(config);
     let mut wire = host.connect();
     // Fuel, not the 20 s timeout, ends it: the error names which.
     let error = error_of(&mut wire, "misbehave", "loop");
@@ -137,9 +134,8 @@ fn fuel_runs_out_with_an_error_naming_it_and_is_fresh_for_each_message() {
         assert_eq!(call(&mut wire, round, "misbehave", "ok").1, str_value("ok"));
     }
     // A handler without a fuel limit on the same host is not metered out.
-    let request = arrpc_wire::rpc::request(9, "sum", &encode(&Value::Array(vec![Value::from(1)])));
-    let reply = decode(&wire.call(&request));
-    assert_eq!(reply.as_array().unwrap()[2], Value::Nil, "{reply}");
+    let (error, result) = wire.rpc(9, "sum", &Value::Array(vec![Value::from(1)]));
+    assert_eq!(error, Value::Nil, "{result}");
 }
 
 #[test]
@@ -179,15 +175,17 @@ fn files_are_reachable_only_in_granted_directories_with_granted_rights() {
 
 #[test]
 fn a_guest_sees_exactly_the_environment_variables_granted() {
-    let host = Host::start(&format!(
-        "[server]\ndefault_handler = \"misbehave\"\n{}{}",
-        handler(
-            "misbehave",
-            "misbehave",
-            "env = { GREETING = \"hello\", MODE = \"test\" }"
-        ),
-        handler("bare", "misbehave", "")
-    ));
+    let mut config = serving([
+        HandlerConfig {
+            env: [("GREETING", "hello"), ("MODE", "test")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .into(),
+            ..misbehave()
+        },
+        handler_config("bare", "misbehave"),
+    ]);
+    config.server.default_handler = Some("misbehave".into());
+    let host = InProcessHost::start(config);
     let mut wire = host.connect();
     // The host itself has PATH, HOME and more: none of them leak.
     assert_eq!(
@@ -207,16 +205,13 @@ fn a_read_only_grant_refuses_change_and_delete_and_its_symlinks_lead_nowhere_out
     std::fs::write(outside.path().join("secret.txt"), "not for guests").unwrap();
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join("hello.txt"), "hello from the host").unwrap();
-    let link = |target: &std::path::Path, name: &str| {
+    let link = |target: &Path, name: &str| {
         std::os::unix::fs::symlink(target, data.path().join(name)).unwrap()
     };
     link(&outside.path().join("secret.txt"), "to-secret");
     link(outside.path(), "to-outside");
-    link(
-        std::path::Path::new("../../../../../../etc/hostname"),
-        "relative-out",
-    );
-    link(std::path::Path::new("hello.txt"), "to-hello");
+    link(Path::new("../../../../../../etc/hostname"), "relative-out");
+    link(Path::new("hello.txt"), "to-hello");
     let out = tempfile::tempdir().unwrap();
     std::fs::write(out.path().join("old.txt"), "to be removed").unwrap();
     let host = misbehave_with_grants(data.path(), out.path());
@@ -256,17 +251,14 @@ fn a_read_only_grant_refuses_change_and_delete_and_its_symlinks_lead_nowhere_out
 
 /// Serves `misbehave` as the default handler with `data` granted read-only
 /// at `/data` and `out` writable at `/out`.
-fn misbehave_with_grants(data: &std::path::Path, out: &std::path::Path) -> Host {
-    Host::start(&format!(
-        "[server]\ndefault_handler = \"misbehave\"\n{}",
-        handler(
-            "misbehave",
-            "misbehave",
-            &format!(
-                "dirs = [{{ host = \"{}\", guest = \"/data\" }}, {{ host = \"{}\", guest = \"/out\", writable = true }}]",
-                data.display(),
-                out.display()
-            )
-        )
-    ))
+fn misbehave_with_grants(data: &Path, out: &Path) -> InProcessHost {
+    let grant = |host: &Path, guest: &str, writable| DirGrant {
+        host: host.to_owned(),
+        guest: guest.into(),
+        writable,
+    };
+    default_host(HandlerConfig {
+        dirs: vec![grant(data, "/data", false), grant(out, "/out", true)],
+        ..misbehave()
+    })
 }

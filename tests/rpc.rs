@@ -2,69 +2,55 @@
 //! responses come back matched by msgid as handlers finish, notifications
 //! get no reply, bare messages keep working, and clients this project did
 //! not write (Node's `msgpack-rpc-lite`) and did write (`RpcClient`,
-//! `send --handler`) interoperate.
+//! `send --handler`) interoperate. Hosts run in process, but where a test
+//! reads the host's log.
 
 mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use arrpc_client::{ClientConfig, Error, RpcClient};
+use arrpc_host::config::{Config, HandlerConfig};
 use common::*;
 use rmpv::Value;
 
-fn two_handlers(server: &str) -> Host {
-    two_handlers_with(server, "")
+/// `misbehave`, the default handler, and `sum`.
+fn two_handlers() -> Config {
+    let mut config = serving([misbehave(), handler_config("sum", "sum")]);
+    config.server.default_handler = Some("misbehave".into());
+    config
 }
 
 /// [`two_handlers`] where `misbehave` can wait on `gate`.
-fn gated_handlers(gate: &Gate) -> Host {
-    two_handlers_with("", &gate.dirs())
+fn gated_handlers(gate: &Gate) -> Config {
+    let mut config = two_handlers();
+    config.handlers[0].dirs.push(gate.grant());
+    config
 }
 
-fn two_handlers_with(server: &str, misbehave: &str) -> Host {
-    Host::start_with(
-        write_config(&format!(
-            "[server]\ndefault_handler = \"misbehave\"\n{server}\n{}{}",
-            handler("misbehave", "misbehave", misbehave),
-            handler("sum", "sum", "")
-        )),
-        &["--debug"],
-    )
-}
-
-fn request(msgid: u32, method: &str, params: Value) -> Vec<u8> {
-    arrpc_wire::rpc::request(msgid, method, &encode(&params))
-}
-
-/// A response as `(msgid, error, result)`.
-fn response(bytes: &[u8]) -> (u64, Value, Value) {
-    match decode(bytes) {
-        Value::Array(items) => match items.as_slice() {
-            [kind, msgid, error, result] if kind.as_u64() == Some(1) => {
-                (msgid.as_u64().unwrap(), error.clone(), result.clone())
-            }
-            _ => panic!("not a response: {items:?}"),
-        },
-        other => panic!("not a response: {other:?}"),
-    }
+/// A spawned host on `config` that logs each connection, for the tests
+/// that read its log.
+fn logging(config: &Config) -> Host {
+    Host::start_with(config_file(config), &["--debug"])
 }
 
 #[test]
 fn interleaved_requests_come_back_matched_by_msgid_as_handlers_finish() {
     let gate = Gate::new();
-    let host = gated_handlers(&gate);
+    let host = InProcessHost::start(gated_handlers(&gate));
     let mut wire = host.connect();
     // One write, four requests to two handlers; the first two wait until
     // the test opens their gates, in the opposite order.
-    let mut batch = request(10, "misbehave", str_value(&Gate::wait("a")));
-    batch.extend(request(11, "misbehave", str_value(&Gate::wait("b"))));
+    let mut batch = request(10, "misbehave", &str_value(&Gate::wait("a")));
+    batch.extend(request(11, "misbehave", &str_value(&Gate::wait("b"))));
     batch.extend(request(
         12,
         "sum",
-        Value::Array(vec![Value::from(2), Value::from(40)]),
+        &Value::Array(vec![Value::from(2), Value::from(40)]),
     ));
-    batch.extend(request(13, "misbehave", str_value("fast")));
+    batch.extend(request(13, "misbehave", &str_value("fast")));
     wire.write(&batch);
     let mut replies: Vec<_> = (0..2).map(|_| response(&wire.read().unwrap())).collect();
     gate.open("b");
@@ -91,10 +77,13 @@ fn a_spinning_handler_does_not_hold_up_calls_behind_it_on_its_connection() {
     // A connection's messages share its task: the spinning guest must yield
     // at every epoch tick, so the call behind it is answered long before
     // the spinner's timeout.
-    let host = Host::start(&handler("misbehave", "misbehave", "timeout = \"3s\""));
+    let host = InProcessHost::start(serving([HandlerConfig {
+        timeout: Duration::from_secs(3),
+        ..misbehave()
+    }]));
     let mut wire = host.connect();
-    let mut batch = request(1, "misbehave", str_value("loop"));
-    batch.extend(request(2, "misbehave", str_value("fast")));
+    let mut batch = request(1, "misbehave", &str_value("loop"));
+    batch.extend(request(2, "misbehave", &str_value("fast")));
     wire.write(&batch);
     // The fast call's response comes first, before the spinner is cut off.
     let first = response(&wire.read().unwrap());
@@ -109,16 +98,16 @@ fn a_spinning_handler_does_not_hold_up_calls_behind_it_on_its_connection() {
 
 #[test]
 fn errors_go_in_the_error_field_and_unknown_methods_are_named() {
-    let host = two_handlers("");
+    let host = InProcessHost::start(two_handlers());
     let mut wire = host.connect();
-    let (id, error, result) = response(&wire.call(&request(1, "nope", Value::Nil)));
+    let (id, error, result) = response(&wire.call(&request(1, "nope", &Value::Nil)));
     assert_eq!(
         (id, error, result),
         (1, str_value("no handler is named `nope`"), Value::Nil)
     );
-    let (_, error, _) = response(&wire.call(&request(2, "misbehave", str_value("error"))));
+    let (_, error, _) = response(&wire.call(&request(2, "misbehave", &str_value("error"))));
     assert_eq!(error, str_value("misbehave: asked to fail"));
-    let (_, error, _) = response(&wire.call(&request(3, "misbehave", str_value("trap"))));
+    let (_, error, _) = response(&wire.call(&request(3, "misbehave", &str_value("trap"))));
     assert!(
         error
             .as_str()
@@ -130,14 +119,14 @@ fn errors_go_in_the_error_field_and_unknown_methods_are_named() {
 
 #[test]
 fn notifications_run_but_get_no_reply() {
-    let host = two_handlers("");
+    let host = logging(&two_handlers());
     let mut wire = host.connect();
     wire.write(&arrpc_wire::rpc::notification(
         "misbehave",
         &encode(&str_value("print:1")),
     ));
     // The next thing on the wire is the reply to the request after it.
-    let (id, _, result) = response(&wire.call(&request(5, "misbehave", str_value("x"))));
+    let (id, _, result) = response(&wire.call(&request(5, "misbehave", &str_value("x"))));
     assert_eq!((id, result), (5, str_value("x")));
     host.wait_for_log("stdout line 1");
 }
@@ -145,10 +134,10 @@ fn notifications_run_but_get_no_reply() {
 #[test]
 fn bare_messages_keep_their_order_and_their_form_beside_rpc() {
     let gate = Gate::new();
-    let host = gated_handlers(&gate);
+    let host = InProcessHost::start(gated_handlers(&gate));
     let mut wire = host.connect();
     let mut batch = encode(&str_value(&Gate::wait("first")));
-    batch.extend(request(7, "misbehave", str_value("quick")));
+    batch.extend(request(7, "misbehave", &str_value("quick")));
     batch.extend(encode(&str_value("second")));
     wire.write(&batch);
     // The RPC response overtakes the held bare message; the bare replies
@@ -164,8 +153,10 @@ fn bare_messages_keep_their_order_and_their_form_beside_rpc() {
 
 #[test]
 fn with_rpc_off_an_rpc_shaped_message_is_bare() {
-    let host = two_handlers("rpc = false");
-    let message = request(1, "sum", Value::Array(vec![Value::from(1)]));
+    let mut config = two_handlers();
+    config.server.rpc = false;
+    let host = InProcessHost::start(config);
+    let message = request(1, "sum", &Value::Array(vec![Value::from(1)]));
     // misbehave echoes what it does not understand: the whole message.
     assert_eq!(host.connect().call(&message), message);
 }
@@ -173,7 +164,7 @@ fn with_rpc_off_an_rpc_shaped_message_is_bare() {
 #[test]
 fn the_rpc_client_multiplexes_concurrent_calls_over_one_connection() {
     let gate = Gate::new();
-    let host = gated_handlers(&gate);
+    let host = logging(&gated_handlers(&gate));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = RpcClient::new(ClientConfig::new(host.addr.to_string()));
     let calls: Vec<_> = (0..16u64)
@@ -210,7 +201,7 @@ fn the_rpc_client_multiplexes_concurrent_calls_over_one_connection() {
 
 #[test]
 fn send_with_handler_calls_that_handler() {
-    let host = two_handlers("");
+    let host = InProcessHost::start(two_handlers());
     let addr = host.addr.to_string();
     let out = host_command()
         .args(["send", "--addr", &addr, "--handler", "sum", "[1, 2, 4]"])
@@ -286,7 +277,7 @@ Promise.all([
 #[test]
 fn a_third_party_node_client_calls_handlers_concurrently() {
     let gate = Gate::new();
-    let host = gated_handlers(&gate);
+    let host = InProcessHost::start(gated_handlers(&gate));
     let dir = msgpack_rpc_lite();
     let script = dir.join("client.js");
     std::fs::write(&script, NODE_CLIENT).unwrap();

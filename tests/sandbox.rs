@@ -1,9 +1,13 @@
 //! Handlers in their sandbox: failures become error replies, limits hold,
 //! capabilities stay closed, output reaches the host log, and the host
-//! keeps serving through all of it.
+//! keeps serving through all of it. Hosts run in process, but where a
+//! test reads the host's log.
 
 mod common;
 
+use std::time::Duration;
+
+use arrpc_host::config::HandlerConfig;
 use common::*;
 use rmpv::Value;
 
@@ -32,14 +36,14 @@ fn a_trap_becomes_an_error_reply_and_the_connection_goes_on() {
 
 #[test]
 fn an_error_returned_by_the_handler_reaches_the_client_verbatim() {
-    let host = misbehave_host("");
+    let host = default_host(misbehave());
     let error = error_text(&command(&mut host.connect(), "error")).unwrap();
     assert_eq!(error, "arrpc.error.RpcException: misbehave: asked to fail");
 }
 
 #[test]
 fn output_that_is_not_exactly_one_messagepack_value_is_refused() {
-    let host = misbehave_host("");
+    let host = default_host(misbehave());
     let mut wire = host.connect();
     for (cmd, why) in [
         ("invalid-output", "not one whole MessagePack value"),
@@ -94,7 +98,10 @@ fn an_endless_loop_is_cut_off_at_the_timeout_while_others_are_served() {
 
 #[test]
 fn unbounded_allocation_stops_at_the_memory_limit() {
-    let host = misbehave_host("max_memory_mib = 16");
+    let host = default_host(HandlerConfig {
+        max_memory_mib: 16,
+        ..misbehave()
+    });
     let mut wire = host.connect();
     let error = error_text(&command(&mut wire, "alloc")).unwrap();
     assert!(
@@ -106,7 +113,7 @@ fn unbounded_allocation_stops_at_the_memory_limit() {
 
 #[test]
 fn no_filesystem_and_no_environment_by_default() {
-    let host = misbehave_host("");
+    let host = default_host(misbehave());
     let mut wire = host.connect();
     let error = error_text(&command(&mut wire, "read-file")).unwrap();
     assert!(error.contains("read-file failed"), "{error}");
@@ -115,7 +122,10 @@ fn no_filesystem_and_no_environment_by_default() {
 
 #[test]
 fn each_message_gets_a_fresh_instance_and_its_context() {
-    let host = misbehave_host("timeout = \"2s\"");
+    let host = default_host(HandlerConfig {
+        timeout: Duration::from_secs(2),
+        ..misbehave()
+    });
     let mut wire = host.connect();
     let first = decode(&command(&mut wire, "context"));
     let second = decode(&command(&mut wire, "context"));
@@ -174,7 +184,7 @@ fn busy_handler_refuses_beyond_max_instances() {
 
 #[test]
 fn the_sum_handler_does_real_work_on_the_decoded_message() {
-    let host = Host::start(&handler("sum", "sum", ""));
+    let host = InProcessHost::start(serving([handler_config("sum", "sum")]));
     let mut wire = host.connect();
     let reply = wire.call_value(&Value::Array(vec![
         Value::from(1),
@@ -194,13 +204,16 @@ fn the_sum_handler_does_real_work_on_the_decoded_message() {
 
 #[test]
 fn instances_are_fresh_per_message_unless_reuse_is_set() {
-    let fresh = misbehave_host("");
+    let fresh = default_host(misbehave());
     let mut wire = fresh.connect();
     for _ in 0..3 {
         assert_eq!(decode(&command(&mut wire, "count")), Value::from(1));
     }
 
-    let reusing = misbehave_host("reuse = 3");
+    let reusing = default_host(HandlerConfig {
+        reuse: 3,
+        ..misbehave()
+    });
     let mut wire = reusing.connect();
     let seen: Vec<Value> = (0..6)
         .map(|_| decode(&command(&mut wire, "count")))

@@ -1,23 +1,19 @@
 //! The wire protocol as a client sees it over a real socket: framing,
 //! pipelining, odd-sized and falsy messages, malformed and over-size input.
+//! Hosts run in process, but where a test reads the host's log to see when
+//! a guest waits or a connection opens.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
+use arrpc_host::config::ServerConfig;
 use common::*;
 use rmpv::Value;
 
-fn echo_host(server: &str) -> Host {
-    Host::start(&format!(
-        "[server]\n{server}\n{}",
-        handler("echo", "echo", "")
-    ))
-}
-
 #[test]
 fn falsy_values_are_answered() {
-    let host = echo_host("");
+    let host = echo_host(ServerConfig::default());
     let mut wire = host.connect();
     // 0, "", {}, [], nil, false: the Python arrpc package drops these silently.
     for message in [[0x00], [0xa0], [0x80], [0x90], [0xc0], [0xc2]] {
@@ -27,7 +23,7 @@ fn falsy_values_are_answered() {
 
 #[test]
 fn message_fed_one_byte_at_a_time() {
-    let host = echo_host("");
+    let host = echo_host(ServerConfig::default());
     let mut wire = host.connect();
     let message = encode(&Value::Map(vec![(
         str_value("words"),
@@ -42,7 +38,7 @@ fn message_fed_one_byte_at_a_time() {
 
 #[test]
 fn message_split_across_writes_that_arrive_apart() {
-    let host = echo_host("");
+    let host = echo_host(ServerConfig::default());
     let mut wire = host.connect();
     let message = encode(&Value::Binary(vec![7; 10_000]));
     let (head, tail) = message.split_at(3);
@@ -54,7 +50,7 @@ fn message_split_across_writes_that_arrive_apart() {
 
 #[test]
 fn two_hundred_messages_in_one_write_get_two_hundred_replies_in_order() {
-    let host = echo_host("");
+    let host = echo_host(ServerConfig::default());
     let mut wire = host.connect();
     let mut batch = Vec::new();
     for i in 0..200u64 {
@@ -71,7 +67,7 @@ fn two_hundred_messages_in_one_write_get_two_hundred_replies_in_order() {
 
 #[test]
 fn messages_of_exactly_4096_bytes_and_of_1_mib_round_trip() {
-    let host = echo_host("");
+    let host = echo_host(ServerConfig::default());
     let mut wire = host.connect();
     // bin16 header (3 bytes) + 4093 bytes = 4096, the Python arrpc package's
     // read size.
@@ -110,7 +106,7 @@ fn pipelined_replies_keep_request_order_when_handlers_finish_out_of_order() {
 
 #[test]
 fn malformed_input_gets_an_error_and_a_close_and_other_connections_carry_on() {
-    let host = echo_host("");
+    let host = echo_host(ServerConfig::default());
     let mut good = host.connect();
     assert_eq!(good.call(&[0x01]), [0x01]);
 
@@ -135,7 +131,10 @@ fn malformed_input_gets_an_error_and_a_close_and_other_connections_carry_on() {
 
 #[test]
 fn over_size_message_is_refused_before_it_is_buffered() {
-    let host = echo_host("max_message_bytes = 1000");
+    let host = echo_host(ServerConfig {
+        max_message_bytes: 1000,
+        ..ServerConfig::default()
+    });
     let mut wire = host.connect();
     let fits = encode(&Value::Binary(vec![0; 990]));
     assert_eq!(wire.call(&fits), fits);
@@ -149,7 +148,10 @@ fn over_size_message_is_refused_before_it_is_buffered() {
 
 #[test]
 fn idle_connections_are_closed() {
-    let host = echo_host("idle_timeout = \"300ms\"");
+    let host = echo_host(ServerConfig {
+        idle_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    });
     let mut wire = host.connect();
     assert_eq!(wire.call(&[0x01]), [0x01]);
     let started = Instant::now();

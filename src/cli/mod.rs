@@ -3,7 +3,7 @@
 mod new;
 mod security;
 mod send;
-mod serve;
+pub mod serve;
 
 pub use new::INTERPRETED_REUSE;
 

@@ -1,5 +1,9 @@
-//! `arrpc-host serve` and `arrpc-host check`.
+//! `arrpc-host serve` and `arrpc-host check`, and [`Serving`], the whole
+//! host in one value, which `serve` and the tests run.
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
@@ -16,18 +20,18 @@ use crate::telemetry::Metrics;
 /// Loads every handler of an already loaded config, the part `serve` and
 /// `check` share.
 async fn load_handlers(
-    args: &ConfigArgs,
+    path: &Path,
     config: Config,
 ) -> anyhow::Result<(Config, Runtime, HandlerSet)> {
     let runtime = Runtime::new(RuntimeOptions::for_config(&config))
         .map_err(|e| anyhow!("cannot create the WebAssembly engine: {e:#}"))?;
-    let handlers = HandlerSet::load(&runtime, &config, &Config::base_dir(&args.config), None)
+    let handlers = HandlerSet::load(&runtime, &config, &Config::base_dir(path), None)
         .await
-        .with_context(|| format!("{}", args.config.display()))?;
+        .with_context(|| format!("{}", path.display()))?;
     Ok((config, runtime, handlers))
 }
 
-pub async fn check(args: &ConfigArgs) -> anyhow::Result<()> {
+pub(super) async fn check(args: &ConfigArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
     // Certificates, keys and secrets first: compiling handlers takes longer.
     let (tls, _) = server_security(&config, &args.config.display().to_string())?;
@@ -41,7 +45,7 @@ pub async fn check(args: &ConfigArgs) -> anyhow::Result<()> {
             .unwrap_or("$SPIFFE_ENDPOINT_SOCKET");
         println!("tls from the SPIFFE Workload API at {socket} (not contacted by check)");
     }
-    let (config, _, handlers) = load_handlers(args, config).await?;
+    let (config, _, handlers) = load_handlers(&args.config, config).await?;
     for handler in &config.handlers {
         let loaded = handlers
             .get(&handler.name)
@@ -63,7 +67,7 @@ pub async fn check(args: &ConfigArgs) -> anyhow::Result<()> {
 
 /// `serve` from start to exit: logs and trace export are set up from the
 /// config, and buffered spans are flushed once serving has stopped.
-pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+pub(super) fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config.config)?;
     let telemetry = crate::telemetry::install(
         "info",
@@ -77,66 +81,25 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     served
 }
 
-pub async fn serve(args: &ServeArgs, config: Config) -> anyhow::Result<()> {
-    let metrics = Arc::new(Metrics::new());
-    let readiness = Arc::new(Readiness::default());
-    // Up before handlers load, so /healthz answers and /readyz says why not.
-    if let Some(addr) = args.admin_listen.or(config.admin.listen) {
-        let admin = AdminListener::bind(addr, metrics.clone(), readiness.clone())
-            .await
-            .with_context(|| format!("cannot listen on {addr} (admin)"))?;
-        tracing::info!(admin = %admin.local_addr()?, "admin endpoint up: /metrics /healthz /readyz");
-        admin.spawn();
-    }
+/// The binary's `serve`: the command line's overrides on the config, then
+/// [`Serving`] until the first SIGTERM or SIGINT.
+pub(super) async fn serve(args: &ServeArgs, config: Config) -> anyhow::Result<()> {
     // Reloads compare against the file, not the command-line overrides.
-    let file_config = config.clone();
+    let as_read = config.clone();
     let mut config = config;
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
+    if let Some(admin) = args.admin_listen {
+        config.admin.listen = Some(admin);
+    }
     args.security.apply(&mut config)?;
-    // Certificates, keys and secrets first: compiling handlers takes longer.
-    let origin = args.config.config.display().to_string();
-    let (tls, auth) = server_security(&config, &origin)?;
-    let tls = match tls {
-        Some(files) => Some(files),
-        None => spiffe_listener(&config, &origin).await?,
+    let origin = Origin {
+        path: &args.config.config,
+        as_read,
+        watch: args.watch,
     };
-    tracing::info!(
-        tls = tls.is_some(),
-        identity = tls.as_ref().map(|tls| tls.identity()),
-        client_certificates = config.tls.as_ref().is_some_and(|t| t.verifies_clients()),
-        signed = auth.is_some(),
-        replay_protection = auth.is_some() && config.auth.replay_protection,
-        "security"
-    );
-    let (config, runtime, handlers) = load_handlers(&args.config, config).await?;
-    metrics.handlers_served(&handlers);
-    let registry = Arc::new(HandlerRegistry::new(handlers));
-    let mut server = Server::bind(&config.server, registry.clone(), metrics.clone())
-        .await
-        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-    let tls = tls.map(Arc::new);
-    if let Some(tls) = &tls {
-        server = server.with_tls(tls.clone());
-        tls.follow_spiffe(metrics.clone(), readiness);
-    }
-    if let Some(auth) = auth {
-        server = server.with_auth(auth);
-    }
-    let default_handler = config.default_handler().unwrap_or("-").to_owned();
-    // Changes are watched from before the first message is served.
-    Reloader::spawn(
-        runtime,
-        registry,
-        &args.config.config,
-        file_config,
-        tls,
-        args.watch,
-        metrics,
-    )
-    .context("cannot watch handler modules and the config for changes")?;
-    tracing::info!(addr = %server.local_addr()?, default_handler = %default_handler, "listening");
+    let serving = Serving::start(config, origin).await?;
     let mut signals = StopSignals::new()?;
     let stop = async move {
         let first = signals.recv().await;
@@ -150,9 +113,127 @@ pub async fn serve(args: &ServeArgs, config: Config) -> anyhow::Result<()> {
             std::process::exit(EXIT_ON_SECOND_SIGNAL);
         });
     };
-    server.run(stop).await;
-    tracing::info!("stopped");
+    serving.run(stop).await;
     Ok(())
+}
+
+/// Where a served config came from, which reloads follow.
+pub struct Origin<'a> {
+    /// The config file: watched, read again when it changes or on SIGHUP,
+    /// named in errors, and where relative paths and builds start.
+    pub path: &'a Path,
+    /// The file's config as read, before any command-line override: what a
+    /// reload compares with.
+    pub as_read: Config,
+    /// `--watch`: rebuild a handler when its `sources` change.
+    pub watch: bool,
+}
+
+/// The whole host, up and bound in the current tokio runtime: admin
+/// endpoint, TLS and signatures, handlers, the message port and reloads.
+/// The binary and the tests both serve through it, so a test exercises
+/// the real path; [`Serving::run`] serves until a stop future completes.
+pub struct Serving {
+    server: Server,
+    addr: SocketAddr,
+    admin: Option<SocketAddr>,
+    metrics: Arc<Metrics>,
+}
+
+impl Serving {
+    /// Brings the host up from `config` (the config in force) and binds its
+    /// ports; messages wait in the listener's backlog until [`Serving::run`].
+    /// The admin endpoint, reloads and SPIFFE rotation run as tasks of the
+    /// current runtime from here on, so they end with it.
+    pub async fn start(config: Config, origin: Origin<'_>) -> anyhow::Result<Serving> {
+        let metrics = Arc::new(Metrics::new());
+        let readiness = Arc::new(Readiness::default());
+        // Up before handlers load, so /healthz answers and /readyz says why not.
+        let admin = match config.admin.listen {
+            Some(addr) => {
+                let admin = AdminListener::bind(addr, metrics.clone(), readiness.clone())
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (admin)"))?;
+                let bound = admin.local_addr()?;
+                tracing::info!(admin = %bound, "admin endpoint up: /metrics /healthz /readyz");
+                admin.spawn();
+                Some(bound)
+            }
+            None => None,
+        };
+        // Certificates, keys and secrets first: compiling handlers takes longer.
+        let named = origin.path.display().to_string();
+        let (tls, auth) = server_security(&config, &named)?;
+        let tls = match tls {
+            Some(files) => Some(files),
+            None => spiffe_listener(&config, &named).await?,
+        };
+        tracing::info!(
+            tls = tls.is_some(),
+            identity = tls.as_ref().map(|tls| tls.identity()),
+            client_certificates = config.tls.as_ref().is_some_and(|t| t.verifies_clients()),
+            signed = auth.is_some(),
+            replay_protection = auth.is_some() && config.auth.replay_protection,
+            "security"
+        );
+        let (config, runtime, handlers) = load_handlers(origin.path, config).await?;
+        metrics.handlers_served(&handlers);
+        let registry = Arc::new(HandlerRegistry::new(handlers));
+        let mut server = Server::bind(&config.server, registry.clone(), metrics.clone())
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        let tls = tls.map(Arc::new);
+        if let Some(tls) = &tls {
+            server = server.with_tls(tls.clone());
+            tls.follow_spiffe(metrics.clone(), readiness);
+        }
+        if let Some(auth) = auth {
+            server = server.with_auth(auth);
+        }
+        // Changes are watched from before the first message is served.
+        Reloader::spawn(
+            runtime,
+            registry,
+            origin.path,
+            origin.as_read,
+            tls,
+            origin.watch,
+            metrics.clone(),
+        )
+        .context("cannot watch handler modules and the config for changes")?;
+        let addr = server.local_addr()?;
+        let default_handler = config.default_handler().unwrap_or("-");
+        tracing::info!(addr = %addr, default_handler = %default_handler, "listening");
+        Ok(Serving {
+            server,
+            addr,
+            admin,
+            metrics,
+        })
+    }
+
+    /// The message port's address (its port, when the config said port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The admin endpoint's address, when the config has one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+    }
+
+    /// The metrics `/metrics` shows.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Serves until `stop` completes, then drains: new messages are refused
+    /// as not run, owed replies are written, and connections close within
+    /// `shutdown_grace`.
+    pub async fn run(self, stop: impl Future<Output = ()>) {
+        self.server.run(stop).await;
+        tracing::info!("stopped");
+    }
 }
 
 /// Exit status when a second stop signal cuts the drain short.

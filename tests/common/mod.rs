@@ -1,11 +1,13 @@
-//! Shared test scaffolding: built handler components, a real `arrpc-host`
-//! process on an ephemeral port, and raw sockets that speak the wire format.
+//! Shared test scaffolding: built handler components, a host on an
+//! ephemeral port (served in this process, or a real `arrpc-host` process
+//! where a test needs one), and raw sockets that speak the wire format.
 
 #![allow(dead_code)]
 
 pub mod admin;
 pub mod certs;
 pub mod dns;
+mod in_process;
 pub mod kubelet;
 pub mod seed;
 pub mod toolchains;
@@ -16,6 +18,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+// Not every test binary serves in process.
+#[allow(unused_imports)]
+pub use in_process::*;
 
 pub const HOST: &str = env!("CARGO_BIN_EXE_arrpc-host");
 
@@ -260,10 +266,6 @@ impl Host {
         }
     }
 
-    pub fn connect(&self) -> Wire {
-        Wire::connect(self.addr)
-    }
-
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -279,6 +281,21 @@ impl Host {
 
     pub fn child(&mut self) -> &mut Child {
         &mut self.child
+    }
+}
+
+/// What a test needs of a running host, in process or spawned.
+pub trait Serves {
+    fn addr(&self) -> SocketAddr;
+
+    fn connect(&self) -> Wire {
+        Wire::connect(self.addr())
+    }
+}
+
+impl Serves for Host {
+    fn addr(&self) -> SocketAddr {
+        self.addr
     }
 }
 
@@ -342,6 +359,19 @@ impl Wire {
         self.read().expect("a reply")
     }
 
+    /// A MessagePack-RPC request and its response's error and result; the
+    /// response must carry `msgid`.
+    pub fn rpc(
+        &mut self,
+        msgid: u32,
+        method: &str,
+        params: &rmpv::Value,
+    ) -> (rmpv::Value, rmpv::Value) {
+        let (id, error, result) = response(&self.call(&request(msgid, method, params)));
+        assert_eq!(id, u64::from(msgid), "the response to another request");
+        (error, result)
+    }
+
     /// Sends a value and decodes the reply.
     pub fn call_value(&mut self, value: &rmpv::Value) -> rmpv::Value {
         decode(&self.call(&encode(value)))
@@ -372,14 +402,37 @@ pub fn error_text(reply: &[u8]) -> Option<String> {
 
 /// A MessagePack-RPC call on a new connection: the response's error and
 /// result.
-pub fn rpc_call(host: &Host, method: &str, params: &rmpv::Value) -> (rmpv::Value, rmpv::Value) {
-    let reply = host
-        .connect()
-        .call(&arrpc_wire::rpc::request(7, method, &encode(params)));
-    match decode(&reply) {
-        rmpv::Value::Array(items) if items.len() == 4 => (items[2].clone(), items[3].clone()),
+pub fn rpc_call(
+    host: &impl Serves,
+    method: &str,
+    params: &rmpv::Value,
+) -> (rmpv::Value, rmpv::Value) {
+    host.connect().rpc(7, method, params)
+}
+
+/// A MessagePack-RPC request with `params`.
+pub fn request(msgid: u32, method: &str, params: &rmpv::Value) -> Vec<u8> {
+    arrpc_wire::rpc::request(msgid, method, &encode(params))
+}
+
+/// A MessagePack-RPC response as `(msgid, error, result)`.
+pub fn response(bytes: &[u8]) -> (u64, rmpv::Value, rmpv::Value) {
+    match decode(bytes) {
+        rmpv::Value::Array(items) => match items.as_slice() {
+            [kind, msgid, error, result] if kind.as_u64() == Some(1) => {
+                (msgid.as_u64().unwrap(), error.clone(), result.clone())
+            }
+            _ => panic!("not a response: {items:?}"),
+        },
         other => panic!("not a response: {other:?}"),
     }
+}
+
+/// A blocking client of `host` that gives up on a reply after `timeout`.
+pub fn client(host: &impl Serves, timeout: Duration) -> arrpc_client::BlockingClient {
+    let mut config = arrpc_client::ClientConfig::new(host.addr().to_string());
+    config.timeout = Some(timeout);
+    arrpc_client::BlockingClient::new(config).unwrap()
 }
 
 /// One MessagePack-RPC request on an open stream (TLS or not) with the

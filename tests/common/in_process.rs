@@ -1,0 +1,152 @@
+//! A host served inside the test process, through the same entry the
+//! binary's `serve` runs (`Serving`), on a tokio runtime of its own. Its
+//! address is known once it is bound, so nothing waits on a log line; a
+//! test that needs the host's log, signals, exit status or command line
+//! uses the spawned [`Host`](super::Host) instead.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+
+use arrpc_host::cli::serve::{Origin, Serving};
+use arrpc_host::config::{Config, DirGrant, HandlerConfig, ServerConfig};
+use tokio::sync::oneshot;
+
+use super::{Gate, Serves, TestConfig, component, components, write_config};
+
+/// `config` written to a file, as TOML, for a host to read.
+pub fn config_file(config: &Config) -> TestConfig {
+    write_config(&toml::to_string(config).expect("a config writes as TOML"))
+}
+
+/// A host running in this process; stopped on drop, which returns once
+/// its connections have drained.
+pub struct InProcessHost {
+    pub addr: SocketAddr,
+    /// The config file it serves, which reloads follow as the binary's do.
+    pub config: TestConfig,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl InProcessHost {
+    /// Serves `config` on an ephemeral loopback port, with the compile cache
+    /// the spawned hosts use. The config is written to a file first and
+    /// read back as the binary reads it, so reloads see what is served.
+    pub fn start(mut config: Config) -> InProcessHost {
+        components();
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        config
+            .server
+            .cache_dir
+            .get_or_insert_with(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("arrpc-host"));
+        let file = config_file(&config);
+        let config = Config::load(&file.path).unwrap_or_else(|e| panic!("{e}"));
+        let (started, ready) = std::sync::mpsc::channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let path = file.path.clone();
+        let thread = std::thread::Builder::new()
+            .name("in-process host".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("a tokio runtime");
+                runtime.block_on(async move {
+                    let origin = Origin {
+                        path: &path,
+                        as_read: config.clone(),
+                        watch: false,
+                    };
+                    let serving = match Serving::start(config, origin).await {
+                        Ok(serving) => serving,
+                        Err(e) => {
+                            let _ = started.send(Err(format!("{e:#}")));
+                            return;
+                        }
+                    };
+                    let _ = started.send(Ok(serving.local_addr()));
+                    serving
+                        .run(async {
+                            let _ = stopped.await;
+                        })
+                        .await;
+                });
+            })
+            .expect("starting the host's thread");
+        let addr = match ready.recv() {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(e)) => panic!("the host did not start: {e}"),
+            Err(_) => panic!("the host's thread ended before it was listening"),
+        };
+        InProcessHost {
+            addr,
+            config: file,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Serves for InProcessHost {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for InProcessHost {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A config serving `handlers`, every other setting at its default.
+pub fn serving(handlers: impl IntoIterator<Item = HandlerConfig>) -> Config {
+    Config {
+        handlers: handlers.into_iter().collect(),
+        ..Config::default()
+    }
+}
+
+/// A handler serving the built test component `component_name` as `name`.
+pub fn handler_config(name: &str, component_name: &str) -> HandlerConfig {
+    HandlerConfig::new(name, component(component_name))
+}
+
+/// The `misbehave` test handler, under its own name.
+pub fn misbehave() -> HandlerConfig {
+    handler_config("misbehave", "misbehave")
+}
+
+/// An in-process host serving `handler` as the default handler, so bare
+/// messages reach it.
+pub fn default_host(handler: HandlerConfig) -> InProcessHost {
+    let mut config = serving([handler]);
+    config.server.default_handler = Some(config.handlers[0].name.clone());
+    InProcessHost::start(config)
+}
+
+/// An in-process host serving `echo`, with `server` as its `[server]`.
+pub fn echo_host(server: ServerConfig) -> InProcessHost {
+    InProcessHost::start(Config {
+        server,
+        ..serving([handler_config("echo", "echo")])
+    })
+}
+
+impl Gate {
+    /// The grant of the gate folder to a handler, read-only.
+    pub fn grant(&self) -> DirGrant {
+        DirGrant {
+            host: self.dir.path().to_owned(),
+            guest: "/gate".into(),
+            writable: false,
+        }
+    }
+}
