@@ -1,5 +1,5 @@
 //! The Rust client against a real host: typed errors, timeouts, reconnects.
-//! Tests that read the host's log or kill it run it as a process.
+//! The host runs in process, but where a test kills it.
 
 mod common;
 
@@ -22,34 +22,32 @@ fn handler_errors_come_back_typed() {
 #[test]
 fn a_slow_reply_times_out_and_does_not_answer_the_next_request() {
     let gate = Gate::new();
-    let host = Host::start(&format!(
-        "[server]\ndefault_handler = \"misbehave\"\n{}",
-        handler("misbehave", "misbehave", &gate.dirs())
-    ));
+    let host = default_host(gated(&gate));
     let mut client = client(&host, Duration::from_millis(300));
     let outcome = client.send::<_, String>(&Gate::wait("late"));
     assert!(matches!(outcome, Err(Error::Timeout { .. })), "{outcome:?}");
     // The late reply must not be taken as the next request's reply.
     gate.open("late");
-    host.wait_for_log("misbehave: found /gate/late");
+    host.wait_for_metric(
+        "arrpc_messages_total",
+        &[("handler", "misbehave"), ("outcome", "ok")],
+        1.0,
+    );
     assert_eq!(client.send::<_, String>("next").unwrap(), "next");
 }
 
 #[test]
 fn the_client_reconnects_after_the_server_closed_an_idle_connection() {
-    let host = Host::start_with(
-        write_config(&format!(
-            "[server]\ndefault_handler = \"misbehave\"\nidle_timeout = \"200ms\"\n{}",
-            handler("misbehave", "misbehave", "")
-        )),
-        &["--debug"],
-    );
+    let mut config = serving([misbehave()]);
+    config.server.idle_timeout = Duration::from_millis(200);
+    let host = InProcessHost::start(config);
     let mut client = client(&host, Duration::from_secs(10));
     assert_eq!(client.send::<_, String>("one").unwrap(), "one");
-    host.wait_for_log("closing idle connection");
+    // The host closes the idle connection ...
+    host.wait_for_metric("arrpc_connections_open", &[], 0.0);
     assert_eq!(client.send::<_, String>("two").unwrap(), "two");
-    // The second message went over a second connection.
-    host.wait_for_log_count("connection opened", 2);
+    // ... and the second message goes over a second one.
+    assert_eq!(host.metric("arrpc_connections_total", &[]), 2.0);
 }
 
 #[test]

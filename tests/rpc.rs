@@ -2,8 +2,7 @@
 //! responses come back matched by msgid as handlers finish, notifications
 //! get no reply, bare messages keep working, and clients this project did
 //! not write (Node's `msgpack-rpc-lite`) and did write (`RpcClient`,
-//! `send --handler`) interoperate. Hosts run in process, but where a test
-//! reads the host's log.
+//! `send --handler`) interoperate.
 
 mod common;
 
@@ -28,12 +27,6 @@ fn gated_handlers(gate: &Gate) -> Config {
     let mut config = two_handlers();
     config.handlers[0].dirs.push(gate.grant());
     config
-}
-
-/// A spawned host on `config` that logs each connection, for the tests
-/// that read its log.
-fn logging(config: &Config) -> Host {
-    Host::start_with(config_file(config), &["--debug"])
 }
 
 #[test]
@@ -119,7 +112,7 @@ fn errors_go_in_the_error_field_and_unknown_methods_are_named() {
 
 #[test]
 fn notifications_run_but_get_no_reply() {
-    let host = logging(&two_handlers());
+    let host = InProcessHost::start(two_handlers());
     let mut wire = host.connect();
     wire.write(&arrpc_wire::rpc::notification(
         "misbehave",
@@ -128,7 +121,12 @@ fn notifications_run_but_get_no_reply() {
     // The next thing on the wire is the reply to the request after it.
     let (id, _, result) = response(&wire.call(&request(5, "misbehave", &str_value("x"))));
     assert_eq!((id, result), (5, str_value("x")));
-    host.wait_for_log("stdout line 1");
+    // The notification ran too.
+    host.wait_for_metric(
+        "arrpc_messages_total",
+        &[("handler", "misbehave"), ("outcome", "ok")],
+        2.0,
+    );
 }
 
 #[test]
@@ -164,7 +162,7 @@ fn with_rpc_off_an_rpc_shaped_message_is_bare() {
 #[test]
 fn the_rpc_client_multiplexes_concurrent_calls_over_one_connection() {
     let gate = Gate::new();
-    let host = logging(&gated_handlers(&gate));
+    let host = InProcessHost::start(gated_handlers(&gate));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = RpcClient::new(ClientConfig::new(host.addr.to_string()));
     let calls: Vec<_> = (0..16u64)
@@ -180,15 +178,14 @@ fn the_rpc_client_multiplexes_concurrent_calls_over_one_connection() {
         })
         .collect();
     // All sixteen are in flight at once before any of them can finish.
-    host.wait_for_log_count("misbehave: waiting for /gate/all", 16);
+    host.wait_for_in_flight(16);
     gate.open("all");
     let sums: Vec<f64> = calls
         .into_iter()
         .map(|call| runtime.block_on(call).unwrap())
         .collect();
     assert_eq!(sums, (0..16).map(|i| i as f64 + 1.0).collect::<Vec<_>>());
-    let log = host.log();
-    assert_eq!(log.matches("connection opened").count(), 1, "{log}");
+    assert_eq!(host.metric("arrpc_connections_total", &[]), 1.0);
 
     let error = runtime
         .block_on(client.call::<_, String>("misbehave", "error"))

@@ -36,7 +36,12 @@ pub fn get(admin: SocketAddr, path: &str) -> (u16, String) {
 pub fn scrape(admin: SocketAddr) -> Scrape {
     let (status, body) = get(admin, "/metrics");
     assert_eq!(status, 200, "{body}");
-    Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text format")
+    parse(&body)
+}
+
+/// Metrics in the Prometheus text format, parsed.
+pub fn parse(text: &str) -> Scrape {
+    Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text format")
 }
 
 /// The value of the sample named `metric` whose labels include `labels`.

@@ -6,13 +6,17 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use arrpc_host::cli::serve::{Origin, Serving};
 use arrpc_host::config::{Config, DirGrant, HandlerConfig, ServerConfig};
+use arrpc_host::telemetry::Metrics;
+use prometheus_parse::Scrape;
 use tokio::sync::oneshot;
 
-use super::{Gate, Serves, TestConfig, component, components, write_config};
+use super::{Gate, Serves, TestConfig, admin, component, components, write_config};
 
 /// `config` written to a file, as TOML, for a host to read.
 pub fn config_file(config: &Config) -> TestConfig {
@@ -25,6 +29,9 @@ pub struct InProcessHost {
     pub addr: SocketAddr,
     /// The config file it serves, which reloads follow as the binary's do.
     pub config: TestConfig,
+    /// What its `/metrics` shows: how a test sees a guest running or a
+    /// connection closed without reading a log.
+    metrics: Arc<Metrics>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -66,7 +73,7 @@ impl InProcessHost {
                             return;
                         }
                     };
-                    let _ = started.send(Ok(serving.local_addr()));
+                    let _ = started.send(Ok((serving.local_addr(), serving.metrics().clone())));
                     serving
                         .run(async {
                             let _ = stopped.await;
@@ -75,17 +82,53 @@ impl InProcessHost {
                 });
             })
             .expect("starting the host's thread");
-        let addr = match ready.recv() {
-            Ok(Ok(addr)) => addr,
+        let (addr, metrics) = match ready.recv() {
+            Ok(Ok(up)) => up,
             Ok(Err(e)) => panic!("the host did not start: {e}"),
             Err(_) => panic!("the host's thread ended before it was listening"),
         };
         InProcessHost {
             addr,
             config: file,
+            metrics,
             stop: Some(stop),
             thread: Some(thread),
         }
+    }
+}
+
+impl InProcessHost {
+    /// The host's metrics now, as `/metrics` shows them.
+    pub fn scrape(&self) -> Scrape {
+        admin::parse(&self.metrics.encode())
+    }
+
+    /// The sample `metric` with `labels` now; 0 when it has none yet.
+    pub fn metric(&self, metric: &str, labels: &[(&str, &str)]) -> f64 {
+        admin::value(&self.scrape(), metric, labels).unwrap_or(0.0)
+    }
+
+    /// Waits (at most a minute) until the sample `metric` with `labels`
+    /// reads `want`, e.g. `arrpc_messages_in_flight` once every message
+    /// sent is running.
+    pub fn wait_for_metric(&self, metric: &str, labels: &[(&str, &str)], want: f64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let now = self.metric(metric, labels);
+            if now == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{metric} {labels:?} stayed at {now}, never {want}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until `count` messages are running in handlers.
+    pub fn wait_for_in_flight(&self, count: usize) {
+        self.wait_for_metric("arrpc_messages_in_flight", &[], count as f64);
     }
 }
 
@@ -122,6 +165,15 @@ pub fn handler_config(name: &str, component_name: &str) -> HandlerConfig {
 /// The `misbehave` test handler, under its own name.
 pub fn misbehave() -> HandlerConfig {
     handler_config("misbehave", "misbehave")
+}
+
+/// `misbehave` with `gate` granted, so that its `wait-file` commands can
+/// wait on it.
+pub fn gated(gate: &Gate) -> HandlerConfig {
+    HandlerConfig {
+        dirs: vec![gate.grant()],
+        ..misbehave()
+    }
 }
 
 /// An in-process host serving `handler` as the default handler, so bare
