@@ -5,10 +5,13 @@
 
 pub mod admin;
 pub mod certs;
+mod configs;
 pub mod dns;
 pub mod kubelet;
 pub mod seed;
 pub mod toolchains;
+
+pub use configs::*;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
