@@ -264,11 +264,11 @@ fn traced_host(receiver: &Receiver, sample_ratio: Option<f64>) -> Host {
 /// `misbehave` alone, each message allowed `timeout`, with the shutdown
 /// drain allowed `grace` and `gate`'s folder granted when given.
 fn draining(grace: Duration, timeout: Duration, gate: Option<&Gate>) -> Config {
-    let mut config = serving(vec![HandlerConfig {
+    let mut config = misbehave_config(|handler| HandlerConfig {
         timeout,
         dirs: gate.map(Gate::grant).into_iter().collect(),
-        ..handler_config("misbehave", "misbehave")
-    }]);
+        ..handler
+    });
     config.server.shutdown_grace = grace;
     config
 }
