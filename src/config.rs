@@ -64,6 +64,7 @@ pub struct TelemetryConfig {
     /// spans go to `<otlp_endpoint>/v1/traces`. Setting it turns tracing on.
     pub otlp_endpoint: Option<String>,
     /// Extra HTTP headers sent with every export (e.g. an API key).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
     /// `service.name` of the exported spans; default `arrpc-host`, or
     /// `OTEL_SERVICE_NAME` when set.
@@ -177,7 +178,7 @@ pub struct HandlerConfig {
     pub build: Option<String>,
     /// Files or folders whose changes rerun `build` under `--watch`;
     /// relative paths start at the config's folder.
-    #[serde(default = "defaults::sources")]
+    #[serde(default = "defaults::sources", skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<PathBuf>,
     /// Linear memory one instance may grow to, in MiB.
     #[serde(default = "defaults::max_memory_mib")]
@@ -194,10 +195,10 @@ pub struct HandlerConfig {
     #[serde(default = "defaults::fuel")]
     pub fuel: Option<u64>,
     /// Environment variables the guest sees; none by default.
-    #[serde(default = "defaults::env")]
+    #[serde(default = "defaults::env", skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     /// Host directories the guest may open; none by default.
-    #[serde(default = "defaults::dirs")]
+    #[serde(default = "defaults::dirs", skip_serializing_if = "Vec::is_empty")]
     pub dirs: Vec<DirGrant>,
     /// Bytes of stdout, and of stderr, one message may log; the rest is
     /// dropped with a notice.

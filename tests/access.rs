@@ -10,6 +10,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use arrpc_host::config::{
+    AccessConfig, Allowed, ClientCertificates, Config, HandlerConfig, TlsConfig,
+};
 use common::admin::{admin_of, get};
 use common::certs::{self, Ca, CertFiles};
 use common::*;
@@ -20,36 +23,36 @@ use tokio_rustls::rustls::{ClientConnection, StreamOwned};
 const WEB: &str = "spiffe://cluster.local/ns/shop/sa/web";
 const BILLING: &str = "spiffe://cluster.local/ns/billing/sa/api";
 
-/// Handlers open to different callers, all echoing: `orders` to the shop
-/// namespace, `by-name` to one DNS name, `internal` to any certificate,
+/// Mutual TLS, clients without a certificate let in, and handlers open to
+/// different callers, all echoing: `orders` (the default handler) to
+/// `orders`, `by-name` to one DNS name, `internal` to any certificate,
 /// `public` to anyone, and `fallback` listing nobody, so `[access]
 /// default_allow` (billing only) applies.
-fn handlers(orders: &str) -> String {
-    let echo = |name: &str, allow: Option<&str>| {
-        handler(
-            name,
-            "echo",
-            &allow.map_or(String::new(), |a| format!("allow = [{a}]")),
-        )
+fn mutual_tls(server: &CertFiles, ca: &Ca, orders: Allowed) -> Config {
+    let echo = |name: &str, allow: Option<Allowed>| HandlerConfig {
+        allow: allow.map(|entry| vec![entry]),
+        ..handler_config(name, "echo")
     };
-    format!(
-        "[access]\ndefault_allow = [\"{BILLING}\"]\n{}{}{}{}{}",
-        echo("orders", Some(orders)),
-        echo("by-name", Some("\"dns:checkout.shop.svc\"")),
-        echo("internal", Some("\"authenticated\"")),
-        echo("public", Some("\"anyone\"")),
-        echo("fallback", None),
-    )
-}
-
-/// The mutual-TLS settings, clients without a certificate let in.
-fn tls_section(server: &CertFiles, ca: &Ca) -> String {
-    format!(
-        "[server]\ndefault_handler = \"orders\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nclient_certificates = \"optional\"\n",
-        server.cert.display(),
-        server.key.display(),
-        ca.cert.display()
-    )
+    Config {
+        tls: Some(TlsConfig {
+            client_ca: Some(ca.cert.clone()),
+            client_certificates: ClientCertificates::Optional,
+            ..TlsConfig::new(server.cert.clone(), server.key.clone())
+        }),
+        access: AccessConfig {
+            default_allow: vec![Allowed::SpiffeId(BILLING.into())],
+        },
+        ..serving(vec![
+            echo("orders", Some(orders)),
+            echo(
+                "by-name",
+                Some(Allowed::DnsName("checkout.shop.svc".into())),
+            ),
+            echo("internal", Some(Allowed::Authenticated)),
+            echo("public", Some(Allowed::Anyone)),
+            echo("fallback", None),
+        ])
+    }
 }
 
 fn connect(
@@ -87,10 +90,10 @@ fn each_handler_admits_only_the_callers_its_list_names() {
     let billing = ca.workload(dir.path(), "billing", Some(BILLING), &[]);
     let named = ca.workload(dir.path(), "named", None, &["checkout.shop.svc"]);
     let host = Host::start_with(
-        write_config(&format!(
-            "{}{}",
-            tls_section(&server, &ca),
-            handlers("\"spiffe://cluster.local/ns/shop/*\"")
+        write_config_value(&mutual_tls(
+            &server,
+            &ca,
+            Allowed::SpiffePrefix("spiffe://cluster.local/ns/shop/".into()),
         )),
         &["--admin-listen", "127.0.0.1:0"],
     );
@@ -163,19 +166,10 @@ fn python_clients_reach_handlers_open_to_anyone_only() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new(dir.path(), "cluster");
     let server = ca.server(dir.path(), "server", certs::local_names());
-    let restricted = Host::start(&format!(
-        "{}{}",
-        tls_section(&server, &ca),
-        handlers("\"authenticated\"")
-    ));
-    let open = Host::start(&format!(
-        "{}{}",
-        tls_section(&server, &ca).replace(
-            "default_handler = \"orders\"",
-            "default_handler = \"public\""
-        ),
-        handlers("\"authenticated\"")
-    ));
+    let restricted = mutual_tls(&server, &ca, Allowed::Authenticated);
+    let mut open = restricted.clone();
+    open.server.default_handler = Some("public".into());
+    let (restricted, open) = (Host::start_config(&restricted), Host::start_config(&open));
     let kwargs = json!({"tls_cafile": ca.cert});
     let outcomes = seed::client_calls(&json!([
         {"port": restricted.addr.port(), "message": "hi", "kwargs": kwargs},
@@ -200,11 +194,7 @@ fn allow_lists_reload_without_a_restart() {
     let server = ca.server(dir.path(), "server", certs::local_names());
     let web = ca.workload(dir.path(), "web", Some(WEB), &[]);
     let billing = ca.workload(dir.path(), "billing", Some(BILLING), &[]);
-    let host = Host::start(&format!(
-        "{}{}",
-        tls_section(&server, &ca),
-        handlers(&format!("\"{WEB}\""))
-    ));
+    let host = Host::start_config(&mutual_tls(&server, &ca, Allowed::SpiffeId(WEB.into())));
     let orders = |identity: &CertFiles| {
         rpc_error_on(&mut connect(host.addr, &ca.cert, Some(identity)), "orders")
     };
@@ -212,11 +202,8 @@ fn allow_lists_reload_without_a_restart() {
     assert_eq!(orders(&billing), refused(BILLING, "orders"));
 
     let path = host.config.path.clone();
-    let moved = format!(
-        "{}{}",
-        tls_section(&server, &ca),
-        handlers(&format!("\"{BILLING}\""))
-    );
+    let moved =
+        toml::to_string(&mutual_tls(&server, &ca, Allowed::SpiffeId(BILLING.into()))).unwrap();
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, moved).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
@@ -280,13 +267,14 @@ fn failed_handshakes_are_counted_by_reason() {
     let server = ca.server(dir.path(), "server", certs::local_names());
     let stranger = Ca::new(dir.path(), "stranger");
     let host = Host::start_with(
-        write_config(&format!(
-            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nhandshake_timeout = \"300ms\"\n{}",
-            server.cert.display(),
-            server.key.display(),
-            ca.cert.display(),
-            handler("echo", "echo", "")
-        )),
+        write_config_value(&Config {
+            tls: Some(TlsConfig {
+                client_ca: Some(ca.cert.clone()),
+                handshake_timeout: Duration::from_millis(300),
+                ..TlsConfig::new(server.cert.clone(), server.key.clone())
+            }),
+            ..serving(vec![handler_config("echo", "echo")])
+        }),
         &["--admin-listen", "127.0.0.1:0"],
     );
     let admin = admin_of(&host);

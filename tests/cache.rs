@@ -6,6 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use arrpc_host::config::Config;
 use common::*;
 use rmpv::Value;
 
@@ -26,14 +27,18 @@ fn load_report(host: &Host) -> (bool, f64) {
     )
 }
 
+/// `sum` served with its compile cache in `cache`, or with the cache off.
+fn cached_in(cache: &Path, compile_cache: bool) -> Config {
+    let mut config = serving(vec![handler_config("sum", "sum")]);
+    config.server.cache_dir = Some(cache.to_owned());
+    config.server.compile_cache = compile_cache;
+    config
+}
+
 /// Starts a host serving `sum` with its cache in `cache`, checks that it
 /// works, and returns how it loaded.
 fn start(cache: &Path) -> (bool, f64) {
-    let host = Host::start(&format!(
-        "[server]\ncache_dir = \"{}\"\n{}",
-        cache.display(),
-        handler("sum", "sum", "")
-    ));
+    let host = Host::start_config(&cached_in(cache, true));
     let reply = host
         .connect()
         .call_value(&Value::Array(vec![Value::from(2), Value::from(3)]));
@@ -73,11 +78,7 @@ fn a_corrupt_or_truncated_entry_is_ignored_and_rebuilt() {
     let middle = corrupt.len() / 2;
     corrupt[middle] ^= 0xff;
     std::fs::write(&entry, &corrupt).unwrap();
-    let host = Host::start(&format!(
-        "[server]\ncache_dir = \"{}\"\n{}",
-        cache.path().display(),
-        handler("sum", "sum", "")
-    ));
+    let host = Host::start_config(&cached_in(cache.path(), true));
     host.wait_for_log("compile cache entry is corrupt; recompiling");
     assert!(!load_report(&host).0);
     drop(host);
@@ -93,11 +94,7 @@ fn a_corrupt_or_truncated_entry_is_ignored_and_rebuilt() {
 fn with_the_cache_off_nothing_is_written() {
     let cache = tempfile::tempdir().unwrap();
     let dir = cache.path().join("never");
-    let host = Host::start(&format!(
-        "[server]\ncompile_cache = false\ncache_dir = \"{}\"\n{}",
-        dir.display(),
-        handler("sum", "sum", "")
-    ));
+    let host = Host::start_config(&cached_in(&dir, false));
     assert!(!load_report(&host).0);
     assert!(!dir.exists());
 }

@@ -30,7 +30,7 @@ fn stderr(out: &Output) -> String {
 
 #[test]
 fn send_prints_the_json_reply_from_argument_stdin_and_file() {
-    let host = Host::start(&handler("echo", "echo", ""));
+    let host = Host::start_config(&serving(vec![handler_config("echo", "echo")]));
     let addr = host.addr.to_string();
     let out = run(&["send", "--addr", &addr, r#"{"foo":"bar"}"#], b"");
     assert!(out.status.success(), "{}", stderr(&out));
@@ -53,7 +53,7 @@ fn send_prints_the_json_reply_from_argument_stdin_and_file() {
 
 #[test]
 fn send_fails_with_one_line_and_nonzero_exit() {
-    let host = misbehave_host("");
+    let host = Host::start_config(&misbehave_config(|handler| handler));
     let addr = host.addr.to_string();
     let out = run(&["send", "--addr", &addr, "\"error\""], b"");
     assert!(!out.status.success());
@@ -239,7 +239,7 @@ fn invalid_module_is_refused_with_the_reason() {
 fn port_in_use_is_refused() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let config = write_config(&handler("echo", "echo", ""));
+    let config = write_config_value(&serving(vec![handler_config("echo", "echo")]));
     components();
     let out = host_command()
         .args(["--config", config.path.to_str().unwrap(), "--listen", &addr])
@@ -254,7 +254,7 @@ fn port_in_use_is_refused() {
 #[test]
 fn rust_client_round_trip_typed_and_raw() {
     use std::collections::BTreeMap;
-    let host = Host::start(&handler("echo", "echo", ""));
+    let host = Host::start_config(&serving(vec![handler_config("echo", "echo")]));
     let mut client =
         arrpc_client::BlockingClient::new(arrpc_client::ClientConfig::new(host.addr.to_string()))
             .unwrap();
@@ -266,7 +266,7 @@ fn rust_client_round_trip_typed_and_raw() {
 
 #[test]
 fn send_continues_a_trace_it_is_given() {
-    let host = misbehave_host("");
+    let host = Host::start_config(&misbehave_config(|handler| handler));
     let addr = host.addr.to_string();
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     // With tracing off the host hands the caller's context to the handler

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrpc_host::config::Config;
+use arrpc_host::config::{Config, HandlerConfig, ServerConfig};
 use arrpc_host::runtime::{HandlerRegistry, HandlerSet, Runtime, RuntimeOptions};
 use arrpc_host::server::{ConnectionLimits, Dispatcher, Peer, serve_connection, shutdown};
 use arrpc_host::telemetry::Metrics;
@@ -25,16 +25,22 @@ const FLOOD: usize = 4_000;
 /// `tokio::test` runs on one thread: every connection shares its worker.
 #[tokio::test]
 async fn a_deep_pipeline_does_not_hold_the_worker_from_other_connections() {
-    let echo = common::component("echo");
-    let config: Config = toml::from_str(&format!(
-        "[server]\ndefault_handler = \"echo\"\nmax_pipelined = {MAX_PIPELINED}\n\
-         cache_dir = \"{}/arrpc-host\"\n\
-         [[handler]]\nname = \"echo\"\nmodule = \"{}\"\nreuse = 100000\n",
-        // Compiled code goes under the test's target folder, not the
-        // user's cache.
-        env!("CARGO_TARGET_TMPDIR"),
-        echo.display()
-    ))
+    let config = Config {
+        server: ServerConfig {
+            default_handler: Some("echo".into()),
+            max_pipelined: MAX_PIPELINED,
+            // Compiled code goes under the test's target folder, not the
+            // user's cache.
+            cache_dir: Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("arrpc-host")),
+            ..ServerConfig::default()
+        },
+        handlers: vec![HandlerConfig {
+            reuse: 100_000,
+            ..common::handler_config("echo", "echo")
+        }],
+        ..Config::default()
+    }
+    .prepare(Path::new("."))
     .expect("config");
     let runtime = Runtime::new(RuntimeOptions::for_config(&config)).expect("engine");
     let set = HandlerSet::load(&runtime, &config, Path::new("."), None)

@@ -7,19 +7,20 @@ mod common;
 
 use arrpc_client::tls::{HandshakeError, Tls, Trust};
 use arrpc_client::{BlockingClient, ClientConfig, Error};
+use arrpc_host::config::{AuthConfig, Config, SecretSource};
 use arrpc_wire::reply::AUTH_FAILED;
 use common::certs::{self, Ca};
 use common::seed::{self, SeedServer};
 use common::*;
 use serde_json::{Value, json};
 
-/// A host serving the echo handler, with `extra` config and `args`.
-fn echo_host(extra: &str, args: &[&str], env: &[(&str, &str)]) -> Host {
-    Host::start_with_env(
-        write_config(&format!("{extra}\n{}", handler("echo", "echo", ""))),
-        args,
-        env,
-    )
+/// A host serving the echo handler, with `auth` and `args`.
+fn echo_host(auth: AuthConfig, args: &[&str], env: &[(&str, &str)]) -> Host {
+    let config = Config {
+        auth,
+        ..serving(vec![handler_config("echo", "echo")])
+    };
+    Host::start_with_env(write_config_value(&config), args, env)
 }
 
 fn call(host: &Host, message: Value, kwargs: Value) -> Value {
@@ -32,9 +33,12 @@ fn auth_error() -> Value {
 
 #[test]
 fn seed_client_sends_plain_and_signed_messages_to_the_host() {
-    let plain = echo_host("", &[], &[]);
+    let plain = echo_host(AuthConfig::default(), &[], &[]);
     let signed = echo_host(
-        "[auth]\nsecrets = [{ env = \"ARRPC_TEST_SECRET\" }]",
+        AuthConfig {
+            secrets: vec![SecretSource::Env("ARRPC_TEST_SECRET".into())],
+            ..AuthConfig::default()
+        },
         &[],
         &[("ARRPC_TEST_SECRET", "right")],
     );
@@ -69,7 +73,7 @@ fn seed_client_talks_tls_to_the_host_with_a_ca_and_self_signed() {
     let secret = dir.path().join("secret");
     certs::write_private(&secret, "tls-and-signed\n");
     let ca_host = echo_host(
-        "",
+        AuthConfig::default(),
         &[
             "--tls-cert",
             server.cert.to_str().unwrap(),
@@ -79,7 +83,7 @@ fn seed_client_talks_tls_to_the_host_with_a_ca_and_self_signed() {
         &[],
     );
     let self_signed_host = echo_host(
-        "",
+        AuthConfig::default(),
         &[
             "--tls-cert",
             own.cert.to_str().unwrap(),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use arrpc_host::config::{Config, HandlerConfig};
 use common::*;
 use rmpv::Value;
 
@@ -36,18 +37,31 @@ fn version_of(reply: &[u8]) -> Option<Version> {
     }
 }
 
+/// Writes a config serving `handler` alone to `config`'s file, where its
+/// relative paths start.
+fn write_handler(config: &TestConfig, handler: HandlerConfig) {
+    let text = toml::to_string(&Config {
+        handlers: vec![handler],
+        ..Config::default()
+    })
+    .unwrap();
+    std::fs::write(&config.path, text).unwrap();
+}
+
 /// A host serving `h` from a module file in its config folder, starting as
 /// a copy of `first`.
-fn swappable_host(first: &str, args: &[&str], extra: &str) -> (Host, PathBuf) {
+fn swappable_host(first: &str) -> (Host, PathBuf) {
     let config = write_config("");
     let module = config.dir.path().join("h.wasm");
     std::fs::copy(component(first), &module).unwrap();
-    std::fs::write(
-        &config.path,
-        format!("[[handler]]\nname = \"h\"\nmodule = \"h.wasm\"\nmax_instances = 500\n{extra}\n"),
-    )
-    .unwrap();
-    (Host::start_with(config, args), module)
+    write_handler(
+        &config,
+        HandlerConfig {
+            max_instances: 500,
+            ..HandlerConfig::new("h", "h.wasm")
+        },
+    );
+    (Host::start_with(config, &[]), module)
 }
 
 /// Waits until a fresh connection is answered by `want`.
@@ -69,7 +83,7 @@ fn wait_for_version(host: &Host, want: Version) -> Duration {
 
 #[test]
 fn twenty_swaps_under_pipelined_load_fail_no_request() {
-    let (host, module) = swappable_host("echo", &[], "");
+    let (host, module) = swappable_host("echo");
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));
     let load: Vec<_> = (0..4)
@@ -128,7 +142,7 @@ fn twenty_swaps_under_pipelined_load_fail_no_request() {
 
 #[test]
 fn broken_and_truncated_modules_never_replace_the_working_one() {
-    let (host, module) = swappable_host("echo", &[], "");
+    let (host, module) = swappable_host("echo");
     assert_eq!(
         version_of(&host.connect().call(&probe())),
         Some(Version::Echo)
@@ -232,7 +246,7 @@ fn restart_only_settings_are_reported_not_ignored() {
 #[cfg(unix)]
 #[test]
 fn sighup_reloads_the_config() {
-    let host = Host::start(&handler("echo", "echo", ""));
+    let host = Host::start_config(&serving(vec![handler_config("echo", "echo")]));
     host.signal("HUP");
     host.wait_for_log("SIGHUP: reloading config");
     host.wait_for_log("config reloaded");
@@ -246,11 +260,14 @@ fn watch_mode_rebuilds_when_sources_change_and_swaps_the_result() {
     let dir = config.dir.path().to_path_buf();
     std::fs::create_dir(dir.join("src")).unwrap();
     std::fs::write(dir.join("src/which"), component("echo").to_str().unwrap()).unwrap();
-    std::fs::write(
-        &config.path,
-        "[[handler]]\nname = \"h\"\nmodule = \"h.wasm\"\nbuild = 'cp \"$(cat src/which)\" h.wasm'\nsources = [\"src\"]\n",
-    )
-    .unwrap();
+    write_handler(
+        &config,
+        HandlerConfig {
+            build: Some(r#"cp "$(cat src/which)" h.wasm"#.into()),
+            sources: vec!["src".into()],
+            ..HandlerConfig::new("h", "h.wasm")
+        },
+    );
     let host = Host::start_with(config, &["--watch"]);
     assert_eq!(
         version_of(&host.connect().call(&probe())),
@@ -271,15 +288,17 @@ fn counting_watch_host(module: &str, pause: u32) -> (Host, PathBuf) {
     let dir = config.dir.path().to_path_buf();
     std::fs::create_dir(dir.join("src")).unwrap();
     std::fs::write(dir.join("src/which"), component("echo").to_str().unwrap()).unwrap();
-    std::fs::write(
-        &config.path,
-        format!(
-            "[[handler]]\nname = \"h\"\nmodule = \"{module}\"\nsources = [\"src\"]\n\
-             build = 'cat src/* > /dev/null; which=$(cat src/which); echo run >> builds; \
-             sleep {pause}; if [ \"$which\" = broken ]; then exit 1; fi; cp \"$which\" {module}'\n"
-        ),
-    )
-    .unwrap();
+    write_handler(
+        &config,
+        HandlerConfig {
+            sources: vec!["src".into()],
+            build: Some(format!(
+                "cat src/* > /dev/null; which=$(cat src/which); echo run >> builds; \
+                 sleep {pause}; if [ \"$which\" = broken ]; then exit 1; fi; cp \"$which\" {module}"
+            )),
+            ..HandlerConfig::new("h", module)
+        },
+    );
     let host = Host::start_with_env(
         config,
         &["--watch"],
@@ -404,7 +423,7 @@ fn write_atomically(path: &Path, text: &str) {
 
 #[test]
 fn a_deleted_module_file_leaves_the_last_version_serving() {
-    let (host, module) = swappable_host("echo", &[], "");
+    let (host, module) = swappable_host("echo");
     assert_eq!(
         version_of(&host.connect().call(&probe())),
         Some(Version::Echo)

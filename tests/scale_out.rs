@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use arrpc_client::tls::{Identity, Tls, Trust};
 use arrpc_client::{ClientConfig, ClientMetrics, RpcClient};
+use arrpc_host::config::{AuthConfig, Config, SecretSource};
 use common::dns::Dns;
 use common::*;
 
@@ -32,19 +33,35 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A host serving `sum` and `misbehave` on `127.0.0.<last>:port`, with `args`.
-fn replica(last: u8, port: u16, args: &[&str]) -> Host {
-    replica_with(last, port, "", args)
+/// `sum` (the default handler) and `misbehave`, every setting at its
+/// default.
+fn replica_config() -> Config {
+    serving(vec![
+        handler_config("sum", "sum"),
+        handler_config("misbehave", "misbehave"),
+    ])
 }
 
-/// [`replica`] with `extra` config sections.
-fn replica_with(last: u8, port: u16, extra: &str, args: &[&str]) -> Host {
-    let config = write_config(&format!(
-        "[server]\ndefault_handler = \"sum\"\n{extra}\n{}{}",
-        handler("sum", "sum", ""),
-        handler("misbehave", "misbehave", "")
-    ));
-    Host::start_on(config, &format!("{}:{port}", ip(last)), args, &[])
+/// [`replica_config`] with connections closed after about `age`.
+fn aged(age: Duration) -> Config {
+    let mut config = replica_config();
+    config.server.max_connection_age = Some(age);
+    config
+}
+
+/// A host serving [`replica_config`] on `127.0.0.<last>:port`, with `args`.
+fn replica(last: u8, port: u16, args: &[&str]) -> Host {
+    replica_with(last, port, &replica_config(), args)
+}
+
+/// [`replica`] serving `config` instead.
+fn replica_with(last: u8, port: u16, config: &Config, args: &[&str]) -> Host {
+    Host::start_on(
+        write_config_value(config),
+        &format!("{}:{port}", ip(last)),
+        args,
+        &[],
+    )
 }
 
 /// A client of `addr` asking `dns` about names.
@@ -323,10 +340,16 @@ fn under_mutual_tls_and_signing_each_replica_is_verified_against_the_service_nam
         "--tls-client-ca",
         ca.cert.to_str().unwrap(),
     ];
-    let signed = "[auth]\nsecrets = [{ value = \"k\" }]";
+    let signed = Config {
+        auth: AuthConfig {
+            secrets: vec![SecretSource::Value("k".into())],
+            ..AuthConfig::default()
+        },
+        ..replica_config()
+    };
     let port = free_port();
     let _hosts: Vec<Host> = (1..=3)
-        .map(|last| replica_with(last, port, signed, &tls))
+        .map(|last| replica_with(last, port, &signed, &tls))
         .collect();
     let dns = Dns::start(NAME, &[ip(1), ip(2), ip(3)], 2);
     let mut config = config(format!("dns://{NAME}:{port}"), Some(&dns));
@@ -555,9 +578,9 @@ fn the_blocking_rpc_client_balances_too() {
 #[test]
 fn max_connection_age_moves_pipelined_calls_to_new_connections_without_failing_one() {
     let port = free_port();
-    let aged = "max_connection_age = \"300ms\"";
+    let aged = aged(Duration::from_millis(300));
     let hosts: Vec<Host> = (1..=2)
-        .map(|last| replica_with(last, port, aged, &["--debug"]))
+        .map(|last| replica_with(last, port, &aged, &["--debug"]))
         .collect();
     let list = format!("{}:{port},{}:{port}", ip(1), ip(2));
     let client = RpcClient::new(config(list, None));
@@ -580,7 +603,7 @@ fn max_connection_age_moves_pipelined_calls_to_new_connections_without_failing_o
 
 #[test]
 fn max_connection_age_closes_a_bare_connection_only_after_its_pipelined_replies() {
-    let host = replica_with(1, free_port(), "max_connection_age = \"200ms\"", &[]);
+    let host = replica_with(1, free_port(), &aged(Duration::from_millis(200)), &[]);
     let mut wire = host.connect();
     std::thread::sleep(Duration::from_millis(150));
     // A deep pipeline of bare messages straddling the age: every one is

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrpc_client::tls::{Identity, Tls, Trust};
 use arrpc_client::{BlockingClient, ClientConfig, Error};
+use arrpc_host::config::{AuthConfig, Config, SecretSource, TlsConfig};
 use arrpc_wire::envelope::{self, Stamp};
 use arrpc_wire::reply::AUTH_FAILED;
 use common::certs::{self, Ca, CertFiles};
@@ -19,16 +20,31 @@ use tokio_rustls::rustls;
 
 const AUTH_REPLY: &str = "arrpc.error.AuthException: ";
 
+/// Messages signed with the inline secret "k".
+fn secret_k() -> AuthConfig {
+    AuthConfig {
+        secrets: vec![SecretSource::Value("k".into())],
+        ..AuthConfig::default()
+    }
+}
+
 fn auth_failed() -> String {
     format!("{AUTH_REPLY}{AUTH_FAILED}")
 }
 
-/// A host serving the echo handler with `extra` config.
-fn echo_host(extra: &str, args: &[&str]) -> Host {
-    Host::start_with(
-        write_config(&format!("{extra}\n{}", handler("echo", "echo", ""))),
-        args,
-    )
+/// The echo handler, every setting at its default.
+fn echo() -> Config {
+    serving(vec![handler_config("echo", "echo")])
+}
+
+/// The echo handler with `[auth]` as given.
+fn signed(auth: AuthConfig) -> Config {
+    Config { auth, ..echo() }
+}
+
+/// A host serving `config` (the echo handler and some settings).
+fn echo_host(config: Config, args: &[&str]) -> Host {
+    Host::start_with(write_config_value(&config), args)
 }
 
 fn tls_args(files: &CertFiles) -> Vec<String> {
@@ -40,20 +56,20 @@ fn tls_args(files: &CertFiles) -> Vec<String> {
     ]
 }
 
-/// The echo host with `extra` config, serving TLS with `cert` given on the
+/// The echo host with `config`, serving TLS with `cert` given on the
 /// command line.
-fn tls_echo_host(extra: &str, cert: &CertFiles) -> Host {
+fn tls_echo_host(config: Config, cert: &CertFiles) -> Host {
     let args = tls_args(cert);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    echo_host(extra, &args)
+    echo_host(config, &args)
 }
 
-/// The echo host with `extra` config, serving TLS with a self-signed
+/// The echo host with `config`, serving TLS with a self-signed
 /// certificate; the folder holds the files.
-fn self_signed_echo_host(extra: &str) -> (tempfile::TempDir, CertFiles, Host) {
+fn self_signed_echo_host(config: Config) -> (tempfile::TempDir, CertFiles, Host) {
     let dir = tempfile::tempdir().unwrap();
     let own = certs::self_signed(dir.path(), "own");
-    let host = tls_echo_host(extra, &own);
+    let host = tls_echo_host(config, &own);
     (dir, own, host)
 }
 
@@ -86,13 +102,13 @@ fn handshakes_that_verify_client_certificates_are_never_resumed() {
     let ca = Ca::new(dir.path(), "clients");
     let server = ca.server(dir.path(), "server", certs::local_names());
     let client = ca.client(dir.path(), "client");
-    let plain = tls_echo_host("", &server);
+    let plain = tls_echo_host(echo(), &server);
     assert!(second_handshake_resumes(&plain, &ca.cert, None));
 
     let mut args = tls_args(&server);
     args.extend(["--tls-client-ca".into(), ca.cert.display().to_string()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mutual = echo_host("", &args);
+    let mutual = echo_host(echo(), &args);
     assert!(!second_handshake_resumes(&mutual, &ca.cert, Some(&client)));
 }
 
@@ -106,7 +122,7 @@ fn mutual_tls_accepts_only_certificates_from_the_client_ca() {
     let mut args = tls_args(&server);
     args.extend(["--tls-client-ca".into(), ca.cert.display().to_string()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let host = echo_host("", &args);
+    let host = echo_host(echo(), &args);
     let trust = Trust::CaFile(ca.cert.clone());
 
     let identity = |files: &CertFiles| Identity {
@@ -187,10 +203,12 @@ fn replay_host() -> (Host, tempfile::TempDir) {
     let secret = dir.path().join("secret");
     certs::write_private(&secret, "stamp-secret");
     let host = echo_host(
-        &format!(
-            "[auth]\nsecrets = [{{ file = \"{}\" }}]\nreplay_protection = true\nreplay_window = \"5s\"\n",
-            secret.display()
-        ),
+        signed(AuthConfig {
+            secrets: vec![SecretSource::File(secret)],
+            replay_protection: true,
+            replay_window: Duration::from_secs(5),
+            ..AuthConfig::default()
+        }),
         &[],
     );
     (host, dir)
@@ -264,7 +282,7 @@ fn raw_envelope(sign: &[u8], data: &[u8]) -> Vec<u8> {
 
 #[test]
 fn malformed_envelopes_get_a_clear_error_and_never_reach_the_handler() {
-    let host = echo_host("[auth]\nsecrets = [{ value = \"k\" }]", &["--debug"]);
+    let host = echo_host(signed(secret_k()), &["--debug"]);
     host.wait_for_log("is written inline");
     let mut wire = host.connect();
 
@@ -303,7 +321,7 @@ fn malformed_envelopes_get_a_clear_error_and_never_reach_the_handler() {
 
 #[test]
 fn a_flood_of_bad_signatures_is_answered_in_full_but_logged_within_a_budget() {
-    let host = echo_host("[auth]\nsecrets = [{ value = \"k\" }]", &[]);
+    let host = echo_host(signed(secret_k()), &[]);
     let mut wire = host.connect();
     let forged = envelope::sign(b"not the secret", &encode(&str_value("x")));
     let flood = 300;
@@ -357,9 +375,14 @@ fn hex_mac(secret: &[u8], data: &[u8]) -> String {
 
 #[test]
 fn garbage_and_stalled_handshakes_are_logged_and_others_carry_on() {
-    let (_dir, own, host) = self_signed_echo_host(
-        "[tls]\ncert = \"unused.pem\"\nkey = \"unused.key\"\nhandshake_timeout = \"1s\"",
-    );
+    // The command line's certificate replaces these files.
+    let (_dir, own, host) = self_signed_echo_host(Config {
+        tls: Some(TlsConfig {
+            handshake_timeout: Duration::from_secs(1),
+            ..TlsConfig::new("unused.pem".into(), "unused.key".into())
+        }),
+        ..echo()
+    });
     let tls = || Some(Tls::new(&Trust::Pinned(own.cert.clone()), None).unwrap());
 
     // A stalled handshake holds up no one, and is closed at the timeout.
@@ -409,7 +432,7 @@ fn send_tls_trusts_a_ca_in_the_system_store_and_the_mozilla_set_does_not() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new(dir.path(), "company");
     let server = ca.server(dir.path(), "server", certs::local_names());
-    let host = tls_echo_host("", &server);
+    let host = tls_echo_host(echo(), &server);
 
     let system = send_hi(&host, &["--tls"], &ca.cert);
     assert_eq!(
@@ -457,7 +480,7 @@ fn send_tls_trusts_a_ca_in_the_system_store_and_the_mozilla_set_does_not() {
 
 #[test]
 fn send_pins_a_self_signed_certificate_and_refuses_tls_options_without_tls() {
-    let (_dir, own, host) = self_signed_echo_host("");
+    let (_dir, own, host) = self_signed_echo_host(echo());
     let send = |extra: &[&str]| send_hi(&host, extra, &own.cert);
     let pinned = send(&["--tls-ca", own.cert.to_str().unwrap(), "--tls-self-signed"]);
     assert_eq!(String::from_utf8_lossy(&pinned.stdout), "\"hi\"\n");
@@ -559,11 +582,16 @@ fn unusable_certificates_keys_and_secrets_stop_the_host_at_start() {
 #[test]
 fn rpc_calls_are_signed_and_verified_like_bare_messages() {
     let host = Host::start_with_env(
-        write_config(&format!(
-            "[auth]\nsecrets = [{{ env = \"ARRPC_TEST_SECRET\" }}]\n[server]\ndefault_handler = \"echo\"\n{}{}",
-            handler("echo", "echo", ""),
-            handler("sum", "sum", "")
-        )),
+        write_config_value(&Config {
+            auth: AuthConfig {
+                secrets: vec![SecretSource::Env("ARRPC_TEST_SECRET".into())],
+                ..AuthConfig::default()
+            },
+            ..serving(vec![
+                handler_config("echo", "echo"),
+                handler_config("sum", "sum"),
+            ])
+        }),
         &[],
         &[("ARRPC_TEST_SECRET", "rpc-secret")],
     );
@@ -605,11 +633,14 @@ fn several_secrets_from_env_file_and_value_are_each_accepted() {
     #[cfg(unix)]
     std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let host = Host::start_with_env(
-        write_config(&format!(
-            "[auth]\nsecrets = [{{ env = \"ARRPC_TEST_OLD\" }}, {{ file = \"{}\" }}, {{ value = \"inline\" }}]\n{}",
-            file.display(),
-            handler("echo", "echo", "")
-        )),
+        write_config_value(&signed(AuthConfig {
+            secrets: vec![
+                SecretSource::Env("ARRPC_TEST_OLD".into()),
+                SecretSource::File(file.clone()),
+                SecretSource::Value("inline".into()),
+            ],
+            ..AuthConfig::default()
+        })),
         &[],
         &[("ARRPC_TEST_OLD", "from-env")],
     );
@@ -656,7 +687,7 @@ fn client_speaking(
 
 #[test]
 fn tls_1_2_and_1_3_clients_are_both_served() {
-    let (_dir, own, host) = self_signed_echo_host("");
+    let (_dir, own, host) = self_signed_echo_host(echo());
     for (version, expected) in [
         (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
         (&rustls::version::TLS13, rustls::ProtocolVersion::TLSv1_3),

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use arrpc_client::tls::{HandshakeError, Identity, Tls, Trust};
 use arrpc_client::{BlockingClient, ClientConfig, Error};
+use arrpc_host::config::{
+    Allowed, ClientCertificates, Config, HandlerConfig, SpiffeConfig, TlsConfig,
+};
 use common::admin::{admin_of, get, scrape, value};
 use common::certs::{self, CertFiles};
 use common::*;
@@ -27,14 +30,39 @@ const LOCAL: &[&str] = &["localhost", "127.0.0.1"];
 /// A host serving TLS from the agent at `agent`, with its admin listener;
 /// clients must present a certificate when `required`.
 fn spiffe_host(agent: &Agent, required: bool) -> Host {
-    let config = format!(
-        "[server]\ndefault_handler = \"echo\"\n[tls]\nclient_certificates = \"{}\"\n\
-         [tls.spiffe]\nsocket = \"{}\"\nstartup_timeout = \"10s\"\n{}",
-        if required { "required" } else { "optional" },
-        agent.endpoint(),
-        handler("echo", "echo", "")
+    let config = from_agent(
+        SpiffeConfig {
+            socket: Some(agent.endpoint()),
+            startup_timeout: Duration::from_secs(10),
+        },
+        if required {
+            ClientCertificates::Required
+        } else {
+            ClientCertificates::Optional
+        },
+        vec![handler_config("echo", "echo")],
     );
-    Host::start_with(write_config(&config), &["--admin-listen", "127.0.0.1:0"])
+    Host::start_with(
+        write_config_value(&config),
+        &["--admin-listen", "127.0.0.1:0"],
+    )
+}
+
+/// `handlers` (the first the default one) served over TLS from the
+/// Workload API as `spiffe` says, with client certificates as `clients`.
+fn from_agent(
+    spiffe: SpiffeConfig,
+    clients: ClientCertificates,
+    handlers: Vec<HandlerConfig>,
+) -> Config {
+    Config {
+        tls: Some(TlsConfig {
+            spiffe: Some(spiffe),
+            client_certificates: clients,
+            ..TlsConfig::default()
+        }),
+        ..serving(handlers)
+    }
 }
 
 /// Writes `text` to `dir/name`, owner-only.
@@ -326,12 +354,13 @@ fn the_python_arrpc_client_trusts_the_bundle_ca() {
         &dir.path().join("agent.sock"),
         ca.issue("shop", "host", "host", LOCAL).served(&[&ca]),
     );
-    let config = format!(
-        "[tls]\nclient_certificates = \"optional\"\n[tls.spiffe]\n{}",
-        handler("echo", "echo", "")
+    let config = from_agent(
+        SpiffeConfig::default(),
+        ClientCertificates::Optional,
+        vec![handler_config("echo", "echo")],
     );
     let host = Host::start_with_env(
-        write_config(&config),
+        write_config_value(&config),
         &[],
         &[("SPIFFE_ENDPOINT_SOCKET", &agent.endpoint())],
     );
@@ -414,14 +443,21 @@ fn allow_lists_name_callers_by_their_svid() {
         &dir.path().join("agent.sock"),
         ca.issue("shop", "host", "host", LOCAL).served(&[&ca]),
     );
-    let config = format!(
-        "[server]\ndefault_handler = \"public\"\n[tls]\nclient_certificates = \"optional\"\n\
-         [tls.spiffe]\nsocket = \"{}\"\n{}{}",
-        agent.endpoint(),
-        handler("orders", "echo", &format!("allow = [\"{WEB}\"]")),
-        handler("public", "echo", "allow = [\"anyone\"]"),
-    );
-    let host = Host::start(&config);
+    let allowing = |name: &str, entry| HandlerConfig {
+        allow: Some(vec![entry]),
+        ..handler_config(name, "echo")
+    };
+    let host = Host::start_config(&from_agent(
+        SpiffeConfig {
+            socket: Some(agent.endpoint()),
+            ..SpiffeConfig::default()
+        },
+        ClientCertificates::Optional,
+        vec![
+            allowing("public", Allowed::Anyone),
+            allowing("orders", Allowed::SpiffeId(WEB.into())),
+        ],
+    ));
     let web = client_files(dir.path(), "web", &ca.issue("shop", "web", "web", &[]));
     let billing = client_files(
         dir.path(),

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use arrpc_host::config::{AuthConfig, Config, HandlerConfig, SecretSource, TelemetryConfig};
 use arrpc_wire::{rpc, trace};
 use common::admin::*;
 use common::*;
@@ -50,11 +51,13 @@ fn sha256_of(path: &std::path::Path) -> String {
 
 #[test]
 fn metrics_count_every_outcome_and_health_endpoints_answer() {
-    let (host, admin) = start_with_admin(&format!(
-        "[server]\ndefault_handler = \"echo\"\n{}{}",
-        handler("echo", "echo", ""),
-        handler("misbehave", "misbehave", "timeout = \"300ms\""),
-    ));
+    let (host, admin) = start_config_with_admin(&serving(vec![
+        handler_config("echo", "echo"),
+        HandlerConfig {
+            timeout: Duration::from_millis(300),
+            ..handler_config("misbehave", "misbehave")
+        },
+    ]));
     assert_eq!(get(admin, "/healthz"), (200, "ok\n".into()));
     assert_eq!(get(admin, "/readyz").0, 200);
     assert_eq!(get(admin, "/nothing").0, 404);
@@ -245,14 +248,29 @@ fn attribute(span: &Span, key: &str) -> Option<String> {
         .and_then(|kv| text(kv.value.as_ref()?.value.as_ref()?))
 }
 
-/// A host serving `misbehave` that exports its spans to `receiver`, with
-/// `telemetry` added to its `[telemetry]` table.
-fn traced_host(receiver: &Receiver, telemetry: &str) -> Host {
-    Host::start(&format!(
-        "[telemetry]\notlp_endpoint = \"http://{}\"\n{telemetry}\n{}",
-        receiver.addr,
-        handler("misbehave", "misbehave", "")
-    ))
+/// A host serving `misbehave` that exports its spans to `receiver`,
+/// recording `sample_ratio` of new traces (all when `None`).
+fn traced_host(receiver: &Receiver, sample_ratio: Option<f64>) -> Host {
+    Host::start_config(&Config {
+        telemetry: TelemetryConfig {
+            otlp_endpoint: Some(format!("http://{}", receiver.addr)),
+            sample_ratio,
+            ..TelemetryConfig::default()
+        },
+        ..serving(vec![handler_config("misbehave", "misbehave")])
+    })
+}
+
+/// `misbehave` alone, each message allowed `timeout`, with the shutdown
+/// drain allowed `grace` and `gate`'s folder granted when given.
+fn draining(grace: Duration, timeout: Duration, gate: Option<&Gate>) -> Config {
+    let mut config = misbehave_config(|handler| HandlerConfig {
+        timeout,
+        dirs: gate.map(Gate::grant).into_iter().collect(),
+        ..handler
+    });
+    config.server.shutdown_grace = grace;
+    config
 }
 
 /// An RPC client of `host`, with the runtime to drive it.
@@ -276,7 +294,7 @@ fn map_get<'a>(map: &'a Value, key: &str) -> &'a Value {
 #[test]
 fn spans_continue_the_client_trace_and_reach_the_handler() {
     let receiver = Receiver::start();
-    let mut host = traced_host(&receiver, "");
+    let mut host = traced_host(&receiver, None);
 
     // The client's own span, exported by this process to the same receiver.
     let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -380,7 +398,7 @@ fn spans_continue_the_client_trace_and_reach_the_handler() {
 #[test]
 fn with_a_sample_ratio_only_sampled_messages_get_a_span() {
     let receiver = Receiver::start();
-    let mut host = traced_host(&receiver, "sample_ratio = 0.0");
+    let mut host = traced_host(&receiver, Some(0.0));
     let (runtime, client) = rpc_client(&host);
     let params = encode(&Value::Array(vec![str_value("context")]));
     let handed = |traceparent: Option<&str>| -> Value {
@@ -426,13 +444,10 @@ fn with_a_sample_ratio_only_sampled_messages_get_a_span() {
 #[test]
 fn sigterm_under_load_answers_every_accepted_message_then_exits_0() {
     let gate = Gate::new();
-    let (mut host, admin) = start_with_admin(&format!(
-        "[server]\nshutdown_grace = \"20s\"\n{}",
-        handler(
-            "misbehave",
-            "misbehave",
-            &format!("timeout = \"10s\"\n{}", gate.dirs())
-        )
+    let (mut host, admin) = start_config_with_admin(&draining(
+        Duration::from_secs(20),
+        Duration::from_secs(10),
+        Some(&gate),
     ));
     let clients = 8;
     let (sent_tx, sent_rx) = std::sync::mpsc::channel();
@@ -513,9 +528,10 @@ fn sigterm_under_load_answers_every_accepted_message_then_exits_0() {
 
 #[test]
 fn a_second_signal_exits_at_once() {
-    let mut host = Host::start(&format!(
-        "[server]\nshutdown_grace = \"60s\"\n{}",
-        handler("misbehave", "misbehave", "timeout = \"60s\"")
+    let mut host = Host::start_config(&draining(
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+        None,
     ));
     let mut wire = host.connect();
     wire.write(&encode(&str_value("sleep:30000")));
@@ -531,7 +547,7 @@ fn a_second_signal_exits_at_once() {
 
 #[test]
 fn json_logs_are_one_object_per_line() {
-    let config = write_config(&handler("echo", "echo", ""));
+    let config = write_config_value(&serving(vec![handler_config("echo", "echo")]));
     let mut child = host_command()
         .arg("--config")
         .arg(&config.path)
@@ -578,7 +594,7 @@ fn json_logs_are_one_object_per_line() {
 
 #[test]
 fn client_metrics_count_latency_errors_and_retries() {
-    let host = Host::start(&handler("misbehave", "misbehave", ""));
+    let host = Host::start_config(&serving(vec![handler_config("misbehave", "misbehave")]));
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = arrpc_client::ClientMetrics::register(&mut registry);
     let mut config = arrpc_client::ClientConfig::new(host.addr.to_string());
@@ -638,10 +654,13 @@ fn client_metrics_count_latency_errors_and_retries() {
 
 #[test]
 fn auth_failures_are_counted_and_never_reach_a_handler() {
-    let (host, admin) = start_with_admin(&format!(
-        "[auth]\nsecrets = [{{ value = \"metrics-secret\" }}]\n{}",
-        handler("echo", "echo", "")
-    ));
+    let (host, admin) = start_config_with_admin(&Config {
+        auth: AuthConfig {
+            secrets: vec![SecretSource::Value("metrics-secret".into())],
+            ..AuthConfig::default()
+        },
+        ..serving(vec![handler_config("echo", "echo")])
+    });
     let mut wire = host.connect();
     let refused = error_text(&wire.call(&[0x01])).expect("an auth error");
     assert!(
@@ -659,13 +678,10 @@ fn auth_failures_are_counted_and_never_reach_a_handler() {
 #[test]
 fn a_drain_past_shutdown_grace_closes_what_is_left_and_exits_0() {
     let gate = Gate::new();
-    let mut host = Host::start(&format!(
-        "[server]\nshutdown_grace = \"1s\"\n{}",
-        handler(
-            "misbehave",
-            "misbehave",
-            &format!("timeout = \"60s\"\n{}", gate.dirs())
-        )
+    let mut host = Host::start_config(&draining(
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+        Some(&gate),
     ));
     let mut wire = host.connect();
     wire.write(&encode(&str_value(&Gate::wait("never"))));

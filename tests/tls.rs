@@ -29,7 +29,7 @@ fn path(file: &Path) -> &str {
 
 /// `arrpc-host` serving the echo handler over TLS with `cert`, or plain.
 fn host(cert: Option<&CertFiles>) -> Host {
-    let config = write_config(&handler("echo", "echo", ""));
+    let config = write_config_value(&serving(vec![handler_config("echo", "echo")]));
     match cert {
         Some(cert) => Host::start_with(
             config,

@@ -9,6 +9,7 @@ mod common;
 
 use std::io::{Read, Write};
 
+use arrpc_host::config::{ClientCertificates, Config, TlsConfig};
 use common::certs::{self, Ca, CertFiles};
 use common::*;
 use rmpv::Value;
@@ -17,31 +18,30 @@ const WEB: &str = "spiffe://cluster.local/ns/shop/sa/web";
 
 /// `misbehave` (0.2.0, the default handler) and `old` (0.1.0), both open
 /// to anyone.
-fn handlers() -> String {
-    format!(
-        "[server]\ndefault_handler = \"misbehave\"\n{}{}",
-        handler("misbehave", "misbehave", ""),
-        handler("old", "context_0_1", ""),
-    )
+fn handlers() -> Config {
+    serving(vec![
+        handler_config("misbehave", "misbehave"),
+        handler_config("old", "context_0_1"),
+    ])
 }
 
 /// [`handlers`] behind TLS that verifies client certificates from `ca`
 /// when `client_ca` is set.
-fn config(server: &CertFiles, ca: &Ca, client_ca: bool) -> String {
-    let verify = if client_ca {
-        format!(
-            "client_ca = \"{}\"\nclient_certificates = \"optional\"\n",
-            ca.cert.display()
-        )
+fn config(server: &CertFiles, ca: &Ca, client_ca: bool) -> Config {
+    let tls = TlsConfig::new(server.cert.clone(), server.key.clone());
+    let tls = if client_ca {
+        TlsConfig {
+            client_ca: Some(ca.cert.clone()),
+            client_certificates: ClientCertificates::Optional,
+            ..tls
+        }
     } else {
-        String::new()
+        tls
     };
-    format!(
-        "{}[tls]\ncert = \"{}\"\nkey = \"{}\"\n{verify}",
-        handlers(),
-        server.cert.display(),
-        server.key.display(),
-    )
+    Config {
+        tls: Some(tls),
+        ..handlers()
+    }
 }
 
 /// One MessagePack-RPC call on an open stream: its result, which must not
@@ -130,7 +130,7 @@ fn a_handler_sees_the_verified_caller() {
     );
     let named = ca.workload(dir.path(), "named", None, &["checkout.shop.svc"]);
     let nameless = ca.workload(dir.path(), "nameless", None, &[]);
-    let host = Host::start(&config(&server, &ca, true));
+    let host = Host::start_config(&config(&server, &ca, true));
 
     let cases: [(Option<&CertFiles>, Value); 4] = [
         (
@@ -155,7 +155,7 @@ fn a_handler_sees_the_verified_caller() {
 /// over TLS that asks for none even when the client has one to present.
 #[test]
 fn no_caller_without_a_verified_certificate() {
-    let host = Host::start(&handlers());
+    let host = Host::start_config(&handlers());
     let mut wire = host.connect();
     assert_eq!(caller_seen(&mut wire.stream), Value::Nil);
     let local = wire.stream.local_addr().unwrap().to_string();
@@ -165,7 +165,7 @@ fn no_caller_without_a_verified_certificate() {
     let ca = Ca::new(dir.path(), "cluster");
     let server = ca.server(dir.path(), "server", certs::local_names());
     let web = ca.workload(dir.path(), "web", Some(WEB), &[]);
-    let host = Host::start(&config(&server, &ca, false));
+    let host = Host::start_config(&config(&server, &ca, false));
     let mut stream = certs::tls_connect(host.addr, certs::rustls_client(&ca.cert, Some(&web)));
     assert_eq!(caller_seen(&mut stream), Value::Nil);
 }
@@ -173,7 +173,7 @@ fn no_caller_without_a_verified_certificate() {
 /// The load log says which world each component targets.
 #[test]
 fn the_load_log_names_each_world() {
-    let host = Host::start(&handlers());
+    let host = Host::start_config(&handlers());
     let log = host.wait_for_log("handler=old");
     let line = |name: &str| {
         log.lines()

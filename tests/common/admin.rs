@@ -3,13 +3,24 @@
 
 use std::net::SocketAddr;
 
+use arrpc_host::config::Config;
 use prometheus_parse::{Scrape, Value as Sample};
 
-use super::{Host, write_config};
+use super::{Host, write_config, write_config_value};
 
 /// Starts a host with its admin listener on an ephemeral port.
 pub fn start_with_admin(config: &str) -> (Host, SocketAddr) {
     let host = Host::start_with(write_config(config), &["--admin-listen", "127.0.0.1:0"]);
+    let admin = admin_of(&host);
+    (host, admin)
+}
+
+/// [`start_with_admin`] on a config built in Rust.
+pub fn start_config_with_admin(config: &Config) -> (Host, SocketAddr) {
+    let host = Host::start_with(
+        write_config_value(config),
+        &["--admin-listen", "127.0.0.1:0"],
+    );
     let admin = admin_of(&host);
     (host, admin)
 }

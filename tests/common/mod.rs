@@ -6,11 +6,14 @@
 
 pub mod admin;
 pub mod certs;
+mod configs;
 pub mod dns;
 mod in_process;
 pub mod kubelet;
 pub mod seed;
 pub mod toolchains;
+
+pub use configs::*;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};

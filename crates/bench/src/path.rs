@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use arrpc_host::config::Config;
+use arrpc_host::config::{Config, HandlerConfig, ServerConfig};
 use arrpc_host::runtime::{HandlerRegistry, HandlerSet, Runtime, RuntimeOptions};
 use arrpc_host::server::{ConnectionLimits, Dispatcher, Peer, serve_connection, shutdown};
 use arrpc_host::telemetry::Metrics;
@@ -63,15 +63,21 @@ pub fn run(args: &PathArgs, repo: &Path) -> anyhow::Result<()> {
     );
     let echo = crate::targets::echo_component(repo)?;
     let config = |default: &str| -> anyhow::Result<Config> {
-        let text = format!(
-            "[server]\ndefault_handler = \"{default}\"\nmax_pipelined = {pipeline}\n\
-             [[handler]]\nname = \"echo\"\nmodule = \"{echo}\"\nmax_instances = 4096\n\
-             [[handler]]\nname = \"echo-reuse\"\nmodule = \"{echo}\"\nmax_instances = 4096\n\
-             reuse = 1000000\n",
-            pipeline = args.pipeline,
-            echo = echo.display(),
-        );
-        Ok(toml::from_str(&text)?)
+        let handler = |name: &str, reuse| HandlerConfig {
+            max_instances: 4096,
+            reuse,
+            ..HandlerConfig::new(name, &echo)
+        };
+        let config = Config {
+            server: ServerConfig {
+                default_handler: Some(default.into()),
+                max_pipelined: args.pipeline,
+                ..ServerConfig::default()
+            },
+            handlers: vec![handler("echo", 0), handler("echo-reuse", 1_000_000)],
+            ..Config::default()
+        };
+        config.prepare(repo).map_err(anyhow::Error::msg)
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

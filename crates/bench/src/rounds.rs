@@ -230,8 +230,7 @@ fn start(name: &'static str, env: &Env<'_>) -> anyhow::Result<Option<Started>> {
             (Some(Example::Js), Operation::Sum) => "js-sum",
             (None, _) => "echo",
         };
-        let keys = format!("reuse = {reuse}\n");
-        let process = targets::example_host(env.host_bin, &wasm, served, &keys, cpu)?;
+        let process = targets::example_host(env.host_bin, &wasm, served, reuse, cpu)?;
         let reference = match op {
             Operation::Echo => "python-arrpc-echo",
             Operation::Sum => "python-arrpc-sum",

@@ -9,6 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use arrpc_host::config::{
+    AuthConfig, Config, HandlerConfig, SecretSource, ServerConfig, TlsConfig,
+};
 
 use crate::tls::SelfSigned;
 
@@ -138,9 +141,7 @@ pub fn host_on(
     variant: HostVariant<'_>,
     cache_dir: Option<&Path>,
 ) -> anyhow::Result<Target> {
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("arrpc.toml");
-    std::fs::write(&config, host_config(echo_wasm, variant))?;
+    let (dir, config) = write_config(&host_config(echo_wasm, variant))?;
     let mut cmd = command(host_bin, cpu);
     cmd.arg("--config")
         .arg(&config)
@@ -156,37 +157,65 @@ pub fn host_on(
     spawn_logging(cmd, Some(dir))
 }
 
+/// A config serving `handler` alone, its server sized for the largest
+/// load point.
+fn sized(handler: HandlerConfig) -> Config {
+    Config {
+        server: ServerConfig {
+            max_connections: 4096,
+            max_pipelined: 64,
+            ..ServerConfig::default()
+        },
+        handlers: vec![handler],
+        ..Config::default()
+    }
+}
+
 /// The config for `variant`, sized for the largest load point.
-fn host_config(echo_wasm: &Path, variant: HostVariant<'_>) -> String {
-    let echo = echo_wasm.display();
-    let one = |keys: &str| {
-        format!(
-            "[server]\nmax_connections = 4096\nmax_pipelined = 64\n\n\
-             [[handler]]\nname = \"echo\"\nmodule = \"{echo}\"\nmax_instances = 4096\n{keys}"
-        )
+fn host_config(echo_wasm: &Path, variant: HostVariant<'_>) -> Config {
+    let echo = HandlerConfig {
+        max_instances: 4096,
+        ..HandlerConfig::new("echo", echo_wasm)
     };
     match variant {
-        HostVariant::Fresh => one(""),
-        HostVariant::Reuse => one("reuse = 10000\n"),
-        HostVariant::Signed => {
-            "[auth]\nsecrets = [{ env = \"ARRPC_BENCH_SECRET\" }]\n".to_owned() + &one("")
-        }
-        HostVariant::Tls(tls) => {
-            format!(
-                "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
-                tls.cert.display(),
-                tls.key.display()
-            ) + &one("")
-        }
-        HostVariant::Handlers(count) => {
-            let mut text =
-                String::from("[server]\ndefault_handler = \"h0\"\nmax_connections = 4096\n");
-            for i in 0..count {
-                text += &format!("[[handler]]\nname = \"h{i}\"\nmodule = \"{echo}\"\n");
-            }
-            text
-        }
+        HostVariant::Fresh => sized(echo),
+        HostVariant::Reuse => sized(HandlerConfig {
+            reuse: 10_000,
+            ..echo
+        }),
+        HostVariant::Signed => Config {
+            auth: AuthConfig {
+                secrets: vec![SecretSource::Env("ARRPC_BENCH_SECRET".into())],
+                ..AuthConfig::default()
+            },
+            ..sized(echo)
+        },
+        HostVariant::Tls(tls) => Config {
+            tls: Some(TlsConfig::new(tls.cert.clone(), tls.key.clone())),
+            ..sized(echo)
+        },
+        HostVariant::Handlers(count) => Config {
+            server: ServerConfig {
+                default_handler: Some("h0".into()),
+                max_connections: 4096,
+                ..ServerConfig::default()
+            },
+            handlers: (0..count)
+                .map(|i| HandlerConfig::new(format!("h{i}"), echo_wasm))
+                .collect(),
+            ..Config::default()
+        },
     }
+}
+
+/// Writes `config` into a new temporary folder, as the file a spawned host
+/// reads; the folder lives as long as the target.
+fn write_config(config: &Config) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("arrpc.toml");
+    std::fs::write(&path, toml::to_string(config)?)?;
+    Ok((dir, path))
 }
 
 /// What a handler does with a message, in the Python arrpc server and in
@@ -316,26 +345,19 @@ impl Example {
     }
 }
 
-/// `arrpc-host` serving `wasm` as the one handler `name` with `keys`
-/// (say `reuse`) added to its entry and everything else left at its
-/// default, as a user's entry would.
+/// `arrpc-host` serving `wasm` as the one handler `name` with `reuse`
+/// and everything else left at its default, as a user's entry would.
 pub fn example_host(
     host_bin: &Path,
     wasm: &Path,
     name: &str,
-    keys: &str,
+    reuse: u32,
     cpu: Option<usize>,
 ) -> anyhow::Result<Target> {
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("arrpc.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nmax_connections = 4096\nmax_pipelined = 64\n\n\
-             [[handler]]\nname = \"{name}\"\nmodule = \"{}\"\n{keys}",
-            wasm.display()
-        ),
-    )?;
+    let (dir, config) = write_config(&sized(HandlerConfig {
+        reuse,
+        ..HandlerConfig::new(name, wasm)
+    }))?;
     let mut cmd = command(host_bin, cpu);
     cmd.arg("--config")
         .arg(&config)
@@ -357,4 +379,40 @@ pub fn echo_component(repo: &Path) -> anyhow::Result<PathBuf> {
         }
     }
     Ok(wasm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each variant's config is one the host accepts, and reads back from
+    /// its file as built.
+    #[test]
+    fn every_variant_writes_a_config_the_host_reads_back() {
+        let tls = SelfSigned::generate().unwrap();
+        let echo = Path::new("/bench/echo.wasm");
+        let variants = [
+            HostVariant::Fresh,
+            HostVariant::Reuse,
+            HostVariant::Signed,
+            HostVariant::Tls(&tls),
+            HostVariant::Handlers(3),
+        ];
+        for (i, variant) in variants.into_iter().enumerate() {
+            let config = host_config(echo, variant);
+            let (_dir, path) = write_config(&config).unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(toml::from_str::<Config>(&text).unwrap(), config);
+            let loaded = Config::load(&path).unwrap();
+            assert_eq!(loaded.handlers[0].module, echo);
+            let keys = match i {
+                1 => "reuse = 10000",
+                2 => "env = \"ARRPC_BENCH_SECRET\"",
+                3 => "[tls]",
+                4 => "name = \"h2\"",
+                _ => "max_instances = 4096",
+            };
+            assert!(text.contains(keys), "{keys} not in\n{text}");
+        }
+    }
 }
