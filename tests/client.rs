@@ -6,11 +6,12 @@ mod common;
 use std::time::Duration;
 
 use arrpc_client::{ClientConfig, Error, RpcClient};
+use arrpc_host::config::HandlerConfig;
 use common::*;
 
 #[test]
 fn handler_errors_come_back_typed() {
-    let host = default_host(misbehave());
+    let host = misbehave_host(|h| h);
     let mut client = client(&host, Duration::from_secs(10));
     match client.send::<_, String>("error") {
         Err(Error::Rpc(reason)) => assert_eq!(reason, "misbehave: asked to fail"),
@@ -22,7 +23,10 @@ fn handler_errors_come_back_typed() {
 #[test]
 fn a_slow_reply_times_out_and_does_not_answer_the_next_request() {
     let gate = Gate::new();
-    let host = default_host(gated(&gate));
+    let host = misbehave_host(|h| HandlerConfig {
+        dirs: vec![gate.grant()],
+        ..h
+    });
     let mut client = client(&host, Duration::from_millis(300));
     let outcome = client.send::<_, String>(&Gate::wait("late"));
     assert!(matches!(outcome, Err(Error::Timeout { .. })), "{outcome:?}");
@@ -38,7 +42,7 @@ fn a_slow_reply_times_out_and_does_not_answer_the_next_request() {
 
 #[test]
 fn the_client_reconnects_after_the_server_closed_an_idle_connection() {
-    let mut config = serving([misbehave()]);
+    let mut config = misbehave_config(|h| h);
     config.server.idle_timeout = Duration::from_millis(200);
     let host = InProcessHost::start(config);
     let mut client = client(&host, Duration::from_secs(10));
@@ -53,7 +57,10 @@ fn the_client_reconnects_after_the_server_closed_an_idle_connection() {
 #[test]
 fn an_rpc_client_that_loses_its_connection_fails_every_call_in_flight() {
     let gate = Gate::new();
-    let mut host = Host::start(&handler("misbehave", "misbehave", &gate.dirs()));
+    let mut host = Host::start_config(&misbehave_config(|h| HandlerConfig {
+        dirs: vec![gate.grant()],
+        ..h
+    }));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut config = ClientConfig::new(host.addr.to_string());
     config.connect_attempts = 1;

@@ -29,11 +29,11 @@ fn error_of(wire: &mut Wire, method: &str, command: &str) -> String {
 
 #[test]
 fn a_well_behaved_handler_keeps_answering_while_others_misbehave_under_load() {
-    let mut config = serving([
+    let mut config = serving(vec![
         HandlerConfig {
             timeout: Duration::from_millis(400),
             max_instances: 16,
-            ..misbehave()
+            ..handler_config("misbehave", "misbehave")
         },
         // The same module with one limit each and the default timeout, so
         // that how fast it allocates or prints on a loaded machine does not
@@ -113,16 +113,14 @@ fn a_well_behaved_handler_keeps_answering_while_others_misbehave_under_load() {
 
 #[test]
 fn fuel_runs_out_with_an_error_naming_it_and_is_fresh_for_each_message() {
-    let mut config = serving([
+    let host = InProcessHost::start(serving(vec![
         HandlerConfig {
             fuel: Some(5_000_000),
             timeout: Duration::from_secs(20),
-            ..misbehave()
+            ..handler_config("misbehave", "misbehave")
         },
         handler_config("sum", "sum"),
-    ]);
-    config.server.default_handler = Some("misbehave".into());
-    let host = InProcessHost::start(config);
+    ]));
     let mut wire = host.connect();
     // Fuel, not the 20 s timeout, ends it: the error names which.
     let error = error_of(&mut wire, "misbehave", "loop");
@@ -175,17 +173,15 @@ fn files_are_reachable_only_in_granted_directories_with_granted_rights() {
 
 #[test]
 fn a_guest_sees_exactly_the_environment_variables_granted() {
-    let mut config = serving([
+    let host = InProcessHost::start(serving(vec![
         HandlerConfig {
             env: [("GREETING", "hello"), ("MODE", "test")]
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .into(),
-            ..misbehave()
+            ..handler_config("misbehave", "misbehave")
         },
         handler_config("bare", "misbehave"),
-    ]);
-    config.server.default_handler = Some("misbehave".into());
-    let host = InProcessHost::start(config);
+    ]));
     let mut wire = host.connect();
     // The host itself has PATH, HOME and more: none of them leak.
     assert_eq!(
@@ -257,8 +253,8 @@ fn misbehave_with_grants(data: &Path, out: &Path) -> InProcessHost {
         guest: guest.into(),
         writable,
     };
-    default_host(HandlerConfig {
+    misbehave_host(|h| HandlerConfig {
         dirs: vec![grant(data, "/data", false), grant(out, "/out", true)],
-        ..misbehave()
+        ..h
     })
 }

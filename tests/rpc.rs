@@ -17,9 +17,10 @@ use rmpv::Value;
 
 /// `misbehave`, the default handler, and `sum`.
 fn two_handlers() -> Config {
-    let mut config = serving([misbehave(), handler_config("sum", "sum")]);
-    config.server.default_handler = Some("misbehave".into());
-    config
+    serving(vec![
+        handler_config("misbehave", "misbehave"),
+        handler_config("sum", "sum"),
+    ])
 }
 
 /// [`two_handlers`] where `misbehave` can wait on `gate`.
@@ -70,9 +71,9 @@ fn a_spinning_handler_does_not_hold_up_calls_behind_it_on_its_connection() {
     // A connection's messages share its task: the spinning guest must yield
     // at every epoch tick, so the call behind it is answered long before
     // the spinner's timeout.
-    let host = InProcessHost::start(serving([HandlerConfig {
+    let host = InProcessHost::start(serving(vec![HandlerConfig {
         timeout: Duration::from_secs(3),
-        ..misbehave()
+        ..handler_config("misbehave", "misbehave")
     }]));
     let mut wire = host.connect();
     let mut batch = request(1, "misbehave", &str_value("loop"));

@@ -17,7 +17,7 @@ fn command(wire: &mut Wire, text: &str) -> Vec<u8> {
 
 #[test]
 fn a_trap_becomes_an_error_reply_and_the_connection_goes_on() {
-    let host = misbehave_host("");
+    let host = Host::start_config(&misbehave_config(|h| h));
     let mut wire = host.connect();
     let error = error_text(&command(&mut wire, "trap")).unwrap();
     assert!(
@@ -36,14 +36,14 @@ fn a_trap_becomes_an_error_reply_and_the_connection_goes_on() {
 
 #[test]
 fn an_error_returned_by_the_handler_reaches_the_client_verbatim() {
-    let host = default_host(misbehave());
+    let host = misbehave_host(|h| h);
     let error = error_text(&command(&mut host.connect(), "error")).unwrap();
     assert_eq!(error, "arrpc.error.RpcException: misbehave: asked to fail");
 }
 
 #[test]
 fn output_that_is_not_exactly_one_messagepack_value_is_refused() {
-    let host = default_host(misbehave());
+    let host = misbehave_host(|h| h);
     let mut wire = host.connect();
     for (cmd, why) in [
         ("invalid-output", "not one whole MessagePack value"),
@@ -58,12 +58,17 @@ fn output_that_is_not_exactly_one_messagepack_value_is_refused() {
 
 #[test]
 fn an_endless_loop_is_cut_off_at_the_timeout_while_others_are_served() {
-    let host = Host::start(&format!(
-        "[server]\ndefault_handler = \"misbehave\"\n{}{}",
-        handler("misbehave", "misbehave", "timeout = \"500ms\""),
+    let host = Host::start_config(&serving(vec![
+        HandlerConfig {
+            timeout: Duration::from_millis(500),
+            ..handler_config("misbehave", "misbehave")
+        },
         // Spins far longer than the test runs.
-        handler("spinner", "misbehave", "timeout = \"600s\"")
-    ));
+        HandlerConfig {
+            timeout: Duration::from_secs(600),
+            ..handler_config("spinner", "misbehave")
+        },
+    ]));
     let mut spinning = host.connect();
     spinning.write(&arrpc_wire::rpc::request(
         1,
@@ -98,9 +103,9 @@ fn an_endless_loop_is_cut_off_at_the_timeout_while_others_are_served() {
 
 #[test]
 fn unbounded_allocation_stops_at_the_memory_limit() {
-    let host = default_host(HandlerConfig {
+    let host = misbehave_host(|h| HandlerConfig {
         max_memory_mib: 16,
-        ..misbehave()
+        ..h
     });
     let mut wire = host.connect();
     let error = error_text(&command(&mut wire, "alloc")).unwrap();
@@ -113,7 +118,7 @@ fn unbounded_allocation_stops_at_the_memory_limit() {
 
 #[test]
 fn no_filesystem_and_no_environment_by_default() {
-    let host = default_host(misbehave());
+    let host = misbehave_host(|h| h);
     let mut wire = host.connect();
     let error = error_text(&command(&mut wire, "read-file")).unwrap();
     assert!(error.contains("read-file failed"), "{error}");
@@ -122,9 +127,9 @@ fn no_filesystem_and_no_environment_by_default() {
 
 #[test]
 fn each_message_gets_a_fresh_instance_and_its_context() {
-    let host = default_host(HandlerConfig {
+    let host = misbehave_host(|h| HandlerConfig {
         timeout: Duration::from_secs(2),
-        ..misbehave()
+        ..h
     });
     let mut wire = host.connect();
     let first = decode(&command(&mut wire, "context"));
@@ -148,7 +153,10 @@ fn each_message_gets_a_fresh_instance_and_its_context() {
 #[test]
 fn guest_output_is_logged_with_handler_and_request_and_capped() {
     // 200k lines take more than the default 5 s on a loaded machine.
-    let host = misbehave_host("timeout = \"600s\"");
+    let host = Host::start_config(&misbehave_config(|h| HandlerConfig {
+        timeout: Duration::from_secs(600),
+        ..h
+    }));
     let mut wire = host.connect();
     assert_eq!(decode(&command(&mut wire, "print:3")), Value::from(3));
     let log = host.wait_for_log("stdout line 3");
@@ -171,7 +179,11 @@ fn guest_output_is_logged_with_handler_and_request_and_capped() {
 #[test]
 fn busy_handler_refuses_beyond_max_instances() {
     let gate = Gate::new();
-    let host = misbehave_host(&format!("max_instances = 1\n{}", gate.dirs()));
+    let host = Host::start_config(&misbehave_config(|h| HandlerConfig {
+        max_instances: 1,
+        dirs: vec![gate.grant()],
+        ..h
+    }));
     let mut slow = host.connect();
     slow.write(&encode(&str_value(&Gate::wait("slow"))));
     host.wait_for_log("misbehave: waiting for /gate/slow");
@@ -184,7 +196,7 @@ fn busy_handler_refuses_beyond_max_instances() {
 
 #[test]
 fn the_sum_handler_does_real_work_on_the_decoded_message() {
-    let host = InProcessHost::start(serving([handler_config("sum", "sum")]));
+    let host = InProcessHost::start(serving(vec![handler_config("sum", "sum")]));
     let mut wire = host.connect();
     let reply = wire.call_value(&Value::Array(vec![
         Value::from(1),
@@ -204,16 +216,13 @@ fn the_sum_handler_does_real_work_on_the_decoded_message() {
 
 #[test]
 fn instances_are_fresh_per_message_unless_reuse_is_set() {
-    let fresh = default_host(misbehave());
+    let fresh = misbehave_host(|h| h);
     let mut wire = fresh.connect();
     for _ in 0..3 {
         assert_eq!(decode(&command(&mut wire, "count")), Value::from(1));
     }
 
-    let reusing = default_host(HandlerConfig {
-        reuse: 3,
-        ..misbehave()
-    });
+    let reusing = misbehave_host(|h| HandlerConfig { reuse: 3, ..h });
     let mut wire = reusing.connect();
     let seen: Vec<Value> = (0..6)
         .map(|_| decode(&command(&mut wire, "count")))

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use arrpc_host::config::ServerConfig;
+use arrpc_host::config::{HandlerConfig, ServerConfig};
 use common::*;
 use rmpv::Value;
 
@@ -79,7 +79,10 @@ fn messages_of_exactly_4096_bytes_and_of_1_mib_round_trip() {
 #[test]
 fn pipelined_replies_keep_request_order_when_handlers_finish_out_of_order() {
     let gate = Gate::new();
-    let host = default_host(gated(&gate));
+    let host = misbehave_host(|h| HandlerConfig {
+        dirs: vec![gate.grant()],
+        ..h
+    });
     let mut wire = host.connect();
     let names = ["a", "b", "c", "d", "e"];
     let mut batch = Vec::new();
@@ -183,7 +186,10 @@ fn connections_beyond_the_cap_wait_instead_of_failing() {
 #[test]
 fn at_max_pipelined_the_host_stops_reading_until_a_reply_is_written() {
     let gate = Gate::new();
-    let mut config = serving([gated(&gate)]);
+    let mut config = misbehave_config(|h| HandlerConfig {
+        dirs: vec![gate.grant()],
+        ..h
+    });
     config.server.max_pipelined = 2;
     let host = InProcessHost::start(config);
     let mut wire = host.connect();

@@ -11,17 +11,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arrpc_host::cli::serve::{Origin, Serving};
-use arrpc_host::config::{Config, DirGrant, HandlerConfig, ServerConfig};
+use arrpc_host::config::{Config, HandlerConfig, ServerConfig};
 use arrpc_host::telemetry::Metrics;
 use prometheus_parse::Scrape;
 use tokio::sync::oneshot;
 
-use super::{Gate, Serves, TestConfig, admin, component, components, write_config};
-
-/// `config` written to a file, as TOML, for a host to read.
-pub fn config_file(config: &Config) -> TestConfig {
-    write_config(&toml::to_string(config).expect("a config writes as TOML"))
-}
+use super::{
+    Serves, TestConfig, admin, components, handler_config, misbehave_config, serving,
+    write_config_value,
+};
 
 /// A host running in this process; stopped on drop, which returns once
 /// its connections have drained.
@@ -47,7 +45,7 @@ impl InProcessHost {
             .server
             .cache_dir
             .get_or_insert_with(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("arrpc-host"));
-        let file = config_file(&config);
+        let file = write_config_value(&config);
         let config = Config::load(&file.path).unwrap_or_else(|e| panic!("{e}"));
         let (started, ready) = std::sync::mpsc::channel();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -149,56 +147,15 @@ impl Drop for InProcessHost {
     }
 }
 
-/// A config serving `handlers`, every other setting at its default.
-pub fn serving(handlers: impl IntoIterator<Item = HandlerConfig>) -> Config {
-    Config {
-        handlers: handlers.into_iter().collect(),
-        ..Config::default()
-    }
+/// A host in process serving the `misbehave` handler, as `settings`
+/// changes it, as the default handler.
+pub fn misbehave_host(settings: impl FnOnce(HandlerConfig) -> HandlerConfig) -> InProcessHost {
+    InProcessHost::start(misbehave_config(settings))
 }
 
-/// A handler serving the built test component `component_name` as `name`.
-pub fn handler_config(name: &str, component_name: &str) -> HandlerConfig {
-    HandlerConfig::new(name, component(component_name))
-}
-
-/// The `misbehave` test handler, under its own name.
-pub fn misbehave() -> HandlerConfig {
-    handler_config("misbehave", "misbehave")
-}
-
-/// `misbehave` with `gate` granted, so that its `wait-file` commands can
-/// wait on it.
-pub fn gated(gate: &Gate) -> HandlerConfig {
-    HandlerConfig {
-        dirs: vec![gate.grant()],
-        ..misbehave()
-    }
-}
-
-/// An in-process host serving `handler` as the default handler, so bare
-/// messages reach it.
-pub fn default_host(handler: HandlerConfig) -> InProcessHost {
-    let mut config = serving([handler]);
-    config.server.default_handler = Some(config.handlers[0].name.clone());
-    InProcessHost::start(config)
-}
-
-/// An in-process host serving `echo`, with `server` as its `[server]`.
+/// A host in process serving `echo`, with `server` as its `[server]`.
 pub fn echo_host(server: ServerConfig) -> InProcessHost {
-    InProcessHost::start(Config {
-        server,
-        ..serving([handler_config("echo", "echo")])
-    })
-}
-
-impl Gate {
-    /// The grant of the gate folder to a handler, read-only.
-    pub fn grant(&self) -> DirGrant {
-        DirGrant {
-            host: self.dir.path().to_owned(),
-            guest: "/gate".into(),
-            writable: false,
-        }
-    }
+    let mut config = serving(vec![handler_config("echo", "echo")]);
+    config.server = server;
+    InProcessHost::start(config)
 }

@@ -82,15 +82,6 @@ pub fn component(name: &str) -> PathBuf {
     components().join(format!("{name}.wasm"))
 }
 
-/// A host serving the `misbehave` test handler (with `extra` settings) as
-/// the default handler, so bare messages reach it.
-pub fn misbehave_host(extra: &str) -> Host {
-    Host::start(&format!(
-        "[server]\ndefault_handler = \"misbehave\"\n{}",
-        handler("misbehave", "misbehave", extra)
-    ))
-}
-
 /// A handler entry for a test config.
 pub fn handler(name: &str, component_name: &str, extra: &str) -> String {
     format!(
