@@ -1,6 +1,7 @@
-//! The on-disk compile cache: a restart with an unchanged module loads the
-//! compiled component instead of compiling again, and a damaged entry is
-//! ignored and rebuilt.
+//! Compiled code paid for once: a restart with an unchanged module loads the
+//! compiled component from the on-disk cache instead of compiling again (a
+//! damaged entry is ignored and rebuilt), and handler entries that name the
+//! same module share one compiled copy.
 
 mod common;
 
@@ -112,5 +113,34 @@ fn the_cache_folder_is_created_owner_only() {
     for folder in [dir.path().join("made"), dir.path().join("made/by"), cache] {
         let mode = std::fs::metadata(&folder).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700, "{} has mode {mode:o}", folder.display());
+    }
+}
+
+#[test]
+fn entries_naming_one_module_share_its_compiled_code() {
+    let mut config = serving(vec![
+        handler_config("sum", "sum"),
+        handler_config("add", "sum"),
+        handler_config("echo", "echo"),
+    ]);
+    config.server.compile_cache = false;
+    config.server.default_handler = Some("sum".into());
+    let host = Host::start_config(&config);
+    let log = host.wait_for_log_count("loaded handler", 3);
+    let shared = |name: &str| {
+        let line = log
+            .lines()
+            .find(|l| l.contains("loaded handler") && l.contains(&format!("handler={name} ")))
+            .unwrap_or_else(|| panic!("no load line for {name} in {log}"));
+        line.contains("shared=true")
+    };
+    // Handlers load in file order: the first to name a module compiles it.
+    assert!(!shared("sum") && shared("add") && !shared("echo"), "{log}");
+    let mut wire = host.connect();
+    for (msgid, method) in [(1, "sum"), (2, "add")] {
+        let numbers = Value::Array(vec![Value::from(2), Value::from(3)]);
+        let (error, result) = wire.rpc(msgid, method, &numbers);
+        assert_eq!(error, Value::Nil, "{method}");
+        assert_eq!(result.as_map().unwrap()[0].1, Value::from(5), "{method}");
     }
 }

@@ -24,7 +24,7 @@ pub struct Handler {
     name: Arc<str>,
     module: PathBuf,
     sha256: String,
-    pre: HandlerPre,
+    pre: Arc<HandlerPre>,
     timeout: Duration,
     max_memory: usize,
     instances: InstanceCount,
@@ -229,7 +229,7 @@ impl Handler {
     pub(super) fn new(
         config: &HandlerConfig,
         sha256: String,
-        pre: HandlerPre,
+        pre: Arc<HandlerPre>,
         metered: bool,
     ) -> Self {
         Handler {

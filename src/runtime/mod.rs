@@ -13,8 +13,9 @@ mod module;
 mod registry;
 mod world;
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -138,6 +139,11 @@ pub struct Runtime {
     linker: Arc<Linker<HostState>>,
     consume_fuel: bool,
     cache: Option<ComponentCache>,
+    /// Pre-instantiated components by module sha256, while some handler
+    /// serves them: entries that name the same module share its compiled
+    /// code and memory images (tens of MiB for an interpreter) instead of
+    /// holding a copy each.
+    loaded: Arc<Mutex<HashMap<String, Weak<world::HandlerPre>>>>,
 }
 
 impl Runtime {
@@ -188,6 +194,7 @@ impl Runtime {
             linker: Arc::new(linker),
             consume_fuel: options.consume_fuel,
             cache: options.cache,
+            loaded: Arc::default(),
         })
     }
 
@@ -226,24 +233,49 @@ impl Runtime {
     ) -> Result<Handler, LoadError> {
         let module::ModuleBytes { bytes, sha256 } = module;
         let started = std::time::Instant::now();
-        let (component, from_cache) = self.component(config, bytes, &sha256).await?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| format!("does not implement the arrpc:handler world: {e:#}"))
-            .and_then(|pre| world::HandlerPre::new(&component, pre))
-            .map_err(|reason| LoadError::new(config, reason))?;
+        let shared = self.shared(&sha256);
+        let (pre, from_cache) = match &shared {
+            Some(pre) => (pre.clone(), false),
+            None => {
+                let (component, from_cache) = self.component(config, bytes, &sha256).await?;
+                let pre = self
+                    .linker
+                    .instantiate_pre(&component)
+                    .map_err(|e| format!("does not implement the arrpc:handler world: {e:#}"))
+                    .and_then(|pre| world::HandlerPre::new(&component, pre))
+                    .map_err(|reason| LoadError::new(config, reason))?;
+                (self.share(&sha256, pre), from_cache)
+            }
+        };
         let load_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
         tracing::info!(
             handler = %config.name,
             module = %config.module.display(),
             sha256 = %sha256,
             from_cache,
+            shared = shared.is_some(),
             load_ms,
             world = %pre.version(),
             "loaded handler"
         );
         Ok(Handler::new(config, sha256, pre, self.consume_fuel))
+    }
+
+    /// The pre-instantiated component a loaded handler already serves for
+    /// this module, if any.
+    fn shared(&self, sha256: &str) -> Option<Arc<world::HandlerPre>> {
+        let loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        loaded.get(sha256).and_then(Weak::upgrade)
+    }
+
+    /// Lists `pre` for handlers loaded later, dropping entries no handler
+    /// serves any more.
+    fn share(&self, sha256: &str, pre: world::HandlerPre) -> Arc<world::HandlerPre> {
+        let pre = Arc::new(pre);
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        loaded.retain(|_, pre| pre.strong_count() > 0);
+        loaded.insert(sha256.to_owned(), Arc::downgrade(&pre));
+        pre
     }
 
     /// The compiled component, from the cache when it holds a usable entry,

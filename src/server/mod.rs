@@ -53,6 +53,9 @@ impl Server {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
+        // Ready from here: the kernel queues connections for `run`, so
+        // `/readyz` agrees with the "listening" line logged after binding.
+        metrics.set_accepting(true);
         Ok(Server {
             listener,
             dispatcher: Arc::new(Dispatcher::new(registry, config.rpc, metrics.clone())),
@@ -93,7 +96,6 @@ impl Server {
         let (trigger, shutdown) = shutdown::channel();
         let mut tasks = JoinSet::new();
         tokio::pin!(stop);
-        self.metrics.set_accepting(true);
         loop {
             let permit = tokio::select! {
                 permit = self.connections.clone().acquire_owned() => permit.expect("semaphore is never closed"),
