@@ -2,15 +2,17 @@
 //!
 //! Work that can be paid once is paid at load: each component is compiled
 //! (or read back from the compile cache) and pre-instantiated when it is
-//! loaded. Every message then gets a fresh
-//! store and instance from the pooling allocator, so no state survives from
-//! one message to the next.
+//! loaded. Every message then gets a fresh store and instance from the
+//! pooling allocator, so no state survives from one message to the next,
+//! unless its handler sets `reuse` (see `pool.rs`).
 
 mod cache;
 mod guest_log;
 mod handler;
 mod module;
+mod pool;
 mod registry;
+mod store;
 mod world;
 
 use std::collections::HashMap;
@@ -18,9 +20,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::config::{Config, HandlerConfig};
 
@@ -28,6 +29,7 @@ pub use cache::ComponentCache;
 pub use handler::{CallError, Handler, Request};
 pub use module::{LoadError, run_build};
 pub use registry::{HandlerRegistry, HandlerSet};
+pub use store::HostState;
 pub use world::Caller;
 
 /// How often the engine's epoch advances. A running guest yields to the
@@ -89,45 +91,6 @@ impl RuntimeOptions {
             cache: cache_dir.map(|dir| {
                 ComponentCache::new(dir, config.server.cache_max_mib.saturating_mul(1 << 20))
             }),
-        }
-    }
-}
-
-/// Per-store state: the guest's WASI context and its resource limits.
-pub struct HostState {
-    /// How to make `wasi` when the guest first needs it.
-    recipe: Arc<handler::WasiRecipe>,
-    /// The message being handled, for the guest's log lines.
-    request_id: u64,
-    trace_id: Option<Arc<str>>,
-    /// The WASI context and the stdout/stderr it writes to, once made.
-    wasi: Option<(WasiCtx, [guest_log::GuestLog; 2])>,
-    table: ResourceTable,
-    limits: handler::Limits,
-}
-
-impl HostState {
-    /// Tags what the guest logs from now on with `request_id`.
-    fn begin(&mut self, request_id: u64, trace_id: Option<Arc<str>>) {
-        if let Some((_, logs)) = &self.wasi {
-            for log in logs {
-                log.begin(request_id, trace_id.clone());
-            }
-        }
-        self.request_id = request_id;
-        self.trace_id = trace_id;
-    }
-}
-
-impl WasiView for HostState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        let (ctx, _) = self.wasi.get_or_insert_with(|| {
-            self.recipe
-                .build_lazily(self.request_id, self.trace_id.clone())
-        });
-        WasiCtxView {
-            ctx,
-            table: &mut self.table,
         }
     }
 }

@@ -168,166 +168,280 @@ pub async fn serve<S>(
     peer: Arc<Peer>,
     dispatcher: Arc<Dispatcher>,
     limits: ConnectionLimits,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut conn = Connection::new(stream, limits.max_message);
-    let mut owed = Owed::default();
-    let mut reading = true;
-    let mut draining = false;
-    // Shutdown began: messages read now are refused, not run.
-    let mut refusing = false;
-    let notice = sleep(Duration::ZERO);
-    tokio::pin!(notice);
-    // Past its age: RPC calls are refused, and `refused` says one was.
-    let mut aged = false;
-    let mut refused = false;
-    // Whether the client made an RPC call: then it is told to move, not
-    // closed on at a quiet moment. Watched only with a max age.
-    let mut speaks_rpc = false;
-    let age = sleep(limits.max_age.map_or(FOREVER, jitter));
-    tokio::pin!(age);
-    let idle = sleep(limits.idle_timeout);
-    tokio::pin!(idle);
-    // Made once: a wait made anew on every turn of the loop would register
-    // with the shared signal and unregister again for every message.
-    let shutting_down = shutdown.recv();
-    tokio::pin!(shutting_down);
+    Session {
+        conn: Connection::new(stream, limits.max_message),
+        peer,
+        dispatcher,
+        limits,
+        owed: Owed::default(),
+        reading: true,
+        lingers: false,
+        refusing: false,
+        aged: false,
+        refused: false,
+        speaks_rpc: false,
+    }
+    .run(shutdown)
+    .await
+}
 
-    while reading || !owed.is_empty() {
-        // `Ok(true)`: replies owed from earlier turns went out, so the idle
-        // clock restarts. A failed write ends the connection.
-        let turn = tokio::select! {
-            biased;
-            // Before reading, so a busy connection hears of shutdown too.
-            _ = &mut shutting_down, if reading && !refusing => {
-                refusing = true;
-                notice.as_mut().reset(tokio::time::Instant::now() + DRAIN_NOTICE);
-                Ok(false)
-            }
-            _ = &mut notice, if reading && refusing => {
-                reading = false;
-                draining = true;
-                Ok(false)
-            }
-            _ = &mut age, if reading && !refusing && (!aged || refused || speaks_rpc) => {
-                if aged {
-                    // Told to move, the client never left.
-                    reading = false;
-                    draining = true;
-                } else {
-                    aged = true;
-                    age.as_mut().reset(tokio::time::Instant::now() + AGED_LINGER);
+/// One connection being served: its stream, the replies it owes, and
+/// where it stands between opening and closing. Its timers live in
+/// [`Session::run`], pinned there.
+struct Session<S> {
+    conn: Connection<S>,
+    peer: Arc<Peer>,
+    dispatcher: Arc<Dispatcher>,
+    limits: ConnectionLimits,
+    owed: Owed,
+    /// Messages are still read; once not, the connection ends when the
+    /// replies owed are sent.
+    reading: bool,
+    /// The host, not the client, ends the connection: it reads and drops
+    /// what the client still sends for [`LINGER`], so the last replies
+    /// are not lost to a reset.
+    lingers: bool,
+    /// Shutdown began: messages read now are refused, not run.
+    refusing: bool,
+    /// Past its age: RPC calls are refused, and `refused` says one was.
+    aged: bool,
+    refused: bool,
+    /// Whether the client made an RPC call: then it is told to move, not
+    /// closed on at a quiet moment. Watched only with a max age.
+    speaks_rpc: bool,
+}
+
+/// What one event leaves the connection to do.
+enum Turn {
+    /// Carry on.
+    Next,
+    /// Replies owed from earlier turns went out: the idle clock restarts.
+    Wrote,
+    /// Close, with no reply owed: the connection idled out.
+    Idle,
+    /// The connection broke: end at once.
+    Broken,
+}
+
+impl<S> Session<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    async fn run(mut self, mut shutdown: Shutdown) {
+        let notice = sleep(Duration::ZERO);
+        tokio::pin!(notice);
+        let age = sleep(self.limits.max_age.map_or(FOREVER, jitter));
+        tokio::pin!(age);
+        let idle = sleep(self.limits.idle_timeout);
+        tokio::pin!(idle);
+        // Made once: a wait made anew on every turn of the loop would
+        // register with the shared signal and unregister again for every
+        // message.
+        let shutting_down = shutdown.recv();
+        tokio::pin!(shutting_down);
+
+        while self.reading || !self.owed.is_empty() {
+            let turn = tokio::select! {
+                biased;
+                // Before reading, so a busy connection hears of shutdown too.
+                _ = &mut shutting_down, if self.reading && !self.refusing => {
+                    self.refusing = true;
+                    notice.as_mut().reset(tokio::time::Instant::now() + DRAIN_NOTICE);
+                    Turn::Next
                 }
-                Ok(false)
-            }
-            Some(reply) = owed.ordered.next(), if !owed.ordered.is_empty() => {
-                write_replies(&mut conn, Some(reply), &mut owed).await
-            }
-            Some(response) = owed.calls.next(), if !owed.calls.is_empty() => {
-                write_replies(&mut conn, response, &mut owed).await
-            }
-            read = conn.read_message(), if reading && owed.len() < limits.max_pipelined => {
-                // One clock reading serves every message read together.
-                let at = Instant::now();
-                idle.as_mut().reset((at + limits.idle_timeout).into());
-                let mut read = read;
-                let mut wrote = Ok(false);
-                let mut started = 0;
-                loop {
-                    let reply = match read {
-                        Ok(Some(message)) if refusing => dispatcher
-                            .refuse_draining(&message)
-                            .and_then(|reply| owed.answer(reply)),
-                        Ok(Some(message)) if aged && dispatcher.is_rpc_call(&message) => {
-                            refused = true;
-                            speaks_rpc = true;
-                            dispatcher
-                                .refuse_draining(&message)
-                                .and_then(|reply| owed.answer(reply))
-                        }
-                        Ok(Some(message)) => {
-                            if limits.max_age.is_some() && !speaks_rpc {
-                                speaks_rpc = dispatcher.is_rpc_call(&message);
-                            }
-                            owed.take(message, at, &dispatcher, &peer)
-                        }
-                        Ok(None) => {
-                            reading = false;
-                            None
-                        }
-                        Err(ReadError::Frame(e)) => {
-                            if let Some(suppressed) = MALFORMED.admit() {
-                                tracing::info!(peer = %peer.addr, error = %e, suppressed, "refusing message; closing connection");
-                            }
-                            dispatcher.metrics().refused(Outcome::Malformed);
-                            reading = false;
-                            draining = true;
-                            owed.answer(failure::bare_reply(&Failure::Malformed(e)))
-                        }
-                        Err(e) => {
-                            tracing::debug!(peer = %peer.addr, error = %e, "connection broke");
-                            return;
-                        }
-                    };
-                    if let Some(reply) = reply {
-                        wrote = conn.write_message(&reply).await.map(|()| true);
-                        if wrote.is_err() {
-                            break;
-                        }
+                _ = &mut notice, if self.reading && self.refusing => {
+                    self.stop_reading();
+                    Turn::Next
+                }
+                _ = &mut age, if self.age_watched() => {
+                    if self.grow_old() {
+                        age.as_mut().reset(tokio::time::Instant::now() + AGED_LINGER);
                     }
-                    // Every whole message already read, up to the cap,
-                    // starts before the connection waits, so their replies
-                    // leave in one write.
-                    started += 1;
-                    if !reading
-                        || started == limits.max_pipelined
-                        || owed.len() >= limits.max_pipelined
-                    {
-                        break;
-                    }
-                    read = match conn.try_message() {
-                        Ok(None) => break,
-                        buffered => buffered.map_err(ReadError::Frame),
-                    };
+                    Turn::Next
                 }
-                // The idle clock restarted when these were read.
-                let sent = match wrote {
-                    Ok(true) => conn.flush().await.map(|()| false),
-                    other => other.map(|_| false),
-                };
-                if started == limits.max_pipelined && conn.has_buffered() {
-                    tokio::task::yield_now().await;
+                Some(reply) = self.owed.ordered.next(), if !self.owed.ordered.is_empty() => {
+                    self.write_owed(Some(reply)).await
                 }
-                sent
+                Some(response) = self.owed.calls.next(), if !self.owed.calls.is_empty() => {
+                    self.write_owed(response).await
+                }
+                read = self.conn.read_message(), if self.has_credit() => {
+                    // One clock reading serves every message read together.
+                    let at = Instant::now();
+                    idle.as_mut().reset((at + self.limits.idle_timeout).into());
+                    self.take_messages(read, at).await
+                }
+                _ = &mut idle, if self.owed.is_empty() => Turn::Idle,
+            };
+            match turn {
+                Turn::Idle => {
+                    tracing::debug!(peer = %self.peer.addr, "closing idle connection");
+                    break;
+                }
+                Turn::Broken => return,
+                Turn::Wrote => idle
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + self.limits.idle_timeout),
+                Turn::Next => {}
             }
-            _ = &mut idle, if owed.is_empty() => {
-                tracing::debug!(peer = %peer.addr, "closing idle connection");
-                break;
-            }
-        };
-        if aged && !speaks_rpc && reading && owed.is_empty() && !conn.has_buffered() {
-            tracing::debug!(peer = %peer.addr, "closing connection past its max age");
-            reading = false;
-            draining = true;
+            self.close_if_aged_and_quiet();
         }
-        match turn {
-            Ok(true) => idle
-                .as_mut()
-                .reset(tokio::time::Instant::now() + limits.idle_timeout),
-            Ok(false) => {}
-            Err(e) => {
-                tracing::debug!(peer = %peer.addr, error = %e, "cannot write reply; closing");
-                return;
-            }
+        let _ = self.conn.shutdown().await;
+        if self.lingers {
+            // Whatever the client still sends is read and dropped until it
+            // closes too, so the last replies are not lost to a reset.
+            let _ = tokio::time::timeout(LINGER, self.conn.drain()).await;
         }
     }
-    let _ = conn.shutdown().await;
-    if draining {
-        // Whatever the client still sends is read and dropped until it
-        // closes too, so the last replies are not lost to a reset.
-        let _ = tokio::time::timeout(LINGER, conn.drain()).await;
+
+    /// Stops reading on the host's initiative: the replies owed are sent,
+    /// then the connection closes and lingers.
+    fn stop_reading(&mut self) {
+        self.reading = false;
+        self.lingers = true;
+    }
+
+    /// Reading goes on while fewer messages than the pipelining cap are
+    /// in flight: at the cap, backpressure reaches the client through TCP.
+    fn has_credit(&self) -> bool {
+        self.reading && self.owed.len() < self.limits.max_pipelined
+    }
+
+    /// Whether the age timer matters: before the connection is old, and
+    /// after, while the client that was (or would be) told to move has
+    /// its linger to close.
+    fn age_watched(&self) -> bool {
+        self.reading && !self.refusing && (!self.aged || self.refused || self.speaks_rpc)
+    }
+
+    /// The age timer fired: the connection is old now (`true`: its linger
+    /// starts), or its client, told to move, never left and it closes.
+    fn grow_old(&mut self) -> bool {
+        if self.aged {
+            self.stop_reading();
+            false
+        } else {
+            self.aged = true;
+            true
+        }
+    }
+
+    /// An old connection whose client makes no RPC call closes at its
+    /// first moment with no reply owed and no input read ahead.
+    fn close_if_aged_and_quiet(&mut self) {
+        if self.aged
+            && !self.speaks_rpc
+            && self.reading
+            && self.owed.is_empty()
+            && !self.conn.has_buffered()
+        {
+            tracing::debug!(peer = %self.peer.addr, "closing connection past its max age");
+            self.stop_reading();
+        }
+    }
+
+    /// Starts `read` and every further whole message already buffered, up
+    /// to the cap, before the connection waits, and writes the replies
+    /// ready at once in one flush. The idle clock restarted when these
+    /// were read, at `at`.
+    async fn take_messages(
+        &mut self,
+        mut read: Result<Option<Bytes>, ReadError>,
+        at: Instant,
+    ) -> Turn {
+        let mut wrote = false;
+        let mut started = 0;
+        loop {
+            let reply = match read {
+                Ok(Some(message)) => self.start(message, at),
+                Ok(None) => {
+                    self.reading = false;
+                    None
+                }
+                Err(ReadError::Frame(e)) => {
+                    if let Some(suppressed) = MALFORMED.admit() {
+                        tracing::info!(peer = %self.peer.addr, error = %e, suppressed, "refusing message; closing connection");
+                    }
+                    self.dispatcher.metrics().refused(Outcome::Malformed);
+                    self.stop_reading();
+                    self.owed
+                        .answer(failure::bare_reply(&Failure::Malformed(e)))
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %self.peer.addr, error = %e, "connection broke");
+                    return Turn::Broken;
+                }
+            };
+            if let Some(reply) = reply {
+                if let Err(e) = self.conn.write_message(&reply).await {
+                    return self.write_failed(e);
+                }
+                wrote = true;
+            }
+            started += 1;
+            if !self.reading
+                || started == self.limits.max_pipelined
+                || self.owed.len() >= self.limits.max_pipelined
+            {
+                break;
+            }
+            read = match self.conn.try_message() {
+                Ok(None) => break,
+                buffered => buffered.map_err(ReadError::Frame),
+            };
+        }
+        if wrote && let Err(e) = self.conn.flush().await {
+            return self.write_failed(e);
+        }
+        // A deep pipeline of quick messages lets the other connections on
+        // this worker run before it takes the next batch.
+        if started == self.limits.max_pipelined && self.conn.has_buffered() {
+            tokio::task::yield_now().await;
+        }
+        Turn::Next
+    }
+
+    /// Starts one message, or refuses it while draining or, for an RPC
+    /// call, past the connection's age; gives back a reply that can
+    /// leave now.
+    fn start(&mut self, message: Bytes, at: Instant) -> Option<Vec<u8>> {
+        if self.refusing {
+            return self.refuse(&message);
+        }
+        if self.aged && self.dispatcher.is_rpc_call(&message) {
+            self.refused = true;
+            self.speaks_rpc = true;
+            return self.refuse(&message);
+        }
+        if self.limits.max_age.is_some() && !self.speaks_rpc {
+            self.speaks_rpc = self.dispatcher.is_rpc_call(&message);
+        }
+        self.owed.take(message, at, &self.dispatcher, &self.peer)
+    }
+
+    /// The "draining, not run" refusal for `message`, if it gets a reply.
+    fn refuse(&mut self, message: &Bytes) -> Option<Vec<u8>> {
+        self.dispatcher
+            .refuse_draining(message)
+            .and_then(|reply| self.owed.answer(reply))
+    }
+
+    /// Writes `first` (if any: a notification has no response) and every
+    /// further reply that is already finished, then flushes once.
+    async fn write_owed(&mut self, first: Option<Vec<u8>>) -> Turn {
+        match write_replies(&mut self.conn, first, &mut self.owed).await {
+            Ok(()) => Turn::Wrote,
+            Err(e) => self.write_failed(e),
+        }
+    }
+
+    fn write_failed(&self, e: std::io::Error) -> Turn {
+        tracing::debug!(peer = %self.peer.addr, error = %e, "cannot write reply; closing");
+        Turn::Broken
     }
 }
 
@@ -355,14 +469,13 @@ const DRAIN_NOTICE: Duration = Duration::from_millis(500);
 /// for the client to close.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// Writes `first` (if any: a notification has no response) and every
-/// further reply that is already finished, then flushes once. `Ok(true)`
-/// once they are sent.
+/// The replies of [`Session::write_owed`]: `first`, then those already
+/// finished, in one flush.
 async fn write_replies<S>(
     conn: &mut Connection<S>,
     first: Option<Vec<u8>>,
     owed: &mut Owed,
-) -> std::io::Result<bool>
+) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -377,7 +490,7 @@ where
             conn.write_message(&response).await?;
         }
     }
-    conn.flush().await.map(|()| true)
+    conn.flush().await
 }
 
 /// Runs one message's future, turning a panic into `None` so that one bad

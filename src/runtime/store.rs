@@ -1,0 +1,213 @@
+//! What one instance's store holds: the guest's WASI context, made from
+//! its handler's recipe, and the limiter that caps its memory.
+
+use std::sync::Arc;
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::guest_log::GuestLog;
+use super::handler::CallError;
+use crate::config::{DirGrant, HandlerConfig};
+
+/// Largest table a guest may grow; far above what compilers emit.
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+/// Per-store state: the guest's WASI context and its resource limits.
+pub struct HostState {
+    /// How to make `wasi` when the guest first needs it.
+    recipe: Arc<WasiRecipe>,
+    /// The message being handled, for the guest's log lines.
+    request_id: u64,
+    trace_id: Option<Arc<str>>,
+    /// The WASI context and the stdout/stderr it writes to, once made.
+    wasi: Option<(WasiCtx, [GuestLog; 2])>,
+    table: ResourceTable,
+    limits: Limits,
+}
+
+impl HostState {
+    /// The state of a new store whose memory may grow to `max_memory`
+    /// bytes. Its WASI context is made now when directories are granted,
+    /// so one that cannot be opened fails the message clearly; else on the
+    /// guest's first WASI call, so a guest that makes none never pays for
+    /// it.
+    pub(super) fn new(
+        recipe: &Arc<WasiRecipe>,
+        max_memory: usize,
+        request_id: u64,
+        trace_id: Option<Arc<str>>,
+    ) -> Result<HostState, CallError> {
+        let wasi = if recipe.dirs.is_empty() {
+            None
+        } else {
+            Some(recipe.build_with_dirs(request_id, trace_id.clone())?)
+        };
+        Ok(HostState {
+            recipe: recipe.clone(),
+            request_id,
+            trace_id,
+            wasi,
+            table: ResourceTable::new(),
+            limits: Limits {
+                max_memory,
+                memory_hit: false,
+                memory: 0,
+            },
+        })
+    }
+
+    /// Tags what the guest logs from now on with `request_id`.
+    pub(super) fn begin(&mut self, request_id: u64, trace_id: Option<Arc<str>>) {
+        if let Some((_, logs)) = &self.wasi {
+            for log in logs {
+                log.begin(request_id, trace_id.clone());
+            }
+        }
+        self.request_id = request_id;
+        self.trace_id = trace_id;
+    }
+
+    /// The limiter the store consults when the guest grows a memory or
+    /// table.
+    pub(super) fn limiter(&mut self) -> &mut dyn ResourceLimiter {
+        &mut self.limits
+    }
+
+    /// Whether the guest tried to grow its memory past the cap.
+    pub(super) fn memory_hit(&self) -> bool {
+        self.limits.memory_hit
+    }
+
+    /// Bytes of linear memory the guest has grown to.
+    pub(super) fn memory(&self) -> usize {
+        self.limits.memory
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        let (ctx, _) = self.wasi.get_or_insert_with(|| {
+            self.recipe
+                .build_lazily(self.request_id, self.trace_id.clone())
+        });
+        WasiCtxView {
+            ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Per-store resource limits, remembering which one was hit.
+struct Limits {
+    max_memory: usize,
+    memory_hit: bool,
+    /// Bytes of linear memory the instance has grown to.
+    memory: usize,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            self.memory_hit = true;
+            return Err(wasmtime::Error::msg("memory limit reached"));
+        }
+        self.memory = self.memory.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// What a guest's WASI context is made of: no capabilities but those
+/// granted, stdout and stderr into the host log.
+pub(super) struct WasiRecipe {
+    name: Arc<str>,
+    env: Vec<(String, String)>,
+    dirs: Vec<DirGrant>,
+    max_output: usize,
+}
+
+impl WasiRecipe {
+    pub(super) fn new(config: &HandlerConfig) -> WasiRecipe {
+        WasiRecipe {
+            name: config.name.as_str().into(),
+            env: config.env.clone().into_iter().collect(),
+            dirs: config.dirs.clone(),
+            max_output: config.max_output_bytes,
+        }
+    }
+
+    /// Everything but the granted directories, which can fail to open.
+    fn builder(
+        &self,
+        request_id: u64,
+        trace_id: Option<Arc<str>>,
+    ) -> (WasiCtxBuilder, [GuestLog; 2]) {
+        let log = |stream| {
+            GuestLog::new(
+                self.name.clone(),
+                request_id,
+                trace_id.clone(),
+                stream,
+                self.max_output,
+            )
+        };
+        let logs = [log("stdout"), log("stderr")];
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(logs[0].clone())
+            .stderr(logs[1].clone())
+            .envs(&self.env)
+            .allow_tcp(false)
+            .allow_udp(false);
+        (wasi, logs)
+    }
+
+    /// The context with its directories, made before the guest runs so a
+    /// directory that cannot be opened fails the message clearly.
+    fn build_with_dirs(
+        &self,
+        request_id: u64,
+        trace_id: Option<Arc<str>>,
+    ) -> Result<(WasiCtx, [GuestLog; 2]), CallError> {
+        let (mut wasi, logs) = self.builder(request_id, trace_id);
+        for grant in &self.dirs {
+            let perms = if grant.writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
+            wasi.preopened_dir(&grant.host, &grant.guest, perms)
+                .map_err(|e| CallError::Grant {
+                    handler: self.name.clone(),
+                    host: grant.host.display().to_string(),
+                    detail: format!("{e:#}"),
+                })?;
+        }
+        Ok((wasi.build(), logs))
+    }
+
+    /// The context for a guest that has no directories, made on its first
+    /// WASI call.
+    fn build_lazily(
+        &self,
+        request_id: u64,
+        trace_id: Option<Arc<str>>,
+    ) -> (WasiCtx, [GuestLog; 2]) {
+        let (mut wasi, logs) = self.builder(request_id, trace_id);
+        (wasi.build(), logs)
+    }
+}
