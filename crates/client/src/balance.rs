@@ -14,7 +14,7 @@
 //! tried again after a doubling pause. A replica removed from DNS leaves the
 //! balancer at once but its connections live until its calls in flight end.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -107,7 +107,7 @@ fn has_port(addr: &str) -> bool {
 #[derive(Clone)]
 pub(crate) struct Call {
     pub method: Arc<str>,
-    pub params: Bytes,
+    pub params: Arc<[u8]>,
     pub traceparent: Option<Arc<str>>,
     /// A notification: nothing comes back.
     pub notify: bool,
@@ -117,6 +117,12 @@ pub(crate) struct Call {
 pub(crate) type Answer = (Bytes, Arc<str>);
 
 type Replicas = PendingRequestsDiscover<Changes, CompleteOnResponse>;
+
+/// A replica's key in the balancer: a number, as tower's ready cache clones
+/// and hashes the key of the replica it picks on every call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ReplicaId(u64);
+
 /// A call taken by a replica: its answer, once it comes.
 type Reply = <Balance<Replicas, Call> as Service<Call>>::Future;
 
@@ -229,7 +235,7 @@ impl Balanced {
         running.budget.deposit();
         let call = Call {
             method: method.into(),
-            params: Bytes::copy_from_slice(params),
+            params: params.into(),
             traceparent: traceparent.map(Arc::from),
             notify,
         };
@@ -326,11 +332,17 @@ impl Balanced {
                     Target::Static(list) => list.clone(),
                     _ => vec![self.config.addr.clone()],
                 };
+                // A replica listed twice is one replica.
+                let mut started = HashSet::new();
                 for addr in &list {
+                    if !started.insert(addr.as_str()) {
+                        continue;
+                    }
                     let replica = Replica::start(&self.config, addr, None, self.problem.clone());
-                    let _ = changes.send(Change::Insert(addr.clone(), replica));
+                    let id = ReplicaId(started.len() as u64);
+                    let _ = changes.send(Change::Insert(id, replica));
                 }
-                tracing::debug!(replicas = list.len(), "fixed replica list");
+                tracing::debug!(replicas = started.len(), "fixed replica list");
                 // Keeping the sender keeps the balancer's discovery open.
                 tokio::spawn(async move { changes.closed().await })
             }
@@ -357,10 +369,10 @@ fn retry_reason(error: &Error, idempotent: bool) -> Option<&'static str> {
 }
 
 /// Replicas added and removed, as tower's `Discover` wants them.
-struct Changes(mpsc::UnboundedReceiver<Change<String, Replica>>);
+struct Changes(mpsc::UnboundedReceiver<Change<ReplicaId, Replica>>);
 
 impl Stream for Changes {
-    type Item = Result<Change<String, Replica>, Infallible>;
+    type Item = Result<Change<ReplicaId, Replica>, Infallible>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.0.poll_recv(cx).map(|change| change.map(Ok))
@@ -374,7 +386,7 @@ async fn resolve(
     config: ClientConfig,
     host: String,
     port: u16,
-    changes: mpsc::UnboundedSender<Change<String, Replica>>,
+    changes: mpsc::UnboundedSender<Change<ReplicaId, Replica>>,
     problem: Arc<Mutex<Option<String>>>,
 ) {
     let resolver = match resolver(config.dns_server) {
@@ -386,7 +398,8 @@ async fn resolve(
         }
     };
     let service = format!("{host}:{port}");
-    let mut known = HashSet::new();
+    let mut known: HashMap<String, ReplicaId> = HashMap::new();
+    let mut last_id = 0;
     loop {
         // Every resolution asks the nameserver: its TTL, not the cache's, paces them.
         resolver.clear_cache();
@@ -396,17 +409,25 @@ async fn resolve(
                     .iter()
                     .map(|ip| SocketAddr::new(ip, port).to_string())
                     .collect();
-                for gone in known.difference(&found) {
-                    tracing::info!(replica = %gone, name = %host, "replica left DNS");
-                    let _ = changes.send(Change::Remove(gone.clone()));
-                }
-                for new in found.difference(&known) {
+                known.retain(|addr, id| {
+                    let stays = found.contains(addr);
+                    if !stays {
+                        tracing::info!(replica = %addr, name = %host, "replica left DNS");
+                        let _ = changes.send(Change::Remove(*id));
+                    }
+                    stays
+                });
+                for new in found {
+                    if known.contains_key(&new) {
+                        continue;
+                    }
                     tracing::info!(replica = %new, name = %host, "replica found in DNS");
                     let replica =
-                        Replica::start(&config, new, Some(service.as_str()), problem.clone());
-                    let _ = changes.send(Change::Insert(new.clone(), replica));
+                        Replica::start(&config, &new, Some(service.as_str()), problem.clone());
+                    last_id += 1;
+                    let _ = changes.send(Change::Insert(ReplicaId(last_id), replica));
+                    known.insert(new, ReplicaId(last_id));
                 }
-                known = found;
                 resolved(&config, true);
                 let ttl = lookup
                     .valid_until()
