@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -494,6 +494,8 @@ impl Drop for ReplicaShared {
 /// Whether a replica takes calls, and who to tell when that changes.
 struct Health {
     state: Mutex<HealthState>,
+    /// Whether `state` is `Up`, read without the lock on every pick.
+    up: AtomicBool,
     /// The balancer, waiting for this replica to become ready.
     ready: AtomicWaker,
     /// The keeper, waiting for a failure to mend.
@@ -523,6 +525,7 @@ impl Health {
         if health.state != state {
             moved(config, Some(health.state), Some(state));
             health.state = state;
+            self.up.store(state == State::Up, Ordering::Release);
         }
         if state == State::Up {
             health.failures = 0;
@@ -563,6 +566,7 @@ impl Replica {
                 state: State::Connecting,
                 failures: 0,
             }),
+            up: AtomicBool::new(false),
             ready: AtomicWaker::new(),
             changed: Notify::new(),
         });
@@ -648,9 +652,10 @@ impl Service<Call> for Replica {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let health = &self.shared.health;
         health.ready.register(cx.waker());
-        match lock(&health.state).state {
-            State::Up => Poll::Ready(Ok(())),
-            _ => Poll::Pending,
+        if health.up.load(Ordering::Acquire) {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
         }
     }
 
@@ -682,6 +687,7 @@ impl Service<Call> for Replica {
                     let was_up = health.state == State::Up;
                     if was_up {
                         health.state = State::Connecting;
+                        shared.health.up.store(false, Ordering::Release);
                     }
                     was_up
                 };
