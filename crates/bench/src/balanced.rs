@@ -4,11 +4,11 @@
 //! in the same run, at the same number of calls in flight and about as many
 //! connections.
 //!
-//! What balancing adds (tower's buffer and power-of-two-choices pick, the
-//! retry budget, per-call bookkeeping) is work in the client, so besides
-//! calls per second the run reports the client's CPU time per call: this
-//! process's user and system time over the measuring window (`getrusage`),
-//! which leaves out the hosts, as they are separate processes. The sides
+//! What balancing adds (tower's power-of-two-choices pick, the retry
+//! budget, per-call bookkeeping) is work in the client, so besides calls per
+//! second the run reports the client's CPU time per call: this process's
+//! user and system time over the measuring window (`getrusage`), which
+//! leaves out the hosts, as they are separate processes. The sides
 //! take turns within each round, in alternating order, and each line reports
 //! the median of the rounds.
 

@@ -14,13 +14,13 @@
 //! tried again after a doubling pause. A replica removed from DNS leaves the
 //! balancer at once but its connections live until its calls in flight end.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,12 +31,11 @@ use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use tokio::sync::{Notify, OnceCell, mpsc};
+use tower::Service;
 use tower::balance::p2c::Balance;
-use tower::buffer::Buffer;
 use tower::discover::Change;
 use tower::load::{CompleteOnResponse, PendingRequestsDiscover};
 use tower::retry::budget::{Budget, TpsBudget};
-use tower::{Service, ServiceExt};
 
 use crate::{ClientConfig, Error, RpcClient};
 
@@ -46,8 +45,6 @@ const MIN_RESOLVE_PAUSE: Duration = Duration::from_millis(250);
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 /// Longest ejection, however often a replica failed.
 const MAX_EJECTION: Duration = Duration::from_secs(60);
-/// Calls queued for the balancer before callers wait for room.
-const QUEUE: usize = 1024;
 
 /// Where the replicas behind an address are.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,23 +102,84 @@ fn has_port(addr: &str) -> bool {
         .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
-/// What the balancer is asked to run: one RPC call.
+/// What the balancer is asked to run: one RPC call. Built once per call;
+/// each attempt hands the balancer a clone, which shares the bytes.
+#[derive(Clone)]
 pub(crate) struct Call {
     pub method: Arc<str>,
-    pub params: Bytes,
+    pub params: Arc<[u8]>,
     pub traceparent: Option<Arc<str>>,
     /// A notification: nothing comes back.
     pub notify: bool,
-    /// Set once a replica took the call, so a caller whose deadline passed
-    /// before knows that it never went out.
-    pub dispatched: Arc<AtomicBool>,
 }
 
 /// A call's result and the replica that answered it (`ip:port`).
 pub(crate) type Answer = (Bytes, Arc<str>);
 
 type Replicas = PendingRequestsDiscover<Changes, CompleteOnResponse>;
-type Balancer = Buffer<Call, <Balance<Replicas, Call> as Service<Call>>::Future>;
+
+/// A replica's key in the balancer: a number, as tower's ready cache clones
+/// and hashes the key of the replica it picks on every call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ReplicaId(u64);
+
+/// A call taken by a replica: its answer, once it comes.
+type Reply = <Balance<Replicas, Call> as Service<Call>>::Future;
+
+/// tower's power-of-two-choices balancer, driven by the callers themselves:
+/// each picks a replica under the lock, for the moment of the pick, and
+/// awaits the reply outside it. No worker task stands between a caller and
+/// the replica, so a call costs no hand-off to another task and back.
+struct Balancer {
+    balance: Mutex<Balance<Replicas, Call>>,
+    /// Callers waiting for a ready replica.
+    waiting: Arc<WakeAll>,
+    /// The waker the balancer is polled with: wakes every waiting caller,
+    /// since the balancer keeps one waker where many callers may wait.
+    waker: Waker,
+}
+
+/// Wakes every caller waiting for the balancer.
+struct WakeAll(Notify);
+
+impl Wake for WakeAll {
+    fn wake(self: Arc<Self>) {
+        self.0.notify_waiters();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.notify_waiters();
+    }
+}
+
+impl Balancer {
+    fn new(replicas: Replicas) -> Balancer {
+        let waiting = Arc::new(WakeAll(Notify::new()));
+        Balancer {
+            balance: Mutex::new(Balance::new(replicas)),
+            waker: Waker::from(waiting.clone()),
+            waiting,
+        }
+    }
+
+    /// Hands `call` to a replica chosen by load, once one is ready.
+    async fn dispatch(&self, call: Call) -> Result<Reply, tower::BoxError> {
+        loop {
+            // Made before looking, so a replica that becomes ready between
+            // the look and the wait still wakes this caller.
+            let readiness = self.waiting.0.notified();
+            {
+                let mut balance = lock(&self.balance);
+                match balance.poll_ready(&mut Context::from_waker(&self.waker)) {
+                    Poll::Ready(Ok(())) => return Ok(balance.call(call)),
+                    Poll::Ready(Err(e)) => return Err(e),
+                    Poll::Pending => {}
+                }
+            }
+            readiness.await;
+        }
+    }
+}
 
 /// The balanced side of an [`RpcClient`] whose address names many replicas.
 pub(crate) struct Balanced {
@@ -175,16 +233,15 @@ impl Balanced {
             .timeout
             .map(|after| (tokio::time::Instant::now() + after, after));
         running.budget.deposit();
+        let call = Call {
+            method: method.into(),
+            params: params.into(),
+            traceparent: traceparent.map(Arc::from),
+            notify,
+        };
         let mut retries = 0;
         loop {
-            let call = Call {
-                method: method.into(),
-                params: Bytes::copy_from_slice(params),
-                traceparent: traceparent.map(Arc::from),
-                notify,
-                dispatched: Arc::new(AtomicBool::new(false)),
-            };
-            let result = self.attempt(running, call, deadline).await;
+            let result = self.attempt(running, call.clone(), deadline).await;
             let Err(error) = &result else {
                 return result;
             };
@@ -212,21 +269,28 @@ impl Balanced {
         call: Call,
         deadline: Option<(tokio::time::Instant, Duration)>,
     ) -> Result<Answer, Error> {
-        let dispatched = call.dispatched.clone();
-        // Boxed as `Send` here, where no borrowed lifetime is in sight.
-        let outcome: BoxFuture<'static, Result<Answer, tower::BoxError>> =
-            Box::pin(running.balancer.clone().oneshot(call));
+        // Set once a replica took the call: past the deadline, a call that
+        // never went out is told apart from one that got no answer in time.
+        let mut dispatched = false;
+        let outcome = async {
+            let reply = running.balancer.dispatch(call).await?;
+            dispatched = true;
+            reply.await
+        };
         let result = match deadline {
-            Some((at, after)) => match tokio::time::timeout_at(at, outcome).await {
-                Ok(result) => result,
-                Err(_) if dispatched.load(Ordering::Acquire) => {
-                    return Err(Error::Timeout {
-                        addr: self.config.addr.clone(),
-                        after,
-                    });
+            Some((at, after)) => {
+                let result = tokio::time::timeout_at(at, outcome).await;
+                match result {
+                    Ok(result) => result,
+                    Err(_) if dispatched => {
+                        return Err(Error::Timeout {
+                            addr: self.config.addr.clone(),
+                            after,
+                        });
+                    }
+                    Err(_) => return Err(self.unavailable(after)),
                 }
-                Err(_) => return Err(self.unavailable(after)),
-            },
+            }
             None => outcome.await,
         };
         result.map_err(|e| match e.downcast::<Error>() {
@@ -254,7 +318,7 @@ impl Balanced {
         let (changes, receiver) = mpsc::unbounded_channel();
         let replicas =
             PendingRequestsDiscover::new::<Call>(Changes(receiver), CompleteOnResponse::default());
-        let balancer = Buffer::new(Balance::new(replicas), QUEUE);
+        let balancer = Balancer::new(replicas);
         let resolver = match &self.target {
             Target::Dns { host, port } => tokio::spawn(resolve(
                 self.config.clone(),
@@ -268,11 +332,17 @@ impl Balanced {
                     Target::Static(list) => list.clone(),
                     _ => vec![self.config.addr.clone()],
                 };
+                // A replica listed twice is one replica.
+                let mut started = HashSet::new();
                 for addr in &list {
+                    if !started.insert(addr.as_str()) {
+                        continue;
+                    }
                     let replica = Replica::start(&self.config, addr, None, self.problem.clone());
-                    let _ = changes.send(Change::Insert(addr.clone(), replica));
+                    let id = ReplicaId(started.len() as u64);
+                    let _ = changes.send(Change::Insert(id, replica));
                 }
-                tracing::debug!(replicas = list.len(), "fixed replica list");
+                tracing::debug!(replicas = started.len(), "fixed replica list");
                 // Keeping the sender keeps the balancer's discovery open.
                 tokio::spawn(async move { changes.closed().await })
             }
@@ -299,10 +369,10 @@ fn retry_reason(error: &Error, idempotent: bool) -> Option<&'static str> {
 }
 
 /// Replicas added and removed, as tower's `Discover` wants them.
-struct Changes(mpsc::UnboundedReceiver<Change<String, Replica>>);
+struct Changes(mpsc::UnboundedReceiver<Change<ReplicaId, Replica>>);
 
 impl Stream for Changes {
-    type Item = Result<Change<String, Replica>, Infallible>;
+    type Item = Result<Change<ReplicaId, Replica>, Infallible>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.0.poll_recv(cx).map(|change| change.map(Ok))
@@ -316,7 +386,7 @@ async fn resolve(
     config: ClientConfig,
     host: String,
     port: u16,
-    changes: mpsc::UnboundedSender<Change<String, Replica>>,
+    changes: mpsc::UnboundedSender<Change<ReplicaId, Replica>>,
     problem: Arc<Mutex<Option<String>>>,
 ) {
     let resolver = match resolver(config.dns_server) {
@@ -328,7 +398,8 @@ async fn resolve(
         }
     };
     let service = format!("{host}:{port}");
-    let mut known = HashSet::new();
+    let mut known: HashMap<String, ReplicaId> = HashMap::new();
+    let mut last_id = 0;
     loop {
         // Every resolution asks the nameserver: its TTL, not the cache's, paces them.
         resolver.clear_cache();
@@ -338,17 +409,25 @@ async fn resolve(
                     .iter()
                     .map(|ip| SocketAddr::new(ip, port).to_string())
                     .collect();
-                for gone in known.difference(&found) {
-                    tracing::info!(replica = %gone, name = %host, "replica left DNS");
-                    let _ = changes.send(Change::Remove(gone.clone()));
-                }
-                for new in found.difference(&known) {
+                known.retain(|addr, id| {
+                    let stays = found.contains(addr);
+                    if !stays {
+                        tracing::info!(replica = %addr, name = %host, "replica left DNS");
+                        let _ = changes.send(Change::Remove(*id));
+                    }
+                    stays
+                });
+                for new in found {
+                    if known.contains_key(&new) {
+                        continue;
+                    }
                     tracing::info!(replica = %new, name = %host, "replica found in DNS");
                     let replica =
-                        Replica::start(&config, new, Some(service.as_str()), problem.clone());
-                    let _ = changes.send(Change::Insert(new.clone(), replica));
+                        Replica::start(&config, &new, Some(service.as_str()), problem.clone());
+                    last_id += 1;
+                    let _ = changes.send(Change::Insert(ReplicaId(last_id), replica));
+                    known.insert(new, ReplicaId(last_id));
                 }
-                known = found;
                 resolved(&config, true);
                 let ttl = lookup
                     .valid_until()
@@ -415,6 +494,8 @@ impl Drop for ReplicaShared {
 /// Whether a replica takes calls, and who to tell when that changes.
 struct Health {
     state: Mutex<HealthState>,
+    /// Whether `state` is `Up`, read without the lock on every pick.
+    up: AtomicBool,
     /// The balancer, waiting for this replica to become ready.
     ready: AtomicWaker,
     /// The keeper, waiting for a failure to mend.
@@ -444,6 +525,7 @@ impl Health {
         if health.state != state {
             moved(config, Some(health.state), Some(state));
             health.state = state;
+            self.up.store(state == State::Up, Ordering::Release);
         }
         if state == State::Up {
             health.failures = 0;
@@ -484,6 +566,7 @@ impl Replica {
                 state: State::Connecting,
                 failures: 0,
             }),
+            up: AtomicBool::new(false),
             ready: AtomicWaker::new(),
             changed: Notify::new(),
         });
@@ -569,14 +652,14 @@ impl Service<Call> for Replica {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let health = &self.shared.health;
         health.ready.register(cx.waker());
-        match lock(&health.state).state {
-            State::Up => Poll::Ready(Ok(())),
-            _ => Poll::Pending,
+        if health.up.load(Ordering::Acquire) {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
         }
     }
 
     fn call(&mut self, call: Call) -> Self::Future {
-        call.dispatched.store(true, Ordering::Release);
         let shared = self.shared.clone();
         Box::pin(async move {
             let turn = shared.next.fetch_add(1, Ordering::Relaxed) % shared.connections.len();
@@ -604,6 +687,7 @@ impl Service<Call> for Replica {
                     let was_up = health.state == State::Up;
                     if was_up {
                         health.state = State::Connecting;
+                        shared.health.up.store(false, Ordering::Release);
                     }
                     was_up
                 };
