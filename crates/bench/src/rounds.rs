@@ -18,8 +18,9 @@ use crate::load::{self, Exchange, Outcome, Point, Server, Timing, Transport};
 use crate::targets::{self, Example, HostVariant, Operation, Target};
 use crate::tls::SelfSigned;
 
-/// Every target a run knows, in the order a round measures them: each
-/// ceiling right before the targets compared with it.
+/// Every target a run knows, in the order a round measures them (every
+/// other round, backwards): each ceiling beside the targets compared with
+/// it.
 const TARGETS: [&str; 19] = [
     "ceiling",
     "host",
@@ -44,7 +45,7 @@ const TARGETS: [&str; 19] = [
 ];
 
 /// The host targets a `--baseline-host-bin` build is measured as too, each
-/// right after the target it is compared with.
+/// beside the target it is compared with.
 const BASELINES: [(&str, &str); 2] = [
     ("host", "host@baseline"),
     ("host-reuse", "host-reuse@baseline"),
@@ -311,8 +312,16 @@ fn measure(
     rt: &Runtime,
 ) -> Vec<Vec<Option<Outcome>>> {
     let mut results: Vec<Vec<Option<Outcome>>> = started.iter().map(|_| Vec::new()).collect();
-    for _ in 0..rounds {
-        for (target, done) in started.iter().zip(&mut results) {
+    for round in 0..rounds {
+        // Every other round goes backwards, so two targets compared in the
+        // same round (a build and its baseline, a handler and the Python
+        // arrpc server) take turns at going first.
+        let mut order: Vec<usize> = (0..started.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for index in order {
+            let (target, done) = (&started[index], &mut results[index]);
             let failed = done.iter().flatten().any(|o| o.failure.is_some());
             let outcome = (!failed).then(|| {
                 rt.block_on(load::drive(
