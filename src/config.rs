@@ -337,6 +337,9 @@ impl HandlerConfig {
                 return Err(format!("dirs[{j}] needs a non-empty host and guest"));
             }
         }
+        for entry in self.allow.iter().flatten() {
+            entry.validate().map_err(|e| format!("allow: {e}"))?;
+        }
         Ok(())
     }
 }
@@ -479,6 +482,7 @@ impl Config {
             return Err("no [[handler]] is configured; at least one is needed".into());
         }
         self.auth.validate()?;
+        self.access.validate()?;
         if let Some(tls) = &self.tls {
             tls.validate()?;
         }

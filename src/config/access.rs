@@ -33,6 +33,18 @@ impl Allowed {
     pub fn needs_client_certificates(&self) -> bool {
         *self != Allowed::Anyone
     }
+
+    /// Checks an entry built in Rust by the rules a read one passes: it must
+    /// read back as itself from its text.
+    pub fn validate(&self) -> Result<(), String> {
+        match Allowed::try_from(self.to_string()) {
+            Ok(read) if read == *self => Ok(()),
+            Ok(read) => Err(format!(
+                "{self:?} reads back as {read:?}; build it from its text"
+            )),
+            Err(reason) => Err(reason),
+        }
+    }
 }
 
 impl TryFrom<String> for Allowed {
@@ -107,6 +119,18 @@ pub struct AccessConfig {
     pub default_allow: Vec<Allowed>,
 }
 
+impl AccessConfig {
+    /// Checks this section on its own.
+    pub fn validate(&self) -> Result<(), String> {
+        for entry in &self.default_allow {
+            entry
+                .validate()
+                .map_err(|e| format!("access.default_allow: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
 impl Default for AccessConfig {
     fn default() -> Self {
         AccessConfig {
@@ -121,6 +145,21 @@ mod tests {
 
     fn parse(text: &str) -> Result<Allowed, String> {
         Allowed::try_from(text.to_owned())
+    }
+
+    #[test]
+    fn entries_built_in_rust_are_checked_as_read_ones_are() {
+        assert_eq!(
+            Allowed::SpiffeId("spiffe://td/ns/a".into()).validate(),
+            Ok(())
+        );
+        assert!(Allowed::SpiffeId("web".into()).validate().is_err());
+        assert!(Allowed::DnsName("Web.Shop".into()).validate().is_err());
+        let access = AccessConfig {
+            default_allow: vec![Allowed::SpiffePrefix("spiffe://td/ns".into())],
+        };
+        let error = access.validate().unwrap_err();
+        assert!(error.starts_with("access.default_allow: "), "{error}");
     }
 
     #[test]
