@@ -76,7 +76,7 @@ impl GuestLog {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LineBuffer> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        super::lock(&self.state)
     }
 }
 

@@ -227,7 +227,7 @@ impl Runtime {
     /// The pre-instantiated component a loaded handler already serves for
     /// this module, if any.
     fn shared(&self, sha256: &str) -> Option<Arc<world::HandlerPre>> {
-        let loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        let loaded = lock(&self.loaded);
         loaded.get(sha256).and_then(Weak::upgrade)
     }
 
@@ -235,7 +235,7 @@ impl Runtime {
     /// serves any more.
     fn share(&self, sha256: &str, pre: world::HandlerPre) -> Arc<world::HandlerPre> {
         let pre = Arc::new(pre);
-        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        let mut loaded = lock(&self.loaded);
         loaded.retain(|_, pre| pre.strong_count() > 0);
         loaded.insert(sha256.to_owned(), Arc::downgrade(&pre));
         pre
@@ -273,4 +273,10 @@ impl Runtime {
             LoadError::new(config, format!("not a valid component: {e:#}"))
         })
     }
+}
+
+/// Locks `mutex`, also after a panic elsewhere left it poisoned: what it
+/// guards stays consistent between statements, so serving goes on.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

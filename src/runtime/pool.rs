@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use wasmtime::Store;
 
-use super::HostState;
 use super::world::Guest;
+use super::{HostState, lock};
 
 /// The instances of one handler: those running, held to `max_instances`,
 /// and those kept between messages.
@@ -126,8 +126,4 @@ impl InstancePool {
         }
         drop(lease);
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

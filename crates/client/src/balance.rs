@@ -37,7 +37,7 @@ use tower::discover::Change;
 use tower::load::{CompleteOnResponse, PendingRequestsDiscover};
 use tower::retry::budget::{Budget, TpsBudget};
 
-use crate::{ClientConfig, Error, RpcClient};
+use crate::{ClientConfig, Error, RpcClient, lock};
 
 /// Shortest pause between two resolutions, whatever the TTL says.
 const MIN_RESOLVE_PAUSE: Duration = Duration::from_millis(250);
@@ -734,10 +734,6 @@ fn resolved(config: &ClientConfig, ok: bool) {
     }
     #[cfg(not(feature = "metrics"))]
     let _ = (config, ok);
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

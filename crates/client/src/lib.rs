@@ -494,3 +494,9 @@ fn retried(config: &ClientConfig, reason: &'static str) {
     #[cfg(not(feature = "metrics"))]
     let _ = (config, reason);
 }
+
+/// Locks `mutex`, also after a panic elsewhere left it poisoned: what it
+/// guards stays consistent between statements, so the client goes on.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::balance::{Balanced, Target};
 use crate::tls::HandshakeError;
-use crate::{ClientConfig, Error, Io, Tls};
+use crate::{ClientConfig, Error, Io, Tls, lock};
 
 /// Requests queued for the writer before callers wait for room.
 const OUTGOING_QUEUE: usize = 256;
@@ -472,8 +472,4 @@ fn error_text(error: &[u8]) -> String {
         Ok(value) => value.to_string(),
         Err(_) => "an error that is not MessagePack".to_owned(),
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -148,7 +148,7 @@ impl Tls {
     /// The settings for a new connection: loaded again first if the files
     /// changed since, and the current ones if the change does not load.
     fn config(&self) -> Arc<rustls::ClientConfig> {
-        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        let mut loaded = crate::lock(&self.loaded);
         let identity = self.identity.as_ref();
         let next = digest(&self.trust, identity)
             .map_err(TlsError::from)
