@@ -412,13 +412,15 @@ where
         if self.refusing {
             return self.refuse(&message);
         }
-        if self.aged && self.dispatcher.is_rpc_call(&message) {
-            self.refused = true;
+        // Whether the client speaks RPC is watched only with a max age
+        // (which `aged` implies); past it, every RPC call is refused.
+        let watched = self.aged || (self.limits.max_age.is_some() && !self.speaks_rpc);
+        if watched && self.dispatcher.is_rpc_call(&message) {
             self.speaks_rpc = true;
-            return self.refuse(&message);
-        }
-        if self.limits.max_age.is_some() && !self.speaks_rpc {
-            self.speaks_rpc = self.dispatcher.is_rpc_call(&message);
+            if self.aged {
+                self.refused = true;
+                return self.refuse(&message);
+            }
         }
         self.owed.take(message, at, &self.dispatcher, &self.peer)
     }
