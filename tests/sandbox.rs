@@ -214,6 +214,24 @@ fn the_sum_handler_does_real_work_on_the_decoded_message() {
     assert!(error.contains("expected an array of numbers"), "{error}");
 }
 
+/// A reused instance that has grown past half its memory cap is replaced
+/// after its message, so a heap that grows message after message never
+/// meets the cap; one that stays below is kept.
+#[test]
+fn a_reused_instance_grown_past_half_its_memory_cap_is_replaced() {
+    let host = misbehave_host(|h| HandlerConfig {
+        reuse: 100,
+        max_memory_mib: 32,
+        ..h
+    });
+    let mut wire = host.connect();
+    assert_eq!(decode(&command(&mut wire, "count")), Value::from(1));
+    assert_eq!(decode(&command(&mut wire, "grow:4")), Value::from(4));
+    assert_eq!(decode(&command(&mut wire, "count")), Value::from(2));
+    assert_eq!(decode(&command(&mut wire, "grow:14")), Value::from(14));
+    assert_eq!(decode(&command(&mut wire, "count")), Value::from(1));
+}
+
 #[test]
 fn instances_are_fresh_per_message_unless_reuse_is_set() {
     let fresh = misbehave_host(|h| h);

@@ -1,12 +1,13 @@
-// Builds js-example.wasm: bundles handler.js with its npm dependencies
-// (componentize-js resolves relative imports only), then componentizes it.
-//   usage: npm install && node build.mjs
+// Builds js-example.wasm: bundles handler.js with its npm dependencies,
+// then componentizes the bundle with componentize-qjs (QuickJS).
+//   usage: npm ci && node build.mjs
 import { build } from "esbuild";
-import { componentize } from "@bytecodealliance/componentize-js";
-import { writeFile } from "node:fs/promises";
+import { componentize } from "componentize-qjs";
+import { readFile, writeFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 
 const here = (path) => fileURLToPath(new URL(path, import.meta.url));
+const bundle = here("dist/handler.js");
 
 await build({
   entryPoints: [here("handler.js")],
@@ -14,15 +15,20 @@ await build({
   format: "esm",
   platform: "neutral",
   mainFields: ["module", "main"],
-  outfile: here("dist/handler.js"),
+  // fast-text-encoding installs itself on `global`, which QuickJS lacks.
+  define: { global: "globalThis" },
+  // WIT imports (console.js's wasi:cli streams) are bound by componentize-qjs.
+  external: ["wasi:*"],
+  outfile: bundle,
   logLevel: "warning",
 });
 
 const { component } = await componentize({
-  sourcePath: here("dist/handler.js"),
-  witPath: here("../../wit"),
-  worldName: "handler",
-  // The host links WASI p2 only: leave out the wasi:http imports.
-  disableFeatures: ["http", "fetch-event"],
+  witPath: here("wit"),
+  world: "handler",
+  jsSource: await readFile(bundle, "utf8"),
+  jsPath: bundle,
+  // The host runs components without the component-model async ABI.
+  sync: true,
 });
 await writeFile(here("js-example.wasm"), component);

@@ -1,14 +1,16 @@
 // An arrpc-host handler in JavaScript: echo, sum and caller, chosen by the
 // served name.
 //
-// componentize-js turns this module (bundled with its npm dependencies by
-// build.mjs) into a WebAssembly component implementing the `handler` world
-// of wit/handler.wit. A name ending in "echo" returns the payload unchanged;
-// one ending in "sum" adds up numbers with the same input, output and error
-// texts as the Rust `sum` handler; one ending in "caller" replies with who
-// called, as the host verified it. A thrown string becomes the `err` the
-// client receives.
+// componentize-qjs turns this module (bundled with its npm dependencies by
+// build.mjs) into a WebAssembly component, run by QuickJS, implementing the
+// `handler` world of wit/handler.wit. A name ending in "echo" returns the
+// payload unchanged; one ending in "sum" adds up numbers with the same
+// input, output and error texts as the Rust `sum` handler; one ending in
+// "caller" replies with who called, as the host verified it. A thrown
+// string becomes the `err` the client receives.
 
+import "./text-encoding.js";
+import "./console.js";
 import { decode, encode } from "@msgpack/msgpack";
 
 const EXPECTED = 'an array of numbers or {"numbers": [...]}';
@@ -30,10 +32,10 @@ export function handle(ctx, payload) {
 
 // The caller's SPIFFE ID and DNS names; nil when the host verified no client
 // certificate (plain TCP, or TLS without one). A WIT `option` is the value
-// or `undefined`; record fields are camelCase; an empty spiffeId means the
+// or `null`; record fields are camelCase; an empty spiffeId means the
 // certificate carries none.
 function whoCalled(caller) {
-  if (caller === undefined) {
+  if (caller === null) {
     return encode(null);
   }
   return encode({ spiffe_id: caller.spiffeId || null, dns_names: caller.dnsNames });

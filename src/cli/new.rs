@@ -5,8 +5,9 @@
 //! The binary carries everything a skeleton needs beyond its language's
 //! toolchain, so `new` works in any folder, checkout or not: every skeleton
 //! gets its own copy of `wit/handler.wit`, the Rust one a copy of the Rust
-//! SDK (`arrpc-handler`), the C and Zig ones the committed C bindings and the
-//! WASI preview1 adapter. A skeleton builds wherever it is moved. Paths in
+//! SDK (`arrpc-handler`), the JavaScript one the example's `console.js` and
+//! the WASI streams it writes to, the C and Zig ones the committed C
+//! bindings and the WASI preview1 adapter. A skeleton builds wherever it is moved. Paths in
 //! the printed entry are relative to the current folder, where `arrpc.toml`
 //! is expected to live.
 
@@ -132,10 +133,26 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
         ],
         Lang::Js => &[
             ("handler.js", include_str!("templates/js/handler.js")),
+            (
+                "console.js",
+                include_str!("../../handlers/js-example/console.js"),
+            ),
             ("build.mjs", include_str!("templates/js/build.mjs")),
             ("package.json", include_str!("templates/js/package.json")),
             ("build.sh", include_str!("templates/js/build.sh")),
-            ("wit/handler.wit", WIT),
+            (
+                "wit/js-handler.wit",
+                include_str!("../../handlers/js-example/wit/js-handler.wit"),
+            ),
+            ("wit/deps/handler.wit", WIT),
+            (
+                "wit/deps/wasi-io.wit",
+                include_str!("../../handlers/js-example/wit/deps/wasi-io.wit"),
+            ),
+            (
+                "wit/deps/wasi-cli.wit",
+                include_str!("../../handlers/js-example/wit/deps/wasi-cli.wit"),
+            ),
         ],
         Lang::C => &[
             ("handler.c", include_str!("templates/c/handler.c")),

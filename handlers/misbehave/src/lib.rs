@@ -4,7 +4,7 @@
 //! an endless loop or unbounded allocation ends only that call, bad output is
 //! caught, files and environment variables stay out of reach, and output is
 //! captured and tagged with the request, and (`count`) whether an instance
-//! was reused. `sleep` and `wait-file` hold a call open, saying on stdout
+//! was reused and (`grow`) whether one grown large is kept. `sleep` and `wait-file` hold a call open, saying on stdout
 //! when they begin, so tests can synchronise on that line.
 //!
 //! The payload is a MessagePack string, `"<command>"` or `"<command>:<n>"`,
@@ -61,6 +61,7 @@ impl Guest for Misbehave {
             "truncated-output" => truncated_output(),
             "loop" => spin(),
             "alloc" => alloc(),
+            "grow" => grow(count(command, arg)?),
             "read-file" => read_file(arg.unwrap_or("/etc/hostname")),
             "write-file" => write_file(arg.unwrap_or("/etc/hostname")),
             "remove-file" => remove_file(arg.unwrap_or("/etc/hostname")),
@@ -120,6 +121,20 @@ fn alloc() -> Reply {
         }
         kept.push(black_box(chunk));
     }
+}
+
+/// Grows linear memory by `mib` MiB and keeps it for the instance's life,
+/// as a garbage-collected runtime's heap grows message after message.
+fn grow(mib: u64) -> Reply {
+    static KEPT: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+    let mut block = vec![0u8; (mib as usize) << 20];
+    for byte in block.iter_mut().step_by(4096) {
+        *byte = 1;
+    }
+    KEPT.lock()
+        .map_err(|_| "misbehave: grow: poisoned".to_string())?
+        .push(black_box(block));
+    encode(&mib)
 }
 
 /// Reads a file (`/etc/hostname` unless `read-file:<path>` names one); a

@@ -1,8 +1,8 @@
 #!/bin/sh
-# Builds {{name}}.wasm (installs componentize-js with npm on first use).
+# Builds {{name}}.wasm (installs componentize-qjs with npm on first use).
 set -eu
 cd "$(dirname "$0")"
-if [ ! -d node_modules/@bytecodealliance/componentize-js ]; then
+if [ ! -d node_modules/componentize-qjs ]; then
     npm install --no-audit --no-fund --loglevel=error
 fi
 node build.mjs

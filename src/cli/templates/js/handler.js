@@ -1,13 +1,15 @@
-// `{{name}}`: an arrpc-host handler, built with componentize-js.
+// `{{name}}`: an arrpc-host handler, built with componentize-qjs (QuickJS).
 //
 // `payload` is a Uint8Array holding one MessagePack value, the bytes the
 // client sent; return one MessagePack value. A thrown string reaches the
 // client as `arrpc.error.RpcException: <text>`; console output goes to the
-// host's log. `ctx.caller` is who called when the host verified a client
-// certificate (`ctx.caller.spiffeId`, a string, empty for none, and
-// `ctx.caller.dnsNames`), undefined otherwise. To use npm packages (e.g.
-// @msgpack/msgpack), bundle them first: componentize-js only follows
-// relative imports.
+// host's log (console.js). `ctx.caller` is who called when the host
+// verified a client certificate (`ctx.caller.spiffeId`, a string, empty for
+// none, and `ctx.caller.dnsNames`), null otherwise. npm packages' ES
+// modules can be imported; QuickJS has no TextEncoder or TextDecoder,
+// which @msgpack/msgpack needs (handlers/js-example shows how to add them).
+import "./console.js";
+
 export function handle(ctx, payload) {
   return payload;
 }
