@@ -17,8 +17,9 @@ use arrpc_host::config::Config;
 use arrpc_host::runtime::{Handler, Request, Runtime, RuntimeOptions};
 
 /// A component the bench runs: its handler name, module, and how many
-/// calls a fresh instance per message gets (the interpreters' take
-/// milliseconds each; reused calls get ten times as many).
+/// calls a fresh instance per message gets (fewer for the interpreters,
+/// whose fresh instances take up to a millisecond; reused calls get ten
+/// times as many).
 const CASES: [(&str, &str, u64); 3] = [
     (
         "echo",
