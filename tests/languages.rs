@@ -107,6 +107,16 @@ fn assert_sums(lang: &str) {
     );
     let total: Total<i64> = client.send::<[i64; 0], _>(&[]).unwrap();
     assert_eq!(total, Total { sum: 0, count: 0 });
+    // Floats with no fraction still make a float sum.
+    let floats = encode(&Value::Array(vec![Value::F64(1.0), Value::F64(2.0)]));
+    assert_eq!(
+        decode(&host.connect().call(&floats)),
+        Value::Map(vec![
+            (str_value("sum"), Value::F64(3.0)),
+            (str_value("count"), Value::from(2))
+        ]),
+        "{lang}"
+    );
 
     let expected = r#"sum: expected an array of numbers or {"numbers": [...]}"#;
     match client.send::<_, IgnoredAny>("nope") {

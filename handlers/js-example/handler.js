@@ -58,7 +58,8 @@ function sum(payload) {
       exact += item;
       total += Number(item);
     } else if (typeof item === "number") {
-      // Small integers may decode as number; a float has a fraction or came as one.
+      // Small integers decode as number too; a float without a fraction
+      // (2.0) is found on the wire below.
       if (Number.isInteger(item)) {
         exact += BigInt(item);
       } else {
@@ -69,6 +70,7 @@ function sum(payload) {
       throw `sum: expected ${EXPECTED}, got ${kind(item)} at index ${index}`;
     }
   });
+  anyFloat ||= holdsFloat(payload);
   let result;
   if (anyFloat) {
     result = total;
@@ -77,7 +79,71 @@ function sum(payload) {
   } else {
     throw "sum: integer overflow";
   }
+  if (anyFloat && Number.isInteger(result)) {
+    return floatReply(result, items.length);
+  }
   return encode({ sum: result, count: items.length }, { useBigInt64: true });
+}
+
+// {"sum": sum, "count": count} with a float sum that has no fraction:
+// @msgpack/msgpack would write 4.0 as the integer 4.
+function floatReply(sum, count) {
+  const parts = [
+    Uint8Array.of(0x82),
+    encode("sum"),
+    encode(sum, { forceIntegerToFloat: true }),
+    encode("count"),
+    encode(count),
+  ];
+  const bytes = new Uint8Array(parts.reduce((length, part) => length + part.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    bytes.set(part, at);
+    at += part.length;
+  }
+  return bytes;
+}
+
+// Whether the numbers' array, in a payload `numbers` accepted, holds a
+// value sent as a float: @msgpack/msgpack decodes 2.0 as the number 2,
+// and the sum must still be a float, as the Rust sum's is.
+function holdsFloat(payload) {
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  let at = 0;
+  // Bytes of a map or array header and of a string, by its first byte.
+  const map = { 0xde: 3, 0xdf: 5 };
+  const array = { 0xdc: 3, 0xdd: 5 };
+  const str = { 0xd9: 2, 0xda: 3, 0xdb: 5 };
+  let head = payload[at];
+  if ((head & 0xf0) === 0x80 || head in map) {
+    // {"numbers": [...]}: past the map's header and its one key.
+    at += head in map ? map[head] : 1;
+    head = payload[at];
+    if ((head & 0xe0) === 0xa0) {
+      at += 1 + (head & 0x1f);
+    } else {
+      const len = head === 0xd9 ? payload[at + 1] : head === 0xda ? view.getUint16(at + 1) : view.getUint32(at + 1);
+      at += str[head] + len;
+    }
+    head = payload[at];
+  }
+  let count;
+  if ((head & 0xf0) === 0x90) {
+    count = head & 0x0f;
+  } else {
+    count = head === 0xdc ? view.getUint16(at + 1) : view.getUint32(at + 1);
+  }
+  at += head in array ? array[head] : 1;
+  // Bytes of each integer encoding, by its first byte.
+  const int = { 0xcc: 2, 0xd0: 2, 0xcd: 3, 0xd1: 3, 0xce: 5, 0xd2: 5, 0xcf: 9, 0xd3: 9 };
+  for (let i = 0; i < count; i++) {
+    head = payload[at];
+    if (head === 0xca || head === 0xcb) {
+      return true;
+    }
+    at += head < 0x80 || head >= 0xe0 ? 1 : int[head];
+  }
+  return false;
 }
 
 // Finds the list of numbers in either accepted shape.
