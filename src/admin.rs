@@ -21,6 +21,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::task::AbortHandle;
 
 use crate::telemetry::Metrics;
 
@@ -80,9 +81,10 @@ impl AdminListener {
         self.listener.local_addr()
     }
 
-    /// Serves requests in the background for the rest of the process.
-    pub fn spawn(self) {
-        tokio::spawn(async move {
+    /// Serves requests in the background until the returned task is
+    /// aborted.
+    pub fn spawn(self) -> AbortHandle {
+        let task = tokio::spawn(async move {
             loop {
                 let stream = match self.listener.accept().await {
                     Ok((stream, _)) => stream,
@@ -109,6 +111,7 @@ impl AdminListener {
                 });
             }
         });
+        task.abort_handle()
     }
 }
 

@@ -388,6 +388,9 @@ impl Config {
             for source in &mut handler.sources {
                 *source = base.join(&*source);
             }
+            handler
+                .allow
+                .get_or_insert_with(|| self.access.default_allow.clone());
         }
         self.resolve_grants(base)?;
         if let Some(dir) = &mut self.server.cache_dir {
@@ -396,11 +399,6 @@ impl Config {
         self.auth.resolve(base);
         if let Some(tls) = &mut self.tls {
             tls.resolve(base);
-        }
-        for handler in &mut self.handlers {
-            handler
-                .allow
-                .get_or_insert_with(|| self.access.default_allow.clone());
         }
         Ok(self)
     }

@@ -692,3 +692,41 @@ fn a_drain_past_shutdown_grace_closes_what_is_left_and_exits_0() {
     let exit = host.child().wait().unwrap();
     assert!(exit.success(), "{exit}");
 }
+
+/// A host served in a runtime that lives on after it, as a program that
+/// embeds `Serving` has, stops its admin endpoint (and the reload and
+/// SPIFFE tasks beside it) once serving has stopped.
+#[test]
+fn the_admin_endpoint_stops_when_serving_does() {
+    use arrpc_host::cli::serve::{Origin, Serving};
+    components();
+    let mut config = serving(vec![handler_config("echo", "echo")]);
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.cache_dir =
+        Some(std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("arrpc-host"));
+    config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
+    let file = write_config_value(&config);
+    let config = Config::load(&file.path).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let origin = Origin {
+            path: &file.path,
+            as_read: config.clone(),
+            watch: false,
+        };
+        let serving = Serving::start(config, origin).await.unwrap();
+        let admin = serving.admin_addr().unwrap();
+        tokio::net::TcpStream::connect(admin)
+            .await
+            .expect("the admin endpoint accepts while serving");
+        serving.run(async {}).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(admin).await.is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "the admin endpoint still accepts after serving stopped"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+}

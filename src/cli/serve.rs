@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
+use tokio::task::AbortHandle;
 
 use super::security::{server_security, spiffe_listener};
 use super::{ConfigArgs, ServeArgs};
@@ -138,16 +139,32 @@ pub struct Serving {
     addr: SocketAddr,
     admin: Option<SocketAddr>,
     metrics: Arc<Metrics>,
+    /// The admin endpoint, reloads and SPIFFE rotation: stopped once
+    /// serving has, or when a `Serving` is dropped unrun.
+    _background: Background,
+}
+
+/// Background tasks, aborted when dropped.
+struct Background(Vec<AbortHandle>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 impl Serving {
     /// Brings the host up from `config` (the config in force) and binds its
     /// ports; messages wait in the listener's backlog until [`Serving::run`].
     /// The admin endpoint, reloads and SPIFFE rotation run as tasks of the
-    /// current runtime from here on, so they end with it.
+    /// current runtime from here on, until serving stops.
     pub async fn start(config: Config, origin: Origin<'_>) -> anyhow::Result<Serving> {
         let metrics = Arc::new(Metrics::new());
         let readiness = Arc::new(Readiness::default());
+        // Filled as tasks start, so a failure further on stops those begun.
+        let mut background = Background(Vec::new());
         // Up before handlers load, so /healthz answers and /readyz says why not.
         let admin = match config.admin.listen {
             Some(addr) => {
@@ -156,7 +173,7 @@ impl Serving {
                     .with_context(|| format!("cannot listen on {addr} (admin)"))?;
                 let bound = admin.local_addr()?;
                 tracing::info!(admin = %bound, "admin endpoint up: /metrics /healthz /readyz");
-                admin.spawn();
+                background.0.push(admin.spawn());
                 Some(bound)
             }
             None => None,
@@ -185,13 +202,15 @@ impl Serving {
         let tls = tls.map(Arc::new);
         if let Some(tls) = &tls {
             server = server.with_tls(tls.clone());
-            tls.follow_spiffe(metrics.clone(), readiness);
+            background
+                .0
+                .extend(tls.follow_spiffe(metrics.clone(), readiness));
         }
         if let Some(auth) = auth {
             server = server.with_auth(auth);
         }
         // Changes are watched from before the first message is served.
-        Reloader::spawn(
+        let reloads = Reloader::spawn(
             runtime,
             registry,
             origin.path,
@@ -201,6 +220,7 @@ impl Serving {
             metrics.clone(),
         )
         .context("cannot watch handler modules and the config for changes")?;
+        background.0.extend(reloads);
         let addr = server.local_addr()?;
         let default_handler = config.default_handler().unwrap_or("-");
         tracing::info!(addr = %addr, default_handler = %default_handler, "listening");
@@ -209,6 +229,7 @@ impl Serving {
             addr,
             admin,
             metrics,
+            _background: background,
         })
     }
 
@@ -229,7 +250,7 @@ impl Serving {
 
     /// Serves until `stop` completes, then drains: new messages are refused
     /// as not run, owed replies are written, and connections close within
-    /// `shutdown_grace`.
+    /// `shutdown_grace`. The background tasks stop with it.
     pub async fn run(self, stop: impl Future<Output = ()>) {
         self.server.run(stop).await;
         tracing::info!("stopped");

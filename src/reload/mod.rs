@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 
 use sha2::{Digest, Sha256};
 
@@ -72,7 +73,8 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// Starts watching and reloading in the background.
+    /// Starts watching and reloading in the background, in tasks that run
+    /// until the returned handles abort them.
     pub fn spawn(
         runtime: Runtime,
         registry: Arc<HandlerRegistry>,
@@ -81,22 +83,25 @@ impl Reloader {
         tls: Option<Arc<TlsListener>>,
         build_on_change: bool,
         metrics: Arc<Metrics>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<AbortHandle>> {
         let (paths_tx, mut paths_rx) = mpsc::unbounded_channel();
         let (tx, rx) = mpsc::unbounded_channel();
         let forward = tx.clone();
-        tokio::spawn(async move {
-            while let Some(paths) = paths_rx.recv().await {
-                if forward.send(Trigger::Changed(paths)).is_err() {
-                    break;
+        let mut tasks = vec![
+            tokio::spawn(async move {
+                while let Some(paths) = paths_rx.recv().await {
+                    if forward.send(Trigger::Changed(paths)).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
+            })
+            .abort_handle(),
+        ];
         if let Some(tls) = &tls {
             let recheck = tx.clone();
             let mut every = tokio::time::interval(tls.recheck_interval());
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 // The first tick is at once: the files were just read.
                 every.tick().await;
                 loop {
@@ -106,18 +111,20 @@ impl Reloader {
                     }
                 }
             });
+            tasks.push(task.abort_handle());
         }
         #[cfg(unix)]
         {
             let mut hangup =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 while hangup.recv().await.is_some() {
                     if tx.send(Trigger::Hangup).is_err() {
                         break;
                     }
                 }
             });
+            tasks.push(task.abort_handle());
         }
         let mut reloader = Reloader {
             runtime,
@@ -151,8 +158,8 @@ impl Reloader {
         }
         reloader.remember_sources();
         reloader.watch_handlers()?;
-        tokio::spawn(reloader.run(rx));
-        Ok(())
+        tasks.push(tokio::spawn(reloader.run(rx)).abort_handle());
+        Ok(tasks)
     }
 
     async fn run(mut self, mut triggers: mpsc::UnboundedReceiver<Trigger>) {

@@ -259,7 +259,8 @@ async fn exchange_loop<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Err(_) => {
                 result.failure = Some(format!(
-                    "no reply within {:?} ({} in flight): the server lost messages",
+                    "no reply within {:?} ({} in flight): the server lost messages, or the \
+                     machine is too busy to answer in time",
                     window.reply_timeout,
                     sent.len()
                 ));
