@@ -112,6 +112,9 @@ pub struct ServerConfig {
     /// MiB the compile cache may take; the least recently used entries go
     /// first.
     pub cache_max_mib: u64,
+    /// Write `/tmp/perf-<pid>.map` as handlers load, so `perf report` names
+    /// the functions of their compiled code instead of bare addresses.
+    pub perf_map: bool,
 }
 
 impl Default for ServerConfig {
@@ -129,6 +132,7 @@ impl Default for ServerConfig {
             compile_cache: true,
             cache_dir: None,
             cache_max_mib: 1024,
+            perf_map: false,
         }
     }
 }

@@ -730,3 +730,32 @@ fn the_admin_endpoint_stops_when_serving_does() {
         }
     });
 }
+
+/// With `[server] perf_map`, the host writes `/tmp/perf-<pid>.map` as its
+/// handlers load, one line per compiled function (address, size, name), so
+/// `perf report` can place samples in guest code; by default it writes none.
+#[test]
+fn perf_map_names_compiled_guest_functions_for_perf() {
+    let mut config = serving(vec![handler_config("echo", "echo")]);
+    let plain = Host::start_config(&config);
+    config.server.perf_map = true;
+    let profiled = Host::start_config(&config);
+    let map_of = |host: &Host| std::path::PathBuf::from(format!("/tmp/perf-{}.map", host.pid()));
+    assert!(!map_of(&plain).exists(), "written without perf_map");
+    let map = std::fs::read_to_string(map_of(&profiled)).expect("the perf map");
+    let _ = std::fs::remove_file(map_of(&profiled));
+    let functions: Vec<&str> = map
+        .lines()
+        .filter(|line| line.contains("::function["))
+        .collect();
+    assert!(!functions.is_empty(), "no guest function in:\n{map}");
+    for line in functions {
+        let fields: Vec<&str> = line.splitn(3, ' ').collect();
+        assert!(
+            fields.len() == 3
+                && u64::from_str_radix(fields[0].trim_start_matches("0x"), 16).is_ok()
+                && u64::from_str_radix(fields[1], 16).is_ok(),
+            "not `ADDR SIZE NAME`: {line}"
+        );
+    }
+}

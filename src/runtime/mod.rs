@@ -75,6 +75,8 @@ pub struct RuntimeOptions {
     pub consume_fuel: bool,
     /// Where compiled components are kept; `None` compiles at every start.
     pub cache: Option<ComponentCache>,
+    /// Name guest functions for `perf` in `/tmp/perf-<pid>.map`.
+    pub perf_map: bool,
 }
 
 impl RuntimeOptions {
@@ -91,6 +93,7 @@ impl RuntimeOptions {
             cache: cache_dir.map(|dir| {
                 ComponentCache::new(dir, config.server.cache_max_mib.saturating_mul(1 << 20))
             }),
+            perf_map: config.server.perf_map,
         }
     }
 }
@@ -135,6 +138,9 @@ impl Runtime {
             .epoch_interruption(true)
             .consume_fuel(options.consume_fuel)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(limits));
+        if options.perf_map {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
 
         let mut linker = Linker::new(&engine);
