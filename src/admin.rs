@@ -21,7 +21,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::task::AbortHandle;
+use tokio::task::JoinSet;
 
 use crate::telemetry::Metrics;
 
@@ -81,10 +81,10 @@ impl AdminListener {
         self.listener.local_addr()
     }
 
-    /// Serves requests in the background until the returned task is
-    /// aborted.
-    pub fn spawn(self) -> AbortHandle {
-        let task = tokio::spawn(async move {
+    /// Serves requests in the background, as a task of `tasks`: it stops
+    /// when they are dropped.
+    pub fn spawn(self, tasks: &mut JoinSet<()>) {
+        tasks.spawn(async move {
             loop {
                 let stream = match self.listener.accept().await {
                     Ok((stream, _)) => stream,
@@ -111,7 +111,6 @@ impl AdminListener {
                 });
             }
         });
-        task.abort_handle()
     }
 }
 

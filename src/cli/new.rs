@@ -7,9 +7,9 @@
 //! gets its own copy of `wit/handler.wit`, the Rust one a copy of the Rust
 //! SDK (`arrpc-handler`), the JavaScript one the example's `console.js` and
 //! the WASI streams it writes to, the C and Zig ones the committed C
-//! bindings and the WASI preview1 adapter. A skeleton builds wherever it is moved. Paths in
-//! the printed entry are relative to the current folder, where `arrpc.toml`
-//! is expected to live.
+//! bindings and the WASI preview1 adapter. A skeleton builds wherever it is
+//! moved. Paths in the printed entry are relative to the current folder,
+//! where `arrpc.toml` is expected to live.
 
 use std::fs::OpenOptions;
 use std::io::Write;

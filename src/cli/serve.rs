@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
-use tokio::task::AbortHandle;
+use tokio::task::JoinSet;
 
 use super::security::{server_security, spiffe_listener};
 use super::{ConfigArgs, ServeArgs};
@@ -139,20 +139,11 @@ pub struct Serving {
     addr: SocketAddr,
     admin: Option<SocketAddr>,
     metrics: Arc<Metrics>,
-    /// The admin endpoint, reloads and SPIFFE rotation: stopped once
-    /// serving has, or when a `Serving` is dropped unrun.
-    _background: Background,
-}
-
-/// Background tasks, aborted when dropped.
-struct Background(Vec<AbortHandle>);
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        for task in &self.0 {
-            task.abort();
-        }
-    }
+    /// The admin endpoint and SPIFFE rotation, and the reloader's tasks:
+    /// aborted when these drop, once serving has stopped or when a
+    /// `Serving` is dropped unrun.
+    _background: JoinSet<()>,
+    _reloads: JoinSet<()>,
 }
 
 impl Serving {
@@ -164,7 +155,7 @@ impl Serving {
         let metrics = Arc::new(Metrics::new());
         let readiness = Arc::new(Readiness::default());
         // Filled as tasks start, so a failure further on stops those begun.
-        let mut background = Background(Vec::new());
+        let mut background = JoinSet::new();
         // Up before handlers load, so /healthz answers and /readyz says why not.
         let admin = match config.admin.listen {
             Some(addr) => {
@@ -173,7 +164,7 @@ impl Serving {
                     .with_context(|| format!("cannot listen on {addr} (admin)"))?;
                 let bound = admin.local_addr()?;
                 tracing::info!(admin = %bound, "admin endpoint up: /metrics /healthz /readyz");
-                background.0.push(admin.spawn());
+                admin.spawn(&mut background);
                 Some(bound)
             }
             None => None,
@@ -202,9 +193,7 @@ impl Serving {
         let tls = tls.map(Arc::new);
         if let Some(tls) = &tls {
             server = server.with_tls(tls.clone());
-            background
-                .0
-                .extend(tls.follow_spiffe(metrics.clone(), readiness));
+            tls.follow_spiffe(metrics.clone(), readiness, &mut background);
         }
         if let Some(auth) = auth {
             server = server.with_auth(auth);
@@ -220,7 +209,6 @@ impl Serving {
             metrics.clone(),
         )
         .context("cannot watch handler modules and the config for changes")?;
-        background.0.extend(reloads);
         let addr = server.local_addr()?;
         let default_handler = config.default_handler().unwrap_or("-");
         tracing::info!(addr = %addr, default_handler = %default_handler, "listening");
@@ -230,6 +218,7 @@ impl Serving {
             admin,
             metrics,
             _background: background,
+            _reloads: reloads,
         })
     }
 

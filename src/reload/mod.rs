@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
+use tokio::task::JoinSet;
 
 use sha2::{Digest, Sha256};
 
@@ -73,8 +73,8 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// Starts watching and reloading in the background, in tasks that run
-    /// until the returned handles abort them.
+    /// Starts watching and reloading in the background, in the tasks it
+    /// returns: they stop when those are dropped.
     pub fn spawn(
         runtime: Runtime,
         registry: Arc<HandlerRegistry>,
@@ -83,25 +83,23 @@ impl Reloader {
         tls: Option<Arc<TlsListener>>,
         build_on_change: bool,
         metrics: Arc<Metrics>,
-    ) -> anyhow::Result<Vec<AbortHandle>> {
+    ) -> anyhow::Result<JoinSet<()>> {
+        let mut tasks = JoinSet::new();
         let (paths_tx, mut paths_rx) = mpsc::unbounded_channel();
         let (tx, rx) = mpsc::unbounded_channel();
         let forward = tx.clone();
-        let mut tasks = vec![
-            tokio::spawn(async move {
-                while let Some(paths) = paths_rx.recv().await {
-                    if forward.send(Trigger::Changed(paths)).is_err() {
-                        break;
-                    }
+        tasks.spawn(async move {
+            while let Some(paths) = paths_rx.recv().await {
+                if forward.send(Trigger::Changed(paths)).is_err() {
+                    break;
                 }
-            })
-            .abort_handle(),
-        ];
+            }
+        });
         if let Some(tls) = &tls {
             let recheck = tx.clone();
             let mut every = tokio::time::interval(tls.recheck_interval());
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let task = tokio::spawn(async move {
+            tasks.spawn(async move {
                 // The first tick is at once: the files were just read.
                 every.tick().await;
                 loop {
@@ -111,20 +109,18 @@ impl Reloader {
                     }
                 }
             });
-            tasks.push(task.abort_handle());
         }
         #[cfg(unix)]
         {
             let mut hangup =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-            let task = tokio::spawn(async move {
+            tasks.spawn(async move {
                 while hangup.recv().await.is_some() {
                     if tx.send(Trigger::Hangup).is_err() {
                         break;
                     }
                 }
             });
-            tasks.push(task.abort_handle());
         }
         let mut reloader = Reloader {
             runtime,
@@ -158,7 +154,7 @@ impl Reloader {
         }
         reloader.remember_sources();
         reloader.watch_handlers()?;
-        tasks.push(tokio::spawn(reloader.run(rx)).abort_handle());
+        tasks.spawn(reloader.run(rx));
         Ok(tasks)
     }
 

@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 use arrpc_client::spiffe::{self, Svid};
 use arrpc_wire::pem::{self, PemError};
 use tokio::net::TcpStream;
-use tokio::task::AbortHandle;
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
@@ -232,8 +232,8 @@ impl TlsListener {
         Ok(self.publish(Material::from_svid(svid, *client_certificates)?))
     }
 
-    /// Follows the SPIFFE Workload API until the returned task is aborted
-    /// (`None` when this listener's identity is from files): each
+    /// Follows the SPIFFE Workload API, as a task of `tasks` (none when this
+    /// listener's identity is from files): each
     /// SVID and bundle the agent pushes reaches new handshakes and the
     /// expiry metric, and while the agent withdraws this workload's
     /// identity `/readyz` answers 503 (the last SVID serves on until then).
@@ -241,10 +241,13 @@ impl TlsListener {
         self: &Arc<Self>,
         metrics: Arc<Metrics>,
         readiness: Arc<Readiness>,
-    ) -> Option<AbortHandle> {
-        let source = self.spiffe_source()?.clone();
+        tasks: &mut JoinSet<()>,
+    ) {
+        let Some(source) = self.spiffe_source().cloned() else {
+            return;
+        };
         let tls = self.clone();
-        let task = tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut updates = source.updates();
             // The first pass applies whatever changed since the listener
             // was made, before these updates were subscribed to.
@@ -297,7 +300,6 @@ impl TlsListener {
                 "SPIFFE Workload API source closed"
             );
         });
-        Some(task.abort_handle())
     }
 
     fn publish(&self, next: Material) -> Reloaded {

@@ -4,8 +4,9 @@
 //! an endless loop or unbounded allocation ends only that call, bad output is
 //! caught, files and environment variables stay out of reach, and output is
 //! captured and tagged with the request, and (`count`) whether an instance
-//! was reused and (`grow`) whether one grown large is kept. `sleep` and `wait-file` hold a call open, saying on stdout
-//! when they begin, so tests can synchronise on that line.
+//! was reused and (`grow`) whether one grown large is kept. `sleep` and
+//! `wait-file` hold a call open, saying on stdout when they begin, so tests
+//! can synchronise on that line.
 //!
 //! The payload is a MessagePack string, `"<command>"` or `"<command>:<n>"`,
 //! or an array holding just that string (MessagePack-RPC params). Any other
