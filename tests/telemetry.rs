@@ -699,14 +699,9 @@ fn a_drain_past_shutdown_grace_closes_what_is_left_and_exits_0() {
 #[test]
 fn the_admin_endpoint_stops_when_serving_does() {
     use arrpc_host::cli::serve::{Origin, Serving};
-    components();
     let mut config = serving(vec![handler_config("echo", "echo")]);
-    config.server.listen = "127.0.0.1:0".parse().unwrap();
-    config.server.cache_dir =
-        Some(std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("arrpc-host"));
     config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
-    let file = write_config_value(&config);
-    let config = Config::load(&file.path).unwrap();
+    let (file, config) = in_process_config(config);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let origin = Origin {

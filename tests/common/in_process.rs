@@ -38,15 +38,8 @@ impl InProcessHost {
     /// Serves `config` on an ephemeral loopback port, with the compile cache
     /// the spawned hosts use. The config is written to a file first and
     /// read back as the binary reads it, so reloads see what is served.
-    pub fn start(mut config: Config) -> InProcessHost {
-        components();
-        config.server.listen = "127.0.0.1:0".parse().unwrap();
-        config
-            .server
-            .cache_dir
-            .get_or_insert_with(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("arrpc-host"));
-        let file = write_config_value(&config);
-        let config = Config::load(&file.path).unwrap_or_else(|e| panic!("{e}"));
+    pub fn start(config: Config) -> InProcessHost {
+        let (file, config) = in_process_config(config);
         let (started, ready) = std::sync::mpsc::channel();
         let (stop, stopped) = oneshot::channel::<()>();
         let path = file.path.clone();
@@ -93,6 +86,21 @@ impl InProcessHost {
             thread: Some(thread),
         }
     }
+}
+
+/// `config` as an in-process host serves it: on an ephemeral loopback
+/// port, with the compile cache the spawned hosts use, written to a file
+/// and read back as the binary reads it.
+pub fn in_process_config(mut config: Config) -> (TestConfig, Config) {
+    components();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config
+        .server
+        .cache_dir
+        .get_or_insert_with(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("arrpc-host"));
+    let file = write_config_value(&config);
+    let config = Config::load(&file.path).unwrap_or_else(|e| panic!("{e}"));
+    (file, config)
 }
 
 impl InProcessHost {
