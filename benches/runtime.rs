@@ -11,10 +11,11 @@
 //! twice as high.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use arrpc_host::config::Config;
-use arrpc_host::runtime::{Handler, Request, Runtime, RuntimeOptions};
+use arrpc_host::runtime::{Handler, Peer, Request, Runtime, RuntimeOptions};
 
 /// A component the bench runs: its handler name, module, and how many
 /// calls a fresh instance per message gets (fewer for the interpreters,
@@ -111,13 +112,13 @@ fn main() {
 /// Mean microseconds per call over `calls` calls, after a tenth as many
 /// to warm up.
 async fn per_call(handler: &Handler, payload: &[u8], calls: u64) -> f64 {
+    let peer = Arc::new(Peer::anonymous("127.0.0.1:1"));
     let call = |request_id| {
         handler.call(Request {
             payload,
             request_id,
-            peer: "127.0.0.1:1",
+            peer: &peer,
             traceparent: None,
-            caller: None,
             started: Instant::now(),
         })
     };

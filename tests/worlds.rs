@@ -1,9 +1,12 @@
-//! The two versions of the handler world, served by a real host over real
-//! TLS: a component built against arrpc:handler@0.2.0 (`misbehave`) sees
-//! the caller's verified identity in its context, none without a verified
-//! client certificate; one built against 0.1.0 (`context-0-1`, compiled from
-//! `wit/0.1.0/handler.wit`) still loads and serves; a component that
-//! matches neither is refused at start, naming the handler and its file.
+//! The three versions of the handler world, served by a real host over
+//! real TLS: a component built against arrpc:handler@0.3.0 (`misbehave`)
+//! asks the host who called and is told the caller's verified identity,
+//! none without a verified client certificate; one built against 0.2.0
+//! (`context-0-2`, compiled from `wit/0.2.0/handler.wit`) is told the same
+//! in its context; one built against 0.1.0 (`context-0-1`) still loads and
+//! serves; a component that matches none is refused at start, naming the
+//! handler and its file. A component that never asks who called imports
+//! nothing for it: the Rust echo imports nothing at all.
 
 mod common;
 
@@ -16,11 +19,12 @@ use rmpv::Value;
 
 const WEB: &str = "spiffe://cluster.local/ns/shop/sa/web";
 
-/// `misbehave` (0.2.0, the default handler) and `old` (0.1.0), both open
-/// to anyone.
+/// `misbehave` (0.3.0, the default handler), `v2` (0.2.0) and `old`
+/// (0.1.0), all open to anyone.
 fn handlers() -> Config {
     serving(vec![
         handler_config("misbehave", "misbehave"),
+        handler_config("v2", "context_0_2"),
         handler_config("old", "context_0_1"),
     ])
 }
@@ -77,15 +81,21 @@ fn field(value: &Value, key: &str) -> Value {
         .unwrap_or_else(|| panic!("no {key} in {value}"))
 }
 
-/// The `caller` a 0.2.0 handler saw for a message on `stream`.
-fn caller_seen(stream: &mut (impl Read + Write)) -> Value {
-    let context = call(
-        stream,
-        "misbehave",
-        &Value::Array(vec![str_value("context")]),
-    );
-    assert_eq!(field(&context, "handler"), str_value("misbehave"));
+/// The `caller` handler `name` (of world 0.3.0 or 0.2.0) saw for a
+/// message on `stream`, which it was told comes from `peer`.
+fn caller_seen(stream: &mut (impl Read + Write), name: &str, peer: &str) -> Value {
+    let context = call(stream, name, &Value::Array(vec![str_value("context")]));
+    assert_eq!(field(&context, "handler"), str_value(name));
+    assert_eq!(field(&context, "peer"), str_value(peer));
     field(&context, "caller")
+}
+
+/// The caller both current worlds see for a message on `stream`, each
+/// asked twice: per message, not per connection.
+fn callers_seen(stream: &mut (impl Read + Write), peer: &str, expected: &Value) {
+    for name in ["misbehave", "v2", "misbehave", "v2"] {
+        assert_eq!(&caller_seen(stream, name, peer), expected, "{name}");
+    }
 }
 
 fn caller(spiffe_id: Option<&str>, dns_names: &[&str]) -> Value {
@@ -143,10 +153,8 @@ fn a_handler_sees_the_verified_caller() {
     ];
     for (identity, expected) in cases {
         let mut stream = certs::tls_connect(host.addr, certs::rustls_client(&ca.cert, identity));
-        assert_eq!(caller_seen(&mut stream), expected);
-        // Per message, not per connection: a second one sees the same.
-        assert_eq!(caller_seen(&mut stream), expected);
         let local = stream.sock.local_addr().unwrap().to_string();
+        callers_seen(&mut stream, &local, &expected);
         assert_old_world_serves(&mut stream, &local);
     }
 }
@@ -157,8 +165,8 @@ fn a_handler_sees_the_verified_caller() {
 fn no_caller_without_a_verified_certificate() {
     let host = Host::start_config(&handlers());
     let mut wire = host.connect();
-    assert_eq!(caller_seen(&mut wire.stream), Value::Nil);
     let local = wire.stream.local_addr().unwrap().to_string();
+    callers_seen(&mut wire.stream, &local, &Value::Nil);
     assert_old_world_serves(&mut wire.stream, &local);
 
     let dir = tempfile::tempdir().unwrap();
@@ -167,7 +175,74 @@ fn no_caller_without_a_verified_certificate() {
     let web = ca.workload(dir.path(), "web", Some(WEB), &[]);
     let host = Host::start_config(&config(&server, &ca, false));
     let mut stream = certs::tls_connect(host.addr, certs::rustls_client(&ca.cert, Some(&web)));
-    assert_eq!(caller_seen(&mut stream), Value::Nil);
+    let local = stream.sock.local_addr().unwrap().to_string();
+    callers_seen(&mut stream, &local, &Value::Nil);
+}
+
+/// A handler whose instance is reused is told who sent each message, not
+/// who sent its first: two clients, one instance.
+#[test]
+fn a_reused_instance_is_told_each_messages_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "cluster");
+    let server = ca.server(dir.path(), "server", certs::local_names());
+    let web = ca.workload(dir.path(), "web", Some(WEB), &[]);
+    let mut reused = handler_config("misbehave", "misbehave");
+    reused.reuse = 100;
+    reused.max_instances = 1;
+    let host = Host::start_config(&Config {
+        handlers: vec![reused],
+        ..config(&server, &ca, true)
+    });
+    let mut with_cert = certs::tls_connect(host.addr, certs::rustls_client(&ca.cert, Some(&web)));
+    let mut without = certs::tls_connect(host.addr, certs::rustls_client(&ca.cert, None));
+    let with_addr = with_cert.sock.local_addr().unwrap().to_string();
+    let without_addr = without.sock.local_addr().unwrap().to_string();
+    for _ in 0..2 {
+        assert_eq!(
+            caller_seen(&mut with_cert, "misbehave", &with_addr),
+            caller(Some(WEB), &[])
+        );
+        assert_eq!(
+            caller_seen(&mut without, "misbehave", &without_addr),
+            Value::Nil
+        );
+    }
+    let count = call(
+        &mut without,
+        "misbehave",
+        &Value::Array(vec![str_value("count")]),
+    );
+    assert_eq!(count, Value::from(5), "one instance served all five");
+}
+
+/// A component that never asks who called imports nothing for it, and
+/// the Rust echo, which does nothing but return its payload, imports
+/// nothing at all: no WASI either.
+#[test]
+fn the_rust_echo_imports_nothing() {
+    let engine = wasmtime::Engine::default();
+    let load = |name: &str| {
+        let path = components().join(format!("{name}.wasm"));
+        wasmtime::component::Component::from_file(&engine, path).unwrap()
+    };
+    let echo = load("echo");
+    let imports: Vec<String> = echo
+        .component_type()
+        .imports(&engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    assert!(imports.is_empty(), "echo imports {imports:?}");
+    let misbehave = load("misbehave");
+    let imports: Vec<String> = misbehave
+        .component_type()
+        .imports(&engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    assert!(
+        imports.iter().any(|i| i == "arrpc:handler/client@0.3.0"),
+        "misbehave asks who called, so it imports the client interface: {imports:?}"
+    );
 }
 
 /// The load log says which world each component targets.
@@ -181,25 +256,26 @@ fn the_load_log_names_each_world() {
             .unwrap_or_else(|| panic!("no load line for {name} in:\n{log}"))
             .to_owned()
     };
-    assert!(line("misbehave").contains("world=0.2.0"), "{log}");
+    assert!(line("misbehave").contains("world=0.3.0"), "{log}");
+    assert!(line("v2").contains("world=0.2.0"), "{log}");
     assert!(line("old").contains("world=0.1.0"), "{log}");
 }
 
 /// A component with no `handle` export, and one whose `handle` takes
 /// other types, are refused at start with the handler and file named.
 #[test]
-fn a_component_of_neither_world_is_refused_at_start() {
+fn a_component_of_no_world_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         (
             "empty",
             empty_component(),
-            "exports no `handle` function: it implements neither arrpc:handler@0.2.0 nor @0.1.0",
+            "exports no `handle` function: it implements none of arrpc:handler@0.3.0, @0.2.0 and @0.1.0",
         ),
         (
             "other",
             other_handle(),
-            "matches neither arrpc:handler@0.2.0 nor @0.1.0",
+            "matches none of arrpc:handler@0.3.0, @0.2.0 and @0.1.0",
         ),
     ];
     for (name, bytes, reason) in cases {

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use wasmtime::Store;
 
 use super::HostState;
+use super::peer::Peer;
 use super::pool::InstancePool;
 use super::store::WasiRecipe;
-use super::world::{Caller, Context, HandlerPre};
+use super::world::{Context, HandlerPre};
 use crate::config::HandlerConfig;
 
 /// A compiled, pre-instantiated handler component.
@@ -37,11 +38,10 @@ pub struct Request<'a> {
     /// Exactly one MessagePack value.
     pub payload: &'a [u8],
     pub request_id: u64,
-    pub peer: &'a str,
+    /// Who sent it: its address, and who called when a client certificate
+    /// was verified.
+    pub peer: &'a Arc<Peer>,
     pub traceparent: Option<&'a str>,
-    /// Who called, when a client certificate was verified; handlers built
-    /// against arrpc:handler@0.1.0 are not told.
-    pub caller: Option<Caller<'a>>,
     /// When the call began: its timeout counts from here.
     pub started: Instant,
 }
@@ -136,9 +136,12 @@ impl Handler {
             .map(Arc::from);
         let (mut store, guest) = match kept {
             Some((store, guest)) => (store, Some(guest)),
-            None => (self.new_store(request.request_id, trace_id.clone())?, None),
+            None => (
+                self.new_store(request.peer, request.request_id, trace_id.clone())?,
+                None,
+            ),
         };
-        self.begin(&mut store, request.request_id, trace_id);
+        self.begin(&mut store, request.peer, request.request_id, trace_id);
         let run = async {
             let context = Context {
                 handler: &self.name,
@@ -146,7 +149,6 @@ impl Handler {
                 peer: request.peer,
                 timeout_ms: self.timeout.as_millis().try_into().unwrap_or(u32::MAX),
                 traceparent: request.traceparent,
-                caller: request.caller,
             };
             let guest = match guest {
                 Some(guest) => guest,
@@ -210,10 +212,16 @@ impl Handler {
         }
     }
 
-    /// Readies a store for the next message: its request id in the guest's
-    /// log lines, a full fuel tank and a new epoch deadline.
-    fn begin(&self, store: &mut Store<HostState>, request_id: u64, trace_id: Option<Arc<str>>) {
-        store.data_mut().begin(request_id, trace_id);
+    /// Readies a store for the next message: who sent it, its request id
+    /// in the guest's log lines, a full fuel tank and a new epoch deadline.
+    fn begin(
+        &self,
+        store: &mut Store<HostState>,
+        peer: &Arc<Peer>,
+        request_id: u64,
+        trace_id: Option<Arc<str>>,
+    ) {
+        store.data_mut().begin(peer, request_id, trace_id);
         if self.metered {
             store
                 .set_fuel(self.fuel.unwrap_or(u64::MAX))
@@ -233,10 +241,17 @@ impl Handler {
     /// A store with the memory cap and a yield at every epoch tick.
     fn new_store(
         &self,
+        peer: &Arc<Peer>,
         request_id: u64,
         trace_id: Option<Arc<str>>,
     ) -> Result<Store<HostState>, CallError> {
-        let state = HostState::new(&self.wasi, self.max_memory, request_id, trace_id)?;
+        let state = HostState::new(
+            &self.wasi,
+            self.max_memory,
+            peer.clone(),
+            request_id,
+            trace_id,
+        )?;
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(HostState::limiter);
         store.epoch_deadline_async_yield_and_update(1);

@@ -10,6 +10,7 @@ mod cache;
 mod guest_log;
 mod handler;
 mod module;
+mod peer;
 mod pool;
 mod registry;
 mod store;
@@ -28,9 +29,9 @@ use crate::config::{Config, HandlerConfig};
 pub use cache::ComponentCache;
 pub use handler::{CallError, Handler, Request};
 pub use module::{LoadError, run_build};
+pub use peer::{Caller, Identity, Peer};
 pub use registry::{HandlerRegistry, HandlerSet};
 pub use store::HostState;
-pub use world::Caller;
 
 /// How often the engine's epoch advances. A running guest yields to the
 /// async executor at every tick, so a busy handler cannot starve the
@@ -145,6 +146,7 @@ impl Runtime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        world::add_to_linker(&mut linker)?;
 
         let weak = engine.weak();
         std::thread::Builder::new()

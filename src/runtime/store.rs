@@ -1,5 +1,6 @@
-//! What one instance's store holds: the guest's WASI context, made from
-//! its handler's recipe, and the limiter that caps its memory.
+//! What one instance's store holds: who sent the message being handled,
+//! the guest's WASI context, made from its handler's recipe, and the
+//! limiter that caps its memory.
 
 use std::sync::Arc;
 
@@ -9,15 +10,19 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::guest_log::GuestLog;
 use super::handler::CallError;
+use super::peer::Peer;
 use crate::config::{DirGrant, HandlerConfig};
 
 /// Largest table a guest may grow; far above what compilers emit.
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 
-/// Per-store state: the guest's WASI context and its resource limits.
+/// Per-store state: the message being handled, the guest's WASI context
+/// and its resource limits.
 pub struct HostState {
     /// How to make `wasi` when the guest first needs it.
     recipe: Arc<WasiRecipe>,
+    /// Who sent the message being handled, for a guest that asks.
+    peer: Arc<Peer>,
     /// The message being handled, for the guest's log lines.
     request_id: u64,
     trace_id: Option<Arc<str>>,
@@ -36,6 +41,7 @@ impl HostState {
     pub(super) fn new(
         recipe: &Arc<WasiRecipe>,
         max_memory: usize,
+        peer: Arc<Peer>,
         request_id: u64,
         trace_id: Option<Arc<str>>,
     ) -> Result<HostState, CallError> {
@@ -46,6 +52,7 @@ impl HostState {
         };
         Ok(HostState {
             recipe: recipe.clone(),
+            peer,
             request_id,
             trace_id,
             wasi,
@@ -58,8 +65,12 @@ impl HostState {
         })
     }
 
-    /// Tags what the guest logs from now on with `request_id`.
-    pub(super) fn begin(&mut self, request_id: u64, trace_id: Option<Arc<str>>) {
+    /// Readies a kept store for the message from `peer`: what the guest
+    /// logs from now on is tagged with `request_id`.
+    pub(super) fn begin(&mut self, peer: &Arc<Peer>, request_id: u64, trace_id: Option<Arc<str>>) {
+        if !Arc::ptr_eq(&self.peer, peer) {
+            self.peer = peer.clone();
+        }
         if let Some((_, logs)) = &self.wasi {
             for log in logs {
                 log.begin(request_id, trace_id.clone());
@@ -67,6 +78,11 @@ impl HostState {
         }
         self.request_id = request_id;
         self.trace_id = trace_id;
+    }
+
+    /// Who sent the message being handled.
+    pub(super) fn sender(&self) -> &Peer {
+        &self.peer
     }
 
     /// The limiter the store consults when the guest grows a memory or

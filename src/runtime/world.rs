@@ -1,26 +1,40 @@
 //! The versions of the `handler` world the host serves, and which one a
 //! component targets.
 //!
-//! `arrpc:handler@0.2.0` (`wit/handler.wit`) gave the context the caller's
-//! verified identity; components built against 0.1.0
-//! (`wit/0.1.0/handler.wit`) keep loading. The version is read once, at
-//! load, from the fields of the context record `handle` takes; each handler
-//! then keeps the one pre-instance that fits and builds only its context
-//! per message.
+//! `arrpc:handler@0.3.0` (`wit/handler.wit`) gives the context only what
+//! nearly every handler reads and answers who sent the message through
+//! the imported `client` interface, so a handler that never asks pays
+//! nothing for it. Components built against 0.2.0 (`wit/0.2.0/`, the
+//! caller in the context) and 0.1.0 (`wit/0.1.0/`, no caller) keep
+//! loading. The version is read once, at load, from the fields of the
+//! context record `handle` takes; each handler then keeps the one
+//! pre-instance that fits and builds only its context per message.
 
 use wasmtime::Store;
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, InstancePre, Type};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker, Type};
 
 use super::HostState;
+use super::peer::Peer;
 
 /// Bindings for `wit/handler.wit`, the current world.
-mod v0_2 {
+mod v0_3 {
     wasmtime::component::bindgen!({
         path: "wit",
         world: "handler",
         exports: { default: async },
         // The context is lowered from borrowed strings: no copies per message.
+        ownership: Borrowing { duplicate_if_necessary: false },
+    });
+}
+
+/// Bindings for `wit/0.2.0/handler.wit`, the world with the caller in the
+/// context.
+mod v0_2 {
+    wasmtime::component::bindgen!({
+        path: "wit/0.2.0",
+        world: "handler",
+        exports: { default: async },
         ownership: Borrowing { duplicate_if_necessary: false },
     });
 }
@@ -35,35 +49,51 @@ mod v0_1 {
     });
 }
 
-/// Who called, as the connection's verified client certificate proves it.
-#[derive(Debug, Clone, Copy)]
-pub struct Caller<'a> {
-    /// The certificate's SPIFFE ID when it carries exactly one.
-    pub spiffe_id: Option<&'a str>,
-    /// Its DNS SANs.
-    pub dns_names: &'a [String],
+/// Adds what the current world imports, `arrpc:handler/client`, to
+/// `linker`. Components of the older worlds import none of it.
+pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    v0_3::Handler::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
 }
 
-/// What the host tells a guest about one message, in either world's shape.
+/// `arrpc:handler/client`: who sent the message being handled.
+impl v0_3::arrpc::handler::client::Host for HostState {
+    fn peer(&mut self) -> String {
+        self.sender().addr.to_string()
+    }
+
+    fn caller(&mut self) -> Option<v0_3::arrpc::handler::types::Identity> {
+        self.sender()
+            .caller()
+            .map(|c| v0_3::arrpc::handler::types::Identity {
+                spiffe_id: c.spiffe_id.map(str::to_owned),
+                dns_names: c.dns_names.to_vec(),
+            })
+    }
+}
+
+impl v0_3::arrpc::handler::types::Host for HostState {}
+
+/// What the host tells a guest about one message, in any world's shape.
 pub(super) struct Context<'a> {
     pub handler: &'a str,
     pub request_id: u64,
-    pub peer: &'a str,
+    pub peer: &'a Peer,
     pub timeout_ms: u32,
     pub traceparent: Option<&'a str>,
-    pub caller: Option<Caller<'a>>,
 }
 
 /// A handler's pre-instance, bound to the world its component targets.
 pub(super) enum HandlerPre {
     V0_1(v0_1::HandlerPre<HostState>),
     V0_2(v0_2::HandlerPre<HostState>),
+    V0_3(v0_3::HandlerPre<HostState>),
 }
 
 /// An instance of a handler's component.
 pub(super) enum Guest {
     V0_1(v0_1::Handler),
     V0_2(v0_2::Handler),
+    V0_3(v0_3::Handler),
 }
 
 impl HandlerPre {
@@ -77,24 +107,28 @@ impl HandlerPre {
             .map(|export| export.ty);
         let Some(ComponentItem::ComponentFunc(handle)) = handle else {
             return Err(
-                "exports no `handle` function: it implements neither arrpc:handler@0.2.0 nor @0.1.0"
+                "exports no `handle` function: it implements none of arrpc:handler@0.3.0, @0.2.0 and @0.1.0"
                     .to_owned(),
             );
         };
-        let has_caller = match handle.params().next() {
-            Some((_, Type::Record(context))) => context.fields().any(|f| f.name == "caller"),
+        let has = |field: &str| match handle.params().next() {
+            Some((_, Type::Record(context))) => context.fields().any(|f| f.name == field),
             _ => false,
         };
-        if has_caller {
+        // 0.2.0 added `caller` to 0.1.0's context; 0.3.0 took `peer` (and
+        // `caller`) out of it.
+        if has("caller") {
             v0_2::HandlerPre::new(pre)
                 .map(HandlerPre::V0_2)
                 .map_err(|e| format!("does not match arrpc:handler@0.2.0: {e:#}"))
-        } else {
+        } else if has("peer") {
             v0_1::HandlerPre::new(pre)
                 .map(HandlerPre::V0_1)
-                .map_err(|e| {
-                    format!("matches neither arrpc:handler@0.2.0 nor @0.1.0 (checked against 0.1.0: {e:#})")
-                })
+                .map_err(|e| format!("does not match arrpc:handler@0.1.0: {e:#}"))
+        } else {
+            v0_3::HandlerPre::new(pre).map(HandlerPre::V0_3).map_err(|e| {
+                format!("matches none of arrpc:handler@0.3.0, @0.2.0 and @0.1.0 (checked against 0.3.0: {e:#})")
+            })
         }
     }
 
@@ -103,6 +137,7 @@ impl HandlerPre {
         match self {
             HandlerPre::V0_1(_) => "0.1.0",
             HandlerPre::V0_2(_) => "0.2.0",
+            HandlerPre::V0_3(_) => "0.3.0",
         }
     }
 
@@ -110,6 +145,7 @@ impl HandlerPre {
         match self {
             HandlerPre::V0_1(pre) => pre.engine(),
             HandlerPre::V0_2(pre) => pre.engine(),
+            HandlerPre::V0_3(pre) => pre.engine(),
         }
     }
 
@@ -117,13 +153,15 @@ impl HandlerPre {
         Ok(match self {
             HandlerPre::V0_1(pre) => Guest::V0_1(pre.instantiate_async(store).await?),
             HandlerPre::V0_2(pre) => Guest::V0_2(pre.instantiate_async(store).await?),
+            HandlerPre::V0_3(pre) => Guest::V0_3(pre.instantiate_async(store).await?),
         })
     }
 }
 
 impl Guest {
-    /// Calls `handle` with the context in this world's shape: a 0.1.0
-    /// guest gets no caller.
+    /// Calls `handle` with the context in this world's shape: a 0.3.0
+    /// guest asks for the peer and caller if it wants them, a 0.2.0 guest
+    /// is given both, a 0.1.0 guest the peer only.
     pub async fn handle(
         &self,
         store: &mut Store<HostState>,
@@ -131,32 +169,42 @@ impl Guest {
         payload: &[u8],
     ) -> wasmtime::Result<Result<Vec<u8>, String>> {
         match self {
-            Guest::V0_1(guest) => {
-                let context = v0_1::arrpc::handler::types::Context {
+            Guest::V0_3(guest) => {
+                let context = v0_3::arrpc::handler::types::Context {
                     handler: ctx.handler,
                     request_id: ctx.request_id,
-                    peer: ctx.peer,
                     timeout_ms: ctx.timeout_ms,
                     traceparent: ctx.traceparent,
                 };
                 guest.call_handle(store, context, payload).await
             }
             Guest::V0_2(guest) => {
+                let caller = ctx.peer.caller();
                 // The bindings lower a list of `&str`; only a caller with
                 // DNS names makes this allocate.
-                let dns_names: Vec<&str> = ctx.caller.map_or(Vec::new(), |c| {
+                let dns_names: Vec<&str> = caller.map_or(Vec::new(), |c| {
                     c.dns_names.iter().map(String::as_str).collect()
                 });
                 let context = v0_2::arrpc::handler::types::Context {
                     handler: ctx.handler,
                     request_id: ctx.request_id,
-                    peer: ctx.peer,
+                    peer: &ctx.peer.addr,
                     timeout_ms: ctx.timeout_ms,
                     traceparent: ctx.traceparent,
-                    caller: ctx.caller.map(|c| v0_2::arrpc::handler::types::Caller {
+                    caller: caller.map(|c| v0_2::arrpc::handler::types::Caller {
                         spiffe_id: c.spiffe_id.unwrap_or(""),
                         dns_names: &dns_names,
                     }),
+                };
+                guest.call_handle(store, context, payload).await
+            }
+            Guest::V0_1(guest) => {
+                let context = v0_1::arrpc::handler::types::Context {
+                    handler: ctx.handler,
+                    request_id: ctx.request_id,
+                    peer: &ctx.peer.addr,
+                    timeout_ms: ctx.timeout_ms,
+                    traceparent: ctx.traceparent,
                 };
                 guest.call_handle(store, context, payload).await
             }

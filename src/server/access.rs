@@ -5,30 +5,12 @@
 //! others, and gives a refused caller a reply it can read.
 
 use std::fmt;
-use std::sync::Arc;
 
 use x509_parser::extensions::GeneralName;
 
 use crate::config::Allowed;
-use crate::runtime::Caller;
 
-/// The other end of a connection.
-#[derive(Debug)]
-pub struct Peer {
-    /// `ip:port`, for logs and the handler's context.
-    pub addr: Arc<str>,
-    /// What its client certificate proves; `None` without a verified one.
-    pub identity: Option<Identity>,
-}
-
-/// The names a verified client certificate carries.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Identity {
-    /// URI SANs that are SPIFFE IDs.
-    pub spiffe_ids: Vec<String>,
-    /// DNS SANs, lowercased.
-    pub dns_names: Vec<String>,
-}
+pub use crate::runtime::{Identity, Peer};
 
 impl Identity {
     /// The names in `der`, a certificate the handshake already verified.
@@ -53,28 +35,6 @@ impl Identity {
 }
 
 impl Peer {
-    /// A peer that proved nothing (plain TCP, or TLS without a client
-    /// certificate).
-    pub fn anonymous(addr: impl Into<Arc<str>>) -> Peer {
-        Peer {
-            addr: addr.into(),
-            identity: None,
-        }
-    }
-
-    /// Who called, as a handler's context tells it: `None` without a
-    /// verified certificate; a SPIFFE ID only when the certificate carries
-    /// exactly one, as an X.509-SVID does.
-    pub fn caller(&self) -> Option<Caller<'_>> {
-        self.identity.as_ref().map(|who| Caller {
-            spiffe_id: match who.spiffe_ids.as_slice() {
-                [id] => Some(id),
-                _ => None,
-            },
-            dns_names: &who.dns_names,
-        })
-    }
-
     /// Whether any entry of `allow` lets this peer in.
     pub fn is_allowed(&self, allow: &[Allowed]) -> bool {
         allow.iter().any(|entry| match (entry, &self.identity) {
@@ -171,21 +131,5 @@ mod tests {
             Peer::anonymous("1.2.3.4:5").refusal("orders"),
             "a caller without a client certificate (1.2.3.4:5) may not call `orders`"
         );
-    }
-
-    /// A handler is told a SPIFFE ID only when it names one workload, and
-    /// is told a certificate was verified even when it names nothing.
-    #[test]
-    fn the_caller_a_handler_sees() {
-        let both = peer(&["spiffe://td/ns/a/sa/b"], &["b.a.svc", "b"]);
-        let caller = both.caller().unwrap();
-        assert_eq!(caller.spiffe_id, Some("spiffe://td/ns/a/sa/b"));
-        assert_eq!(caller.dns_names, ["b.a.svc", "b"]);
-        let two = peer(&["spiffe://td/x", "spiffe://td/y"], &[]);
-        assert_eq!(two.caller().unwrap().spiffe_id, None);
-        let nameless = peer(&[], &[]);
-        let bare = nameless.caller().unwrap();
-        assert!(bare.spiffe_id.is_none() && bare.dns_names.is_empty());
-        assert!(Peer::anonymous("1.2.3.4:5").caller().is_none());
     }
 }

@@ -287,7 +287,7 @@ impl Dispatcher {
         &self,
         handler: &Handler,
         payload: &[u8],
-        peer: &Peer,
+        peer: &Arc<Peer>,
         received: &Received,
     ) -> (Result<Vec<u8>, CallError>, Ran) {
         let _in_flight = self.metrics.in_flight();
@@ -303,9 +303,8 @@ impl Dispatcher {
         let request = Request {
             payload,
             request_id,
-            peer: &peer.addr,
+            peer,
             traceparent: trace.traceparent.as_deref(),
-            caller: peer.caller(),
             started,
         };
         // Boxed in a statement of its own: the call's future is large, and

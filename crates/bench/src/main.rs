@@ -112,9 +112,18 @@ struct RunArgs {
     /// Another `arrpc-host` build (say, of the previous commit) to measure
     /// in the same rounds: `host` and `host-reuse`, when requested, are
     /// joined by `host@baseline` and `host-reuse@baseline`, so a change is
-    /// judged against its baseline under the same conditions.
+    /// judged against its baseline under the same conditions: their lines
+    /// give `ratio_to_baseline`, and a table on stderr sums them up.
     #[arg(long)]
     baseline_host_bin: Option<PathBuf>,
+    /// The echo component the baseline build serves (say, built from the
+    /// same commit); default: the one this tree builds.
+    #[arg(long, requires = "baseline_host_bin")]
+    baseline_echo: Option<PathBuf>,
+    /// What the baseline is called in the comparison table printed at the
+    /// end (say, its commit).
+    #[arg(long, requires = "baseline_host_bin")]
+    baseline_name: Option<String>,
     /// Messages one instance serves in the `-reuse` language targets
     /// (default: what `arrpc-host new` sets for Python and JavaScript).
     #[arg(long, default_value_t = arrpc_host::cli::INTERPRETED_REUSE)]

@@ -59,18 +59,51 @@ struct Started {
     signed: bool,
     /// The ceiling its ratios are against; `None` for a ceiling.
     ceiling: Option<&'static str>,
-    /// The Python arrpc server running the same operation, when the target
-    /// is compared with it too.
-    python_arrpc: Option<&'static str>,
+    /// Another target it is judged against too: the Python arrpc server
+    /// running the same operation, or the baseline build of the same host.
+    reference: Option<Reference>,
     op: Operation,
     /// Messages one instance serves, for the language targets.
     reuse: Option<u32>,
     _process: Target,
 }
 
+/// A target another is judged against beside its ceiling, and the key its
+/// ratios are reported under (`ratio_to_<key>`).
+#[derive(Clone, Copy)]
+struct Reference {
+    key: &'static str,
+    name: &'static str,
+}
+
+impl Reference {
+    fn python_arrpc(name: &'static str) -> Reference {
+        Reference {
+            key: "python_arrpc",
+            name,
+        }
+    }
+}
+
 impl Started {
-    fn named(self, name: &'static str) -> Started {
-        Started { name, ..self }
+    /// This target started from the baseline build, under its alias.
+    fn as_baseline(self, alias: &'static str) -> Started {
+        Started {
+            name: alias,
+            ..self
+        }
+    }
+
+    /// This target, judged against its baseline build too.
+    fn against_baseline(self) -> Started {
+        let reference = BASELINES
+            .iter()
+            .find(|(of, _)| *of == self.name)
+            .map(|&(_, alias)| Reference {
+                key: "baseline",
+                name: alias,
+            });
+        Started { reference, ..self }
     }
 
     fn exchange(&self, payload: usize) -> Exchange {
@@ -105,6 +138,7 @@ pub fn run(
         args,
         repo,
         host_bin,
+        echo: None,
         server_cpu,
         certs: certs.as_ref(),
     };
@@ -114,16 +148,21 @@ pub fn run(
     for name in TARGETS.into_iter().filter(|&name| {
         name == "ceiling" || (name == "ceiling-tls" && tls_wanted) || requested(name)
     }) {
-        started.extend(start(name, &env)?);
-        if let (Some(baseline), Some((_, alias))) = (
+        let target = start(name, &env)?;
+        match (
             &args.baseline_host_bin,
             BASELINES.iter().find(|(of, _)| *of == name),
         ) {
-            let env = Env {
-                host_bin: baseline,
-                ..env
-            };
-            started.extend(start(alias, &env)?.map(|s| s.named(alias)));
+            (Some(baseline), Some(&(_, alias))) => {
+                started.extend(target.map(Started::against_baseline));
+                let env = Env {
+                    host_bin: baseline,
+                    echo: args.baseline_echo.as_deref(),
+                    ..env
+                };
+                started.extend(start(alias, &env)?.map(|s| s.as_baseline(alias)));
+            }
+            _ => started.extend(target),
         }
     }
 
@@ -132,6 +171,7 @@ pub fn run(
         measure: args.measure,
         reply_timeout: load::REPLY_TIMEOUT,
     };
+    let mut compared = Vec::new();
     for point in points(args) {
         let results = measure(&started, point, timing, args.rounds, rt);
         for (target, done) in started.iter().zip(&results) {
@@ -149,18 +189,50 @@ pub fn run(
                     })
                     .collect()
             };
-            let to_python_arrpc = target
-                .python_arrpc
-                .map(|_| summarize(&against(target.python_arrpc)));
-            report(
-                target,
-                &point,
-                &summarize(&against(target.ceiling)),
-                to_python_arrpc.as_ref(),
-            );
+            let to_reference = target
+                .reference
+                .map(|r| (r, summarize(&against(Some(r.name)))));
+            let summary = summarize(&against(target.ceiling));
+            report(target, &point, &summary, to_reference.as_ref());
+            if let Some((r, to)) = to_reference.filter(|(r, _)| r.key == "baseline") {
+                let base = started.iter().position(|s| s.name == r.name);
+                let base_rate = base.and_then(|b| {
+                    median(results[b].iter().flatten().map(|o| o.msgs_per_s).collect())
+                });
+                compared.push((target.name, point, summary.msgs_per_s, base_rate, to));
+            }
         }
     }
+    if !compared.is_empty() {
+        print_comparison(args, &compared);
+    }
     Ok(())
+}
+
+/// Each point of the targets judged against a baseline build, as a table
+/// on stderr (stdout keeps one JSON line per target and point).
+fn print_comparison(args: &RunArgs, compared: &[(&str, Point, Option<f64>, Option<f64>, Summary)]) {
+    let base = args.baseline_name.as_deref().unwrap_or("baseline");
+    let rate = |r: Option<f64>| r.map_or("failed".to_owned(), |r| format!("{:.1}k", r / 1e3));
+    let ratio = |r: Option<f64>| r.map_or("-".to_owned(), |r| format!("{r:.3}"));
+    eprintln!();
+    eprintln!(
+        "| target | conns x pipeline | this build, msg/s | {base}, msg/s | ratio (min-max over {} rounds) |",
+        args.rounds
+    );
+    eprintln!("|---|---|---|---|---|");
+    for (name, p, this, baseline, to) in compared {
+        eprintln!(
+            "| {name} | {} x {} | {} | {} | {} ({}-{}) |",
+            p.conns,
+            p.pipeline,
+            rate(*this),
+            rate(*baseline),
+            ratio(to.ratio),
+            ratio(to.ratio_min),
+            ratio(to.ratio_max),
+        );
+    }
 }
 
 /// What starting a target needs.
@@ -169,6 +241,8 @@ struct Env<'a> {
     args: &'a RunArgs,
     repo: &'a Path,
     host_bin: &'a Path,
+    /// The echo component `host_bin` serves; `None`: this tree's.
+    echo: Option<&'a Path>,
     server_cpu: Option<usize>,
     certs: Option<&'a SelfSigned>,
 }
@@ -182,8 +256,11 @@ fn start(name: &'static str, env: &Env<'_>) -> anyhow::Result<Option<Started>> {
         .map_or(name, |(of, _)| of);
     let cpu = env.server_cpu;
     let host = |variant| {
-        targets::echo_component(env.repo)
-            .and_then(|wasm| targets::host(env.host_bin, &wasm, cpu, variant, None))
+        let wasm = match env.echo {
+            Some(echo) => echo.to_owned(),
+            None => targets::echo_component(env.repo)?,
+        };
+        targets::host(env.host_bin, &wasm, cpu, variant, None)
     };
     let python = &env.args.seed_python;
     let python_arrpc = |op| {
@@ -197,7 +274,7 @@ fn start(name: &'static str, env: &Env<'_>) -> anyhow::Result<Option<Started>> {
             Ok(None)
         }
     };
-    let started = |process: Target, ceiling, python_arrpc, op, reuse| Started {
+    let started = |process: Target, ceiling, reference, op, reuse| Started {
         name,
         server: Server {
             addr: process.addr,
@@ -205,7 +282,7 @@ fn start(name: &'static str, env: &Env<'_>) -> anyhow::Result<Option<Started>> {
         },
         signed: false,
         ceiling,
-        python_arrpc,
+        reference,
         op,
         reuse,
         _process: process,
@@ -239,7 +316,7 @@ fn start(name: &'static str, env: &Env<'_>) -> anyhow::Result<Option<Started>> {
         return Ok(Some(started(
             process,
             Some("ceiling"),
-            Some(reference),
+            Some(Reference::python_arrpc(reference)),
             op,
             Some(reuse),
         )));
@@ -267,7 +344,7 @@ fn start(name: &'static str, env: &Env<'_>) -> anyhow::Result<Option<Started>> {
         },
         signed: name == "host-signed",
         ceiling,
-        python_arrpc: None,
+        reference: None,
         op: Operation::Echo,
         reuse: None,
         _process: process,
@@ -426,9 +503,9 @@ pub fn median(mut values: Vec<f64>) -> Option<f64> {
     }
 }
 
-/// Prints one JSON line on stdout; `to_python_arrpc` holds the ratios to
-/// the Python arrpc server, for a target compared with it.
-fn report(target: &Started, p: &Point, s: &Summary, to_python_arrpc: Option<&Summary>) {
+/// Prints one JSON line on stdout; `to_reference` holds the ratios to the
+/// target it is judged against besides its ceiling, if any.
+fn report(target: &Started, p: &Point, s: &Summary, to_reference: Option<&(Reference, Summary)>) {
     let thousandths = |r: Option<f64>| r.map(|r| (r * 1000.0).round() / 1000.0);
     let mut line = serde_json::json!({
         "target": target.name,
@@ -449,11 +526,12 @@ fn report(target: &Started, p: &Point, s: &Summary, to_python_arrpc: Option<&Sum
     if let Some(reuse) = target.reuse {
         line["reuse"] = reuse.into();
     }
-    if let Some(to) = to_python_arrpc {
-        line["python_arrpc"] = target.python_arrpc.into();
-        line["ratio_to_python_arrpc"] = thousandths(to.ratio).into();
-        line["ratio_to_python_arrpc_min"] = thousandths(to.ratio_min).into();
-        line["ratio_to_python_arrpc_max"] = thousandths(to.ratio_max).into();
+    if let Some((reference, to)) = to_reference {
+        let key = reference.key;
+        line[key] = reference.name.into();
+        line[format!("ratio_to_{key}")] = thousandths(to.ratio).into();
+        line[format!("ratio_to_{key}_min")] = thousandths(to.ratio_min).into();
+        line[format!("ratio_to_{key}_max")] = thousandths(to.ratio_max).into();
     }
     println!("{line}");
 }

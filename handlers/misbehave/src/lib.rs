@@ -28,6 +28,7 @@ mod bindings {
     wit_bindgen::generate!({ world: "handler", path: "../../wit" });
 }
 
+use bindings::arrpc::handler::client;
 use bindings::{Context, Guest};
 
 type Reply = Result<Vec<u8>, String>;
@@ -194,31 +195,32 @@ fn messages_seen() -> Reply {
     encode(&(SEEN.fetch_add(1, Ordering::Relaxed) + 1))
 }
 
-/// The context the host passed in, with the field names of the WIT record.
+/// The context the host passed in, with the field names of the WIT record,
+/// and who sent the message, as the `client` interface answers.
 fn context(ctx: &Context) -> Reply {
     #[derive(Serialize)]
     struct Fields<'a> {
         handler: &'a str,
         request_id: u64,
-        peer: &'a str,
+        peer: String,
         timeout_ms: u32,
         traceparent: Option<&'a str>,
-        caller: Option<Caller<'a>>,
+        caller: Option<Caller>,
     }
     #[derive(Serialize)]
-    struct Caller<'a> {
-        spiffe_id: Option<&'a str>,
-        dns_names: &'a [String],
+    struct Caller {
+        spiffe_id: Option<String>,
+        dns_names: Vec<String>,
     }
     encode(&Fields {
         handler: &ctx.handler,
         request_id: ctx.request_id,
-        peer: &ctx.peer,
+        peer: client::peer(),
         timeout_ms: ctx.timeout_ms,
         traceparent: ctx.traceparent.as_deref(),
-        caller: ctx.caller.as_ref().map(|c| Caller {
-            spiffe_id: (!c.spiffe_id.is_empty()).then_some(c.spiffe_id.as_str()),
-            dns_names: &c.dns_names,
+        caller: client::caller().map(|c| Caller {
+            spiffe_id: c.spiffe_id,
+            dns_names: c.dns_names,
         }),
     })
 }

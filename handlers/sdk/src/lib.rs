@@ -25,13 +25,13 @@
 //! re-encode them. Anything written to stdout or stderr lands in the host's
 //! log, tagged with the handler name and request id.
 //!
-//! `ctx.caller` is who called, when the host verified a client certificate:
-//! its SPIFFE ID and DNS names, for decisions finer than the host's
-//! per-handler allow list:
+//! `ctx.caller()` asks the host who called, when it verified a client
+//! certificate: its SPIFFE ID and DNS names, for decisions finer than the
+//! host's per-handler allow list. Only handlers that ask pay for it:
 //!
 //! ```ignore
 //! fn refund(ctx: &arrpc_handler::Context, order: Order) -> Result<Total, String> {
-//!     if ctx.spiffe_id() != Some("spiffe://cluster.local/ns/shop/sa/billing") {
+//!     if ctx.spiffe_id().as_deref() != Some("spiffe://cluster.local/ns/shop/sa/billing") {
 //!         return Err("refunds are for billing only".into());
 //!     }
 //!     // ...
@@ -59,25 +59,30 @@ pub mod bindings {
 }
 
 /// What the host tells a handler about the message: handler name, request
-/// id, peer address, time allowed, trace context and who called.
+/// id, time allowed and trace context. Who sent it, the handler asks for
+/// ([`Context::peer`], [`Context::caller`]).
 pub use bindings::Context;
 
-/// Who called: the SPIFFE ID (empty for none) and DNS names of the client
-/// certificate the host verified. `ctx.caller` is `None` over plain TCP and
-/// when the client presented no certificate.
-pub use bindings::arrpc::handler::types::Caller;
+/// Who called: the SPIFFE ID and DNS names of the client certificate the
+/// host verified.
+pub use bindings::arrpc::handler::types::Identity;
 
-/// Shorthands for the caller's names, which `ctx.caller` holds.
+/// Who sent the message being handled, asked of the host when wanted.
 impl Context {
-    /// The caller's SPIFFE ID, when a verified certificate carried one.
-    pub fn spiffe_id(&self) -> Option<&str> {
-        let id = &self.caller.as_ref()?.spiffe_id;
-        (!id.is_empty()).then_some(id.as_str())
+    /// The client's address, `ip:port`.
+    pub fn peer(&self) -> String {
+        bindings::arrpc::handler::client::peer()
     }
 
-    /// The DNS names of the caller's verified certificate; empty without one.
-    pub fn dns_names(&self) -> &[String] {
-        self.caller.as_ref().map_or(&[], |c| &c.dns_names)
+    /// Who called: `None` over plain TCP and when the client presented no
+    /// certificate.
+    pub fn caller(&self) -> Option<Identity> {
+        bindings::arrpc::handler::client::caller()
+    }
+
+    /// The caller's SPIFFE ID, when a verified certificate carried one.
+    pub fn spiffe_id(&self) -> Option<String> {
+        self.caller()?.spiffe_id
     }
 }
 
