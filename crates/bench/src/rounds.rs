@@ -257,7 +257,8 @@ fn start(name: &'static str, env: &Env<'_>) -> anyhow::Result<Option<Started>> {
     let cpu = env.server_cpu;
     let host = |variant| {
         let wasm = match env.echo {
-            Some(echo) => echo.to_owned(),
+            // The host reads it relative to its config's folder.
+            Some(echo) => std::path::absolute(echo)?,
             None => targets::echo_component(env.repo)?,
         };
         targets::host(env.host_bin, &wasm, cpu, variant, None)

@@ -68,25 +68,35 @@ fn spawn_logging(mut cmd: Command, workdir: Option<tempfile::TempDir>) -> anyhow
     let stderr = child.stderr.take().expect("piped");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        // What it said before listening, to tell why when it never does.
+        let mut said = Vec::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(at) = line.find("listening addr=") {
                 let addr = line[at + "listening addr=".len()..]
                     .split_whitespace()
                     .next()
                     .map(str::to_owned);
-                let _ = tx.send(addr);
+                let _ = tx.send(addr.ok_or_else(|| line.clone()));
+                said.clear();
+            } else if said.len() < 20 {
+                said.push(line);
             }
         }
+        let _ = tx.send(Err(said.join("\n")));
     });
     match rx.recv_timeout(Duration::from_secs(300)) {
-        Ok(Some(addr)) => Ok(Target {
+        Ok(Ok(addr)) => Ok(Target {
             child,
             addr: addr.parse()?,
             _workdir: workdir,
         }),
-        _ => {
+        Ok(Err(said)) => {
             let _ = child.kill();
-            bail!("{cmd:?} did not start listening")
+            bail!("{cmd:?} did not start listening:\n{said}")
+        }
+        Err(_) => {
+            let _ = child.kill();
+            bail!("{cmd:?} did not start listening within 300 s")
         }
     }
 }
@@ -214,8 +224,41 @@ fn write_config(config: &Config) -> anyhow::Result<(tempfile::TempDir, PathBuf)>
     config.validate().map_err(anyhow::Error::msg)?;
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("arrpc.toml");
-    std::fs::write(&path, toml::to_string(config)?)?;
+    std::fs::write(&path, minimal_toml(config)?)?;
     Ok((dir, path))
+}
+
+/// `config` as TOML with only the keys whose values differ from their
+/// defaults, as a user writes it: a baseline build from before a key was
+/// added reads it too.
+fn minimal_toml(config: &Config) -> anyhow::Result<String> {
+    let mut value = toml::Value::try_from(config)?;
+    prune_defaults(&mut value, &toml::Value::try_from(Config::default())?);
+    if let Some(handlers) = value.get_mut("handler").and_then(toml::Value::as_array_mut) {
+        // Against a handler of another name and module: those two are
+        // always written.
+        let default = toml::Value::try_from(HandlerConfig::new("", ""))?;
+        for written in handlers {
+            prune_defaults(written, &default);
+        }
+    }
+    Ok(toml::to_string(&value)?)
+}
+
+/// Removes from the tables in `value` every key whose value is the one
+/// `default` holds.
+fn prune_defaults(value: &mut toml::Value, default: &toml::Value) {
+    let (Some(table), Some(default)) = (value.as_table_mut(), default.as_table()) else {
+        return;
+    };
+    table.retain(|key, value| match default.get(key) {
+        Some(default) if default == value => false,
+        Some(default) => {
+            prune_defaults(value, default);
+            true
+        }
+        None => true,
+    });
 }
 
 /// What a handler does with a message, in the Python arrpc server and in
@@ -386,7 +429,7 @@ mod tests {
     use super::*;
 
     /// Each variant's config is one the host accepts, and reads back from
-    /// its file as built.
+    /// its file as built, with no key left at its default written.
     #[test]
     fn every_variant_writes_a_config_the_host_reads_back() {
         let tls = SelfSigned::generate().unwrap();
@@ -413,6 +456,10 @@ mod tests {
                 _ => "max_instances = 4096",
             };
             assert!(text.contains(keys), "{keys} not in\n{text}");
+            // Only what differs from the defaults, so older builds read it.
+            for default in ["idle_timeout", "timeout", "max_memory_mib"] {
+                assert!(!text.contains(default), "{default} in\n{text}");
+            }
         }
     }
 }
