@@ -6,7 +6,8 @@
 //! example component echoes when served under a name ending in `echo`,
 //! adds numbers under a name ending in `sum`, with the Rust `sum` handler's
 //! replies and error texts, and under a name ending in `caller` replies with
-//! the caller's verified identity from its context (arrpc:handler@0.2.0).
+//! the caller's verified identity, asked of the host through the imported
+//! `client` interface (arrpc:handler@0.3.0).
 
 mod common;
 
@@ -224,9 +225,10 @@ fn bare_call(stream: &mut (impl Read + Write), value: &Value) -> Value {
     }
 }
 
-/// Over mutual TLS the example sees the client certificate's SPIFFE ID and
-/// DNS names, a certificate with DNS names only, and no caller when the
-/// client presents no certificate, each through its language's bindings.
+/// Over mutual TLS the example, asking the host through its language's
+/// bindings of the `client` import, gets the client certificate's SPIFFE
+/// ID and DNS names, a certificate with DNS names only (no SPIFFE ID), and
+/// no caller when the client presents no certificate.
 fn assert_caller(lang: &str) {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new(dir.path(), "cluster");
@@ -263,6 +265,8 @@ fn assert_caller(lang: &str) {
         let mut stream = certs::tls_connect(host.addr, certs::rustls_client(&ca.cert, identity));
         assert_eq!(bare_call(&mut stream, &Value::Nil), expected, "{lang}");
     }
+    let loaded = host.wait_for_log("loaded handler");
+    assert!(loaded.contains("world=0.3.0"), "{lang}: {loaded}");
 }
 
 #[test]

@@ -85,9 +85,9 @@ fn skeleton_builds_and_serves(lang: &'static str, toolchain_part: &'static str) 
     );
     let message = Value::Map(vec![(str_value("hello"), Value::from(lang))]);
     assert_eq!(host.connect().call_value(&message), message);
-    // Built against the current world, whose context carries the caller.
+    // Built against the current world, which asks the host for the caller.
     let loaded = host.wait_for_log("loaded handler");
-    assert!(loaded.contains("world=0.2.0"), "{loaded}");
+    assert!(loaded.contains("world=0.3.0"), "{loaded}");
     // The printed entry keeps one instance for many messages in Python and
     // JavaScript (module state lives on, as in a Python arrpc.Server) and
     // gives the compiled languages a fresh one per message.

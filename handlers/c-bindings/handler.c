@@ -3,6 +3,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+// Imported Functions from `arrpc:handler/client@0.3.0`
+
+__attribute__((__import_module__("arrpc:handler/client@0.3.0"), __import_name__("peer")))
+extern void __wasm_import_arrpc_handler_client_peer(uint8_t *);
+
+__attribute__((__import_module__("arrpc:handler/client@0.3.0"), __import_name__("caller")))
+extern void __wasm_import_arrpc_handler_client_caller(uint8_t *);
+
 // Exported Functions from `handler`
 
 __attribute__((__weak__, __export_name__("cabi_post_handle")))
@@ -45,6 +53,12 @@ static uint8_t RET_AREA[(3*sizeof(void*))];
 
 // Helper Functions
 
+void handler_option_string_free(handler_option_string_t *ptr) {
+  if (ptr->is_some) {
+    handler_string_free(&ptr->val);
+  }
+}
+
 void handler_list_string_free(handler_list_string_t *ptr) {
   size_t list_len = ptr->len;
   if (list_len > 0) {
@@ -56,28 +70,24 @@ void handler_list_string_free(handler_list_string_t *ptr) {
   }
 }
 
-void arrpc_handler_types_caller_free(arrpc_handler_types_caller_t *ptr) {
-  handler_string_free(&ptr->spiffe_id);
+void arrpc_handler_types_identity_free(arrpc_handler_types_identity_t *ptr) {
+  handler_option_string_free(&ptr->spiffe_id);
   handler_list_string_free(&ptr->dns_names);
-}
-
-void handler_option_string_free(handler_option_string_t *ptr) {
-  if (ptr->is_some) {
-    handler_string_free(&ptr->val);
-  }
-}
-
-void arrpc_handler_types_option_caller_free(arrpc_handler_types_option_caller_t *ptr) {
-  if (ptr->is_some) {
-    arrpc_handler_types_caller_free(&ptr->val);
-  }
 }
 
 void arrpc_handler_types_context_free(arrpc_handler_types_context_t *ptr) {
   handler_string_free(&ptr->handler);
-  handler_string_free(&ptr->peer);
   handler_option_string_free(&ptr->traceparent);
-  arrpc_handler_types_option_caller_free(&ptr->caller);
+}
+
+void arrpc_handler_client_identity_free(arrpc_handler_client_identity_t *ptr) {
+  arrpc_handler_types_identity_free(ptr);
+}
+
+void arrpc_handler_client_option_identity_free(arrpc_handler_client_option_identity_t *ptr) {
+  if (ptr->is_some) {
+    arrpc_handler_client_identity_free(&ptr->val);
+  }
 }
 
 void handler_context_free(handler_context_t *ptr) {
@@ -129,48 +139,76 @@ void handler_string_free(handler_string_t *ret) {
 
 // Component Adapters
 
+void arrpc_handler_client_peer(handler_string_t *ret) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(2*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_arrpc_handler_client_peer(ptr);
+  *ret = (handler_string_t) { (uint8_t*)(*((uint8_t **) (ptr + 0))), (*((size_t*) (ptr + sizeof(void*)))) };
+}
+
+bool arrpc_handler_client_caller(arrpc_handler_client_identity_t *ret) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(6*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_arrpc_handler_client_caller(ptr);
+  arrpc_handler_client_option_identity_t option0;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      option0.is_some = false;
+      break;
+    }
+    case 1: {
+      option0.is_some = true;
+      handler_option_string_t option;
+      switch ((int32_t) *((uint8_t*) (ptr + sizeof(void*)))) {
+        case 0: {
+          option.is_some = false;
+          break;
+        }
+        case 1: {
+          option.is_some = true;
+          option.val = (handler_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+      }
+
+      option0.val = (arrpc_handler_types_identity_t) {
+        (handler_option_string_t) option,
+        (handler_list_string_t) (handler_list_string_t) { (handler_string_t*)(*((uint8_t **) (ptr + (4*sizeof(void*))))), (*((size_t*) (ptr + (5*sizeof(void*))))) },
+      };
+      break;
+    }
+  }
+  *ret = option0.val;
+  return option0.is_some;
+}
+
 __attribute__((__export_name__("handle")))
-uint8_t * __wasm_export_exports_handler_handle(uint8_t * arg, size_t arg0, int64_t arg1, uint8_t * arg2, size_t arg3, int32_t arg4, int32_t arg5, uint8_t * arg6, size_t arg7, int32_t arg8, uint8_t * arg9, size_t arg10, uint8_t * arg11, size_t arg12, uint8_t * arg13, size_t arg14) {
+uint8_t * __wasm_export_exports_handler_handle(uint8_t * arg, size_t arg0, int64_t arg1, int32_t arg2, int32_t arg3, uint8_t * arg4, size_t arg5, uint8_t * arg6, size_t arg7) {
   handler_option_string_t option;
-  switch (arg5) {
+  switch (arg3) {
     case 0: {
       option.is_some = false;
       break;
     }
     case 1: {
       option.is_some = true;
-      option.val = (handler_string_t) { (uint8_t*)(arg6), (arg7) };
+      option.val = (handler_string_t) { (uint8_t*)(arg4), (arg5) };
       break;
     }
   }
-  arrpc_handler_types_option_caller_t option15;
-  switch (arg8) {
-    case 0: {
-      option15.is_some = false;
-      break;
-    }
-    case 1: {
-      option15.is_some = true;
-      option15.val = (arrpc_handler_types_caller_t) {
-        (handler_string_t) (handler_string_t) { (uint8_t*)(arg9), (arg10) },
-        (handler_list_string_t) (handler_list_string_t) { (handler_string_t*)(arg11), (arg12) },
-      };
-      break;
-    }
-  }
-  handler_context_t arg16 = (arrpc_handler_types_context_t) {
+  handler_context_t arg8 = (arrpc_handler_types_context_t) {
     (handler_string_t) (handler_string_t) { (uint8_t*)(arg), (arg0) },
     (uint64_t) (uint64_t) (arg1),
-    (handler_string_t) (handler_string_t) { (uint8_t*)(arg2), (arg3) },
-    (uint32_t) (uint32_t) (arg4),
+    (uint32_t) (uint32_t) (arg2),
     (handler_option_string_t) option,
-    (arrpc_handler_types_option_caller_t) option15,
   };
-  handler_list_u8_t arg17 = (handler_list_u8_t) { (uint8_t*)(arg13), (arg14) };
+  handler_list_u8_t arg9 = (handler_list_u8_t) { (uint8_t*)(arg6), (arg7) };
   handler_result_list_u8_string_t ret;
   handler_list_u8_t ok;
   handler_string_t err;
-  ret.is_err = !exports_handler_handle(&arg16, &arg17, &ok, &err);
+  ret.is_err = !exports_handler_handle(&arg8, &arg9, &ok, &err);
   if (ret.is_err) {
     ret.val.err = err;
   }
@@ -179,13 +217,13 @@ uint8_t * __wasm_export_exports_handler_handle(uint8_t * arg, size_t arg0, int64
   }
   uint8_t *ptr = (uint8_t *) &RET_AREA;
   if ((ret).is_err) {
-    const handler_string_t *payload19 = &(ret).val.err;*((int8_t*)(ptr + 0)) = 1;
-    *((size_t*)(ptr + (2*sizeof(void*)))) = (*payload19).len;
-    *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) (*payload19).ptr;
+    const handler_string_t *payload11 = &(ret).val.err;*((int8_t*)(ptr + 0)) = 1;
+    *((size_t*)(ptr + (2*sizeof(void*)))) = (*payload11).len;
+    *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) (*payload11).ptr;
   } else {
-    const handler_list_u8_t *payload18 = &(ret).val.ok;*((int8_t*)(ptr + 0)) = 0;
-    *((size_t*)(ptr + (2*sizeof(void*)))) = (*payload18).len;
-    *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) (*payload18).ptr;
+    const handler_list_u8_t *payload10 = &(ret).val.ok;*((int8_t*)(ptr + 0)) = 0;
+    *((size_t*)(ptr + (2*sizeof(void*)))) = (*payload10).len;
+    *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) (*payload10).ptr;
   }
   return ptr;
 }

@@ -15,41 +15,27 @@ typedef struct handler_string_t {
 } handler_string_t;
 
 typedef struct {
-  handler_string_t *ptr;
-  size_t len;
-} handler_list_string_t;
-
-// Who called, as the client certificate the TLS handshake verified
-// proves it.
-// 
-// A record, not a variant: one certificate may carry a SPIFFE ID and DNS
-// names at once (cert-manager issues such), and a string plus a list of
-// strings reads as a plain struct or object in every guest language (a
-// Rust struct, a Python dataclass, a JavaScript object, a C struct Zig
-// imports as is), where a variant would be a tagged union to switch on,
-// or a class per case. `spiffe-id` is a plain string, empty for none,
-// rather than an `option`: that keeps `handle`'s arguments within the
-// 16 values the canonical ABI passes directly; one more and every call
-// would pass them through the guest's memory, measurably slower.
-typedef struct arrpc_handler_types_caller_t {
-  // The caller's SPIFFE ID, `spiffe://<trust domain>/<path>`: the
-  // certificate's URI SAN of scheme `spiffe`. Empty when it has none, or
-  // more than one (an X.509-SVID has exactly one, so such a certificate
-  // names no single workload).
-  handler_string_t   spiffe_id;
-  // The certificate's DNS SANs, lowercased, in the certificate's order.
-  handler_list_string_t   dns_names;
-} arrpc_handler_types_caller_t;
-
-typedef struct {
   bool is_some;
   handler_string_t val;
 } handler_option_string_t;
 
 typedef struct {
-  bool is_some;
-  arrpc_handler_types_caller_t val;
-} arrpc_handler_types_option_caller_t;
+  handler_string_t *ptr;
+  size_t len;
+} handler_list_string_t;
+
+// Who called, as the client certificate the TLS handshake verified
+// proves it. A record, not a variant: one certificate may carry a
+// SPIFFE ID and DNS names at once (cert-manager issues such).
+typedef struct arrpc_handler_types_identity_t {
+  // The caller's SPIFFE ID, `spiffe://<trust domain>/<path>`: the
+  // certificate's URI SAN of scheme `spiffe`. None when it has none, or
+  // more than one (an X.509-SVID has exactly one, so such a certificate
+  // names no single workload).
+  handler_option_string_t   spiffe_id;
+  // The certificate's DNS SANs, lowercased, in the certificate's order.
+  handler_list_string_t   dns_names;
+} arrpc_handler_types_identity_t;
 
 // What the host knows about the message being handled.
 typedef struct arrpc_handler_types_context_t {
@@ -58,21 +44,19 @@ typedef struct arrpc_handler_types_context_t {
   // A number unique to this message within one host process; the host
   // tags its own log lines and the handler's stdout/stderr with it.
   uint64_t   request_id;
-  // The client's address, `ip:port`.
-  handler_string_t   peer;
   // Milliseconds the host allows this call, counted from its start;
   // past it the call is cancelled and the client gets an error.
   uint32_t   timeout_ms;
   // W3C `traceparent` of the caller's trace, when the message carried one.
   handler_option_string_t   traceparent;
-  // Who called: none over plain TCP and over TLS when the client
-  // presented no certificate (`client_certificates = "optional"`); set
-  // whenever the handshake verified one, even if it names neither a
-  // SPIFFE ID nor a DNS name. The host's allow list for this handler has
-  // already admitted the caller; this is for finer decisions, per
-  // operation or per record.
-  arrpc_handler_types_option_caller_t   caller;
 } arrpc_handler_types_context_t;
+
+typedef arrpc_handler_types_identity_t arrpc_handler_client_identity_t;
+
+typedef struct {
+  bool is_some;
+  arrpc_handler_client_identity_t val;
+} arrpc_handler_client_option_identity_t;
 
 typedef arrpc_handler_types_context_t handler_context_t;
 
@@ -89,20 +73,33 @@ typedef struct {
   } val;
 } handler_result_list_u8_string_t;
 
+// Imported Functions from `arrpc:handler/client@0.3.0`
+// The client's address, `ip:port`.
+extern void arrpc_handler_client_peer(handler_string_t *ret);
+// Who called: none over plain TCP and over TLS when the client
+// presented no certificate (`client_certificates = "optional"`); set
+// whenever the handshake verified one, even if it names neither a
+// SPIFFE ID nor a DNS name. The host's allow list for this handler has
+// already admitted the caller; this is for finer decisions, per
+// operation or per record.
+extern bool arrpc_handler_client_caller(arrpc_handler_client_identity_t *ret);
+
 // Exported Functions from `handler`
 bool exports_handler_handle(handler_context_t *ctx, handler_list_u8_t *payload, handler_list_u8_t *ret, handler_string_t *err);
 
 // Helper Functions
 
-void handler_list_string_free(handler_list_string_t *ptr);
-
-void arrpc_handler_types_caller_free(arrpc_handler_types_caller_t *ptr);
-
 void handler_option_string_free(handler_option_string_t *ptr);
 
-void arrpc_handler_types_option_caller_free(arrpc_handler_types_option_caller_t *ptr);
+void handler_list_string_free(handler_list_string_t *ptr);
+
+void arrpc_handler_types_identity_free(arrpc_handler_types_identity_t *ptr);
 
 void arrpc_handler_types_context_free(arrpc_handler_types_context_t *ptr);
+
+void arrpc_handler_client_identity_free(arrpc_handler_client_identity_t *ptr);
+
+void arrpc_handler_client_option_identity_free(arrpc_handler_client_option_identity_t *ptr);
 
 void handler_context_free(handler_context_t *ptr);
 

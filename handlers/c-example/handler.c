@@ -6,7 +6,8 @@
  * library) decodes and encodes. A name ending in "echo" returns the payload
  * unchanged; one ending in "sum" adds up numbers with the same input, output
  * and error texts as the Rust `sum` handler; one ending in "caller" replies
- * with who called, as the host verified it.
+ * with who called, as the host verified it, asked of the host through the
+ * imported `client` interface.
  *
  * Ownership follows wit-bindgen's C rules: the arguments belong to this
  * function and must be freed or handed on; `ret` and `err` must point to
@@ -148,35 +149,40 @@ static bool sum(const handler_list_u8_t *payload, handler_list_u8_t *ret, handle
 /*
  * Replies with who called: {"spiffe_id": <string or nil>, "dns_names":
  * [<string>...]}, or nil when the host verified no client certificate
- * (plain TCP, or TLS without one).
+ * (plain TCP, or TLS without one). The identity the host returns belongs
+ * to this function, which frees it.
  */
-static bool who_called(const handler_context_t *ctx, handler_list_u8_t *ret, handler_string_t *err) {
-    const arrpc_handler_types_caller_t *caller = ctx->caller.is_some ? &ctx->caller.val : NULL;
+static bool who_called(handler_list_u8_t *ret, handler_string_t *err) {
+    arrpc_handler_client_identity_t caller;
+    bool known = arrpc_handler_client_caller(&caller);
     /* Headers take at most 5 bytes; the keys 10 each. */
     size_t size = 1;
-    if (caller != NULL) {
-        size = 1 + 2 * 10 + 5 + caller->spiffe_id.len + 5;
-        for (size_t i = 0; i < caller->dns_names.len; i++)
-            size += 5 + caller->dns_names.ptr[i].len;
+    if (known) {
+        size = 1 + 2 * 10 + 5 + (caller.spiffe_id.is_some ? caller.spiffe_id.val.len : 0) + 5;
+        for (size_t i = 0; i < caller.dns_names.len; i++)
+            size += 5 + caller.dns_names.ptr[i].len;
     }
     char *out = malloc(size);
-    if (out == NULL)
+    if (out == NULL) {
+        if (known)
+            arrpc_handler_client_identity_free(&caller);
         return fail(err, "caller: out of memory");
+    }
     char *end = out;
-    if (caller == NULL) {
+    if (!known) {
         end = mp_encode_nil(end);
     } else {
         end = mp_encode_map(end, 2);
         end = mp_encode_str(end, "spiffe_id", 9);
-        /* An empty SPIFFE ID means the certificate carries none. */
-        if (caller->spiffe_id.len > 0)
-            end = mp_encode_str(end, (const char *)caller->spiffe_id.ptr, caller->spiffe_id.len);
+        if (caller.spiffe_id.is_some)
+            end = mp_encode_str(end, (const char *)caller.spiffe_id.val.ptr, caller.spiffe_id.val.len);
         else
             end = mp_encode_nil(end);
         end = mp_encode_str(end, "dns_names", 9);
-        end = mp_encode_array(end, caller->dns_names.len);
-        for (size_t i = 0; i < caller->dns_names.len; i++)
-            end = mp_encode_str(end, (const char *)caller->dns_names.ptr[i].ptr, caller->dns_names.ptr[i].len);
+        end = mp_encode_array(end, caller.dns_names.len);
+        for (size_t i = 0; i < caller.dns_names.len; i++)
+            end = mp_encode_str(end, (const char *)caller.dns_names.ptr[i].ptr, caller.dns_names.ptr[i].len);
+        arrpc_handler_client_identity_free(&caller);
     }
     ret->ptr = (uint8_t *)out;
     ret->len = (size_t)(end - out);
@@ -195,7 +201,7 @@ bool exports_handler_handle(handler_context_t *ctx, handler_list_u8_t *payload,
     } else if (ends_with(&ctx->handler, "sum")) {
         ok = sum(payload, ret, err);
     } else if (ends_with(&ctx->handler, "caller")) {
-        ok = who_called(ctx, ret, err);
+        ok = who_called(ret, err);
     } else {
         /* stderr goes to the host's log, tagged with handler and request id. */
         fprintf(stderr, "no operation for the name %.*s\n", (int)ctx->handler.len, (const char *)ctx->handler.ptr);

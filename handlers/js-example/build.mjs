@@ -17,8 +17,9 @@ await build({
   mainFields: ["module", "main"],
   // fast-text-encoding installs itself on `global`, which QuickJS lacks.
   define: { global: "globalThis" },
-  // WIT imports (console.js's wasi:cli streams) are bound by componentize-qjs.
-  external: ["wasi:*"],
+  // WIT imports (console.js's wasi:cli streams, the handler world's
+  // arrpc:handler/client) are bound by componentize-qjs.
+  external: ["wasi:*", "arrpc:*"],
   outfile: bundle,
   logLevel: "warning",
 });

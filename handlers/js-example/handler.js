@@ -6,11 +6,13 @@
 // `handler` world of wit/handler.wit. A name ending in "echo" returns the
 // payload unchanged; one ending in "sum" adds up numbers with the same
 // input, output and error texts as the Rust `sum` handler; one ending in
-// "caller" replies with who called, as the host verified it. A thrown
-// string becomes the `err` the client receives.
+// "caller" replies with who called, as the host verified it, asked of the
+// host through the imported `client` interface. A thrown string becomes the
+// `err` the client receives.
 
 import "./text-encoding.js";
 import "./console.js";
+import client from "arrpc:handler/client@0.3.0";
 import { decode, encode } from "@msgpack/msgpack";
 
 const EXPECTED = 'an array of numbers or {"numbers": [...]}';
@@ -23,22 +25,22 @@ export function handle(ctx, payload) {
     return sum(payload);
   }
   if (ctx.handler.endsWith("caller")) {
-    return whoCalled(ctx.caller);
+    return whoCalled(client.caller());
   }
   // console output goes to the host's log, tagged with handler and request id.
   console.error(`no operation for the name ${ctx.handler}`);
   throw `${ctx.handler}: serve this component under a name ending in echo, sum or caller`;
 }
 
-// The caller's SPIFFE ID and DNS names; nil when the host verified no client
-// certificate (plain TCP, or TLS without one). A WIT `option` is the value
-// or `null`; record fields are camelCase; an empty spiffeId means the
-// certificate carries none.
+// The caller's SPIFFE ID (nil when the certificate carries none) and DNS
+// names; nil when the host verified no client certificate (plain TCP, or TLS
+// without one). A WIT `option` is the value or `null`; record fields are
+// camelCase.
 function whoCalled(caller) {
   if (caller === null) {
     return encode(null);
   }
-  return encode({ spiffe_id: caller.spiffeId || null, dns_names: caller.dnsNames });
+  return encode({ spiffe_id: caller.spiffeId, dns_names: caller.dnsNames });
 }
 
 function sum(payload) {

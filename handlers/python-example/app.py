@@ -5,14 +5,15 @@ the `handler` world of wit/handler.wit. The same component is served under
 several names (see README.md): a name ending in "echo" returns the payload
 unchanged, one ending in "sum" adds up numbers with the same input, output
 and error texts as the Rust `sum` handler, one ending in "caller" replies
-with who called, as the host verified it.
+with who called, as the host verified it, asked of the host through the
+imported `client` interface.
 """
 
 import sys
 
 import msgpack
 import wit_world
-from wit_world.imports import types
+from wit_world.imports import client, types
 
 EXPECTED = 'an array of numbers or {"numbers": [...]}'
 
@@ -24,19 +25,19 @@ class WitWorld(wit_world.WitWorld):
         if ctx.handler.endswith("sum"):
             return sum_numbers(payload)
         if ctx.handler.endswith("caller"):
-            return who_called(ctx.caller)
+            return who_called(client.caller())
         # stderr goes to the host's log, tagged with handler and request id.
         print(f"no operation for the name {ctx.handler!r}", file=sys.stderr)
         raise wit_world.Err(f"{ctx.handler}: serve this component under a name ending in echo, sum or caller")
 
 
-def who_called(caller: types.Caller | None) -> bytes:
-    """The caller's SPIFFE ID and DNS names; nil when the host verified no
-    client certificate (plain TCP, or TLS without one)."""
+def who_called(caller: types.Identity | None) -> bytes:
+    """The caller's SPIFFE ID (None when the certificate carries none) and
+    DNS names; nil when the host verified no client certificate (plain TCP,
+    or TLS without one)."""
     if caller is None:
         return msgpack.packb(None)
-    # An empty spiffe_id means the certificate carries none.
-    return msgpack.packb({"spiffe_id": caller.spiffe_id or None, "dns_names": caller.dns_names})
+    return msgpack.packb({"spiffe_id": caller.spiffe_id, "dns_names": caller.dns_names})
 
 
 def sum_numbers(payload: bytes) -> bytes:

@@ -7,7 +7,8 @@
 //! returns the payload unchanged; one ending in "sum" adds up numbers with
 //! the same input, output and error texts as the Rust `sum` handler, reading
 //! and writing MessagePack with the few lines below; one ending in "caller"
-//! replies with who called, as the host verified it.
+//! replies with who called, as the host verified it, asked of the host
+//! through the imported `client` interface.
 //!
 //! Ownership follows wit-bindgen's C rules: the arguments belong to this
 //! function and must be freed or handed on; `ret` and `err` must point to
@@ -330,27 +331,33 @@ fn sumChecked(r: *Reader, ret: *c.handler_list_u8_t, err: *c.handler_string_t) R
 
 /// Replies with who called: {"spiffe_id": <string or nil>, "dns_names":
 /// [<string>...]}, or nil when the host verified no client certificate
-/// (plain TCP, or TLS without one).
-fn whoCalled(ctx: *const c.handler_context_t, ret: *c.handler_list_u8_t, err: *c.handler_string_t) bool {
-    const caller: ?*const c.arrpc_handler_types_caller_t = if (ctx.caller.is_some) &ctx.caller.val else null;
+/// (plain TCP, or TLS without one). The identity the host returns belongs
+/// to this function, which frees it.
+fn whoCalled(ret: *c.handler_list_u8_t, err: *c.handler_string_t) bool {
+    var identity: c.arrpc_handler_client_identity_t = undefined;
+    const caller: ?*c.arrpc_handler_client_identity_t = if (c.arrpc_handler_client_caller(&identity)) &identity else null;
+    defer if (caller) |who| c.arrpc_handler_client_identity_free(who);
+    const spiffe_id: ?[]const u8 = if (caller) |who|
+        (if (who.spiffe_id.is_some) bytes(who.spiffe_id.val.ptr, who.spiffe_id.val.len) else null)
+    else
+        null;
     const names: []const c.handler_string_t = if (caller) |who|
         (if (who.dns_names.len == 0) &.{} else who.dns_names.ptr[0..who.dns_names.len])
     else
         &.{};
     // Headers take at most 5 bytes; the keys 10 each.
     var size: usize = 1;
-    if (caller) |who| {
-        size = 1 + 2 * 10 + 5 + who.spiffe_id.len + 5;
+    if (caller != null) {
+        size = 1 + 2 * 10 + 5 + (if (spiffe_id) |id| id.len else 0) + 5;
         for (names) |name| size += 5 + name.len;
     }
     const out: [*]u8 = @ptrCast(std.c.malloc(size) orelse return fail(err, "caller: out of memory", .{}));
     var w = Writer{ .buf = out };
-    if (caller) |who| {
+    if (caller != null) {
         w.put(u8, null, 0x82);
         w.str("spiffe_id");
-        // An empty SPIFFE ID means the certificate carries none.
-        if (who.spiffe_id.len > 0) {
-            w.str(bytes(who.spiffe_id.ptr, who.spiffe_id.len));
+        if (spiffe_id) |id| {
+            w.str(id);
         } else {
             w.nil();
         }
@@ -382,7 +389,7 @@ export fn exports_handler_handle(
     } else if (std.mem.endsWith(u8, name, "sum")) {
         ok = sum(bytes(payload.ptr, payload.len), ret, err);
     } else if (std.mem.endsWith(u8, name, "caller")) {
-        ok = whoCalled(ctx, ret, err);
+        ok = whoCalled(ret, err);
     } else {
         // stderr goes to the host's log, tagged with handler and request id.
         std.io.getStdErr().writer().print("no operation for the name {s}\n", .{name}) catch {};

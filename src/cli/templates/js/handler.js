@@ -3,9 +3,11 @@
 // `payload` is a Uint8Array holding one MessagePack value, the bytes the
 // client sent; return one MessagePack value. A thrown string reaches the
 // client as `arrpc.error.RpcException: <text>`; console output goes to the
-// host's log (console.js). `ctx.caller` is who called when the host
-// verified a client certificate (`ctx.caller.spiffeId`, a string, empty for
-// none, and `ctx.caller.dnsNames`), null otherwise. npm packages' ES
+// host's log (console.js). Who sent the message, the handler asks the host
+// (`import client from "arrpc:handler/client@0.3.0"`): `client.caller()` is
+// who called when the host verified a client certificate (`.spiffeId`, a
+// string or null, and `.dnsNames`), null otherwise; `client.peer()` is the
+// client's address. npm packages' ES
 // modules can be imported; QuickJS has no TextEncoder or TextDecoder,
 // which @msgpack/msgpack needs (handlers/js-example shows how to add them).
 import "./console.js";

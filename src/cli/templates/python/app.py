@@ -4,9 +4,11 @@
 MessagePack value. Decode with msgpack's pure-Python build (install it with
 MSGPACK_PUREPYTHON=1 pip install --no-binary msgpack --target deps msgpack
 and add `-p deps` in build.sh). `raise wit_world.Err("text")` replies with
-an error; print() goes to the host's log. `ctx.caller` is who called when
-the host verified a client certificate (`ctx.caller.spiffe_id`, a str,
-empty for none, and `ctx.caller.dns_names`), None otherwise.
+an error; print() goes to the host's log. Who sent the message, the
+handler asks the host (`from wit_world.imports import client`):
+`client.caller()` is who called when the host verified a client
+certificate (`.spiffe_id`, a str or None, and `.dns_names`), None
+otherwise; `client.peer()` is the client's address.
 """
 
 import wit_world

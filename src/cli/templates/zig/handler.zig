@@ -4,10 +4,13 @@
 //! `ret` to one MessagePack value (malloc'd memory) and return true, or set
 //! `err` (e.g. with handler_string_dup_n) and return false: the client
 //! receives `arrpc.error.RpcException: <text>`. The arguments belong to this
-//! function. stdout and stderr go to the host's log. `ctx.caller` is who
-//! called: when `ctx.caller.is_some` (the host verified a client
-//! certificate), `ctx.caller.val.spiffe_id` (empty for none) and
-//! `ctx.caller.val.dns_names`.
+//! function. stdout and stderr go to the host's log. Who sent the message,
+//! the handler asks the host: `c.arrpc_handler_client_caller(&identity)`
+//! returns true when the host verified a client certificate and fills
+//! `identity` (a `c.arrpc_handler_client_identity_t`: `spiffe_id`, an
+//! option, and `dns_names`; free it with
+//! `c.arrpc_handler_client_identity_free`);
+//! `c.arrpc_handler_client_peer(&address)` gives the client's address.
 //! The bindings in gen/ are the C ones for wit/handler.wit.
 
 const c = @cImport(@cInclude("handler.h"));

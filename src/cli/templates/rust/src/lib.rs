@@ -9,9 +9,10 @@ use rmpv::Value;
 
 /// Replies with the message it got. Replace `Value` with your own
 /// `serde::Deserialize` input and `serde::Serialize` output types; an `Err`
-/// reaches the client as `arrpc.error.RpcException: <text>`. `ctx.caller`
-/// is who called when the host verified a client certificate
-/// (`ctx.spiffe_id()`, `ctx.dns_names()`), `None` otherwise.
+/// reaches the client as `arrpc.error.RpcException: <text>`. `ctx.caller()`
+/// asks the host who called: its SPIFFE ID and DNS names when the host
+/// verified a client certificate, `None` otherwise (`ctx.spiffe_id()` for
+/// the ID alone); `ctx.peer()` is the client's address.
 fn handle(_ctx: &Context, message: Value) -> Result<Value, String> {
     Ok(message)
 }
