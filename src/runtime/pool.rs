@@ -90,7 +90,11 @@ impl InstancePool {
             running: &self.running,
             served,
         };
-        Some(match lock(&self.kept).pop() {
+        // With a fresh instance per message nothing is ever kept: no lock.
+        let kept = (self.uses_per_instance > 1)
+            .then(|| lock(&self.kept).pop())
+            .flatten();
+        Some(match kept {
             Some(Kept {
                 store,
                 guest,

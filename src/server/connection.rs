@@ -311,11 +311,15 @@ where
         self.reading && self.owed.len() < self.limits.max_pipelined
     }
 
-    /// Whether the age timer matters: before the connection is old, and
-    /// after, while the client that was (or would be) told to move has
-    /// its linger to close.
+    /// Whether the age timer matters: with a max age, before the
+    /// connection is old, and after, while the client that was (or would
+    /// be) told to move has its linger to close. Without one it is never
+    /// polled, so a connection pays nothing for the feature per turn.
     fn age_watched(&self) -> bool {
-        self.reading && !self.refusing && (!self.aged || self.refused || self.speaks_rpc)
+        self.limits.max_age.is_some()
+            && self.reading
+            && !self.refusing
+            && (!self.aged || self.refused || self.speaks_rpc)
     }
 
     /// The age timer fired: the connection is old now (`true`: its linger

@@ -87,7 +87,7 @@ impl Reference {
 
 impl Started {
     /// This target started from the baseline build, under its alias.
-    fn as_baseline(self, alias: &'static str) -> Started {
+    fn into_baseline(self, alias: &'static str) -> Started {
         Started {
             name: alias,
             ..self
@@ -160,7 +160,7 @@ pub fn run(
                     echo: args.baseline_echo.as_deref(),
                     ..env
                 };
-                started.extend(start(alias, &env)?.map(|s| s.as_baseline(alias)));
+                started.extend(start(alias, &env)?.map(|s| s.into_baseline(alias)));
             }
             _ => started.extend(target),
         }
@@ -199,7 +199,13 @@ pub fn run(
                 let base_rate = base.and_then(|b| {
                     median(results[b].iter().flatten().map(|o| o.msgs_per_s).collect())
                 });
-                compared.push((target.name, point, summary.msgs_per_s, base_rate, to));
+                compared.push(Compared {
+                    name: target.name,
+                    point,
+                    this: summary.msgs_per_s,
+                    baseline: base_rate,
+                    to,
+                });
             }
         }
     }
@@ -209,9 +215,19 @@ pub fn run(
     Ok(())
 }
 
+/// One point of a target judged against its baseline build: both rates
+/// (medians over rounds) and the ratio's summary.
+struct Compared<'a> {
+    name: &'a str,
+    point: Point,
+    this: Option<f64>,
+    baseline: Option<f64>,
+    to: Summary,
+}
+
 /// Each point of the targets judged against a baseline build, as a table
 /// on stderr (stdout keeps one JSON line per target and point).
-fn print_comparison(args: &RunArgs, compared: &[(&str, Point, Option<f64>, Option<f64>, Summary)]) {
+fn print_comparison(args: &RunArgs, compared: &[Compared<'_>]) {
     let base = args.baseline_name.as_deref().unwrap_or("baseline");
     let rate = |r: Option<f64>| r.map_or("failed".to_owned(), |r| format!("{:.1}k", r / 1e3));
     let ratio = |r: Option<f64>| r.map_or("-".to_owned(), |r| format!("{r:.3}"));
@@ -221,7 +237,14 @@ fn print_comparison(args: &RunArgs, compared: &[(&str, Point, Option<f64>, Optio
         args.rounds
     );
     eprintln!("|---|---|---|---|---|");
-    for (name, p, this, baseline, to) in compared {
+    for Compared {
+        name,
+        point: p,
+        this,
+        baseline,
+        to,
+    } in compared
+    {
         eprintln!(
             "| {name} | {} x {} | {} | {} | {} ({}-{}) |",
             p.conns,
