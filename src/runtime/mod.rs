@@ -7,6 +7,7 @@
 //! unless its handler sets `reuse` (see `pool.rs`).
 
 mod cache;
+mod error;
 mod guest_log;
 mod handler;
 mod module;
@@ -27,7 +28,8 @@ use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use crate::config::{Config, HandlerConfig};
 
 pub use cache::ComponentCache;
-pub use handler::{CallError, Handler, Request};
+pub use error::CallError;
+pub use handler::{Handler, Request};
 pub use module::{LoadError, run_build};
 pub use peer::{Caller, Identity, Peer};
 pub use registry::{HandlerRegistry, HandlerSet};

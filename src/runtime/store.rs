@@ -8,8 +8,8 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::error::CallError;
 use super::guest_log::GuestLog;
-use super::handler::CallError;
 use super::peer::Peer;
 use crate::config::{DirGrant, HandlerConfig};
 

@@ -242,6 +242,13 @@ fn minimal_toml(config: &Config) -> anyhow::Result<String> {
             prune_defaults(written, &default);
         }
     }
+    // Likewise against TLS with other files.
+    if let Some(tls) = value.get_mut("tls") {
+        prune_defaults(
+            tls,
+            &toml::Value::try_from(TlsConfig::new(PathBuf::new(), PathBuf::new()))?,
+        );
+    }
     Ok(toml::to_string(&value)?)
 }
 
@@ -457,7 +464,7 @@ mod tests {
             };
             assert!(text.contains(keys), "{keys} not in\n{text}");
             // Only what differs from the defaults, so older builds read it.
-            for default in ["idle_timeout", "timeout", "max_memory_mib"] {
+            for default in ["idle_timeout", "handshake_timeout", "max_memory_mib"] {
                 assert!(!text.contains(default), "{default} in\n{text}");
             }
         }
