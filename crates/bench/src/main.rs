@@ -28,8 +28,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use targets::HostVariant;
 
+/// A flag given twice takes its last value, so a script's defaults can be
+/// overridden by flags passed after them.
 #[derive(Parser)]
-#[command(name = "arrpc-bench")]
+#[command(name = "arrpc-bench", args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Sub>,
