@@ -227,17 +227,18 @@ fn the_rust_echo_imports_nothing() {
     let engine = wasmtime::Engine::default();
     let load = |name: &str| {
         let path = components().join(format!("{name}.wasm"));
-        wasmtime::component::Component::from_file(&engine, path).unwrap()
+        let component = wasmtime::component::Component::from_file(&engine, path).unwrap();
+        component.component_type()
+    };
+    let names = |ty: &wasmtime::component::types::Component| -> Vec<String> {
+        ty.imports(&engine)
+            .map(|(name, _)| name.to_owned())
+            .collect()
     };
     let echo = load("echo");
-    let imports: Vec<String> = echo
-        .component_type()
-        .imports(&engine)
-        .map(|(name, _)| name.to_owned())
-        .collect();
     // Its one import is the instance of WIT types its `handle` names:
     // types only, no function.
-    for (name, item) in echo.component_type().imports(&engine) {
+    for (name, item) in echo.imports(&engine) {
         let ComponentItem::ComponentInstance(instance) = item.ty else {
             panic!("echo imports {name}, not an instance of types");
         };
@@ -251,13 +252,8 @@ fn the_rust_echo_imports_nothing() {
             "echo imports {functions:?} from {name}"
         );
     }
-    assert_eq!(imports, ["arrpc:handler/types@0.3.0"]);
-    let misbehave = load("misbehave");
-    let imports: Vec<String> = misbehave
-        .component_type()
-        .imports(&engine)
-        .map(|(name, _)| name.to_owned())
-        .collect();
+    assert_eq!(names(&echo), ["arrpc:handler/types@0.3.0"]);
+    let imports = names(&load("misbehave"));
     assert!(
         imports.iter().any(|i| i == "arrpc:handler/client@0.3.0"),
         "misbehave asks who called, so it imports the client interface: {imports:?}"

@@ -57,18 +57,26 @@ impl Peer {
     }
 }
 
+/// A peer whose verified certificate carries these names, for tests.
+#[cfg(test)]
+impl Peer {
+    pub(crate) fn with_certificate(spiffe_ids: &[&str], dns_names: &[&str]) -> Peer {
+        Peer {
+            addr: "10.0.0.7:5000".into(),
+            identity: Some(Identity {
+                spiffe_ids: spiffe_ids.iter().map(|s| s.to_string()).collect(),
+                dns_names: dns_names.iter().map(|s| s.to_string()).collect(),
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn peer(spiffe: &[&str], dns: &[&str]) -> Peer {
-        Peer {
-            addr: "10.0.0.7:5000".into(),
-            identity: Some(Identity {
-                spiffe_ids: spiffe.iter().map(|s| s.to_string()).collect(),
-                dns_names: dns.iter().map(|s| s.to_string()).collect(),
-            }),
-        }
+        Peer::with_certificate(spiffe, dns)
     }
 
     /// A handler is told a SPIFFE ID only when it names one workload, and

@@ -86,13 +86,7 @@ mod tests {
     }
 
     fn peer(spiffe: &[&str], dns: &[&str]) -> Peer {
-        Peer {
-            addr: "10.0.0.7:5000".into(),
-            identity: Some(Identity {
-                spiffe_ids: spiffe.iter().map(|s| s.to_string()).collect(),
-                dns_names: dns.iter().map(|s| s.to_string()).collect(),
-            }),
-        }
+        Peer::with_certificate(spiffe, dns)
     }
 
     #[test]
