@@ -49,6 +49,7 @@ async fn a_deep_pipeline_does_not_hold_the_worker_from_other_connections() {
     let dispatcher = Arc::new(Dispatcher::new(
         Arc::new(HandlerRegistry::new(set)),
         false,
+        None,
         Arc::new(Metrics::new()),
     ));
     let limits = ConnectionLimits {

@@ -13,9 +13,9 @@ use super::security::{server_security, spiffe_listener};
 use super::{ConfigArgs, ServeArgs};
 use crate::admin::{AdminListener, Readiness};
 use crate::config::Config;
-use crate::reload::Reloader;
+use crate::reload::{ReloadOptions, Reloader};
 use crate::runtime::{HandlerRegistry, HandlerSet, Runtime, RuntimeOptions};
-use crate::server::Server;
+use crate::server::{Security, Server};
 use crate::telemetry::Metrics;
 
 /// Loads every handler of an already loaded config, the part `serve` and
@@ -187,27 +187,27 @@ impl Serving {
         let (config, runtime, handlers) = load_handlers(origin.path, config).await?;
         metrics.handlers_served(&handlers);
         let registry = Arc::new(HandlerRegistry::new(handlers));
-        let mut server = Server::bind(&config.server, registry.clone(), metrics.clone())
+        let tls = tls.map(Arc::new);
+        let security = Security {
+            tls: tls.clone(),
+            auth,
+        };
+        let server = Server::bind(&config.server, registry.clone(), security, metrics.clone())
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-        let tls = tls.map(Arc::new);
         if let Some(tls) = &tls {
-            server = server.with_tls(tls.clone());
             tls.follow_spiffe(metrics.clone(), readiness, &mut background);
         }
-        if let Some(auth) = auth {
-            server = server.with_auth(auth);
-        }
         // Changes are watched from before the first message is served.
-        let reloads = Reloader::spawn(
+        let reloads = Reloader::spawn(ReloadOptions {
             runtime,
             registry,
-            origin.path,
-            origin.as_read,
+            config_path: origin.path,
+            config: origin.as_read,
             tls,
-            origin.watch,
-            metrics.clone(),
-        )
+            build_on_change: origin.watch,
+            metrics: metrics.clone(),
+        })
         .context("cannot watch handler modules and the config for changes")?;
         let addr = server.local_addr()?;
         let default_handler = config.default_handler().unwrap_or("-");

@@ -72,18 +72,36 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
 }
 
+/// What a [`Reloader`] watches, and what it applies changes to.
+pub struct ReloadOptions<'a> {
+    /// The engine the handlers were loaded into.
+    pub runtime: Runtime,
+    /// The handlers being served, swapped on a change.
+    pub registry: Arc<HandlerRegistry>,
+    /// The config file, watched.
+    pub config_path: &'a Path,
+    /// The config as read from it, before command-line overrides.
+    pub config: Config,
+    /// The message port's TLS, whose files are watched and re-read.
+    pub tls: Option<Arc<TlsListener>>,
+    /// Also watch sources and run build commands (`--watch`).
+    pub build_on_change: bool,
+    pub metrics: Arc<Metrics>,
+}
+
 impl Reloader {
     /// Starts watching and reloading in the background, in the tasks it
     /// returns: they stop when those are dropped.
-    pub fn spawn(
-        runtime: Runtime,
-        registry: Arc<HandlerRegistry>,
-        config_path: &Path,
-        config: Config,
-        tls: Option<Arc<TlsListener>>,
-        build_on_change: bool,
-        metrics: Arc<Metrics>,
-    ) -> anyhow::Result<JoinSet<()>> {
+    pub fn spawn(options: ReloadOptions<'_>) -> anyhow::Result<JoinSet<()>> {
+        let ReloadOptions {
+            runtime,
+            registry,
+            config_path,
+            config,
+            tls,
+            build_on_change,
+            metrics,
+        } = options;
         let mut tasks = JoinSet::new();
         let (paths_tx, mut paths_rx) = mpsc::unbounded_channel();
         let (tx, rx) = mpsc::unbounded_channel();

@@ -88,18 +88,21 @@ impl RpcCall {
 }
 
 impl Dispatcher {
-    pub fn new(registry: Arc<HandlerRegistry>, rpc: bool, metrics: Arc<Metrics>) -> Self {
+    /// Routes to the handlers of `registry`, by method too when `rpc`;
+    /// with `auth`, only signed envelopes are let through.
+    pub fn new(
+        registry: Arc<HandlerRegistry>,
+        rpc: bool,
+        auth: Option<Authenticator>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Dispatcher {
             registry,
             rpc,
             next_request: AtomicU64::new(1),
-            auth: None,
+            auth,
             metrics,
         }
-    }
-
-    pub fn set_auth(&mut self, auth: Authenticator) {
-        self.auth = Some(auth);
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -33,13 +33,27 @@ pub use tls::TlsListener;
 /// A bound listener, ready to serve.
 pub struct Server {
     listener: TcpListener,
-    dispatcher: Arc<Dispatcher>,
-    limits: ConnectionLimits,
+    /// What each connection's task is given.
+    peers: Arc<Peers>,
     /// One permit per connection served at once; when none is left the
     /// accept loop waits, and new clients queue in the kernel's backlog.
     connections: Arc<Semaphore>,
     shutdown_grace: Duration,
+}
+
+/// How the message port guards itself; both off by default.
+#[derive(Default)]
+pub struct Security {
     /// Set: every connection starts with a TLS handshake.
+    pub tls: Option<Arc<TlsListener>>,
+    /// Set: every message must be a signed envelope.
+    pub auth: Option<auth::Authenticator>,
+}
+
+/// What every connection is served with, shared by their tasks.
+struct Peers {
+    dispatcher: Arc<Dispatcher>,
+    limits: ConnectionLimits,
     tls: Option<Arc<TlsListener>>,
     metrics: Arc<Metrics>,
 }
@@ -50,40 +64,30 @@ impl Server {
     pub async fn bind(
         config: &ServerConfig,
         registry: Arc<HandlerRegistry>,
+        security: Security,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
         // Ready from here: the kernel queues connections for `run`, so
         // `/readyz` agrees with the "listening" line logged after binding.
         metrics.set_accepting(true);
+        let dispatcher = Dispatcher::new(registry, config.rpc, security.auth, metrics.clone());
         Ok(Server {
             listener,
-            dispatcher: Arc::new(Dispatcher::new(registry, config.rpc, metrics.clone())),
-            limits: ConnectionLimits {
-                max_message: config.max_message_bytes,
-                max_pipelined: config.max_pipelined,
-                idle_timeout: config.idle_timeout,
-                max_age: config.max_connection_age,
-            },
+            peers: Arc::new(Peers {
+                dispatcher: Arc::new(dispatcher),
+                limits: ConnectionLimits {
+                    max_message: config.max_message_bytes,
+                    max_pipelined: config.max_pipelined,
+                    idle_timeout: config.idle_timeout,
+                    max_age: config.max_connection_age,
+                },
+                tls: security.tls,
+                metrics,
+            }),
             connections: Arc::new(Semaphore::new(config.max_connections)),
             shutdown_grace: config.shutdown_grace,
-            tls: None,
-            metrics,
         })
-    }
-
-    /// Serves TLS instead of plain TCP.
-    pub fn with_tls(mut self, tls: Arc<TlsListener>) -> Server {
-        self.tls = Some(tls);
-        self
-    }
-
-    /// Requires every message to be a signed envelope.
-    pub fn with_auth(mut self, auth: auth::Authenticator) -> Server {
-        Arc::get_mut(&mut self.dispatcher)
-            .expect("the dispatcher is shared only once serving")
-            .set_auth(auth);
-        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -115,54 +119,17 @@ impl Server {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let dispatcher = self.dispatcher.clone();
-            let limits = self.limits;
+            let peers = self.peers.clone();
             let shutdown = shutdown.clone();
-            let tls = self.tls.clone();
-            let open = self.metrics.connection_opened();
-            let metrics = self.metrics.clone();
             // Reap finished connections so the set stays small.
             while tasks.try_join_next().is_some() {}
             tasks.spawn(async move {
-                let addr: Arc<str> = peer.to_string().into();
-                tracing::debug!(peer = %addr, "connection opened");
-                match tls {
-                    None => {
-                        let peer = Arc::new(Peer::anonymous(addr.clone()));
-                        connection::serve(stream, peer, dispatcher, limits, shutdown).await
-                    }
-                    // The handshake runs in this connection's own task, so
-                    // a slow or broken one holds up no other connection.
-                    Some(tls) => match tls.accept(stream).await {
-                        Ok(stream) => {
-                            metrics.tls_handshake(true);
-                            let tls = stream.get_ref().1;
-                            let peer = Arc::new(Peer {
-                                addr: addr.clone(),
-                                identity: tls
-                                    .peer_certificates()
-                                    .and_then(|chain| chain.first())
-                                    .map(|leaf| Identity::from_certificate(leaf)),
-                            });
-                            tracing::debug!(peer = %addr, version = ?tls.protocol_version(), caller = %peer, "TLS established");
-                            connection::serve(stream, peer, dispatcher, limits, shutdown).await
-                        }
-                        Err(e) => {
-                            metrics.tls_handshake(false);
-                            metrics.tls_handshake_failure(e.reason());
-                            if let Some(suppressed) = FAILED_HANDSHAKES.admit() {
-                                tracing::info!(peer = %addr, reason = %e.reason(), error = %e, suppressed, "closing connection");
-                            }
-                        }
-                    },
-                }
-                tracing::debug!(peer = %addr, "connection closed");
-                drop(open);
+                peers.serve(stream, peer, shutdown).await;
                 drop(permit);
             });
         }
         drop(self.listener);
-        self.metrics.set_accepting(false);
+        self.peers.metrics.set_accepting(false);
         trigger.trigger();
         tracing::info!(connections = tasks.len(), grace = ?self.shutdown_grace, "shutting down; draining connections");
         let drained = tokio::time::timeout(self.shutdown_grace, async {
@@ -176,5 +143,47 @@ impl Server {
             );
             tasks.shutdown().await;
         }
+    }
+}
+
+impl Peers {
+    /// Serves one accepted connection from `addr` to its end: the TLS
+    /// handshake first, when TLS is on, in this connection's own task, so
+    /// a slow or broken one holds up no other connection.
+    async fn serve(&self, stream: TcpStream, addr: SocketAddr, shutdown: shutdown::Shutdown) {
+        let open = self.metrics.connection_opened();
+        let addr: Arc<str> = addr.to_string().into();
+        tracing::debug!(peer = %addr, "connection opened");
+        let dispatcher = self.dispatcher.clone();
+        match &self.tls {
+            None => {
+                let peer = Arc::new(Peer::anonymous(addr.clone()));
+                connection::serve(stream, peer, dispatcher, self.limits, shutdown).await
+            }
+            Some(tls) => match tls.accept(stream).await {
+                Ok(stream) => {
+                    self.metrics.tls_handshake(true);
+                    let tls = stream.get_ref().1;
+                    let peer = Arc::new(Peer {
+                        addr: addr.clone(),
+                        identity: tls
+                            .peer_certificates()
+                            .and_then(|chain| chain.first())
+                            .map(|leaf| Identity::from_certificate(leaf)),
+                    });
+                    tracing::debug!(peer = %addr, version = ?tls.protocol_version(), caller = %peer, "TLS established");
+                    connection::serve(stream, peer, dispatcher, self.limits, shutdown).await
+                }
+                Err(e) => {
+                    self.metrics.tls_handshake(false);
+                    self.metrics.tls_handshake_failure(e.reason());
+                    if let Some(suppressed) = FAILED_HANDSHAKES.admit() {
+                        tracing::info!(peer = %addr, reason = %e.reason(), error = %e, suppressed, "closing connection");
+                    }
+                }
+            },
+        }
+        tracing::debug!(peer = %addr, "connection closed");
+        drop(open);
     }
 }

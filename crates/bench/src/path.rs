@@ -100,7 +100,12 @@ pub fn run(args: &PathArgs, repo: &Path) -> anyhow::Result<()> {
         };
         let dispatcher = |set| {
             let registry = Arc::new(HandlerRegistry::new(set));
-            Arc::new(Dispatcher::new(registry, false, Arc::new(Metrics::new())))
+            Arc::new(Dispatcher::new(
+                registry,
+                false,
+                None,
+                Arc::new(Metrics::new()),
+            ))
         };
         let mut targets = vec![("ceiling", None)];
         for (name, set) in [("host", fresh_set), ("host-reuse", reuse_set)] {
