@@ -65,7 +65,7 @@ impl HostState {
         })
     }
 
-    /// Readies a kept store for the message from `peer`: what the guest
+    /// Readies the store for the message from `peer`: what the guest
     /// logs from now on is tagged with `request_id`.
     pub(super) fn begin(&mut self, peer: &Arc<Peer>, request_id: u64, trace_id: Option<Arc<str>>) {
         if !Arc::ptr_eq(&self.peer, peer) {
