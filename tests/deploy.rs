@@ -77,21 +77,23 @@ fn run(program: impl AsRef<std::ffi::OsStr>, args: &[&std::ffi::OsStr], what: &s
 }
 
 /// One overlay rendered: the YAML file and its objects.
+/// An overlay rendered into a folder of its own: tests that render the
+/// same overlay at once never read each other's half-written file.
 struct Rendered {
+    _dir: tempfile::TempDir,
     yaml: PathBuf,
     objects: Vec<Value>,
 }
 
 fn render(overlay: &str) -> Rendered {
-    let dir = tmp().join("deploy-rendered");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempfile::tempdir_in(tmp()).unwrap();
     let source = root().join("deploy/kubernetes/overlays").join(overlay);
     let output = run(
         "kubectl",
         &["kustomize".as_ref(), source.as_os_str()],
         &format!("kubectl kustomize {overlay} (kubectl comes with this machine)"),
     );
-    let yaml = dir.join(format!("{overlay}.yaml"));
+    let yaml = dir.path().join(format!("{overlay}.yaml"));
     std::fs::write(&yaml, &output.stdout).unwrap();
     let json = run(
         tools().join("venv/bin/python"),
@@ -102,7 +104,11 @@ fn render(overlay: &str) -> Rendered {
         "converting the rendered YAML",
     );
     let objects = serde_json::from_slice(&json.stdout).unwrap();
-    Rendered { yaml, objects }
+    Rendered {
+        _dir: dir,
+        yaml,
+        objects,
+    }
 }
 
 fn kubernetes_validate(file: &Path) -> Output {

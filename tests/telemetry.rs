@@ -735,10 +735,18 @@ fn perf_map_names_compiled_guest_functions_for_perf() {
     let plain = Host::start_config(&config);
     config.server.perf_map = true;
     let profiled = Host::start_config(&config);
-    let map_of = |host: &Host| std::path::PathBuf::from(format!("/tmp/perf-{}.map", host.pid()));
-    assert!(!map_of(&plain).exists(), "written without perf_map");
-    let map = std::fs::read_to_string(map_of(&profiled)).expect("the perf map");
-    let _ = std::fs::remove_file(map_of(&profiled));
+    // The maps are the hosts' files outside any temporary folder: removed
+    // however the test ends.
+    struct Removed(std::path::PathBuf);
+    impl Drop for Removed {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let map_of = |host: &Host| Removed(format!("/tmp/perf-{}.map", host.pid()).into());
+    let (plain_map, profiled_map) = (map_of(&plain), map_of(&profiled));
+    assert!(!plain_map.0.exists(), "written without perf_map");
+    let map = std::fs::read_to_string(&profiled_map.0).expect("the perf map");
     let functions: Vec<&str> = map
         .lines()
         .filter(|line| line.contains("::function["))
