@@ -143,7 +143,8 @@ fn built_in_kinds_validate_strictly() {
         .find(|o| o["kind"] == "Deployment")
         .unwrap();
     deployment["spec"]["template"]["spec"]["containers"][0]["readOnlyRootFs"] = true.into();
-    let bad = tmp().join("deploy-rendered/misspelt.json");
+    let dir = tempfile::tempdir_in(tmp()).unwrap();
+    let bad = dir.path().join("misspelt.json");
     std::fs::write(&bad, serde_json::to_string(deployment).unwrap()).unwrap();
     let output = kubernetes_validate(&bad);
     assert!(
@@ -154,10 +155,8 @@ fn built_in_kinds_validate_strictly() {
 }
 
 fn cert_manager_validate(objects: &[Value]) -> Output {
-    let file = tmp().join(format!(
-        "deploy-rendered/cert-manager-{}.json",
-        std::process::id()
-    ));
+    let dir = tempfile::tempdir_in(tmp()).unwrap();
+    let file = dir.path().join("cert-manager.json");
     std::fs::write(&file, serde_json::to_string(objects).unwrap()).unwrap();
     Command::new("node")
         .arg(root().join("deploy/check/cert-manager.mjs"))
