@@ -67,11 +67,13 @@ then run this again"
 # The Python tools live in a virtualenv of their own, so neither root nor a
 # system Python that refuses pip (PEP 668) is in the way.
 python_tools() {
-    if [ ! -x "$venv/bin/python" ]; then
+    # A virtualenv without pip is one whose making was cut short: made anew.
+    if ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
         if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
             apt_install python3-venv
         fi
         step "python3 -m venv $venv"
+        rm -rf "$venv"
         python3 -m venv "$venv"
     fi
     installed=$("$venv/bin/python" -m pip list --format=freeze --disable-pip-version-check 2>/dev/null)
