@@ -12,8 +12,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod access;
+mod outbound;
 mod security;
 pub use access::{AccessConfig, Allowed};
+pub use outbound::{
+    DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_POOL_IDLE_TIMEOUT, HostPattern, OutboundConfig,
+    OutboundHost, OutboundScheme, Target,
+};
 pub use security::{AuthConfig, ClientCertificates, SecretSource, SpiffeConfig, TlsConfig};
 
 /// A config file that cannot be used, with the reason.
@@ -44,6 +49,8 @@ pub struct Config {
     pub access: AccessConfig,
     pub admin: AdminConfig,
     pub telemetry: TelemetryConfig,
+    /// `[outbound]`: how handlers' allowed HTTP requests are made.
+    pub outbound: OutboundConfig,
 }
 
 /// `[admin]`: the HTTP listener for `/metrics`, `/healthz` and `/readyz`.
@@ -218,6 +225,13 @@ pub struct HandlerConfig {
     /// proves; unset: `[access] default_allow`, filled in at load.
     #[serde(default = "defaults::allow")]
     pub allow: Option<Vec<Allowed>>,
+    /// Where the guest may connect: `http://`, `https://` and `tcp://`
+    /// entries (see docs/outbound.md); none by default.
+    #[serde(
+        default = "defaults::allowed_outbound_hosts",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub allowed_outbound_hosts: Vec<OutboundHost>,
 }
 
 /// Each of [`HandlerConfig`]'s defaults, read by serde one key at a time.
@@ -263,6 +277,9 @@ mod defaults {
     pub fn allow() -> Option<Vec<Allowed>> {
         of(|h| h.allow)
     }
+    pub fn allowed_outbound_hosts() -> Vec<OutboundHost> {
+        of(|h| h.allowed_outbound_hosts)
+    }
 }
 
 impl HandlerConfig {
@@ -285,6 +302,7 @@ impl HandlerConfig {
             max_output_bytes: 64 * 1024,
             reuse: 0,
             allow: None,
+            allowed_outbound_hosts: Vec::new(),
         }
     }
 
@@ -344,6 +362,11 @@ impl HandlerConfig {
         for entry in self.allow.iter().flatten() {
             entry.validate().map_err(|e| format!("allow: {e}"))?;
         }
+        for entry in &self.allowed_outbound_hosts {
+            entry
+                .validate()
+                .map_err(|e| format!("allowed_outbound_hosts: {e}"))?;
+        }
         Ok(())
     }
 }
@@ -377,7 +400,8 @@ impl Config {
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read: {e}")))?;
-        let config: Config = toml::from_str(&text).map_err(|e| error(e.to_string()))?;
+        let config: Config = toml::from_str(&text)
+            .map_err(|e| error(outbound::explain(&text).unwrap_or_else(|| e.to_string())))?;
         config.prepare(&Config::base_dir(path)).map_err(error)
     }
 
@@ -403,6 +427,9 @@ impl Config {
         self.auth.resolve(base);
         if let Some(tls) = &mut self.tls {
             tls.resolve(base);
+        }
+        if let Some(file) = &mut self.outbound.ca_file {
+            *file = base.join(&*file);
         }
         Ok(self)
     }
@@ -507,6 +534,7 @@ impl Config {
             ));
         }
         self.telemetry.validate()?;
+        self.outbound.validate()?;
         if let (Some(admin), listen) = (self.admin.listen, self.server.listen)
             && admin == listen
             && admin.port() != 0
@@ -678,6 +706,9 @@ mod tests {
                         Allowed::try_from("spiffe://td/ns/shop/*".to_owned()).unwrap(),
                         Allowed::try_from("dns:web.shop.svc".to_owned()).unwrap(),
                     ]),
+                    allowed_outbound_hosts: ["https://*.shop.svc:8443", "tcp://[fd00::/8]:5432"]
+                        .map(|t| OutboundHost::try_from(t.to_owned()).unwrap())
+                        .to_vec(),
                     ..HandlerConfig::new("echo", "/m/echo.wasm")
                 },
                 HandlerConfig::new("sum", "sum.wasm"),
@@ -707,6 +738,12 @@ mod tests {
                 headers: BTreeMap::from([("x-key".into(), "k".into())]),
                 service_name: Some("shop".into()),
                 sample_ratio: Some(0.25),
+            },
+            outbound: OutboundConfig {
+                ca_file: Some("ca.pem".into()),
+                resolver: Some("127.0.0.1:53".parse().unwrap()),
+                max_response_bytes: 1 << 20,
+                pool_idle_timeout: Duration::from_secs(30),
             },
         };
         config.validate().unwrap();

@@ -2,13 +2,15 @@
 //! protocol.
 //!
 //! Dependencies flow one way: [`config`] and [`runtime`] know nothing of
-//! sockets; [`server`] uses both and the shared wire format; [`reload`]
+//! the message port; [`outbound`] makes the connections handlers are
+//! allowed, for [`runtime`]; [`server`] uses both and the shared wire format; [`reload`]
 //! swaps handlers while the server runs; [`telemetry`] and [`admin`]
 //! report on all of it; [`cli`] wires everything together for the binary.
 
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod outbound;
 pub mod reload;
 pub mod runtime;
 pub mod server;

@@ -13,18 +13,24 @@ use super::security::{server_security, spiffe_listener};
 use super::{ConfigArgs, ServeArgs};
 use crate::admin::{AdminListener, Readiness};
 use crate::config::Config;
+use crate::outbound::OutboundMetrics;
 use crate::reload::{ReloadOptions, Reloader};
 use crate::runtime::{HandlerRegistry, HandlerSet, Runtime, RuntimeOptions};
 use crate::server::{Security, Server};
 use crate::telemetry::Metrics;
 
 /// Loads every handler of an already loaded config, the part `serve` and
-/// `check` share.
+/// `check` share; their outbound requests are counted in `outbound`.
 async fn load_handlers(
     path: &Path,
     config: Config,
+    outbound: OutboundMetrics,
 ) -> anyhow::Result<(Config, Runtime, HandlerSet)> {
-    let runtime = Runtime::new(RuntimeOptions::for_config(&config))
+    let options = RuntimeOptions {
+        outbound_metrics: outbound,
+        ..RuntimeOptions::for_config(&config)
+    };
+    let runtime = Runtime::new(options)
         .map_err(|e| anyhow!("cannot create the WebAssembly engine: {e:#}"))?;
     let handlers = HandlerSet::load(&runtime, &config, &Config::base_dir(path), None)
         .await
@@ -46,7 +52,8 @@ pub(super) async fn check(args: &ConfigArgs) -> anyhow::Result<()> {
             .unwrap_or("$SPIFFE_ENDPOINT_SOCKET");
         println!("tls from the SPIFFE Workload API at {socket} (not contacted by check)");
     }
-    let (config, _, handlers) = load_handlers(&args.config, config).await?;
+    let (config, _, handlers) =
+        load_handlers(&args.config, config, OutboundMetrics::default()).await?;
     for handler in &config.handlers {
         let loaded = handlers
             .get(&handler.name)
@@ -57,6 +64,13 @@ pub(super) async fn check(args: &ConfigArgs) -> anyhow::Result<()> {
             loaded.module().display(),
             loaded.sha256()
         );
+        let outbound = &handler.allowed_outbound_hosts;
+        if outbound.is_empty() {
+            println!("    outbound: none");
+        }
+        for entry in outbound {
+            println!("    outbound: {entry}");
+        }
     }
     println!(
         "{}: {} handler(s) ok",
@@ -184,7 +198,8 @@ impl Serving {
             replay_protection = auth.is_some() && config.auth.replay_protection,
             "security"
         );
-        let (config, runtime, handlers) = load_handlers(origin.path, config).await?;
+        let (config, runtime, handlers) =
+            load_handlers(origin.path, config, metrics.outbound().clone()).await?;
         metrics.handlers_served(&handlers);
         let registry = Arc::new(HandlerRegistry::new(handlers));
         let tls = tls.map(Arc::new);

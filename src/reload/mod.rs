@@ -478,6 +478,9 @@ fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.telemetry != new.telemetry {
         sections.push("[telemetry]");
     }
+    if old.outbound != new.outbound {
+        sections.push("[outbound]");
+    }
     sections
 }
 

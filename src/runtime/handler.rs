@@ -13,6 +13,7 @@ use super::pool::InstancePool;
 use super::store::WasiRecipe;
 use super::world::{Context, HandlerPre};
 use crate::config::HandlerConfig;
+use crate::outbound::HandlerOutbound;
 
 /// A compiled, pre-instantiated handler component.
 pub struct Handler {
@@ -53,6 +54,7 @@ impl Handler {
         sha256: String,
         pre: Arc<HandlerPre>,
         metered: bool,
+        outbound: Arc<HandlerOutbound>,
     ) -> Self {
         let max_memory = (config.max_memory_mib as usize) << 20;
         Handler {
@@ -66,7 +68,7 @@ impl Handler {
             pool: InstancePool::new(config.max_instances, config.reuse, max_memory),
             metered,
             fuel: config.fuel,
-            wasi: Arc::new(WasiRecipe::new(config)),
+            wasi: Arc::new(WasiRecipe::new(config, outbound)),
         }
     }
 
@@ -111,7 +113,15 @@ impl Handler {
                 None,
             ),
         };
-        self.begin(&mut store, request.peer, request.request_id, trace_id);
+        let deadline = request.started + self.timeout;
+        store.data_mut().begin(
+            request.peer,
+            request.request_id,
+            trace_id,
+            deadline,
+            request.traceparent,
+        );
+        self.begin(&mut store);
         let run = async {
             let context = Context {
                 handler: &self.name,
@@ -130,7 +140,7 @@ impl Handler {
             Ok::<_, wasmtime::Error>((guest, reply))
         };
         // Pinned where it is, so the timeout wraps a pointer, not a copy.
-        let deadline = tokio::time::Instant::from_std(request.started + self.timeout);
+        let deadline = tokio::time::Instant::from_std(deadline);
         let outcome = tokio::time::timeout_at(deadline, std::pin::pin!(run)).await;
         // The instance goes back to the pool only when it returned.
         let (guest, reply) = match outcome {
@@ -182,16 +192,9 @@ impl Handler {
         }
     }
 
-    /// Readies a store for the next message: who sent it, its request id
-    /// in the guest's log lines, a full fuel tank and a new epoch deadline.
-    fn begin(
-        &self,
-        store: &mut Store<HostState>,
-        peer: &Arc<Peer>,
-        request_id: u64,
-        trace_id: Option<Arc<str>>,
-    ) {
-        store.data_mut().begin(peer, request_id, trace_id);
+    /// Readies a store for the next message, once its state knows the
+    /// message: a full fuel tank and a new epoch deadline.
+    fn begin(&self, store: &mut Store<HostState>) {
         if self.metered {
             store
                 .set_fuel(self.fuel.unwrap_or(u64::MAX))

@@ -25,7 +25,8 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::config::{Config, HandlerConfig};
+use crate::config::{Config, HandlerConfig, OutboundConfig};
+use crate::outbound::{Outbound, OutboundMetrics};
 
 pub use cache::ComponentCache;
 pub use error::CallError;
@@ -80,6 +81,11 @@ pub struct RuntimeOptions {
     pub cache: Option<ComponentCache>,
     /// Name guest functions for `perf` in `/tmp/perf-<pid>.map`.
     pub perf_map: bool,
+    /// How handlers' allowed outbound requests are made.
+    pub outbound: OutboundConfig,
+    /// Where those requests are counted; unregistered unless the caller
+    /// registered them.
+    pub outbound_metrics: OutboundMetrics,
 }
 
 impl RuntimeOptions {
@@ -97,6 +103,8 @@ impl RuntimeOptions {
                 ComponentCache::new(dir, config.server.cache_max_mib.saturating_mul(1 << 20))
             }),
             perf_map: config.server.perf_map,
+            outbound: config.outbound.clone(),
+            outbound_metrics: OutboundMetrics::default(),
         }
     }
 }
@@ -113,6 +121,8 @@ pub struct Runtime {
     /// code and memory images (tens of MiB for an interpreter) instead of
     /// holding a copy each.
     loaded: Arc<Mutex<HashMap<String, Weak<world::HandlerPre>>>>,
+    /// What handlers' outbound requests share.
+    outbound: Arc<Outbound>,
 }
 
 impl Runtime {
@@ -148,6 +158,7 @@ impl Runtime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         world::add_to_linker(&mut linker)?;
 
         let weak = engine.weak();
@@ -168,6 +179,7 @@ impl Runtime {
             consume_fuel: options.consume_fuel,
             cache: options.cache,
             loaded: Arc::default(),
+            outbound: Arc::new(Outbound::new(&options.outbound, options.outbound_metrics)),
         })
     }
 
@@ -231,7 +243,17 @@ impl Runtime {
             world = %pre.version(),
             "loaded handler"
         );
-        Ok(Handler::new(config, sha256, pre, self.consume_fuel))
+        let outbound = self
+            .outbound
+            .for_handler(config)
+            .map_err(|reason| LoadError::new(config, reason))?;
+        Ok(Handler::new(
+            config,
+            sha256,
+            pre,
+            self.consume_fuel,
+            outbound,
+        ))
     }
 
     /// The pre-instantiated component a loaded handler already serves for

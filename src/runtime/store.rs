@@ -1,17 +1,20 @@
 //! What one instance's store holds: who sent the message being handled,
-//! the guest's WASI context, made from its handler's recipe, and the
-//! limiter that caps its memory.
+//! the guest's WASI and `wasi:http` contexts, made from its handler's
+//! recipe, and the limiter that caps its memory.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::error::CallError;
 use super::guest_log::GuestLog;
 use super::peer::Peer;
 use crate::config::{DirGrant, HandlerConfig};
+use crate::outbound::{HandlerOutbound, HttpHooks};
 
 /// Largest table a guest may grow; far above what compilers emit.
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
@@ -26,8 +29,14 @@ pub struct HostState {
     /// The message being handled, for the guest's log lines.
     request_id: u64,
     trace_id: Option<Arc<str>>,
+    /// The message being handled, for the guest's outbound requests: when
+    /// its time is up, and its `traceparent` when it may make any.
+    deadline: Instant,
+    traceparent: Option<Arc<str>>,
     /// The WASI context and the stdout/stderr it writes to, once made.
     wasi: Option<(WasiCtx, [GuestLog; 2])>,
+    /// The `wasi:http` context, once the guest first uses it.
+    http: Option<(WasiHttpCtx, HttpHooks)>,
     table: ResourceTable,
     limits: Limits,
 }
@@ -45,6 +54,7 @@ impl HostState {
         request_id: u64,
         trace_id: Option<Arc<str>>,
     ) -> Result<HostState, CallError> {
+        // `begin` sets the message's deadline and trace before it runs.
         let wasi = if recipe.dirs.is_empty() {
             None
         } else {
@@ -55,7 +65,10 @@ impl HostState {
             peer,
             request_id,
             trace_id,
+            deadline: Instant::now(),
+            traceparent: None,
             wasi,
+            http: None,
             table: ResourceTable::new(),
             limits: Limits {
                 max_memory,
@@ -66,8 +79,21 @@ impl HostState {
     }
 
     /// Readies the store for the message from `peer`: what the guest
-    /// logs from now on is tagged with `request_id`.
-    pub(super) fn begin(&mut self, peer: &Arc<Peer>, request_id: u64, trace_id: Option<Arc<str>>) {
+    /// logs from now on is tagged with `request_id`, and its outbound
+    /// requests end by `deadline` and continue `traceparent`.
+    pub(super) fn begin(
+        &mut self,
+        peer: &Arc<Peer>,
+        request_id: u64,
+        trace_id: Option<Arc<str>>,
+        deadline: Instant,
+        traceparent: Option<&str>,
+    ) {
+        self.deadline = deadline;
+        // Kept only for a guest that may send it anywhere.
+        self.traceparent = traceparent
+            .filter(|_| self.recipe.outbound.http())
+            .map(Arc::from);
         if !Arc::ptr_eq(&self.peer, peer) {
             self.peer = peer.clone();
         }
@@ -115,6 +141,24 @@ impl WasiView for HostState {
     }
 }
 
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        let (ctx, hooks) = self.http.get_or_insert_with(|| {
+            (
+                WasiHttpCtx::new(),
+                HttpHooks::new(self.recipe.outbound.clone()),
+            )
+        });
+        hooks.deadline = self.deadline;
+        hooks.traceparent.clone_from(&self.traceparent);
+        WasiHttpCtxView {
+            ctx,
+            hooks,
+            table: &mut self.table,
+        }
+    }
+}
+
 /// Per-store resource limits, remembering which one was hit.
 struct Limits {
     max_memory: usize,
@@ -155,15 +199,18 @@ pub(super) struct WasiRecipe {
     env: Vec<(String, String)>,
     dirs: Vec<DirGrant>,
     max_output: usize,
+    /// Where the guest may connect.
+    outbound: Arc<HandlerOutbound>,
 }
 
 impl WasiRecipe {
-    pub(super) fn new(config: &HandlerConfig) -> WasiRecipe {
+    pub(super) fn new(config: &HandlerConfig, outbound: Arc<HandlerOutbound>) -> WasiRecipe {
         WasiRecipe {
             name: config.name.as_str().into(),
             env: config.env.clone().into_iter().collect(),
             dirs: config.dirs.clone(),
             max_output: config.max_output_bytes,
+            outbound,
         }
     }
 
@@ -187,8 +234,12 @@ impl WasiRecipe {
         wasi.stdout(logs[0].clone())
             .stderr(logs[1].clone())
             .envs(&self.env)
-            .allow_tcp(false)
-            .allow_udp(false);
+            .allow_tcp(self.outbound.tcp())
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        if self.outbound.tcp() {
+            wasi.socket_addr_check(self.outbound.socket_check());
+        }
         (wasi, logs)
     }
 

@@ -16,6 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::outbound::OutboundMetrics;
 use crate::runtime::{CallError, HandlerSet};
 
 /// How one message ended.
@@ -167,6 +168,7 @@ pub struct Metrics {
     /// Each handler's series, looked up once per message instead of once
     /// per metric. Keyed by configured names only, so a fast hash serves.
     series: RwLock<HashMap<Arc<str>, Arc<HandlerSeries>, foldhash::fast::RandomState>>,
+    outbound: OutboundMetrics,
 }
 
 /// The series one handler's messages update, resolved from their families.
@@ -289,6 +291,7 @@ impl Metrics {
             "1 while the message port accepts connections",
             accepting.clone(),
         );
+        let outbound = OutboundMetrics::register(&mut registry);
         Metrics {
             registry,
             messages,
@@ -311,7 +314,13 @@ impl Metrics {
             handlers_loaded,
             accepting,
             series: RwLock::default(),
+            outbound,
         }
+    }
+
+    /// The series handlers' outbound requests update, for the runtime.
+    pub fn outbound(&self) -> &OutboundMetrics {
+        &self.outbound
     }
 
     /// The registry in the text exposition format.

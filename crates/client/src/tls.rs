@@ -188,7 +188,7 @@ impl Tls {
     }
 
     /// Runs the handshake over `stream` to the server at `addr`.
-    pub(crate) async fn connect(
+    pub async fn connect(
         &self,
         addr: &str,
         stream: TcpStream,
