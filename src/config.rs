@@ -14,12 +14,14 @@ use serde::{Deserialize, Serialize};
 mod access;
 mod outbound;
 mod security;
+mod upstream;
 pub use access::{AccessConfig, Allowed};
 pub use outbound::{
     DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_POOL_IDLE_TIMEOUT, HostPattern, OutboundConfig,
     OutboundHost, OutboundScheme, Target,
 };
 pub use security::{AuthConfig, ClientCertificates, SecretSource, SpiffeConfig, TlsConfig};
+pub use upstream::{DEFAULT_UPSTREAM_TIMEOUT, UpstreamConfig, UpstreamTls};
 
 /// A config file that cannot be used, with the reason.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,9 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// `[outbound]`: how handlers' allowed HTTP requests are made.
     pub outbound: OutboundConfig,
+    /// `[[upstream]]` tables: the arrpc services handlers may call.
+    #[serde(rename = "upstream", skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<UpstreamConfig>,
 }
 
 /// `[admin]`: the HTTP listener for `/metrics`, `/healthz` and `/readyz`.
@@ -232,6 +237,10 @@ pub struct HandlerConfig {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub allowed_outbound_hosts: Vec<OutboundHost>,
+    /// The `[[upstream]]` services the guest may call, by name; none by
+    /// default.
+    #[serde(default = "defaults::upstreams", skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<String>,
 }
 
 /// Each of [`HandlerConfig`]'s defaults, read by serde one key at a time.
@@ -280,6 +289,9 @@ mod defaults {
     pub fn allowed_outbound_hosts() -> Vec<OutboundHost> {
         of(|h| h.allowed_outbound_hosts)
     }
+    pub fn upstreams() -> Vec<String> {
+        of(|h| h.upstreams)
+    }
 }
 
 impl HandlerConfig {
@@ -303,6 +315,7 @@ impl HandlerConfig {
             reuse: 0,
             allow: None,
             allowed_outbound_hosts: Vec::new(),
+            upstreams: Vec::new(),
         }
     }
 
@@ -431,6 +444,9 @@ impl Config {
         if let Some(file) = &mut self.outbound.ca_file {
             *file = base.join(&*file);
         }
+        for upstream in &mut self.upstreams {
+            upstream.resolve(base);
+        }
         Ok(self)
     }
 
@@ -535,6 +551,7 @@ impl Config {
         }
         self.telemetry.validate()?;
         self.outbound.validate()?;
+        self.validate_upstreams(&names)?;
         if let (Some(admin), listen) = (self.admin.listen, self.server.listen)
             && admin == listen
             && admin.port() != 0
@@ -553,6 +570,40 @@ impl Config {
             ),
             _ => Ok(()),
         }
+    }
+}
+
+impl Config {
+    /// Each `[[upstream]]` on its own, unique names, local ones naming a
+    /// handler, and every handler's `upstreams` naming one.
+    fn validate_upstreams(&self, handlers: &HashSet<&str>) -> Result<(), String> {
+        let mut names = HashSet::new();
+        for (i, upstream) in self.upstreams.iter().enumerate() {
+            let at = format!("upstream #{} (`{}`)", i + 1, upstream.name);
+            upstream.validate().map_err(|e| format!("{at}: {e}"))?;
+            if !names.insert(upstream.name.as_str()) {
+                return Err(format!("{at}: name is used by an earlier upstream"));
+            }
+            if let Some(handler) = &upstream.handler
+                && !handlers.contains(handler.as_str())
+            {
+                return Err(format!("{at}: handler: no handler is named `{handler}`"));
+            }
+        }
+        for (i, handler) in self.handlers.iter().enumerate() {
+            if let Some(unknown) = handler
+                .upstreams
+                .iter()
+                .find(|u| !names.contains(u.as_str()))
+            {
+                return Err(format!(
+                    "handler #{} (`{}`): upstreams: no [[upstream]] is named `{unknown}`",
+                    i + 1,
+                    handler.name
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -709,6 +760,7 @@ mod tests {
                     allowed_outbound_hosts: ["https://*.shop.svc:8443", "tcp://[fd00::/8]:5432"]
                         .map(|t| OutboundHost::try_from(t.to_owned()).unwrap())
                         .to_vec(),
+                    upstreams: vec!["prices".into(), "inner".into()],
                     ..HandlerConfig::new("echo", "/m/echo.wasm")
                 },
                 HandlerConfig::new("sum", "sum.wasm"),
@@ -745,6 +797,22 @@ mod tests {
                 max_response_bytes: 1 << 20,
                 pool_idle_timeout: Duration::from_secs(30),
             },
+            upstreams: vec![
+                UpstreamConfig {
+                    secret: Some(SecretSource::Env("PRICES_SECRET".into())),
+                    replay_protection: true,
+                    tls: Some(UpstreamTls {
+                        ca_file: Some("ca.pem".into()),
+                        cert: Some("me.pem".into()),
+                        key: Some("me.key".into()),
+                        server_name: Some("prices.shop.svc".into()),
+                        spiffe: None,
+                    }),
+                    timeout: Duration::from_millis(750),
+                    ..UpstreamConfig::remote("prices", "dns://prices.shop.svc:7400")
+                },
+                UpstreamConfig::local("inner", "sum"),
+            ],
         };
         config.validate().unwrap();
         let text = toml::to_string(&config).unwrap();

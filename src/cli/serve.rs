@@ -30,8 +30,12 @@ async fn load_handlers(
         outbound_metrics: outbound,
         ..RuntimeOptions::for_config(&config)
     };
-    let runtime = Runtime::new(options)
-        .map_err(|e| anyhow!("cannot create the WebAssembly engine: {e:#}"))?;
+    let runtime = Runtime::new(options).map_err(|e| {
+        anyhow!(
+            "{}: cannot start the handler runtime: {e:#}",
+            path.display()
+        )
+    })?;
     let handlers = HandlerSet::load(&runtime, &config, &Config::base_dir(path), None)
         .await
         .with_context(|| format!("{}", path.display()))?;
@@ -70,6 +74,9 @@ pub(super) async fn check(args: &ConfigArgs) -> anyhow::Result<()> {
         }
         for entry in outbound {
             println!("    outbound: {entry}");
+        }
+        for upstream in &handler.upstreams {
+            println!("    upstream: {upstream}");
         }
     }
     println!(
@@ -202,6 +209,7 @@ impl Serving {
             load_handlers(origin.path, config, metrics.outbound().clone()).await?;
         metrics.handlers_served(&handlers);
         let registry = Arc::new(HandlerRegistry::new(handlers));
+        runtime.serve_locally(&registry);
         let tls = tls.map(Arc::new);
         let security = Security {
             tls: tls.clone(),

@@ -10,7 +10,9 @@
 pub mod address;
 mod http;
 mod metrics;
+mod upstream;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,10 +23,13 @@ use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolverConfi
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use wasmtime_wasi::sockets::SocketAddrUse;
 
-use crate::config::{HandlerConfig, OutboundConfig, OutboundHost, OutboundScheme, Target};
+use crate::config::{
+    HandlerConfig, OutboundConfig, OutboundHost, OutboundScheme, Target, UpstreamConfig,
+};
 
 pub use http::HttpHooks;
 pub use metrics::OutboundMetrics;
+pub use upstream::{Remote, Route, Upstream, UpstreamError};
 
 /// What every handler's outbound connections share: the settings, the
 /// resolver, the HTTPS trust and the metrics.
@@ -34,16 +39,25 @@ pub struct Outbound {
     /// needs them loads: a host whose handlers make no HTTP requests never
     /// reads the system's DNS settings or trust store.
     made: Mutex<(Option<TokioResolver>, Option<Tls>)>,
+    /// Every `[[upstream]]`, by name, as read at start.
+    upstreams: HashMap<String, Arc<Upstream>>,
     metrics: OutboundMetrics,
 }
 
 impl Outbound {
-    pub fn new(config: &OutboundConfig, metrics: OutboundMetrics) -> Outbound {
-        Outbound {
+    /// Reads each upstream's secret and TLS files; an error names the
+    /// upstream and the file.
+    pub fn new(
+        config: &OutboundConfig,
+        upstreams: &[UpstreamConfig],
+        metrics: OutboundMetrics,
+    ) -> Result<Outbound, String> {
+        Ok(Outbound {
             config: config.clone(),
             made: Mutex::default(),
+            upstreams: upstream::load(upstreams, config.resolver)?,
             metrics,
-        }
+        })
     }
 
     /// The outbound rights of one handler as loaded: its entries, and a
@@ -65,8 +79,19 @@ impl Outbound {
         } else {
             None
         };
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|name| match self.upstreams.get(name) {
+                Some(upstream) => Ok((name.clone(), upstream.clone())),
+                None => Err(format!(
+                    "upstreams: `{name}` is not an upstream this host started with; [[upstream]] changes take a restart"
+                )),
+            })
+            .collect::<Result<_, String>>()?;
         Ok(Arc::new(HandlerOutbound {
             name: config.name.as_str().into(),
+            upstreams,
             targets: entries.iter().map(|e| Arc::from(e.to_string())).collect(),
             tcp: has(OutboundScheme::Tcp),
             entries,
@@ -126,6 +151,8 @@ pub struct HandlerOutbound {
     tcp: bool,
     /// Kept-alive connections for its HTTP requests, when it may make any.
     http: Option<http::Client>,
+    /// The upstreams it may call, by name.
+    upstreams: HashMap<String, Arc<Upstream>>,
     shared: Arc<Outbound>,
 }
 
@@ -140,9 +167,38 @@ impl HandlerOutbound {
         self.http.is_some()
     }
 
-    /// The entries, for `check` to print.
-    pub fn entries(&self) -> &[OutboundHost] {
-        &self.entries
+    /// Whether it may send anything out, which makes its messages' trace
+    /// worth keeping for the requests.
+    pub fn calls_out(&self) -> bool {
+        self.http.is_some() || !self.upstreams.is_empty()
+    }
+
+    /// The upstream `name`, when this handler may call it; else why not,
+    /// counted and logged.
+    pub fn upstream(&self, name: &str) -> Result<&Arc<Upstream>, UpstreamError> {
+        self.upstreams.get(name).ok_or_else(|| {
+            let why = if self.shared.upstreams.contains_key(name) {
+                format!("handler `{}` may not call upstream `{name}`: its upstreams do not list it", self.name)
+            } else {
+                format!("no upstream is named `{name}`")
+            };
+            tracing::warn!(handler = %self.name, upstream = name, reason = %why, "upstream call refused");
+            self.shared.metrics.record(&self.name, "arrpc", None, "denied", None);
+            UpstreamError::Denied(why)
+        })
+    }
+
+    /// Counts one call to `upstream` that got as far as being tried.
+    pub fn record_upstream(
+        &self,
+        upstream: &Upstream,
+        result: Result<(), &UpstreamError>,
+        took: std::time::Duration,
+    ) {
+        let label = result.err().map_or("ok", UpstreamError::label);
+        self.shared
+            .metrics
+            .record(&self.name, "arrpc", Some(&upstream.name), label, Some(took));
     }
 
     /// The entry that admits `scheme` to `target` on `port`, as a label.

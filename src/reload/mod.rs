@@ -481,6 +481,9 @@ fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.outbound != new.outbound {
         sections.push("[outbound]");
     }
+    if old.upstreams != new.upstreams {
+        sections.push("[[upstream]]");
+    }
     sections
 }
 

@@ -11,6 +11,7 @@ use super::error::CallError;
 use super::peer::Peer;
 use super::pool::InstancePool;
 use super::store::WasiRecipe;
+use super::upstream::LocalHandlers;
 use super::world::{Context, HandlerPre};
 use crate::config::HandlerConfig;
 use crate::outbound::HandlerOutbound;
@@ -55,6 +56,7 @@ impl Handler {
         pre: Arc<HandlerPre>,
         metered: bool,
         outbound: Arc<HandlerOutbound>,
+        local: LocalHandlers,
     ) -> Self {
         let max_memory = (config.max_memory_mib as usize) << 20;
         Handler {
@@ -68,7 +70,7 @@ impl Handler {
             pool: InstancePool::new(config.max_instances, config.reuse, max_memory),
             metered,
             fuel: config.fuel,
-            wasi: Arc::new(WasiRecipe::new(config, outbound)),
+            wasi: Arc::new(WasiRecipe::new(config, outbound, local)),
         }
     }
 

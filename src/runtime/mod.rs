@@ -15,6 +15,7 @@ mod peer;
 mod pool;
 mod registry;
 mod store;
+mod upstream;
 mod world;
 
 use std::collections::HashMap;
@@ -25,7 +26,7 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::config::{Config, HandlerConfig, OutboundConfig};
+use crate::config::{Config, HandlerConfig, OutboundConfig, UpstreamConfig};
 use crate::outbound::{Outbound, OutboundMetrics};
 
 pub use cache::ComponentCache;
@@ -35,6 +36,7 @@ pub use module::{LoadError, run_build};
 pub use peer::{Caller, Identity, Peer};
 pub use registry::{HandlerRegistry, HandlerSet};
 pub use store::HostState;
+pub use upstream::MAX_CALL_DEPTH;
 
 /// How often the engine's epoch advances. A running guest yields to the
 /// async executor at every tick, so a busy handler cannot starve the
@@ -83,6 +85,8 @@ pub struct RuntimeOptions {
     pub perf_map: bool,
     /// How handlers' allowed outbound requests are made.
     pub outbound: OutboundConfig,
+    /// The arrpc services handlers may call.
+    pub upstreams: Vec<UpstreamConfig>,
     /// Where those requests are counted; unregistered unless the caller
     /// registered them.
     pub outbound_metrics: OutboundMetrics,
@@ -104,6 +108,7 @@ impl RuntimeOptions {
             }),
             perf_map: config.server.perf_map,
             outbound: config.outbound.clone(),
+            upstreams: config.upstreams.clone(),
             outbound_metrics: OutboundMetrics::default(),
         }
     }
@@ -123,6 +128,8 @@ pub struct Runtime {
     loaded: Arc<Mutex<HashMap<String, Weak<world::HandlerPre>>>>,
     /// What handlers' outbound requests share.
     outbound: Arc<Outbound>,
+    /// The handlers being served, for in-process upstream calls.
+    local: upstream::LocalHandlers,
 }
 
 impl Runtime {
@@ -179,8 +186,22 @@ impl Runtime {
             consume_fuel: options.consume_fuel,
             cache: options.cache,
             loaded: Arc::default(),
-            outbound: Arc::new(Outbound::new(&options.outbound, options.outbound_metrics)),
+            outbound: Arc::new(
+                Outbound::new(
+                    &options.outbound,
+                    &options.upstreams,
+                    options.outbound_metrics,
+                )
+                .map_err(wasmtime::Error::msg)?,
+            ),
+            local: Arc::default(),
         })
+    }
+
+    /// Lets handlers call `registry`'s handlers in process, as upstreams
+    /// with a `handler`; the first registry given is the one served.
+    pub fn serve_locally(&self, registry: &Arc<HandlerRegistry>) {
+        let _ = self.local.set(Arc::downgrade(registry));
     }
 
     /// Builds the module if it is missing and a build command is set, then
@@ -253,6 +274,7 @@ impl Runtime {
             pre,
             self.consume_fuel,
             outbound,
+            self.local.clone(),
         ))
     }
 

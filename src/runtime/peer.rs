@@ -13,6 +13,9 @@ pub struct Peer {
     pub addr: Arc<str>,
     /// What its client certificate proves; `None` without a verified one.
     pub identity: Option<Identity>,
+    /// 0 for a client of the message port; n for a handler of this host
+    /// calling in process, n calls deep.
+    pub depth: u8,
 }
 
 /// The names a verified client certificate carries.
@@ -40,6 +43,7 @@ impl Peer {
         Peer {
             addr: addr.into(),
             identity: None,
+            depth: 0,
         }
     }
 
@@ -67,6 +71,7 @@ impl Peer {
                 spiffe_ids: spiffe_ids.iter().map(|s| s.to_string()).collect(),
                 dns_names: dns_names.iter().map(|s| s.to_string()).collect(),
             }),
+            depth: 0,
         }
     }
 }

@@ -13,6 +13,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::error::CallError;
 use super::guest_log::GuestLog;
 use super::peer::Peer;
+use super::upstream::LocalHandlers;
 use crate::config::{DirGrant, HandlerConfig};
 use crate::outbound::{HandlerOutbound, HttpHooks};
 
@@ -92,7 +93,7 @@ impl HostState {
         self.deadline = deadline;
         // Kept only for a guest that may send it anywhere.
         self.traceparent = traceparent
-            .filter(|_| self.recipe.outbound.http())
+            .filter(|_| self.recipe.outbound.calls_out())
             .map(Arc::from);
         if !Arc::ptr_eq(&self.peer, peer) {
             self.peer = peer.clone();
@@ -109,6 +110,24 @@ impl HostState {
     /// Who sent the message being handled.
     pub(super) fn sender(&self) -> &Peer {
         &self.peer
+    }
+
+    pub(super) fn recipe(&self) -> &WasiRecipe {
+        &self.recipe
+    }
+
+    pub(super) fn request_id(&self) -> u64 {
+        self.request_id
+    }
+
+    /// When the message being handled runs out of time.
+    pub(super) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The message's `traceparent`, kept when the guest may call out.
+    pub(super) fn traceparent(&self) -> Option<Arc<str>> {
+        self.traceparent.clone()
     }
 
     /// The limiter the store consults when the guest grows a memory or
@@ -195,22 +214,29 @@ impl ResourceLimiter for Limits {
 /// What a guest's WASI context is made of: no capabilities but those
 /// granted, stdout and stderr into the host log.
 pub(super) struct WasiRecipe {
-    name: Arc<str>,
+    pub(super) name: Arc<str>,
     env: Vec<(String, String)>,
     dirs: Vec<DirGrant>,
     max_output: usize,
-    /// Where the guest may connect.
-    outbound: Arc<HandlerOutbound>,
+    /// Where the guest may connect, and which upstreams it may call.
+    pub(super) outbound: Arc<HandlerOutbound>,
+    /// This host's handlers, for calls to upstreams served in process.
+    pub(super) local: LocalHandlers,
 }
 
 impl WasiRecipe {
-    pub(super) fn new(config: &HandlerConfig, outbound: Arc<HandlerOutbound>) -> WasiRecipe {
+    pub(super) fn new(
+        config: &HandlerConfig,
+        outbound: Arc<HandlerOutbound>,
+        local: LocalHandlers,
+    ) -> WasiRecipe {
         WasiRecipe {
             name: config.name.as_str().into(),
             env: config.env.clone().into_iter().collect(),
             dirs: config.dirs.clone(),
             max_output: config.max_output_bytes,
             outbound,
+            local,
         }
     }
 

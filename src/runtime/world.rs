@@ -18,11 +18,17 @@ use super::HostState;
 use super::peer::Peer;
 
 /// Bindings for `wit/handler.wit`, the current world.
-mod v0_3 {
+pub(super) mod v0_3 {
     wasmtime::component::bindgen!({
         path: "wit",
         world: "handler",
         exports: { default: async },
+        // A call to another service waits on the network, or on another
+        // handler of this host.
+        imports: {
+            "arrpc:handler/upstream.call": async,
+            "arrpc:handler/upstream.send": async,
+        },
         // The context is lowered from borrowed strings: no copies per message.
         ownership: Borrowing { duplicate_if_necessary: false },
     });
@@ -49,8 +55,9 @@ mod v0_1 {
     });
 }
 
-/// Adds what the current world imports, `arrpc:handler/client`, to
-/// `linker`. Components of the older worlds import none of it.
+/// Adds what the current world imports, `arrpc:handler/client` and
+/// `arrpc:handler/upstream`, to `linker`. Components of the older worlds
+/// import none of it.
 pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     v0_3::Handler::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
 }

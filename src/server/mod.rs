@@ -170,6 +170,7 @@ impl Peers {
                             .peer_certificates()
                             .and_then(|chain| chain.first())
                             .map(|leaf| Identity::from_certificate(leaf)),
+                        depth: 0,
                     });
                     tracing::debug!(peer = %addr, version = ?tls.protocol_version(), caller = %peer, "TLS established");
                     connection::serve(stream, peer, dispatcher, self.limits, shutdown).await

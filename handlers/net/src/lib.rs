@@ -10,13 +10,20 @@
 //!   "between_bytes_ms"?}` answers `{"status": n, "body": bin}`;
 //! - `{"op": "tcp", "addr": "ip:port", "send": bin}` connects, writes
 //!   `send`, reads until the peer closes and answers `{"received": bin}`;
-//! - `{"op": "resolve", "name": "..."}` answers the addresses as strings.
+//! - `{"op": "resolve", "name": "..."}` answers the addresses as strings;
+//! - `{"op": "call", "upstream": "...", "method": "...", "params": value}`
+//!   calls an `[[upstream]]` over MessagePack-RPC and answers the result;
+//! - `{"op": "send", "upstream": "...", "message": value}` sends it a
+//!   bare message and answers the reply.
 //!
-//! A refusal or failure is the error reply `net: <op>: <error code>`.
+//! A refusal or failure is the error reply `net: <op>: <error code>`; an
+//! upstream's error says whether the call may have run, as
+//! `net: call: Denied(..)`, `NotRun(..)`, `MayHaveRun(..)`, `Remote(..)` or
+//! `TimedOut`.
 
 use std::net::{IpAddr, SocketAddr};
 
-use arrpc_handler::Context;
+use arrpc_handler::{Context, upstream};
 use rmpv::Value;
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
@@ -55,6 +62,12 @@ fn net(_ctx: &Context, payload: Vec<u8>) -> Result<Vec<u8>, String> {
             field("send").and_then(Value::as_slice).unwrap_or_default(),
         ),
         "resolve" => resolve(text("name")),
+        "call" => upstream::call_raw(text("upstream"), text("method"), &encoded(field("params")))
+            .map_err(|e| format!("{e:?}"))
+            .and_then(decoded),
+        "send" => upstream::send_raw(text("upstream"), &encoded(field("message")))
+            .map_err(|e| format!("{e:?}"))
+            .and_then(decoded),
         other => Err(format!("unknown op {other:?}")),
     }
     .map_err(|e| format!("net: {op}: {e}"))?;
@@ -64,6 +77,17 @@ fn net(_ctx: &Context, payload: Vec<u8>) -> Result<Vec<u8>, String> {
 }
 
 arrpc_handler::raw_handler!(net);
+
+/// `value` (nil when absent) as MessagePack.
+fn encoded(value: Option<&Value>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = rmpv::encode::write_value(&mut out, value.unwrap_or(&Value::Nil));
+    out
+}
+
+fn decoded(bytes: Vec<u8>) -> Result<Value, String> {
+    rmpv::decode::read_value(&mut bytes.as_slice()).map_err(|e| e.to_string())
+}
 
 /// A GET of `url` with the connect, first-byte and between-bytes timeouts
 /// given in milliseconds.

@@ -37,6 +37,14 @@
 //!     // ...
 //! }
 //! ```
+//!
+//! [`upstream`] calls the other arrpc services `arrpc.toml` lets this
+//! handler call, with errors that say whether the call may have run:
+//!
+//! ```ignore
+//! let price: u32 = arrpc_handler::upstream::call("prices", "price", &("sku-1",))
+//!     .map_err(|e| e.to_string())?;
+//! ```
 
 use std::fmt::Display;
 
@@ -83,6 +91,53 @@ impl Context {
     /// The caller's SPIFFE ID, when a verified certificate carried one.
     pub fn spiffe_id(&self) -> Option<String> {
         self.caller()?.spiffe_id
+    }
+}
+
+/// Calls to the `[[upstream]]` services this handler's `upstreams` lists.
+pub mod upstream {
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+
+    use crate::bindings::arrpc::handler::upstream as wit;
+
+    /// Why a call failed; [`CallError::may_have_run`] says whether sending
+    /// it again could run it twice.
+    pub use crate::bindings::arrpc::handler::upstream::CallError;
+
+    impl CallError {
+        /// Whether the upstream may have run the call.
+        pub fn may_have_run(&self) -> bool {
+            !matches!(self, CallError::Denied(_) | CallError::NotRun(_))
+        }
+    }
+
+    /// Calls `method` on `upstream` over MessagePack-RPC with `params`
+    /// (usually a tuple) and decodes the result as `R`. A value that does
+    /// not encode or decode is a [`CallError::NotRun`] or a
+    /// [`CallError::Remote`].
+    pub fn call<P: Serialize + ?Sized, R: DeserializeOwned>(
+        upstream: &str,
+        method: &str,
+        params: &P,
+    ) -> Result<R, CallError> {
+        let params = rmp_serde::to_vec(params)
+            .map_err(|e| CallError::NotRun(format!("cannot encode the params: {e}")))?;
+        let result = call_raw(upstream, method, &params)?;
+        rmp_serde::from_slice(&result)
+            .map_err(|e| CallError::Remote(format!("cannot decode the result: {e}")))
+    }
+
+    /// Calls `method` with `params`, exactly one MessagePack value, and
+    /// returns the result's bytes.
+    pub fn call_raw(upstream: &str, method: &str, params: &[u8]) -> Result<Vec<u8>, CallError> {
+        wit::call(upstream, method, params)
+    }
+
+    /// Sends `message`, exactly one MessagePack value, as a bare message
+    /// (the Python arrpc package's form) and returns the reply's bytes.
+    pub fn send_raw(upstream: &str, message: &[u8]) -> Result<Vec<u8>, CallError> {
+        wit::send(upstream, message)
     }
 }
 
