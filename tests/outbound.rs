@@ -7,120 +7,21 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrpc_host::config::{Config, HandlerConfig, OutboundHost};
 use common::certs::{Ca, local_names};
 use common::dns::Dns;
+use common::web::HttpServer;
 use common::*;
 use rmpv::Value;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-/// An HTTP/1.1 server on 127.0.0.1 that keeps connections alive, counts
-/// them, and records each request's head. Paths:
-/// - `/hello`: `hello`;
-/// - `/stall`: headers never come;
-/// - `/trickle`: headers and 2 of 10 body bytes, then nothing;
-/// - `/big/N`: N bytes.
-struct HttpServer {
-    addr: SocketAddr,
-    connections: Arc<AtomicUsize>,
-    heads: Arc<Mutex<Vec<String>>>,
-}
-
-impl HttpServer {
-    fn start() -> HttpServer {
-        HttpServer::start_with(None)
-    }
-
-    /// Serves HTTPS with `tls` when given.
-    fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> HttpServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let heads = Arc::new(Mutex::new(Vec::new()));
-        let (count, seen) = (connections.clone(), heads.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { return };
-                count.fetch_add(1, Ordering::SeqCst);
-                let (seen, tls) = (seen.clone(), tls.clone());
-                std::thread::spawn(move || match tls {
-                    Some(tls) => {
-                        let connection = rustls::ServerConnection::new(tls).unwrap();
-                        serve_http(rustls::StreamOwned::new(connection, stream), &seen);
-                    }
-                    None => serve_http(stream, &seen),
-                });
-            }
-        });
-        HttpServer {
-            addr,
-            connections,
-            heads,
-        }
-    }
-
-    fn url(&self, scheme: &str, path: &str) -> String {
-        format!("{scheme}://{}{path}", self.addr)
-    }
-
-    fn connections(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
-    }
-
-    fn heads(&self) -> Vec<String> {
-        self.heads.lock().unwrap().clone()
-    }
-}
-
-fn serve_http(stream: impl Read + Write, seen: &Mutex<Vec<String>>) {
-    let mut reader = BufReader::new(stream);
-    loop {
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            if line == "\r\n" {
-                break;
-            }
-            head.push_str(&line);
-        }
-        seen.lock().unwrap().push(head.clone());
-        let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-        let out = reader.get_mut();
-        let body = match path.as_str() {
-            "/stall" => {
-                std::thread::sleep(Duration::from_secs(30));
-                return;
-            }
-            "/trickle" => {
-                let _ = out.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nab");
-                let _ = out.flush();
-                std::thread::sleep(Duration::from_secs(30));
-                return;
-            }
-            big if big.starts_with("/big/") => vec![b'x'; big[5..].parse().unwrap()],
-            _ => b"hello".to_vec(),
-        };
-        let reply = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
-        if out.write_all(reply.as_bytes()).is_err()
-            || out.write_all(&body).is_err()
-            || out.flush().is_err()
-        {
-            return;
-        }
-    }
-}
 
 fn entries(texts: &[&str]) -> Vec<OutboundHost> {
     texts
@@ -404,7 +305,10 @@ fn a_response_longer_than_the_cap_ends_in_an_error() {
 }
 
 /// Each message runs in a fresh instance, yet its requests reuse the
-/// handler's kept-alive connection.
+/// handler's kept-alive connections. A connection goes back to the pool a
+/// moment after its response ends, and a request that finds none idle
+/// starts a new one while it waits, so a few may open; one per request
+/// would mean no pooling. `arrpc-bench outbound` measures the rate.
 #[test]
 fn fresh_instances_share_kept_alive_connections() {
     let server = HttpServer::start();
@@ -418,7 +322,7 @@ fn fresh_instances_share_kept_alive_connections() {
         );
     }
     assert_eq!(server.heads().len(), 30);
-    assert_eq!(server.connections(), 1);
+    assert!(server.connections() <= 3, "{} connections", server.connections());
 }
 
 #[test]

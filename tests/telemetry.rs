@@ -211,6 +211,30 @@ impl Receiver {
     }
 
     /// Waits until a span named `name` in `trace_id` has arrived.
+    /// Waits until `count` spans named `name` of the trace have arrived.
+    fn wait_for_count(&self, name: &str, trace_id: &[u8], count: usize) -> Vec<Span> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let found: Vec<Span> = self
+                .spans
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(_, s)| s.name == name && s.trace_id == trace_id)
+                .map(|(_, s)| s.clone())
+                .collect();
+            if found.len() >= count {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {count} spans {name:?} arrived",
+                found.len()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn wait_for(&self, name: &str, trace_id: &[u8]) -> (String, Span) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -761,4 +785,98 @@ fn perf_map_names_compiled_guest_functions_for_perf() {
             "not `ADDR SIZE NAME`: {line}"
         );
     }
+}
+
+/// A handler's outbound HTTP request and upstream call each get a client
+/// span under the message's span, and carry that span as the callee's
+/// parent: the HTTP server sees it in `traceparent`, the upstream host's
+/// own span is its child.
+#[test]
+fn outbound_requests_get_client_spans_the_callee_continues() {
+    let receiver = Receiver::start();
+    let web = common::web::HttpServer::start();
+    let telemetry = TelemetryConfig {
+        otlp_endpoint: Some(format!("http://{}", receiver.addr)),
+        ..TelemetryConfig::default()
+    };
+    let mut upstream = Host::start_config(&Config {
+        telemetry: telemetry.clone(),
+        ..serving(vec![handler_config("echo", "echo")])
+    });
+    let allowed = arrpc_host::config::OutboundHost::try_from(format!("http://{}", web.addr));
+    let mut host = Host::start_config(&Config {
+        telemetry,
+        upstreams: vec![arrpc_host::config::UpstreamConfig::remote(
+            "next",
+            upstream.addr.to_string(),
+        )],
+        ..serving(vec![HandlerConfig {
+            allowed_outbound_hosts: vec![allowed.unwrap()],
+            upstreams: vec!["next".into()],
+            ..handler_config("net", "net")
+        }])
+    });
+    let trace_hex = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace_hex}-00f067aa0ba902b7-01");
+    let request = |pairs: Vec<(&str, Value)>| {
+        let map = Value::Map(pairs.into_iter().map(|(k, v)| (k.into(), v)).collect());
+        trace::wrap(&traceparent, &encode(&map))
+    };
+    let mut wire = host.connect();
+    let fetched = wire.call(&request(vec![
+        ("op", "get".into()),
+        ("url", web.url("http", "/hello").into()),
+    ]));
+    assert_eq!(error_text(&fetched), None);
+    let called = wire.call(&request(vec![
+        ("op", "call".into()),
+        ("upstream", "next".into()),
+        ("method", "echo".into()),
+        ("params", Value::Array(vec![1.into()])),
+    ]));
+    assert_eq!(decode(&called), Value::Array(vec![1.into()]));
+    host.signal("TERM");
+    assert!(host.child().wait().unwrap().success());
+    upstream.signal("TERM");
+    assert!(upstream.child().wait().unwrap().success());
+
+    let trace_id = hex::decode(trace_hex).unwrap();
+    let spans = receiver.wait_for_count("arrpc.outbound", &trace_id, 2);
+    let messages = receiver.wait_for_count("arrpc.message", &trace_id, 3);
+    let kind = |span: &Span| {
+        span.attributes
+            .iter()
+            .find(|a| a.key == "kind")
+            .and_then(|a| a.value.as_ref()?.value.as_ref())
+            .and_then(text)
+    };
+    let http = spans
+        .iter()
+        .find(|s| kind(s).as_deref() == Some("http"))
+        .unwrap();
+    let arrpc = spans
+        .iter()
+        .find(|s| kind(s).as_deref() == Some("arrpc"))
+        .unwrap();
+    // Both are children of a message span of the calling host.
+    for client in [http, arrpc] {
+        assert!(
+            messages.iter().any(|m| m.span_id == client.parent_span_id),
+            "{client:?}"
+        );
+    }
+    // The HTTP server was handed the client span as the parent.
+    let head = web.heads().pop().unwrap();
+    assert!(
+        head.contains(&format!(
+            "traceparent: 00-{trace_hex}-{}-01",
+            hex::encode(&http.span_id)
+        )),
+        "{head}"
+    );
+    // The upstream's span for the call is the client span's child.
+    assert!(
+        messages.iter().any(|m| m.parent_span_id == arrpc.span_id),
+        "{messages:?}"
+    );
 }

@@ -28,10 +28,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
+use tracing::Instrument;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::{HandlerOutbound, Outbound, address, capped};
 use crate::config::{OutboundHost, OutboundScheme, Target};
+use crate::telemetry::otel;
 
 /// What a pending outbound response resolves to.
 type Sent = Result<
@@ -202,12 +204,15 @@ impl HandlerOutbound {
             .http
             .as_ref()
             .expect("a handler with an http(s) entry has a pool");
-        if let Some(traceparent) = traceparent
+        let trace =
+            traceparent.map(|parent| otel::client_trace(&parent, &self.name, "http", &target));
+        if let Some(header) = trace.as_ref().and_then(|t| t.traceparent.as_deref())
             && !request.headers().contains_key("traceparent")
-            && let Some(child) = child_span(&traceparent)
+            && let Ok(header) = HeaderValue::from_str(header)
         {
-            request.headers_mut().insert("traceparent", child);
+            request.headers_mut().insert("traceparent", header);
         }
+        let span = trace.map_or_else(tracing::Span::none, |t| t.span);
 
         let started = Instant::now();
         let left = deadline.saturating_duration_since(started);
@@ -219,7 +224,11 @@ impl HandlerOutbound {
             first_byte,
             phase: Mutex::new(Phase::Waiting(started)),
         });
-        let answer = match sending.send(&client.pool, request).await {
+        let answer = match sending
+            .send(&client.pool, request)
+            .instrument(span.clone())
+            .await
+        {
             Ok(response) => Ok(response),
             Err(Failure::Client(e)) => Err(self.failed(&url, &e)),
             Err(Failure::FirstByte) => Err(Error::ConnectionReadTimeout),
@@ -230,6 +239,7 @@ impl HandlerOutbound {
             Err(Error::ConnectionTimeout | Error::ConnectionReadTimeout) => "timeout",
             Err(_) => "error",
         };
+        span.record("result", result);
         let took = answer.is_ok().then(|| started.elapsed());
         self.shared
             .metrics
@@ -273,19 +283,6 @@ impl HandlerOutbound {
         tracing::warn!(handler = %self.name, url = %url, error = %error, "outbound HTTP request failed");
         Error::HttpProtocolError
     }
-}
-
-/// `traceparent` for a request made while handling a message traced as
-/// `parent`: the same trace and flags, a new span.
-fn child_span(parent: &str) -> Option<HeaderValue> {
-    let mut parts = parent.split('-');
-    let (Some(version), Some(trace), Some(_), Some(flags)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return None;
-    };
-    let span = getrandom::u64().ok()?.max(1);
-    HeaderValue::from_str(&format!("{version}-{trace}-{span:016x}-{flags}")).ok()
 }
 
 /// Why the connector gave no connection.

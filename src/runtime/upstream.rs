@@ -14,6 +14,8 @@ use super::peer::Peer;
 use super::registry::HandlerRegistry;
 use super::world::v0_3::arrpc::handler::upstream::{CallError as WitError, Host};
 use crate::outbound::{Route, Upstream, UpstreamError};
+use crate::telemetry::otel;
+use tracing::Instrument;
 
 /// In-process calls nested deeper than this are refused.
 pub const MAX_CALL_DEPTH: u8 = 8;
@@ -61,30 +63,43 @@ impl HostState {
             .deadline()
             .saturating_duration_since(started)
             .min(upstream.timeout);
-        let traceparent = self.traceparent();
-        let result = match &upstream.route {
-            Route::Remote(remote) => match form {
-                Form::Call { method, params } => {
-                    remote
-                        .call(method, params, traceparent.as_deref(), left)
-                        .await
+        let trace = self
+            .traceparent()
+            .map(|parent| otel::client_trace(&parent, &self.recipe().name, "arrpc", name));
+        let traceparent = trace.as_ref().and_then(|t| t.traceparent.clone());
+        let span = trace.map_or_else(tracing::Span::none, |t| t.span);
+        let caller = Caller {
+            handler: self.recipe().name.clone(),
+            depth: self.sender().depth,
+            request_id: self.request_id(),
+            local: self.recipe().local.clone(),
+        };
+        let call = async {
+            match &upstream.route {
+                Route::Remote(remote) => match form {
+                    Form::Call { method, params } => {
+                        remote
+                            .call(method, params, traceparent.as_deref(), left)
+                            .await
+                    }
+                    Form::Send { message } => {
+                        remote.send(message, traceparent.as_deref(), left).await
+                    }
+                },
+                Route::Local(handler) => {
+                    let payload = match form {
+                        Form::Call { params, .. } => params,
+                        Form::Send { message } => message,
+                    };
+                    call_local(caller, &upstream, handler, payload, traceparent.as_deref()).await
                 }
-                Form::Send { message } => remote.send(message, traceparent.as_deref(), left).await,
-            },
-            Route::Local(handler) => {
-                let payload = match form {
-                    Form::Call { params, .. } => params,
-                    Form::Send { message } => message,
-                };
-                let caller = Caller {
-                    handler: self.recipe().name.clone(),
-                    depth: self.sender().depth,
-                    request_id: self.request_id(),
-                    local: self.recipe().local.clone(),
-                };
-                call_local(caller, &upstream, handler, payload, traceparent.as_deref()).await
             }
         };
+        let result = call.instrument(span.clone()).await;
+        span.record(
+            "result",
+            result.as_ref().err().map_or("ok", UpstreamError::label),
+        );
         outbound.record_upstream(&upstream, result.as_ref().map(|_| ()), started.elapsed());
         result
     }

@@ -242,6 +242,61 @@ pub fn message_trace(
     }
 }
 
+/// A request a handler makes while handling a message: its client span and
+/// the `traceparent` the request carries.
+pub struct ClientTrace {
+    /// The host's client span; disabled when tracing is off. Record
+    /// `result` on it.
+    pub span: Span,
+    /// The message's trace with this request's span as the parent.
+    pub traceparent: Option<String>,
+}
+
+/// The trace of a request `handler` makes (`kind`, to `target`) while
+/// handling a message it was handed `parent` for. With tracing on, a client
+/// span under the message's, exported like it; with tracing off, the
+/// same trace and flags under a new span id, so the callee still joins the
+/// caller's trace.
+pub fn client_trace(parent: &str, handler: &str, kind: &'static str, target: &str) -> ClientTrace {
+    let propagator = TraceContextPropagator::new();
+    let context = propagator.extract(&Incoming(parent));
+    let span_context = context.span().span_context().clone();
+    if !span_context.is_valid() {
+        return ClientTrace {
+            span: Span::none(),
+            traceparent: None,
+        };
+    }
+    if !enabled() {
+        let span_id = RandomIdGenerator::default().new_span_id();
+        return ClientTrace {
+            span: Span::none(),
+            traceparent: Some(format!(
+                "00-{}-{span_id}-{:02x}",
+                span_context.trace_id(),
+                span_context.trace_flags().to_u8()
+            )),
+        };
+    }
+    let span = tracing::info_span!(
+        target: MESSAGE_TARGET,
+        "arrpc.outbound",
+        otel.kind = "client",
+        handler,
+        kind,
+        target,
+        result = tracing::field::Empty,
+    );
+    // Only fails when the span is disabled, which tracing being on rules out.
+    let _ = span.set_parent(context);
+    let mut carrier = Outgoing(None);
+    propagator.inject_context(&span.context(), &mut carrier);
+    ClientTrace {
+        span,
+        traceparent: carrier.0,
+    }
+}
+
 /// The caller's `traceparent`, the one header a message carries, for the
 /// propagator, which keeps the W3C rules in one place. A map would cost
 /// allocations on every traced message.

@@ -12,6 +12,7 @@ mod in_process;
 pub mod kubelet;
 pub mod seed;
 pub mod toolchains;
+pub mod web;
 
 pub use configs::*;
 

@@ -10,11 +10,13 @@
 //! the load generator to another. `footprint` measures start-up and memory,
 //! `soak` memory under minutes of load, `path` the host's own
 //! message path without sockets, `balanced` the client's balancer against
-//! the same client driving one host directly.
+//! the same client driving one host directly, `outbound` handlers calling
+//! out (forwarding to an upstream, pooled HTTP).
 
 mod balanced;
 mod ceiling;
 mod load;
+mod outbound;
 mod path;
 mod rounds;
 mod soak;
@@ -71,6 +73,10 @@ enum Sub {
     /// The client's balancer: an `RpcClient` over three replicas against
     /// the same client driving one host directly, in the same run.
     Balanced(balanced::BalancedArgs),
+    /// Handlers calling out: a handler forwarding to an upstream host
+    /// against calling it directly, and the TCP connections one HTTP GET
+    /// per message opens.
+    Outbound(outbound::OutboundArgs),
 }
 
 #[derive(clap::Args)]
@@ -207,6 +213,11 @@ fn main() -> anyhow::Result<()> {
             let server_cpu = args.pin.apply()?;
             let host_bin = host_bin(args.host_bin.clone())?;
             balanced::run(&args, &repo, &host_bin, server_cpu, &runtime(1)?)
+        }
+        Some(Sub::Outbound(args)) => {
+            let server_cpu = args.pin.apply()?;
+            let host_bin = host_bin(args.host_bin.clone())?;
+            outbound::run(&args, &repo, &host_bin, server_cpu, &runtime(1)?)
         }
         None => {
             let args = cli.run;

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use arrpc_host::config::{
-    AuthConfig, Config, HandlerConfig, SecretSource, ServerConfig, TlsConfig,
+    AuthConfig, Config, HandlerConfig, OutboundHost, SecretSource, ServerConfig, TlsConfig,
+    UpstreamConfig,
 };
 
 use crate::tls::SelfSigned;
@@ -404,31 +405,78 @@ pub fn example_host(
     reuse: u32,
     cpu: Option<usize>,
 ) -> anyhow::Result<Target> {
-    let (dir, config) = write_config(&sized(HandlerConfig {
+    let config = sized(HandlerConfig {
         reuse,
         ..HandlerConfig::new(name, wasm)
-    }))?;
-    let mut cmd = command(host_bin, cpu);
-    cmd.arg("--config")
-        .arg(&config)
-        .args(["--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "info");
-    spawn_logging(cmd, Some(dir))
+    });
+    serve(host_bin, &config, cpu)
 }
 
 /// The echo component, built with `handlers/build.sh` when missing.
 pub fn echo_component(repo: &Path) -> anyhow::Result<PathBuf> {
-    let wasm = repo.join("handlers/target/wasm32-wasip2/release/echo.wasm");
+    handler_component(repo, "echo")
+}
+
+/// The Rust handler component `name`, built with `handlers/build.sh` when
+/// missing.
+pub fn handler_component(repo: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let wasm = repo.join(format!("handlers/target/wasm32-wasip2/release/{name}.wasm"));
     if !wasm.exists() {
         let status = Command::new("sh")
             .arg(repo.join("handlers/build.sh"))
-            .arg("echo")
+            .arg(name)
             .status()?;
         if !status.success() {
-            bail!("handlers/build.sh echo failed");
+            bail!("handlers/build.sh {name} failed");
         }
     }
     Ok(wasm)
+}
+
+/// `arrpc-host` serving the `forward` component, which sends each message
+/// on to the echo host at `upstream` (its `[[upstream]]` `next`).
+pub fn forwarding_host(
+    host_bin: &Path,
+    forward_wasm: &Path,
+    upstream: SocketAddr,
+    cpu: Option<usize>,
+) -> anyhow::Result<Target> {
+    let config = Config {
+        upstreams: vec![UpstreamConfig::remote("next", upstream.to_string())],
+        ..sized(HandlerConfig {
+            max_instances: 4096,
+            upstreams: vec!["next".into()],
+            ..HandlerConfig::new("forward", forward_wasm)
+        })
+    };
+    serve(host_bin, &config, cpu)
+}
+
+/// `arrpc-host` serving the `net` component, allowed plain HTTP to `web`.
+pub fn fetching_host(
+    host_bin: &Path,
+    net_wasm: &Path,
+    web: SocketAddr,
+    cpu: Option<usize>,
+) -> anyhow::Result<Target> {
+    let allowed = OutboundHost::try_from(format!("http://{web}")).map_err(anyhow::Error::msg)?;
+    let config = sized(HandlerConfig {
+        max_instances: 4096,
+        allowed_outbound_hosts: vec![allowed],
+        ..HandlerConfig::new("net", net_wasm)
+    });
+    serve(host_bin, &config, cpu)
+}
+
+/// `arrpc-host` serving `config` on an ephemeral port.
+fn serve(host_bin: &Path, config: &Config, cpu: Option<usize>) -> anyhow::Result<Target> {
+    let (dir, path) = write_config(config)?;
+    let mut cmd = command(host_bin, cpu);
+    cmd.arg("--config")
+        .arg(&path)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info");
+    spawn_logging(cmd, Some(dir))
 }
 
 #[cfg(test)]

@@ -1,0 +1,262 @@
+//! What handlers' outbound calls cost, in two measurements:
+//!
+//! - **forwarding**: a host whose `forward` handler sends each message on
+//!   to an upstream `arrpc-host` serving echo (as an `[[upstream]]` call),
+//!   against calling that upstream directly, in alternating turns of the
+//!   same rounds. Both hosts share the server CPU, so the forwarded side
+//!   pays for both hops there;
+//! - **pooling**: a host whose `net` handler makes one HTTP GET per message
+//!   to a local keep-alive server, which counts the TCP connections it
+//!   accepts: with connections kept per handler, a fresh instance per
+//!   message opens almost none.
+//!
+//! Each prints one JSON line per measurement and a summary on stderr.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::bail;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::runtime::Runtime;
+
+use crate::Pinning;
+use crate::load::{self, Exchange, Point, Progress, Server, Timing, Transport};
+use crate::rounds::median;
+use crate::targets::{self, HostVariant};
+
+/// Least share of the direct calls per second the forwarded side must
+/// reach.
+const FORWARD_LIMIT: f64 = 0.5;
+/// Most new TCP connections per 100 messages the pooled side may open.
+const POOL_LIMIT: f64 = 1.0;
+
+#[derive(clap::Args)]
+pub struct OutboundArgs {
+    /// Connections, each with one message in flight.
+    #[arg(long, default_value_t = 64)]
+    conns: usize,
+    /// Message size in bytes (forwarding).
+    #[arg(long, default_value_t = 64, value_parser = crate::load::message_size)]
+    payload: usize,
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    measure: Duration,
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    #[command(flatten)]
+    pub pin: Pinning,
+    /// The `arrpc-host` binary (default: next to this one).
+    #[arg(long)]
+    pub host_bin: Option<PathBuf>,
+}
+
+pub fn run(
+    args: &OutboundArgs,
+    repo: &Path,
+    host_bin: &Path,
+    server_cpu: Option<usize>,
+    rt: &Runtime,
+) -> anyhow::Result<()> {
+    let timing = Timing {
+        warmup: args.warmup,
+        measure: args.measure,
+        reply_timeout: load::REPLY_TIMEOUT,
+    };
+    let point = Point {
+        conns: args.conns,
+        pipeline: 1,
+        payload: args.payload,
+    };
+    let forwarded = forwarding(args, repo, host_bin, server_cpu, rt, point, timing)?;
+    let pooled = pooling(args, repo, host_bin, server_cpu, rt, point, timing)?;
+    eprintln!(
+        "forwarding: {:.2}x the direct calls per second (limit {FORWARD_LIMIT}x); \
+         pooling: {:.2} new connections per 100 messages (limit {POOL_LIMIT})",
+        forwarded, pooled
+    );
+    Ok(())
+}
+
+/// The forwarded side's calls per second over the direct side's, median
+/// of the rounds.
+fn forwarding(
+    args: &OutboundArgs,
+    repo: &Path,
+    host_bin: &Path,
+    server_cpu: Option<usize>,
+    rt: &Runtime,
+    point: Point,
+    timing: Timing,
+) -> anyhow::Result<f64> {
+    let echo = targets::echo_component(repo)?;
+    let forward = targets::handler_component(repo, "forward")?;
+    let upstream = targets::host(host_bin, &echo, server_cpu, HostVariant::Fresh, None)?;
+    let forwarder = targets::forwarding_host(host_bin, &forward, upstream.addr, server_cpu)?;
+    let (mut direct, mut forwarded) = (Vec::new(), Vec::new());
+    for round in 0..args.rounds {
+        // Alternating which goes first, so neither always meets a warmer
+        // machine.
+        let mut order = [(upstream.addr, false), (forwarder.addr, true)];
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for (addr, is_forwarded) in order {
+            let outcome = drive(rt, addr, point, timing, Exchange::plain(point.payload));
+            if let Some(failure) = outcome.failure {
+                bail!("forwarding bench: {failure}");
+            }
+            let side = if is_forwarded {
+                &mut forwarded
+            } else {
+                &mut direct
+            };
+            side.push(outcome.msgs_per_s);
+        }
+    }
+    let (Some(direct), Some(forwarded)) = (median(direct), median(forwarded)) else {
+        bail!("forwarding bench: no rounds measured");
+    };
+    let ratio = forwarded / direct;
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "outbound-forwarding",
+            "conns": point.conns,
+            "payload": point.payload,
+            "rounds": args.rounds,
+            "direct_msgs_per_s": direct.round(),
+            "forwarded_msgs_per_s": forwarded.round(),
+            "ratio_to_direct": (ratio * 1000.0).round() / 1000.0,
+            "limit": FORWARD_LIMIT,
+        })
+    );
+    Ok(ratio)
+}
+
+/// New TCP connections per 100 messages, each message one HTTP GET.
+fn pooling(
+    args: &OutboundArgs,
+    repo: &Path,
+    host_bin: &Path,
+    server_cpu: Option<usize>,
+    rt: &Runtime,
+    point: Point,
+    timing: Timing,
+) -> anyhow::Result<f64> {
+    let (web, accepted) = rt.block_on(keep_alive_server())?;
+    let net = targets::handler_component(repo, "net")?;
+    let host = targets::fetching_host(host_bin, &net, web, server_cpu)?;
+    let url = format!("http://{web}/");
+    let request = encode_map(&[("op", "get".into()), ("url", url.as_str().into())]);
+    let reply = encode_map(&[
+        ("status", 200.into()),
+        ("body", rmpv::Value::Binary(b"hello".to_vec())),
+    ]);
+    let mut messages = 0;
+    let mut msgs_per_s = Vec::new();
+    let before = accepted.load(Ordering::Relaxed);
+    for _ in 0..args.rounds {
+        let progress = Arc::new(Progress::default());
+        let exchange = Exchange {
+            request: request.clone(),
+            reply: reply.clone(),
+        };
+        let outcome = rt.block_on(load::drive(
+            &Server {
+                addr: host.addr,
+                transport: Transport::Tcp,
+            },
+            point,
+            timing,
+            exchange,
+            progress.clone(),
+        ));
+        if let Some(failure) = outcome.failure {
+            bail!("pooling bench: {failure}");
+        }
+        messages += progress.replies.load(Ordering::Relaxed);
+        msgs_per_s.push(outcome.msgs_per_s);
+    }
+    let opened = accepted.load(Ordering::Relaxed) - before;
+    let per_100 = opened as f64 * 100.0 / messages.max(1) as f64;
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "outbound-pooling",
+            "conns": point.conns,
+            "rounds": args.rounds,
+            "messages": messages,
+            "msgs_per_s": median(msgs_per_s).map(f64::round),
+            "tcp_connections_opened": opened,
+            "connections_per_100_messages": (per_100 * 1000.0).round() / 1000.0,
+            "limit": POOL_LIMIT,
+        })
+    );
+    Ok(per_100)
+}
+
+fn drive(
+    rt: &Runtime,
+    addr: SocketAddr,
+    point: Point,
+    timing: Timing,
+    exchange: Exchange,
+) -> load::Outcome {
+    rt.block_on(load::drive(
+        &Server {
+            addr,
+            transport: Transport::Tcp,
+        },
+        point,
+        timing,
+        exchange,
+        Arc::new(Progress::default()),
+    ))
+}
+
+fn encode_map(pairs: &[(&str, rmpv::Value)]) -> Vec<u8> {
+    let map = rmpv::Value::Map(
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), v.clone()))
+            .collect(),
+    );
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, &map).expect("writing into a Vec");
+    out
+}
+
+/// An HTTP/1.1 server on 127.0.0.1 answering every request `hello` and
+/// keeping connections open; counts the connections it accepts.
+async fn keep_alive_server() -> anyhow::Result<(SocketAddr, Arc<AtomicU64>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let accepted = Arc::new(AtomicU64::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    // A request ends at its blank line (GETs carry no body).
+                    if line.is_empty()
+                        && write
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok((addr, accepted))
+}
