@@ -9,8 +9,8 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arrpc_host::config::{Config, HandlerConfig, OutboundHost};
@@ -322,7 +322,11 @@ fn fresh_instances_share_kept_alive_connections() {
         );
     }
     assert_eq!(server.heads().len(), 30);
-    assert!(server.connections() <= 3, "{} connections", server.connections());
+    assert!(
+        server.connections() <= 3,
+        "{} connections",
+        server.connections()
+    );
 }
 
 #[test]

@@ -479,3 +479,68 @@ fn allow_lists_name_callers_by_their_svid() {
     assert!(rpc_error_on(&mut stream, "public").is_nil());
     assert!(!rpc_error_on(&mut stream, "orders").is_nil());
 }
+
+/// A handler's call to an `[[upstream]]` with `tls.spiffe` presents this
+/// host's SVID from the agent and trusts the agent's bundle: the upstream,
+/// serving mutual TLS from files signed by the same trust domain, admits
+/// the host's SPIFFE ID where its allow lists name it, and only there.
+#[test]
+fn upstream_calls_present_the_hosts_svid_from_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TrustDomainCa::new("cluster");
+    let ca_file = write(dir.path(), "ca.pem", &ca.pem);
+    let front = ca.issue("shop", "front", "front", &[]);
+    let agent = Agent::start(&dir.path().join("agent.sock"), front.served(&[&ca]));
+    let served = client_files(
+        dir.path(),
+        "upstream",
+        &ca.issue("shop", "prices", "prices", LOCAL),
+    );
+    let only = |name: &str, component: &str, who: &str| HandlerConfig {
+        allow: Some(vec![Allowed::SpiffeId(who.into())]),
+        ..handler_config(name, component)
+    };
+    let upstream = Host::start_config(&Config {
+        tls: Some(TlsConfig {
+            client_ca: Some(ca_file),
+            client_certificates: ClientCertificates::Required,
+            ..TlsConfig::new(served.cert, served.key)
+        }),
+        ..serving(vec![
+            only("echo", "echo", &front.spiffe_id),
+            only("sum", "sum", "spiffe://cluster.local/ns/billing/sa/api"),
+        ])
+    });
+    let host = Host::start_config(&Config {
+        upstreams: vec![arrpc_host::config::UpstreamConfig {
+            tls: Some(arrpc_host::config::UpstreamTls {
+                spiffe: Some(SpiffeConfig {
+                    socket: Some(agent.endpoint()),
+                    startup_timeout: Duration::from_secs(10),
+                }),
+                ..Default::default()
+            }),
+            ..arrpc_host::config::UpstreamConfig::remote("prices", upstream.addr.to_string())
+        }],
+        ..serving(vec![HandlerConfig {
+            upstreams: vec!["prices".into()],
+            ..handler_config("net", "net")
+        }])
+    });
+    let call = |method: &str| {
+        let message = rmpv::Value::Map(vec![
+            ("op".into(), "call".into()),
+            ("upstream".into(), "prices".into()),
+            ("method".into(), method.into()),
+            ("params".into(), rmpv::Value::Array(vec![2.into()])),
+        ]);
+        host.connect().call(&encode(&message))
+    };
+    assert_eq!(decode(&call("echo")), rmpv::Value::Array(vec![2.into()]));
+    let refused = error_text(&call("sum")).unwrap();
+    assert!(
+        refused.contains("NotRun(")
+            && refused.contains(&format!("{} may not call `sum`", front.spiffe_id)),
+        "{refused}"
+    );
+}

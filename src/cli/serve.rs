@@ -30,12 +30,16 @@ async fn load_handlers(
         outbound_metrics: outbound,
         ..RuntimeOptions::for_config(&config)
     };
-    let runtime = Runtime::new(options).map_err(|e| {
-        anyhow!(
-            "{}: cannot start the handler runtime: {e:#}",
-            path.display()
-        )
-    })?;
+    // On a blocking thread: an upstream over the SPIFFE Workload API waits
+    // for its first SVID.
+    let runtime = tokio::task::spawn_blocking(move || Runtime::new(options))
+        .await?
+        .map_err(|e| {
+            anyhow!(
+                "{}: cannot start the handler runtime: {e:#}",
+                path.display()
+            )
+        })?;
     let handlers = HandlerSet::load(&runtime, &config, &Config::base_dir(path), None)
         .await
         .with_context(|| format!("{}", path.display()))?;
