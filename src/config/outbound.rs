@@ -344,6 +344,10 @@ fn host_pattern(host: &str) -> Result<HostPattern, String> {
         None => (false, host),
     };
     let name = name.trim_end_matches('.').to_ascii_lowercase();
+    // `10.0.0.1.` is the address, as it prints.
+    if let (false, Ok(ip)) = (suffix, name.parse::<IpAddr>()) {
+        return Ok(HostPattern::Ip(ip.to_canonical()));
+    }
     let valid = !name.is_empty()
         && name.split('.').all(|label| {
             !label.is_empty()
