@@ -89,7 +89,8 @@ impl OutboundScheme {
         }
     }
 
-    fn default_port(self) -> Option<u16> {
+    /// The port a URL of this scheme means when it names none.
+    pub fn default_port(self) -> Option<u16> {
         match self {
             OutboundScheme::Http => Some(80),
             OutboundScheme::Https => Some(443),

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hickory_resolver::TokioResolver;
-use http::uri::Scheme;
 use http::{HeaderValue, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -184,19 +183,10 @@ impl HandlerOutbound {
         traceparent: Option<Arc<str>>,
     ) -> Sent {
         let url = request.uri().clone();
-        let scheme = match url.scheme_str() {
-            Some("http") => OutboundScheme::Http,
-            Some("https") => OutboundScheme::Https,
-            _ => return Err(self.refuse(&url, "only http and https are sent")),
+        let Some((scheme, port)) = scheme_and_port(&url) else {
+            return Err(self.refuse(&url, "only http and https are sent"));
         };
         let host = url.host().ok_or(Error::HttpRequestUriInvalid)?;
-        let port = url
-            .port_u16()
-            .unwrap_or(if scheme == OutboundScheme::Https {
-                443
-            } else {
-                80
-            });
         let Some(target) = self.admitted(scheme, Target::parse(host), port).cloned() else {
             return Err(self.refuse(&url, "no allowed_outbound_hosts entry admits it"));
         };
@@ -285,6 +275,18 @@ impl HandlerOutbound {
     }
 }
 
+/// A URL's scheme, when it is `http` or `https`, and its port, the
+/// scheme's own when it names none.
+fn scheme_and_port(url: &Uri) -> Option<(OutboundScheme, u16)> {
+    let scheme = match url.scheme_str()? {
+        "http" => OutboundScheme::Http,
+        "https" => OutboundScheme::Https,
+        _ => return None,
+    };
+    let port = url.port_u16().or(scheme.default_port())?;
+    Some((scheme, port))
+}
+
 /// Why the connector gave no connection.
 #[derive(Debug, thiserror::Error)]
 enum ConnectError {
@@ -365,14 +367,10 @@ impl tower_service::Service<Uri> for Connector {
 
 impl Connector {
     async fn connect(self, uri: Uri) -> Result<Stream, ConnectError> {
-        let https = uri.scheme() == Some(&Scheme::HTTPS);
-        let scheme = if https {
-            OutboundScheme::Https
-        } else {
-            OutboundScheme::Http
-        };
+        // The pool asks only for URIs of requests `send` admitted.
+        let (scheme, port) = scheme_and_port(&uri).unwrap_or((OutboundScheme::Http, 80));
+        let https = scheme == OutboundScheme::Https;
         let host = uri.host().unwrap_or_default();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let found = match Target::parse(host) {
             Target::Ip(ip) => vec![ip],
             Target::Name(name) => self
