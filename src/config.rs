@@ -12,16 +12,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod access;
+pub mod defaults;
 mod outbound;
 mod security;
 mod upstream;
 pub use access::{AccessConfig, Allowed};
-pub use outbound::{
-    DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_POOL_IDLE_TIMEOUT, HostPattern, OutboundConfig,
-    OutboundHost, OutboundScheme, Target,
-};
+pub use outbound::{HostPattern, OutboundConfig, OutboundHost, OutboundScheme, Target};
 pub use security::{AuthConfig, ClientCertificates, SecretSource, SpiffeConfig, TlsConfig};
-pub use upstream::{DEFAULT_UPSTREAM_TIMEOUT, UpstreamConfig, UpstreamTls};
+pub use upstream::{UpstreamConfig, UpstreamTls};
 
 /// A config file that cannot be used, with the reason.
 #[derive(Debug, thiserror::Error)]
@@ -132,18 +130,18 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen: defaults::LISTEN,
             default_handler: None,
-            max_message_bytes: 4 << 20,
-            idle_timeout: Duration::from_secs(300),
-            max_connections: 1024,
-            max_pipelined: 128,
-            shutdown_grace: Duration::from_secs(10),
+            max_message_bytes: defaults::MAX_MESSAGE_BYTES,
+            idle_timeout: defaults::IDLE_TIMEOUT,
+            max_connections: defaults::MAX_CONNECTIONS,
+            max_pipelined: defaults::MAX_PIPELINED,
+            shutdown_grace: defaults::SHUTDOWN_GRACE,
             max_connection_age: None,
             rpc: true,
             compile_cache: true,
             cache_dir: None,
-            cache_max_mib: 1024,
+            cache_max_mib: defaults::CACHE_MAX_MIB,
             perf_map: false,
         }
     }
@@ -190,64 +188,76 @@ pub struct HandlerConfig {
     pub module: PathBuf,
     /// Shell command that produces `module` when it is missing, run in the
     /// config's folder.
-    #[serde(default = "defaults::build")]
+    #[serde(default = "handler_defaults::build")]
     pub build: Option<String>,
     /// Files or folders whose changes rerun `build` under `--watch`;
     /// relative paths start at the config's folder.
-    #[serde(default = "defaults::sources", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default = "handler_defaults::sources",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub sources: Vec<PathBuf>,
     /// Linear memory one instance may grow to, in MiB.
-    #[serde(default = "defaults::max_memory_mib")]
+    #[serde(default = "handler_defaults::max_memory_mib")]
     pub max_memory_mib: u32,
     /// Wall-clock time one message may take.
-    #[serde(default = "defaults::timeout", with = "humantime_serde")]
+    #[serde(default = "handler_defaults::timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// Instances of this handler running at once; further messages get a
     /// "busy" error rather than queueing without bound.
-    #[serde(default = "defaults::max_instances")]
+    #[serde(default = "handler_defaults::max_instances")]
     pub max_instances: u32,
     /// Fuel one message may burn (about one unit per WebAssembly
     /// instruction); unset means no fuel metering for this handler.
-    #[serde(default = "defaults::fuel")]
+    #[serde(default = "handler_defaults::fuel")]
     pub fuel: Option<u64>,
     /// Environment variables the guest sees; none by default.
-    #[serde(default = "defaults::env", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default = "handler_defaults::env",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub env: BTreeMap<String, String>,
     /// Host directories the guest may open; none by default.
-    #[serde(default = "defaults::dirs", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default = "handler_defaults::dirs",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub dirs: Vec<DirGrant>,
     /// Bytes of stdout, and of stderr, one message may log; the rest is
     /// dropped with a notice.
-    #[serde(default = "defaults::max_output_bytes")]
+    #[serde(default = "handler_defaults::max_output_bytes")]
     pub max_output_bytes: usize,
     /// Messages one instance may serve, one at a time, before it is
     /// replaced (also after a trap or a timeout). 0 or 1: a fresh instance
     /// per message, the default. Higher is faster but lets a message see
     /// what earlier ones left in memory: for trusted handlers only.
-    #[serde(default = "defaults::reuse")]
+    #[serde(default = "handler_defaults::reuse")]
     pub reuse: u32,
     /// Who may call this handler, by the identity their client certificate
     /// proves; unset: `[access] default_allow`, filled in at load.
-    #[serde(default = "defaults::allow")]
+    #[serde(default = "handler_defaults::allow")]
     pub allow: Option<Vec<Allowed>>,
     /// Where the guest may connect: `http://`, `https://` and `tcp://`
     /// entries (see docs/outbound.md); none by default.
     #[serde(
-        default = "defaults::allowed_outbound_hosts",
+        default = "handler_defaults::allowed_outbound_hosts",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub allowed_outbound_hosts: Vec<OutboundHost>,
     /// The `[[upstream]]` services the guest may call, by name; none by
     /// default.
-    #[serde(default = "defaults::upstreams", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default = "handler_defaults::upstreams",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub upstreams: Vec<String>,
 }
 
 /// Each of [`HandlerConfig`]'s defaults, read by serde one key at a time.
 /// `name` and `module` have no default, so the struct has no `Default` for
 /// serde to fill from; these functions take one value each from
-/// [`HandlerConfig::new`], the one place the defaults are written.
-mod defaults {
+/// [`HandlerConfig::new`], which takes them from [`defaults`].
+mod handler_defaults {
     use super::*;
 
     fn of<T>(key: impl FnOnce(HandlerConfig) -> T) -> T {
@@ -305,13 +315,13 @@ impl HandlerConfig {
             module: module.into(),
             build: None,
             sources: Vec::new(),
-            max_memory_mib: 64,
-            timeout: Duration::from_secs(5),
-            max_instances: 100,
+            max_memory_mib: defaults::MAX_MEMORY_MIB,
+            timeout: defaults::TIMEOUT,
+            max_instances: defaults::MAX_INSTANCES,
             fuel: None,
             env: BTreeMap::new(),
             dirs: Vec::new(),
-            max_output_bytes: 64 * 1024,
+            max_output_bytes: defaults::MAX_OUTPUT_BYTES,
             reuse: 0,
             allow: None,
             allowed_outbound_hosts: Vec::new(),

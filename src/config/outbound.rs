@@ -21,6 +21,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use super::defaults;
+
 /// `[outbound]`: how the host makes the connections handlers are allowed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -39,18 +41,13 @@ pub struct OutboundConfig {
     pub pool_idle_timeout: Duration,
 }
 
-/// [`OutboundConfig::max_response_bytes`]'s default: 16 MiB.
-pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 << 20;
-/// [`OutboundConfig::pool_idle_timeout`]'s default.
-pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
 impl Default for OutboundConfig {
     fn default() -> Self {
         OutboundConfig {
             ca_file: None,
             resolver: None,
-            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
-            pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
+            max_response_bytes: defaults::MAX_RESPONSE_BYTES,
+            pool_idle_timeout: defaults::POOL_IDLE_TIMEOUT,
         }
     }
 }

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::defaults;
+
 /// `[auth]`: signed messages, as the Python arrpc package's `auth_secret`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -34,8 +36,8 @@ impl Default for AuthConfig {
         AuthConfig {
             secrets: Vec::new(),
             replay_protection: false,
-            replay_window: Duration::from_secs(30),
-            replay_max_nonces: 100_000,
+            replay_window: defaults::REPLAY_WINDOW,
+            replay_max_nonces: defaults::REPLAY_MAX_NONCES,
         }
     }
 }
@@ -129,8 +131,8 @@ impl Default for TlsConfig {
             client_ca: None,
             spiffe: None,
             client_certificates: ClientCertificates::default(),
-            handshake_timeout: Duration::from_secs(10),
-            recheck_interval: Duration::from_secs(60),
+            handshake_timeout: defaults::HANDSHAKE_TIMEOUT,
+            recheck_interval: defaults::RECHECK_INTERVAL,
         }
     }
 }
@@ -153,7 +155,7 @@ impl Default for SpiffeConfig {
     fn default() -> Self {
         SpiffeConfig {
             socket: None,
-            startup_timeout: Duration::from_secs(30),
+            startup_timeout: defaults::SPIFFE_STARTUP_TIMEOUT,
         }
     }
 }

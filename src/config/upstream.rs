@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{SecretSource, SpiffeConfig};
+use super::{SecretSource, SpiffeConfig, defaults};
 
 /// One `[[upstream]]`: another arrpc service (an `arrpc-host` or the
 /// Python arrpc package's `Server`), or a handler of this host.
@@ -71,11 +71,8 @@ pub struct UpstreamTls {
 }
 
 fn default_timeout() -> Duration {
-    DEFAULT_UPSTREAM_TIMEOUT
+    defaults::UPSTREAM_TIMEOUT
 }
-
-/// [`UpstreamConfig::timeout`]'s default.
-pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl UpstreamConfig {
     /// An upstream at `address`, every other key at its default: a 10 s
@@ -85,7 +82,7 @@ impl UpstreamConfig {
             name: name.into(),
             address: Some(address.into()),
             handler: None,
-            timeout: DEFAULT_UPSTREAM_TIMEOUT,
+            timeout: defaults::UPSTREAM_TIMEOUT,
             secret: None,
             replay_protection: false,
             tls: None,
