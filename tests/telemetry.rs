@@ -722,7 +722,7 @@ fn a_drain_past_shutdown_grace_closes_what_is_left_and_exits_0() {
 /// SPIFFE tasks beside it) once serving has stopped.
 #[test]
 fn the_admin_endpoint_stops_when_serving_does() {
-    use arrpc_host::cli::serve::{Origin, Serving};
+    use arrpc_host::host::{Origin, Serving};
     let mut config = serving(vec![handler_config("echo", "echo")]);
     config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
     let (file, config) = in_process_config(config);

@@ -3,7 +3,7 @@
 mod new;
 mod security;
 mod send;
-pub mod serve;
+mod serve;
 
 pub use new::INTERPRETED_REUSE;
 

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use arrpc_host::cli::serve::{Origin, Serving};
 use arrpc_host::config::{Config, HandlerConfig, ServerConfig};
+use arrpc_host::host::{Origin, Serving};
 use arrpc_host::telemetry::Metrics;
 use prometheus_parse::Scrape;
 use tokio::sync::oneshot;
