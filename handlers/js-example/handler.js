@@ -1,5 +1,5 @@
-// An arrpc-host handler in JavaScript: echo, sum and caller, chosen by the
-// served name.
+// An arrpc-host handler in JavaScript: echo, sum, caller and relay, chosen
+// by the served name.
 //
 // componentize-qjs turns this module (bundled with its npm dependencies by
 // build.mjs) into a WebAssembly component, run by QuickJS, implementing the
@@ -7,12 +7,14 @@
 // payload unchanged; one ending in "sum" adds up numbers with the same
 // input, output and error texts as the Rust `sum` handler; one ending in
 // "caller" replies with who called, as the host verified it, asked of the
-// host through the imported `client` interface. A thrown string becomes the
-// `err` the client receives.
+// host through the imported `client` interface; one ending in "relay"
+// calls another arrpc service through the imported `upstream` interface.
+// A thrown string becomes the `err` the client receives.
 
 import "./text-encoding.js";
 import "./console.js";
 import client from "arrpc:handler/client@0.3.0";
+import upstream from "arrpc:handler/upstream@0.3.0";
 import { decode, encode } from "@msgpack/msgpack";
 
 const EXPECTED = 'an array of numbers or {"numbers": [...]}';
@@ -27,9 +29,31 @@ export function handle(ctx, payload) {
   if (ctx.handler.endsWith("caller")) {
     return whoCalled(client.caller());
   }
+  if (ctx.handler.endsWith("relay")) {
+    return relay(payload);
+  }
   // console output goes to the host's log, tagged with handler and request id.
   console.error(`no operation for the name ${ctx.handler}`);
-  throw `${ctx.handler}: serve this component under a name ending in echo, sum or caller`;
+  throw `${ctx.handler}: serve this component under a name ending in echo, sum, caller or relay`;
+}
+
+// Calls `method` of the upstream the message names, {"upstream": name,
+// "method": name, "params": value}, and replies with its result as the
+// upstream sent it. The host allows only the upstreams this handler's
+// `upstreams` lists. A failed call throws an Error whose `payload` is the
+// `call-error`, `{ tag, val }`, which says whether the call may have run;
+// the reply is then `relay: <tag>: <text>`.
+function relay(payload) {
+  const request = decode(payload, { useBigInt64: true });
+  if (kind(request) !== "a map" || typeof request.upstream !== "string" || typeof request.method !== "string") {
+    throw 'relay: expected {"upstream": name, "method": name, "params": value}';
+  }
+  try {
+    return upstream.call(request.upstream, request.method, encode(request.params ?? null, { useBigInt64: true }));
+  } catch (error) {
+    const { tag, val } = error.payload;
+    throw val === undefined ? `relay: ${tag}` : `relay: ${tag}: ${val}`;
+  }
 }
 
 // The caller's SPIFFE ID (nil when the certificate carries none) and DNS
