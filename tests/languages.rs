@@ -9,8 +9,8 @@
 //! the caller's verified identity, asked of the host through the imported
 //! `client` interface (arrpc:handler@0.3.0), and under a name ending in
 //! `relay` calls an `[[upstream]]` through the imported `upstream`
-//! interface. The Python example also makes HTTP requests under a name
-//! ending in `fetch`, to a real server on 127.0.0.1.
+//! interface. The Python and JavaScript examples also make HTTP requests
+//! under a name ending in `fetch`, to a real server on 127.0.0.1.
 
 mod common;
 
@@ -317,7 +317,7 @@ fn a_name_the_example_has_no_operation_for_is_an_error() {
 /// the WASI stderr the host logs.
 #[test]
 fn js_a_name_with_no_operation_is_an_error() {
-    assert_no_operation("js", "echo, sum, caller or relay");
+    assert_no_operation("js", "echo, sum, caller, relay or fetch");
 }
 
 #[test]
@@ -600,6 +600,48 @@ fn assert_fetches(lang: &str) {
 #[test]
 fn python_fetch() {
     assert_fetches("python");
+}
+
+/// fetch.js sends the request, through the js-fetch component build.sh
+/// composes in.
+#[test]
+fn js_fetch() {
+    assert_fetches("js");
+}
+
+/// fetch.js sends a body, with its length, and the method given.
+#[test]
+fn js_fetch_posts_a_body() {
+    let server = HttpServer::start();
+    let host = serve_fetch("js", &server);
+    let post = map(vec![
+        ("url", str_value(&server.url("/orders"))),
+        ("method", str_value("post")),
+        (
+            "headers",
+            map(vec![("content-type", str_value("application/json"))]),
+        ),
+        ("body", str_value(r#"{"item":"tea","count":2}"#)),
+    ]);
+    assert_eq!(
+        ask(&host, &post).map(sorted),
+        Ok(sorted(response(200, "POST /orders: héllo")))
+    );
+    let sent = server.requests();
+    let request = sent[0].to_lowercase();
+    assert!(
+        request.starts_with("post /orders http/1.1\r\n"),
+        "{request}"
+    );
+    assert!(
+        request.contains("\r\ncontent-type: application/json\r\n"),
+        "{request}"
+    );
+    assert!(request.contains("\r\ncontent-length: 24\r\n"), "{request}");
+    assert!(
+        request.ends_with("\r\n\r\n{\"item\":\"tea\",\"count\":2}"),
+        "{request}"
+    );
 }
 
 /// The Python and JavaScript entries in the shipped `arrpc.toml` (commented

@@ -11,9 +11,10 @@
 // `upstreams` (`import upstream from "arrpc:handler/upstream@0.3.0"`):
 // `upstream.call(name, method, params)` sends MessagePack params (a
 // Uint8Array) and returns the result's bytes, or throws an Error whose
-// `payload`, `{ tag, val }`, says whether the call may have run. npm packages' ES
-// modules can be imported; QuickJS has no TextEncoder or TextDecoder,
-// which @msgpack/msgpack needs (handlers/js-example shows how to add them).
+// `payload`, `{ tag, val }`, says whether the call may have run. npm
+// packages' ES modules can be imported; QuickJS has no TextEncoder or
+// TextDecoder, which @msgpack/msgpack needs, nor fetch (handlers/js-example
+// shows how to add them).
 import "./console.js";
 
 export function handle(ctx, payload) {
