@@ -514,13 +514,16 @@ fn serve_http(stream: std::net::TcpStream, seen: &Mutex<Vec<String>>) {
     }
 }
 
-/// The example served as `<lang>-fetch`, allowed `http://<server>`.
+/// The example served as `<lang>-fetch`, allowed `http://<server>`, one
+/// instance serving message after message, as the entries `arrpc-host new`
+/// prints for Python and JavaScript have it.
 fn serve_fetch(lang: &str, server: &HttpServer) -> Host {
     Host::start(&format!(
         "[[handler]]\nname = \"{lang}-fetch\"\nmodule = \"{}\"\ntimeout = \"10s\"\n\
-         allowed_outbound_hosts = [\"http://{}\"]\n",
+         allowed_outbound_hosts = [\"http://{}\"]\nreuse = {}\n",
         example(lang).display(),
-        server.addr
+        server.addr,
+        arrpc_host::cli::INTERPRETED_REUSE
     ))
 }
 
