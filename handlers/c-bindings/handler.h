@@ -58,12 +58,47 @@ typedef struct {
   arrpc_handler_client_identity_t val;
 } arrpc_handler_client_option_identity_t;
 
-typedef arrpc_handler_types_context_t handler_context_t;
+// Why a call failed, and so whether sending it again is safe.
+typedef struct arrpc_handler_upstream_call_error_t {
+  uint8_t tag;
+  union {
+    handler_string_t     denied;
+    handler_string_t     not_run;
+    handler_string_t     may_have_run;
+    handler_string_t     remote;
+  } val;
+} arrpc_handler_upstream_call_error_t;
+
+// This handler may not call that upstream (its `upstreams` does not
+// list it), no upstream has that name, or in-process calls are nested
+// too deep. Nothing was sent.
+#define ARRPC_HANDLER_UPSTREAM_CALL_ERROR_DENIED 0
+// The call did not run: it was never sent, or the upstream refused it
+// before running it (busy, draining, a refused certificate or
+// signature). Safe to send again.
+#define ARRPC_HANDLER_UPSTREAM_CALL_ERROR_NOT_RUN 1
+// The connection failed after the call was sent: it may have run.
+#define ARRPC_HANDLER_UPSTREAM_CALL_ERROR_MAY_HAVE_RUN 2
+// The upstream ran the call and answered with this error text.
+#define ARRPC_HANDLER_UPSTREAM_CALL_ERROR_REMOTE 3
+// No answer within the upstream's timeout, or what was left of this
+// message's; the call may have run.
+#define ARRPC_HANDLER_UPSTREAM_CALL_ERROR_TIMED_OUT 4
 
 typedef struct {
   uint8_t *ptr;
   size_t len;
 } handler_list_u8_t;
+
+typedef struct {
+  bool is_err;
+  union {
+    handler_list_u8_t ok;
+    arrpc_handler_upstream_call_error_t err;
+  } val;
+} arrpc_handler_upstream_result_list_u8_call_error_t;
+
+typedef arrpc_handler_types_context_t handler_context_t;
 
 typedef struct {
   bool is_err;
@@ -84,6 +119,17 @@ extern void arrpc_handler_client_peer(handler_string_t *ret);
 // operation or per record.
 extern bool arrpc_handler_client_caller(arrpc_handler_client_identity_t *ret);
 
+// Imported Functions from `arrpc:handler/upstream@0.3.0`
+// Calls `method` over MessagePack-RPC with `params` (exactly one
+// MessagePack value, usually an array) and returns the result, exactly
+// one MessagePack value. On an `arrpc-host` upstream, `method` names
+// the handler.
+extern bool arrpc_handler_upstream_call(handler_string_t *upstream, handler_string_t *method, handler_list_u8_t *params, handler_list_u8_t *ret, arrpc_handler_upstream_call_error_t *err);
+// Sends `message` (exactly one MessagePack value) as a bare message,
+// the Python arrpc package's form, and returns the reply. Bare messages
+// go to one server (`host:port`), one at a time per connection.
+extern bool arrpc_handler_upstream_send(handler_string_t *upstream, handler_list_u8_t *message, handler_list_u8_t *ret, arrpc_handler_upstream_call_error_t *err);
+
 // Exported Functions from `handler`
 bool exports_handler_handle(handler_context_t *ctx, handler_list_u8_t *payload, handler_list_u8_t *ret, handler_string_t *err);
 
@@ -101,9 +147,13 @@ void arrpc_handler_client_identity_free(arrpc_handler_client_identity_t *ptr);
 
 void arrpc_handler_client_option_identity_free(arrpc_handler_client_option_identity_t *ptr);
 
-void handler_context_free(handler_context_t *ptr);
+void arrpc_handler_upstream_call_error_free(arrpc_handler_upstream_call_error_t *ptr);
 
 void handler_list_u8_free(handler_list_u8_t *ptr);
+
+void arrpc_handler_upstream_result_list_u8_call_error_free(arrpc_handler_upstream_result_list_u8_call_error_t *ptr);
+
+void handler_context_free(handler_context_t *ptr);
 
 void handler_result_list_u8_string_free(handler_result_list_u8_string_t *ptr);
 

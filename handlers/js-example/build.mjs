@@ -1,5 +1,6 @@
-// Builds js-example.wasm: bundles handler.js with its npm dependencies,
-// then componentizes the bundle with componentize-qjs (QuickJS).
+// Builds dist/handler.wasm: bundles handler.js with its npm dependencies,
+// then componentizes the bundle with componentize-qjs (QuickJS). build.sh
+// composes it with js-fetch into js-example.wasm.
 //   usage: npm ci && node build.mjs
 import { build } from "esbuild";
 import { componentize } from "componentize-qjs";
@@ -18,7 +19,8 @@ await build({
   // fast-text-encoding installs itself on `global`, which QuickJS lacks.
   define: { global: "globalThis" },
   // WIT imports (console.js's wasi:cli streams, the handler world's
-  // arrpc:handler/client) are bound by componentize-qjs.
+  // arrpc:handler/client and upstream, fetch.js's arrpc:fetch/http) are
+  // bound by componentize-qjs.
   external: ["wasi:*", "arrpc:*"],
   outfile: bundle,
   logLevel: "warning",
@@ -26,10 +28,10 @@ await build({
 
 const { component } = await componentize({
   witPath: here("wit"),
-  world: "handler",
+  world: "example",
   jsSource: await readFile(bundle, "utf8"),
   jsPath: bundle,
   // The host runs components without the component-model async ABI.
   sync: true,
 });
-await writeFile(here("js-example.wasm"), component);
+await writeFile(here("dist/handler.wasm"), component);

@@ -1,5 +1,5 @@
-// An arrpc-host handler in JavaScript: echo, sum and caller, chosen by the
-// served name.
+// An arrpc-host handler in JavaScript: echo, sum, caller, relay and fetch,
+// chosen by the served name.
 //
 // componentize-qjs turns this module (bundled with its npm dependencies by
 // build.mjs) into a WebAssembly component, run by QuickJS, implementing the
@@ -7,13 +7,17 @@
 // payload unchanged; one ending in "sum" adds up numbers with the same
 // input, output and error texts as the Rust `sum` handler; one ending in
 // "caller" replies with who called, as the host verified it, asked of the
-// host through the imported `client` interface. A thrown string becomes the
-// `err` the client receives.
+// host through the imported `client` interface; one ending in "relay"
+// calls another arrpc service through the imported `upstream` interface;
+// one ending in "fetch" makes an HTTP request with fetch.js. A thrown
+// string becomes the `err` the client receives.
 
 import "./text-encoding.js";
 import "./console.js";
 import client from "arrpc:handler/client@0.3.0";
+import upstream from "arrpc:handler/upstream@0.3.0";
 import { decode, encode } from "@msgpack/msgpack";
+import { fetch } from "./fetch.js";
 
 const EXPECTED = 'an array of numbers or {"numbers": [...]}';
 
@@ -27,9 +31,57 @@ export function handle(ctx, payload) {
   if (ctx.handler.endsWith("caller")) {
     return whoCalled(client.caller());
   }
+  if (ctx.handler.endsWith("relay")) {
+    return relay(payload);
+  }
+  if (ctx.handler.endsWith("fetch")) {
+    return fetchOperation(payload);
+  }
   // console output goes to the host's log, tagged with handler and request id.
   console.error(`no operation for the name ${ctx.handler}`);
-  throw `${ctx.handler}: serve this component under a name ending in echo, sum or caller`;
+  throw `${ctx.handler}: serve this component under a name ending in echo, sum, caller, relay or fetch`;
+}
+
+// Calls `method` of the upstream the message names, {"upstream": name,
+// "method": name, "params": value}, and replies with its result as the
+// upstream sent it. The host allows only the upstreams this handler's
+// `upstreams` lists. A failed call throws an Error whose `payload` is the
+// `call-error`, `{ tag, val }`, which says whether the call may have run;
+// the reply is then `relay: <tag>: <text>`.
+function relay(payload) {
+  const request = decode(payload, { useBigInt64: true });
+  if (kind(request) !== "a map" || typeof request.upstream !== "string" || typeof request.method !== "string") {
+    throw 'relay: expected {"upstream": name, "method": name, "params": value}';
+  }
+  try {
+    return upstream.call(request.upstream, request.method, encode(request.params ?? null, { useBigInt64: true }));
+  } catch (error) {
+    const { tag, val } = error.payload;
+    throw val === undefined ? `relay: ${tag}` : `relay: ${tag}: ${val}`;
+  }
+}
+
+// Makes the HTTP request the message describes, {"url": "http://...",
+// "method"?: name, "headers"?: {name: value}, "body"?: bytes or text}, and
+// replies with {"status": n, "headers": {name: value}, "body": bytes}. The
+// host allows only what this handler's `allowed_outbound_hosts` lists; a
+// request that gets no response replies `fetch: <why>`.
+function fetchOperation(payload) {
+  const request = decode(payload);
+  if (kind(request) !== "a map" || typeof request.url !== "string") {
+    throw 'fetch: expected {"url": "http://...", "method"?: name, "headers"?: {name: value}, "body"?: bytes}';
+  }
+  let response;
+  try {
+    response = fetch(request.url, { method: request.method, headers: request.headers, body: request.body });
+  } catch (error) {
+    throw `fetch: ${error.message}`;
+  }
+  return encode({
+    status: response.status,
+    headers: Object.fromEntries(response.headers),
+    body: response.bytes(),
+  });
 }
 
 // The caller's SPIFFE ID (nil when the certificate carries none) and DNS

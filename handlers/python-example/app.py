@@ -1,43 +1,142 @@
-"""An arrpc-host handler in Python: echo, sum and caller, chosen by the served name.
+"""An arrpc-host handler in Python: echo, sum, caller, relay and fetch, chosen by the served name.
 
 componentize-py turns this module into a WebAssembly component implementing
-the `handler` world of wit/handler.wit. The same component is served under
-several names (see README.md): a name ending in "echo" returns the payload
-unchanged, one ending in "sum" adds up numbers with the same input, output
-and error texts as the Rust `sum` handler, one ending in "caller" replies
-with who called, as the host verified it, asked of the host through the
-imported `client` interface.
+the `handler` world of wit/handler.wit, plus wasi:http/outgoing-handler
+(wit/python-handler.wit). The same component is served under several names
+(see README.md): a name ending in "echo" returns the payload unchanged, one
+ending in "sum" adds up numbers with the same input, output and error texts
+as the Rust `sum` handler, one ending in "caller" replies with who called,
+as the host verified it, asked of the host through the imported `client`
+interface. One ending in "relay" calls another arrpc service through the
+imported `upstream` interface, and one ending in "fetch" makes an HTTP GET
+with componentize-py's bundled `poll_loop`.
+
+wasi:http has an interface named `types` too, and `poll_loop` imports it by
+that name, so build.sh binds the handler world's `types` as `handler_types`.
 """
 
+import asyncio
 import sys
+from urllib.parse import urlsplit
 
 import msgpack
+import poll_loop
 import wit_world
-from wit_world.imports import client, types
+from wit_world.imports import client, handler_types, upstream
+from wit_world.imports.types import Fields, OutgoingRequest, Scheme_Http, Scheme_Https, Scheme_Other
 
 EXPECTED = 'an array of numbers or {"numbers": [...]}'
 
 
 class WitWorld(wit_world.WitWorld):
-    def handle(self, ctx: types.Context, payload: bytes) -> bytes:
+    def handle(self, ctx: handler_types.Context, payload: bytes) -> bytes:
         if ctx.handler.endswith("echo"):
             return payload
         if ctx.handler.endswith("sum"):
             return sum_numbers(payload)
         if ctx.handler.endswith("caller"):
             return who_called(client.caller())
+        if ctx.handler.endswith("relay"):
+            return relay(payload)
+        if ctx.handler.endswith("fetch"):
+            return fetch(payload)
         # stderr goes to the host's log, tagged with handler and request id.
         print(f"no operation for the name {ctx.handler!r}", file=sys.stderr)
-        raise wit_world.Err(f"{ctx.handler}: serve this component under a name ending in echo, sum or caller")
+        raise wit_world.Err(
+            f"{ctx.handler}: serve this component under a name ending in echo, sum, caller, relay or fetch"
+        )
 
 
-def who_called(caller: types.Identity | None) -> bytes:
+def who_called(caller: handler_types.Identity | None) -> bytes:
     """The caller's SPIFFE ID (None when the certificate carries none) and
     DNS names; nil when the host verified no client certificate (plain TCP,
     or TLS without one)."""
     if caller is None:
         return msgpack.packb(None)
     return msgpack.packb({"spiffe_id": caller.spiffe_id, "dns_names": caller.dns_names})
+
+
+def relay(payload: bytes) -> bytes:
+    """Calls `method` of the upstream the message names, {"upstream": name,
+    "method": name, "params": value}, and replies with its result as the
+    upstream sent it. The host allows only the upstreams this handler's
+    `upstreams` lists. A failed call replies `relay: <why>: <text>`, the
+    case of the WIT `call-error`, which says whether the call may have run."""
+    request = decode_map(payload)
+    if request is None or not isinstance(request.get("upstream"), str) or not isinstance(request.get("method"), str):
+        raise wit_world.Err('relay: expected {"upstream": name, "method": name, "params": value}')
+    params = msgpack.packb(request.get("params"))
+    try:
+        return upstream.call(request["upstream"], request["method"], params)
+    except wit_world.Err as e:
+        raise wit_world.Err(f"relay: {call_error(e.value)}")
+
+
+def decode_map(payload: bytes) -> dict | None:
+    """The message, if it is a map."""
+    try:
+        value = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    except Exception:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def call_error(error: upstream.CallError) -> str:
+    """A `call-error` as `<case>: <text>`, the case as WIT spells it."""
+    if isinstance(error, upstream.CallError_TimedOut):
+        return "timed-out"
+    case = {
+        upstream.CallError_Denied: "denied",
+        upstream.CallError_NotRun: "not-run",
+        upstream.CallError_MayHaveRun: "may-have-run",
+        upstream.CallError_Remote: "remote",
+    }[type(error)]
+    return f"{case}: {error.value}"
+
+
+def fetch(payload: bytes) -> bytes:
+    """GETs the URL the message holds, {"url": "http://...", "headers"?:
+    {name: value}}, and replies with {"status": n, "headers": {name: value},
+    "body": bytes}. The host allows only what this handler's
+    `allowed_outbound_hosts` lists; a request that gets no response replies
+    `fetch: <wasi:http error-code>`."""
+    request = decode_map(payload)
+    if request is None or not isinstance(request.get("url"), str):
+        raise wit_world.Err('fetch: expected {"url": "http://...", "headers"?: {name: value}}')
+    # An event loop over wasi:io/poll: `handle` is synchronous, the
+    # helpers of poll_loop are coroutines.
+    loop = poll_loop.PollLoop()
+    asyncio.set_event_loop(loop)
+    try:
+        status, headers, body = loop.run_until_complete(get(request["url"], request.get("headers") or {}))
+    except wit_world.Err as e:
+        raise wit_world.Err(f"fetch: {e.value}")
+    finally:
+        loop.close()
+    return msgpack.packb({"status": status, "headers": headers, "body": body})
+
+
+async def get(url: str, headers: dict) -> tuple[int, dict, bytes]:
+    """One GET through wasi:http: the status, the headers (repeated ones
+    joined with ", ") and the whole body."""
+    parts = urlsplit(url)
+    scheme = {"http": Scheme_Http(), "https": Scheme_Https()}.get(parts.scheme, Scheme_Other(parts.scheme))
+    fields = Fields.from_list([(str(name), str(value).encode()) for name, value in headers.items()])
+    request = OutgoingRequest(fields)
+    request.set_scheme(scheme)
+    request.set_authority(parts.netloc)
+    request.set_path_with_query(parts.path + (f"?{parts.query}" if parts.query else "") or "/")
+    with await poll_loop.send(request) as response:
+        with response.headers() as fields:
+            received = {}
+            for name, value in fields.entries():
+                text = value.decode("utf-8", "replace")
+                received[name] = f"{received[name]}, {text}" if name in received else text
+        stream = poll_loop.Stream(response.consume())
+        chunks = []
+        while (chunk := await stream.next()) is not None:
+            chunks.append(chunk)
+        return response.status(), received, b"".join(chunks)
 
 
 def sum_numbers(payload: bytes) -> bytes:

@@ -1,6 +1,10 @@
 #!/bin/sh
 # Builds python-example.wasm with componentize-py, bundling the pure-Python
-# build of msgpack (a C extension cannot run inside the component).
+# build of msgpack (a C extension cannot run inside the component). The world
+# is wit/python-handler.wit: the handler world plus wasi:http's
+# outgoing-handler. Both have an interface named `types`; componentize-py's
+# poll_loop imports wasi:http's by that name, so the handler world's is bound
+# as `handler_types`.
 #   usage: sh handlers/python-example/build.sh
 set -eu
 cd "$(dirname "$0")"
@@ -10,4 +14,7 @@ if [ ! -f deps/msgpack/__init__.py ]; then
     MSGPACK_PUREPYTHON=1 python3 -m pip install --quiet --disable-pip-version-check \
         --no-binary msgpack --no-deps --target deps "msgpack==1.1.2"
 fi
-componentize-py -d ../../wit -w handler componentize app -p . -p deps -o python-example.wasm
+componentize-py -d wit -w handler \
+    --import-interface-name wasi:http/types@0.2.12=types \
+    --import-interface-name arrpc:handler/types@0.3.0=handler_types \
+    componentize app -p . -p deps -o python-example.wasm

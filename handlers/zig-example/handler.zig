@@ -1,5 +1,5 @@
-//! An arrpc-host handler in Zig: echo, sum and caller, chosen by the served
-//! name.
+//! An arrpc-host handler in Zig: echo, sum, caller and relay, chosen by the
+//! served name.
 //!
 //! The bindings for the `handler` world of wit/handler.wit are the C ones
 //! committed in handlers/c-bindings: Zig compiles their handler.c, links
@@ -8,7 +8,8 @@
 //! the same input, output and error texts as the Rust `sum` handler, reading
 //! and writing MessagePack with the few lines below; one ending in "caller"
 //! replies with who called, as the host verified it, asked of the host
-//! through the imported `client` interface.
+//! through the imported `client` interface; one ending in "relay" calls
+//! another arrpc service through the imported `upstream` interface.
 //!
 //! Ownership follows wit-bindgen's C rules: the arguments belong to this
 //! function and must be freed or handed on; `ret` and `err` must point to
@@ -22,9 +23,11 @@ const expected = "an array of numbers or {{\"numbers\": [...]}}";
 
 /// Sets `err` to a formatted text and returns false, for `return fail(...)`.
 fn fail(err: *c.handler_string_t, comptime format: []const u8, args: anytype) bool {
-    var text: [256]u8 = undefined;
-    const message = std.fmt.bufPrint(&text, format, args) catch text[0..];
-    c.handler_string_dup_n(err, message.ptr, message.len);
+    const len: usize = @intCast(std.fmt.count(format, args));
+    const text: [*]u8 = @ptrCast(std.c.malloc(len) orelse @panic("out of memory"));
+    _ = std.fmt.bufPrint(text[0..len], format, args) catch unreachable;
+    err.ptr = text;
+    err.len = len;
     return false;
 }
 
@@ -372,6 +375,69 @@ fn whoCalled(ret: *c.handler_list_u8_t, err: *c.handler_string_t) bool {
     return true;
 }
 
+/// A format string, as `expected`.
+const relay_expected = "relay: expected {{\"upstream\": name, \"method\": name, \"params\": value}}";
+
+/// Calls `method` of the upstream the message names, {"upstream": name,
+/// "method": name, "params": value}, and replies with its result as the
+/// upstream sent it: the host's reply, malloc'd by the bindings, becomes
+/// `ret`. The host allows only the upstreams this handler's `upstreams`
+/// lists. A failed call replies "relay: <why>: <text>", the case of the WIT
+/// `call-error`, which says whether the call may have run.
+fn relay(payload: []const u8, ret: *c.handler_list_u8_t, err: *c.handler_string_t) bool {
+    var r = Reader{ .buf = payload };
+    r.skip() catch return fail(err, relay_expected, .{});
+    r.pos = 0;
+    // The whole value was checked above, so no read below runs past it.
+    return relayChecked(&r, ret, err) catch fail(err, relay_expected, .{});
+}
+
+fn relayChecked(r: *Reader, ret: *c.handler_list_u8_t, err: *c.handler_string_t) Reader.Error!bool {
+    const entries = try r.map() orelse return fail(err, relay_expected, .{});
+    var upstream: ?[]const u8 = null;
+    var method: ?[]const u8 = null;
+    // The params' bytes within the payload; nil when the message has none.
+    var params: []const u8 = &.{0xc0};
+    for (0..entries) |_| {
+        const key = try r.str() orelse {
+            // A key that is no string, and its value.
+            try r.skip();
+            try r.skip();
+            continue;
+        };
+        if (std.mem.eql(u8, key, "params")) {
+            const start = r.pos;
+            try r.skip();
+            params = r.buf[start..r.pos];
+        } else if (std.mem.eql(u8, key, "upstream")) {
+            upstream = try r.str() orelse return fail(err, relay_expected, .{});
+        } else if (std.mem.eql(u8, key, "method")) {
+            method = try r.str() orelse return fail(err, relay_expected, .{});
+        } else {
+            try r.skip();
+        }
+    }
+    var name = borrowed(upstream orelse return fail(err, relay_expected, .{}));
+    var operation = borrowed(method orelse return fail(err, relay_expected, .{}));
+    var bytes_in = c.handler_list_u8_t{ .ptr = @constCast(params.ptr), .len = params.len };
+    var error_out: c.arrpc_handler_upstream_call_error_t = undefined;
+    if (c.arrpc_handler_upstream_call(&name, &operation, &bytes_in, ret, &error_out)) return true;
+    defer c.arrpc_handler_upstream_call_error_free(&error_out);
+    const why, const detail = switch (error_out.tag) {
+        c.ARRPC_HANDLER_UPSTREAM_CALL_ERROR_DENIED => .{ "denied", error_out.val.denied },
+        c.ARRPC_HANDLER_UPSTREAM_CALL_ERROR_NOT_RUN => .{ "not-run", error_out.val.not_run },
+        c.ARRPC_HANDLER_UPSTREAM_CALL_ERROR_MAY_HAVE_RUN => .{ "may-have-run", error_out.val.may_have_run },
+        c.ARRPC_HANDLER_UPSTREAM_CALL_ERROR_REMOTE => .{ "remote", error_out.val.remote },
+        else => return fail(err, "relay: timed-out", .{}),
+    };
+    return fail(err, "relay: {s}: {s}", .{ why, bytes(detail.ptr, detail.len) });
+}
+
+/// A string of the payload, borrowed for an import's argument.
+fn borrowed(s: []const u8) c.handler_string_t {
+    return .{ .ptr = @constCast(s.ptr), .len = s.len };
+}
+
 export fn exports_handler_handle(
     ctx: *c.handler_context_t,
     payload: *c.handler_list_u8_t,
@@ -390,10 +456,12 @@ export fn exports_handler_handle(
         ok = sum(bytes(payload.ptr, payload.len), ret, err);
     } else if (std.mem.endsWith(u8, name, "caller")) {
         ok = whoCalled(ret, err);
+    } else if (std.mem.endsWith(u8, name, "relay")) {
+        ok = relay(bytes(payload.ptr, payload.len), ret, err);
     } else {
         // stderr goes to the host's log, tagged with handler and request id.
         std.io.getStdErr().writer().print("no operation for the name {s}\n", .{name}) catch {};
-        ok = fail(err, "{s}: serve this component under a name ending in echo, sum or caller", .{name});
+        ok = fail(err, "{s}: serve this component under a name ending in echo, sum, caller or relay", .{name});
     }
     c.handler_list_u8_free(payload);
     c.handler_context_free(ctx);

@@ -5,8 +5,9 @@
 //! The binary carries everything a skeleton needs beyond its language's
 //! toolchain, so `new` works in any folder, checkout or not: every skeleton
 //! gets its own copy of `wit/handler.wit`, the Rust one a copy of the Rust
-//! SDK (`arrpc-handler`), the JavaScript one the example's `console.js` and
-//! the WASI streams it writes to, the C and Zig ones the committed C
+//! SDK (`arrpc-handler`), the JavaScript one the example's `console.js`
+//! (with the `utf8.js` it encodes with) and the WASI streams it writes to,
+//! the C and Zig ones the committed C
 //! bindings and the WASI preview1 adapter. A skeleton builds wherever it is
 //! moved. Paths in the printed entry are relative to the current folder,
 //! where `arrpc.toml` is expected to live.
@@ -137,6 +138,7 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
                 "console.js",
                 include_str!("../../handlers/js-example/console.js"),
             ),
+            ("utf8.js", include_str!("../../handlers/js-example/utf8.js")),
             ("build.mjs", include_str!("templates/js/build.mjs")),
             ("package.json", include_str!("templates/js/package.json")),
             ("build.sh", include_str!("templates/js/build.sh")),

@@ -11,6 +11,11 @@
  * (an `arrpc_handler_client_identity_t`: `spiffe_id`, an option, and
  * `dns_names`; free it with `arrpc_handler_client_identity_free`);
  * `arrpc_handler_client_peer(&address)` gives the client's address.
+ * Another arrpc service, listed in the handler's `upstreams`:
+ * `arrpc_handler_upstream_call(&upstream, &method, &params, &result, &error)`
+ * returns true with the result's MessagePack bytes (malloc'd, yours), or
+ * false with `error` (its `tag` says whether the call may have run; free it
+ * with `arrpc_handler_upstream_call_error_free`).
  */
 
 #include "handler.h"

@@ -8,7 +8,12 @@ an error; print() goes to the host's log. Who sent the message, the
 handler asks the host (`from wit_world.imports import client`):
 `client.caller()` is who called when the host verified a client
 certificate (`.spiffe_id`, a str or None, and `.dns_names`), None
-otherwise; `client.peer()` is the client's address.
+otherwise; `client.peer()` is the client's address. Another arrpc service,
+listed in the handler's `upstreams` (`from wit_world.imports import
+upstream`): `upstream.call(name, method, params)` sends MessagePack params
+and returns the result's bytes, or raises wit_world.Err whose value says
+whether the call may have run. HTTP requests: handlers/python-example shows
+the world and build flags they need.
 """
 
 import wit_world

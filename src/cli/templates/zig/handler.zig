@@ -11,6 +11,11 @@
 //! option, and `dns_names`; free it with
 //! `c.arrpc_handler_client_identity_free`);
 //! `c.arrpc_handler_client_peer(&address)` gives the client's address.
+//! Another arrpc service, listed in the handler's `upstreams`:
+//! `c.arrpc_handler_upstream_call(&upstream, &method, &params, &result,
+//! &error)` returns true with the result's MessagePack bytes (malloc'd,
+//! yours), or false with `error` (its `tag` says whether the call may have
+//! run; free it with `c.arrpc_handler_upstream_call_error_free`).
 //! The bindings in gen/ are the C ones for wit/handler.wit.
 
 const c = @cImport(@cInclude("handler.h"));
