@@ -23,11 +23,16 @@ fn handler_errors_come_back_typed() {
 #[test]
 fn a_slow_reply_times_out_and_does_not_answer_the_next_request() {
     let gate = Gate::new();
+    // The client gives up first: the host would end the call at its own
+    // timeout.
     let host = misbehave_host(|h| HandlerConfig {
         dirs: vec![gate.grant()],
+        timeout: Duration::from_secs(60),
         ..h
     });
-    let mut client = client(&host, Duration::from_millis(300));
+    // The timeout also bounds the next request, which reconnects first:
+    // long enough for that on a busy machine.
+    let mut client = client(&host, Duration::from_secs(5));
     let outcome = client.send::<_, String>(&Gate::wait("late"));
     assert!(matches!(outcome, Err(Error::Timeout { .. })), "{outcome:?}");
     // The late reply must not be taken as the next request's reply.

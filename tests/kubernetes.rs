@@ -9,9 +9,9 @@ mod common;
 
 use std::net::TcpStream;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::admin::{admin_of, get, scrape, value};
+use common::admin::{admin_of, scrape};
 use common::certs::{self, Ca, CertFiles};
 use common::kubelet::AtomicWriter;
 use common::*;
@@ -110,19 +110,11 @@ fn served_subject(host: &Host, ca: &Path) -> String {
 /// Waits until new handshakes get the certificate issued to `name`.
 fn wait_for_subject(host: &Host, ca: &Path, name: &str) {
     let want = format!("CN={name}");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let served = served_subject(host, ca);
-        if served == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "new handshakes still get {served}, not {want}; log:\n{}",
-            host.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        host.with_log(&format!("new handshakes getting {want}")),
+        Duration::from_secs(15),
+        || served_subject(host, ca) == want,
+    );
 }
 
 /// The files of a TLS Secret as cert-manager fills it.
@@ -178,40 +170,33 @@ fn three_rotations_reach_new_handshakes_while_an_old_connection_works() {
         wait_for_subject(&host, &ca_file, generation);
         certs::echo_byte(&mut old, 2);
     }
-    assert_eq!(
-        host.log().matches("TLS files reloaded").count(),
-        3,
-        "{}",
-        host.log()
-    );
+    // Each reload is logged a moment after new handshakes get it.
+    let log = host.wait_for_log_count("TLS files reloaded", 3);
+    assert_eq!(log.matches("TLS files reloaded").count(), 3, "{log}");
     assert!(
-        host.log()
-            .contains("identity=CN=gen4 [DNS:localhost, IP:127.0.0.1] until "),
-        "{}",
-        host.log()
+        log.contains("identity=CN=gen4 [DNS:localhost, IP:127.0.0.1] until "),
+        "{log}"
     );
 
     let metrics = scrape(admin);
     assert_eq!(
-        value(&metrics, "arrpc_tls_reloads_total", &[("result", "ok")]),
-        Some(3.0)
+        metrics.value("arrpc_tls_reloads_total", &[("result", "ok")]),
+        3.0
     );
-    // Read from the text: the parser splits label values at `=`.
-    let (_, text) = get(admin, "/metrics");
-    let series =
-        "arrpc_tls_certificate_expiry_timestamp_seconds{role=\"cert\",subject=\"CN=gen4\"} ";
-    let expiry = text
-        .lines()
-        .find_map(|line| line.strip_prefix(series))
-        .unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    let expiry = |subject: &str| {
+        metrics.value(
+            "arrpc_tls_certificate_expiry_timestamp_seconds",
+            &[("role", "cert"), ("subject", subject)],
+        )
+    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    assert!(expiry.parse::<f64>().unwrap() > now, "{expiry}");
+    assert!(expiry("CN=gen4") > now, "{metrics}");
     assert!(
-        !text.contains("CN=gen1"),
-        "the first certificate's series is retired:\n{text}"
+        !metrics.to_string().contains("CN=gen1"),
+        "the first certificate's series is retired:\n{metrics}"
     );
 }
 
@@ -248,13 +233,10 @@ fn a_rotation_that_does_not_load_leaves_the_old_certificate_serving() {
         log.contains(&format!("{}", volume.path("tls.key").display())),
         "{log}"
     );
+    let metrics = scrape(admin);
     assert!(
-        value(
-            &scrape(admin),
-            "arrpc_tls_reloads_total",
-            &[("result", "failed")]
-        )
-        .is_some_and(|n| n >= 2.0)
+        metrics.value("arrpc_tls_reloads_total", &[("result", "failed")]) >= 2.0,
+        "{metrics}"
     );
 
     project(
@@ -305,7 +287,20 @@ fn sighup_and_the_periodic_check_find_changes_the_watcher_missed() {
 
     let (signalled, cert_link, key_link) = start("hup", "1h");
     rewrite(&cert_link, &key_link, "hup2");
-    std::thread::sleep(Duration::from_secs(1));
+    // The host acts on file events in order: once it serves a handler added
+    // to its config after the rewrite, it has acted on any event the
+    // rewrite made.
+    let config = std::fs::read_to_string(&signalled.config.path).unwrap();
+    std::fs::write(
+        &signalled.config.path,
+        format!("{config}{}", handler("marker", "echo", "")),
+    )
+    .unwrap();
+    wait_until(
+        signalled.with_log("the config edit applied"),
+        Duration::from_secs(15),
+        || rpc_error_on(&mut tls_connection(&signalled, &ca.cert), "marker").is_nil(),
+    );
     assert_eq!(
         served_subject(&signalled, &ca.cert),
         "CN=hup1",
@@ -344,33 +339,22 @@ fn two_configmap_swaps_of_the_config_both_apply() {
 
     let both = format!("[server]\ndefault_handler = \"echo\"\n{echo}{sum}");
     volume.write(&[("arrpc.toml", both.as_bytes())]);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !rpc_call(&host, "sum", &params).0.is_nil() {
-        assert!(
-            Instant::now() < deadline,
-            "the first swap never applied:\n{}",
-            host.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        host.with_log("the first swap applied"),
+        Duration::from_secs(15),
+        || rpc_call(&host, "sum", &params).0.is_nil(),
+    );
 
     volume.write(&[("arrpc.toml", sum.as_bytes())]);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while rpc_call(&host, "echo", &params).0.is_nil() {
-        assert!(
-            Instant::now() < deadline,
-            "the second swap never applied:\n{}",
-            host.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(rpc_call(&host, "sum", &params).0.is_nil());
-    assert_eq!(
-        host.log().matches("config reloaded").count(),
-        2,
-        "{}",
-        host.log()
+    wait_until(
+        host.with_log("the second swap applied"),
+        Duration::from_secs(15),
+        || !rpc_call(&host, "echo", &params).0.is_nil(),
     );
+    assert!(rpc_call(&host, "sum", &params).0.is_nil());
+    // One reload for each swap, logged a moment after it applies.
+    let log = host.wait_for_log_count("config reloaded", 2);
+    assert_eq!(log.matches("config reloaded").count(), 2, "{log}");
 }
 
 /// A long-lived client whose certificate, key and CA file come from a

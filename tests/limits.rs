@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrpc_host::config::{DirGrant, HandlerConfig};
 use common::*;
@@ -94,11 +94,9 @@ fn a_well_behaved_handler_keeps_answering_while_others_misbehave_under_load() {
     })
     .collect();
     // Once every attacker is under way, echo answers while they go on.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while started.load(Ordering::Relaxed) < attackers.len() {
-        assert!(Instant::now() < deadline, "the attackers never got going");
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("every attacker under way", Duration::from_secs(120), || {
+        started.load(Ordering::Relaxed) == attackers.len()
+    });
     let mut wire = host.connect();
     for i in 0..20 {
         let text = format!("still here {i}");

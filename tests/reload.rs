@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use arrpc_host::config::{Config, HandlerConfig};
+use arrpc_host::config::HandlerConfig;
 use common::*;
 use rmpv::Value;
 
@@ -23,9 +23,10 @@ enum Version {
     Sum,
 }
 
-fn version_of(reply: &[u8]) -> Option<Version> {
-    match decode(reply) {
-        Value::Array(_) if reply == probe() => Some(Version::Echo),
+/// Which component answered [`probe`] with `reply`.
+fn version_of(reply: &Value) -> Option<Version> {
+    match reply {
+        Value::Array(items) if items[..] == [Value::from(1), Value::from(2)] => Some(Version::Echo),
         Value::Map(entries)
             if entries
                 .iter()
@@ -37,14 +38,15 @@ fn version_of(reply: &[u8]) -> Option<Version> {
     }
 }
 
-/// Writes a config serving `handler` alone to `config`'s file, where its
-/// relative paths start.
-fn write_handler(config: &TestConfig, handler: HandlerConfig) {
-    let text = toml::to_string(&Config {
-        handlers: vec![handler],
-        ..Config::default()
-    })
-    .unwrap();
+/// Which component a fresh connection's bare message reaches.
+fn served(host: &Host) -> Option<Version> {
+    version_of(&decode(&host.connect().call(&probe())))
+}
+
+/// Writes a config serving `handlers` (the first the default one) to
+/// `config`'s file, where their relative paths start.
+fn write_handlers(config: &TestConfig, handlers: Vec<HandlerConfig>) {
+    let text = toml::to_string(&serving(handlers)).unwrap();
     std::fs::write(&config.path, text).unwrap();
 }
 
@@ -54,31 +56,26 @@ fn swappable_host(first: &str) -> (Host, PathBuf) {
     let config = write_config("");
     let module = config.dir.path().join("h.wasm");
     std::fs::copy(component(first), &module).unwrap();
-    write_handler(
+    write_handlers(
         &config,
-        HandlerConfig {
+        vec![HandlerConfig {
             max_instances: 500,
             ..HandlerConfig::new("h", "h.wasm")
-        },
+        }],
     );
     (Host::start_with(config, &[]), module)
 }
 
-/// Waits until a fresh connection is answered by `want`.
+/// Waits until a fresh connection is answered by `want`; how long that
+/// took.
 fn wait_for_version(host: &Host, want: Version) -> Duration {
     let started = Instant::now();
-    loop {
-        let reply = host.connect().call(&probe());
-        if version_of(&reply) == Some(want) {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "{want:?} never served:\n{}",
-            host.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        host.with_log(&format!("{want:?} served")),
+        Duration::from_secs(15),
+        || served(host) == Some(want),
+    );
+    started.elapsed()
 }
 
 #[test]
@@ -97,8 +94,9 @@ fn twenty_swaps_under_pipelined_load_fail_no_request() {
                     wire.write(&batch);
                     for _ in 0..8 {
                         let reply = wire.read().expect("connection stays open");
+                        let reply = decode(&reply);
                         if version_of(&reply).is_none() {
-                            failures.push(decode(&reply));
+                            failures.push(reply);
                         }
                         answered.fetch_add(1, Ordering::Relaxed);
                     }
@@ -125,8 +123,8 @@ fn twenty_swaps_under_pipelined_load_fail_no_request() {
         "failed replies during swaps: {failures:?}"
     );
     assert!(answered.load(Ordering::Relaxed) > 100);
-    let log = host.log();
-    assert!(log.matches("swapped handler").count() >= 20, "{log}");
+    // Every swap is logged, a moment after it serves.
+    let log = host.wait_for_log_count("swapped handler", 20);
     let swap_line = log.lines().find(|l| l.contains("swapped handler")).unwrap();
     assert!(
         swap_line.contains("old_sha256=")
@@ -143,45 +141,23 @@ fn twenty_swaps_under_pipelined_load_fail_no_request() {
 #[test]
 fn broken_and_truncated_modules_never_replace_the_working_one() {
     let (host, module) = swappable_host("echo");
-    assert_eq!(
-        version_of(&host.connect().call(&probe())),
-        Some(Version::Echo)
-    );
+    assert_eq!(served(&host), Some(Version::Echo));
 
     std::fs::write(&module, b"\0asm this is not a component").unwrap();
     host.wait_for_log("module change not applied");
-    assert_eq!(
-        version_of(&host.connect().call(&probe())),
-        Some(Version::Echo)
-    );
+    assert_eq!(served(&host), Some(Version::Echo));
 
     let sum = std::fs::read(component("sum")).unwrap();
     std::fs::write(&module, &sum[..sum.len() / 2]).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while host.log().matches("module change not applied").count() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "truncated module not reported:\n{}",
-            host.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(
-        version_of(&host.connect().call(&probe())),
-        Some(Version::Echo)
-    );
+    host.wait_for_log_count("module change not applied", 2);
+    assert_eq!(served(&host), Some(Version::Echo));
 
     std::fs::write(&module, &sum).unwrap();
     wait_for_version(&host, Version::Sum);
 }
 
-fn wait_until(host: &Host, what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what}:\n{}", host.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+/// How long a reload may take to show.
+const RELOADED: Duration = Duration::from_secs(15);
 
 #[test]
 fn config_reload_adds_removes_and_refuses_invalid_changes() {
@@ -202,10 +178,10 @@ fn config_reload_adds_removes_and_refuses_invalid_changes() {
 
     // Add a handler.
     std::fs::write(&path, format!("{base}{}", handler("sum", "sum", ""))).unwrap();
-    wait_until(&host, "sum was never added", || {
+    wait_until(host.with_log("sum added"), RELOADED, || {
         rpc_call(&host, "sum", &numbers).0.is_nil()
     });
-    assert!(host.log().contains("handler added"));
+    host.wait_for_log("handler added");
 
     // An invalid config changes nothing.
     std::fs::write(
@@ -219,13 +195,13 @@ fn config_reload_adds_removes_and_refuses_invalid_changes() {
 
     // Remove it again: later requests get a clear error.
     std::fs::write(&path, &base).unwrap();
-    wait_until(&host, "sum was never removed", || {
+    wait_until(host.with_log("sum removed"), RELOADED, || {
         rpc_call(&host, "sum", &numbers)
             .0
             .as_str()
             .is_some_and(|e| e.contains("no handler is named `sum`"))
     });
-    assert!(host.log().contains("handler removed"));
+    host.wait_for_log("handler removed");
 }
 
 #[test]
@@ -260,51 +236,48 @@ fn watch_mode_rebuilds_when_sources_change_and_swaps_the_result() {
     let dir = config.dir.path().to_path_buf();
     std::fs::create_dir(dir.join("src")).unwrap();
     std::fs::write(dir.join("src/which"), component("echo").to_str().unwrap()).unwrap();
-    write_handler(
+    write_handlers(
         &config,
-        HandlerConfig {
+        vec![HandlerConfig {
             build: Some(r#"cp "$(cat src/which)" h.wasm"#.into()),
             sources: vec!["src".into()],
             ..HandlerConfig::new("h", "h.wasm")
-        },
+        }],
     );
     let host = Host::start_with(config, &["--watch"]);
-    assert_eq!(
-        version_of(&host.connect().call(&probe())),
-        Some(Version::Echo)
-    );
+    assert_eq!(served(&host), Some(Version::Echo));
     write_atomically(&dir.join("src/which"), component("sum").to_str().unwrap());
     wait_for_version(&host, Version::Sum);
-    assert!(host.log().contains("sources changed: building"));
+    host.wait_for_log("sources changed: building");
 }
 
 /// A `--watch` host whose build reads its sources (`src`), then counts its
 /// runs in `builds` (outside the sources), takes `pause` seconds, fails if
 /// `src/which` said "broken" when it was read, and otherwise copies the
-/// component `src/which` named then to `module`. Returns the host and its
-/// config folder.
+/// component `src/which` named then to `module`. Beside `h`, the handler
+/// built, it serves `marker` from `marker.wasm` for [`settle`]. Returns the
+/// host and its config folder.
 fn counting_watch_host(module: &str, pause: u32) -> (Host, PathBuf) {
     let config = write_config("");
     let dir = config.dir.path().to_path_buf();
     std::fs::create_dir(dir.join("src")).unwrap();
     std::fs::write(dir.join("src/which"), component("echo").to_str().unwrap()).unwrap();
-    write_handler(
+    std::fs::copy(component("echo"), dir.join("marker.wasm")).unwrap();
+    write_handlers(
         &config,
-        HandlerConfig {
-            sources: vec!["src".into()],
-            build: Some(format!(
-                "cat src/* > /dev/null; which=$(cat src/which); echo run >> builds; \
-                 sleep {pause}; if [ \"$which\" = broken ]; then exit 1; fi; cp \"$which\" {module}"
-            )),
-            ..HandlerConfig::new("h", module)
-        },
+        vec![
+            HandlerConfig {
+                sources: vec!["src".into()],
+                build: Some(format!(
+                    "cat src/* > /dev/null; which=$(cat src/which); echo run >> builds; \
+                     sleep {pause}; if [ \"$which\" = broken ]; then exit 1; fi; cp \"$which\" {module}"
+                )),
+                ..HandlerConfig::new("h", module)
+            },
+            HandlerConfig::new("marker", "marker.wasm"),
+        ],
     );
-    let host = Host::start_with_env(
-        config,
-        &["--watch"],
-        &[("RUST_LOG", "info,arrpc_host::reload=debug")],
-    );
-    (host, dir)
+    (Host::start_with(config, &["--watch"]), dir)
 }
 
 /// How often the build of a [`counting_watch_host`] has run.
@@ -312,36 +285,54 @@ fn builds(dir: &Path) -> usize {
     std::fs::read_to_string(dir.join("builds")).map_or(0, |s| s.lines().count())
 }
 
+/// Waits until the [`counting_watch_host`] in `dir` has acted on every
+/// file change made so far, by swapping its `marker` handler's module and
+/// waiting until the new one serves. The host acts on changes one batch at
+/// a time, in order, and on `h` before `marker` within a batch: once the
+/// marker has swapped, whatever an earlier change set off (a build, or a
+/// build retriggering itself) has run. So "nothing more happened" is
+/// checked without guessing how long to wait for it.
+fn settle(host: &Host, dir: &Path) {
+    let marker = || version_of(&rpc_call(host, "marker", &decode(&probe())).1);
+    let next = match marker() {
+        Some(Version::Echo) => Version::Sum,
+        _ => Version::Echo,
+    };
+    let name = match next {
+        Version::Echo => "echo",
+        Version::Sum => "sum",
+    };
+    write_atomically(
+        &dir.join("marker.wasm"),
+        std::fs::read(component(name)).unwrap(),
+    );
+    wait_until(
+        host.with_log(&format!("the marker serving {next:?}")),
+        RELOADED,
+        || marker() == Some(next),
+    );
+}
+
 const BUILD_FAILED: &str = "build failed; still serving the last good version";
 
 #[test]
 fn watch_mode_builds_a_broken_edit_once_and_its_fix_once() {
     let (host, dir) = counting_watch_host("h.wasm", 0);
-    assert_eq!(
-        version_of(&host.connect().call(&probe())),
-        Some(Version::Echo)
-    );
+    assert_eq!(served(&host), Some(Version::Echo));
     let at_start = builds(&dir);
     assert_eq!(at_start, 1, "the module was missing, so built at start");
 
     std::fs::write(dir.join("src/which"), "broken").unwrap();
     host.wait_for_log(BUILD_FAILED);
-    // Ten quiet periods: a build that retriggers itself shows by now.
-    std::thread::sleep(Duration::from_secs(3));
-    let log = host.log();
-    assert_eq!(builds(&dir), at_start + 1, "{log}");
-    assert_eq!(log.matches(BUILD_FAILED).count(), 1, "{log}");
-    assert_eq!(
-        version_of(&host.connect().call(&probe())),
-        Some(Version::Echo)
-    );
+    // A build that retriggers itself would have run by now.
+    settle(&host, &dir);
+    assert_eq!(builds(&dir), at_start + 1, "{}", host.log());
+    assert_eq!(served(&host), Some(Version::Echo));
 
     write_atomically(&dir.join("src/which"), component("sum").to_str().unwrap());
     wait_for_version(&host, Version::Sum);
-    std::thread::sleep(Duration::from_secs(2));
-    let log = host.log();
-    assert_eq!(builds(&dir), at_start + 2, "{log}");
-    assert_eq!(log.matches(BUILD_FAILED).count(), 1, "{log}");
+    settle(&host, &dir);
+    assert_eq!(builds(&dir), at_start + 2, "{}", host.log());
 }
 
 #[test]
@@ -349,31 +340,20 @@ fn watch_mode_does_not_rebuild_for_a_touch_or_identical_bytes() {
     let (host, dir) = counting_watch_host("h.wasm", 0);
     let which = dir.join("src/which");
     let at_start = builds(&dir);
-    let skipped = || host.log().matches("sources unchanged").count();
-    // Waits until the host has either skipped the change or started a build.
-    let settled = |skips_before: usize| {
-        wait_until(&host, "the change was never noticed", || {
-            skipped() > skips_before || builds(&dir) > at_start
-        })
-    };
 
-    let before = skipped();
     std::fs::File::options()
         .write(true)
         .open(&which)
         .unwrap()
         .set_modified(SystemTime::now())
         .unwrap();
-    settled(before);
+    settle(&host, &dir);
     assert_eq!(builds(&dir), at_start, "touch rebuilt:\n{}", host.log());
 
-    let before = skipped();
     std::fs::write(&which, std::fs::read(&which).unwrap()).unwrap();
-    settled(before);
-    let before = skipped();
+    settle(&host, &dir);
     write_atomically(&which, component("echo").to_str().unwrap());
-    settled(before);
-    std::thread::sleep(Duration::from_secs(1));
+    settle(&host, &dir);
     assert_eq!(
         builds(&dir),
         at_start,
@@ -384,6 +364,7 @@ fn watch_mode_does_not_rebuild_for_a_touch_or_identical_bytes() {
     // A real edit still builds, once.
     write_atomically(&which, component("sum").to_str().unwrap());
     wait_for_version(&host, Version::Sum);
+    settle(&host, &dir);
     assert_eq!(builds(&dir), at_start + 1, "{}", host.log());
 }
 
@@ -394,14 +375,19 @@ fn watch_mode_builds_again_for_an_edit_made_during_a_build() {
     let which = dir.join("src/which");
 
     write_atomically(&which, component("sum").to_str().unwrap());
-    wait_until(&host, "the build never started", || builds(&dir) > at_start);
-    write_atomically(&which, component("echo").to_str().unwrap());
-    wait_until(&host, "the edit made during the build was lost", || {
-        builds(&dir) == at_start + 2
+    wait_until(host.with_log("the build started"), RELOADED, || {
+        builds(&dir) > at_start
     });
-    wait_for_version(&host, Version::Echo);
-    let log = host.wait_for_log("swapped handler");
-    assert_eq!(log.matches("swapped handler").count(), 2, "{log}");
+    write_atomically(&which, component("echo").to_str().unwrap());
+    wait_until(
+        host.with_log("a build for the edit made during the first"),
+        RELOADED,
+        || builds(&dir) == at_start + 2,
+    );
+    // Both builds have swapped in their module, the edit's last.
+    settle(&host, &dir);
+    assert_eq!(served(&host), Some(Version::Echo));
+    assert_eq!(builds(&dir), at_start + 2, "{}", host.log());
 }
 
 #[test]
@@ -410,30 +396,26 @@ fn watch_mode_does_not_rebuild_for_a_module_built_among_its_sources() {
     let at_start = builds(&dir);
     write_atomically(&dir.join("src/which"), component("sum").to_str().unwrap());
     wait_for_version(&host, Version::Sum);
-    // Ten quiet periods: a build that retriggers itself shows by now.
-    std::thread::sleep(Duration::from_secs(3));
+    // The module's own write among the sources would have set off a build
+    // by now.
+    settle(&host, &dir);
     assert_eq!(builds(&dir), at_start + 1, "{}", host.log());
 }
 
-fn write_atomically(path: &Path, text: &str) {
+/// Writes `path` as most tools do: in full beside it, then renamed over it.
+fn write_atomically(path: &Path, contents: impl AsRef<[u8]>) {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
+    std::fs::write(&tmp, contents).unwrap();
     std::fs::rename(tmp, path).unwrap();
 }
 
 #[test]
 fn a_deleted_module_file_leaves_the_last_version_serving() {
     let (host, module) = swappable_host("echo");
-    assert_eq!(
-        version_of(&host.connect().call(&probe())),
-        Some(Version::Echo)
-    );
+    assert_eq!(served(&host), Some(Version::Echo));
     std::fs::remove_file(&module).unwrap();
     host.wait_for_log("module file removed; still serving sha256");
-    assert_eq!(
-        version_of(&host.connect().call(&probe())),
-        Some(Version::Echo)
-    );
+    assert_eq!(served(&host), Some(Version::Echo));
     // The file written again is picked up as any change is.
     std::fs::copy(component("sum"), &module).unwrap();
     wait_for_version(&host, Version::Sum);

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrpc_host::config::{AuthConfig, Config, HandlerConfig, SecretSource, TelemetryConfig};
 use arrpc_wire::{rpc, trace};
@@ -26,17 +26,13 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use prometheus_parse::Scrape;
 use prost::Message as _;
 use rmpv::Value;
 
+const MESSAGES: &str = "arrpc_messages_total";
+
 fn messages(scrape: &Scrape, handler: &str, outcome: &str) -> f64 {
-    value(
-        scrape,
-        "arrpc_messages_total",
-        &[("handler", handler), ("outcome", outcome)],
-    )
-    .unwrap_or(0.0)
+    scrape.value(MESSAGES, &[("handler", handler), ("outcome", outcome)])
 }
 
 fn rpc_call(wire: &mut Wire, method: &str, command: &str) -> Value {
@@ -63,21 +59,20 @@ fn metrics_count_every_outcome_and_health_endpoints_answer() {
     assert_eq!(get(admin, "/nothing").0, 404);
 
     let before = scrape(admin);
-    assert_eq!(messages(&before, "echo", "ok"), 0.0);
-    assert_eq!(
-        value(&before, "arrpc_handlers_loaded", &[]),
-        Some(2.0),
-        "{before:?}"
+    // No message counted yet (the family shows with its first series).
+    assert!(
+        before.try_value(MESSAGES, &[]).is_none_or(|n| n == 0.0),
+        "{before}"
     );
-    assert_eq!(value(&before, "arrpc_listener_accepting", &[]), Some(1.0));
+    assert_eq!(before.value("arrpc_handlers_loaded", &[]), 2.0, "{before}");
+    assert_eq!(before.value("arrpc_listener_accepting", &[]), 1.0);
     let sha = sha256_of(&component("echo"));
     assert_eq!(
-        value(
-            &before,
+        before.value(
             "arrpc_handler_info",
             &[("handler", "echo"), ("sha256", &sha)]
         ),
-        Some(1.0)
+        1.0
     );
 
     let mut wire = host.connect();
@@ -107,34 +102,25 @@ fn metrics_count_every_outcome_and_health_endpoints_answer() {
     assert_eq!(messages(&after, "", "unknown_handler"), 1.0);
     assert_eq!(messages(&after, "", "malformed"), 2.0);
     assert_eq!(
-        value(&after, "arrpc_request_bytes_total", &[("handler", "echo")]),
-        Some(3.0 * hello.len() as f64)
+        after.value("arrpc_request_bytes_total", &[("handler", "echo")]),
+        3.0 * hello.len() as f64
     );
     assert_eq!(
-        value(&after, "arrpc_reply_bytes_total", &[("handler", "echo")]),
-        Some(3.0 * hello.len() as f64)
+        after.value("arrpc_reply_bytes_total", &[("handler", "echo")]),
+        3.0 * hello.len() as f64
     );
     assert_eq!(
-        value(
-            &after,
-            "arrpc_handler_seconds_count",
-            &[("handler", "misbehave")]
-        ),
-        Some(3.0)
+        after.value("arrpc_handler_seconds_count", &[("handler", "misbehave")]),
+        3.0
     );
     assert_eq!(
-        value(
-            &after,
-            "arrpc_message_queue_seconds_count",
-            &[("handler", "echo")]
-        ),
-        Some(3.0)
+        after.value("arrpc_message_queue_seconds_count", &[("handler", "echo")]),
+        3.0
     );
-    assert_eq!(value(&after, "arrpc_connections_total", &[]), Some(2.0));
-    assert_eq!(value(&after, "arrpc_messages_in_flight", &[]), Some(0.0));
+    assert_eq!(after.value("arrpc_connections_total", &[]), 2.0);
+    assert_eq!(after.value("arrpc_messages_in_flight", &[]), 0.0);
     // Peer addresses never become labels.
-    let (_, text) = get(admin, "/metrics");
-    assert!(!text.contains("127.0.0.1"), "{text}");
+    assert!(!after.to_string().contains("127.0.0.1"), "{after}");
 }
 
 /// An OTLP/HTTP trace receiver on an ephemeral port, keeping every span
@@ -236,23 +222,19 @@ impl Receiver {
     }
 
     fn wait_for(&self, name: &str, trace_id: &[u8]) -> (String, Span) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        let find = || {
             let spans = self.spans.lock().unwrap();
-            if let Some(found) = spans
+            spans
                 .iter()
                 .find(|(_, s)| s.name == name && s.trace_id == trace_id)
-            {
-                return found.clone();
-            }
-            let seen: Vec<_> = spans.iter().map(|(_, s)| s.name.clone()).collect();
-            drop(spans);
-            assert!(
-                Instant::now() < deadline,
-                "no span {name:?} arrived; got {seen:?}"
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
+                .cloned()
+        };
+        wait_until(
+            format!("a span {name:?} arriving"),
+            Duration::from_secs(20),
+            || find().is_some(),
+        );
+        find().unwrap()
     }
 }
 
@@ -515,14 +497,11 @@ fn sigterm_under_load_answers_every_accepted_message_then_exits_0() {
     host.signal("TERM");
     host.wait_for_log("stop signal: draining");
     // Not ready once draining has begun; still alive.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while get(admin, "/readyz").0 != 503 {
-        assert!(
-            Instant::now() < deadline,
-            "/readyz stayed ready while draining"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        "/readyz not ready while draining",
+        Duration::from_secs(10),
+        || get(admin, "/readyz").0 == 503,
+    );
     assert_eq!(get(admin, "/healthz").0, 200);
     assert!(
         std::net::TcpStream::connect(host.addr).is_err(),
@@ -541,7 +520,7 @@ fn sigterm_under_load_answers_every_accepted_message_then_exits_0() {
             "a message sent after the signal got {after:?}"
         );
     }
-    let exit = host.child().wait().unwrap();
+    let exit = host.wait_exit();
     assert!(exit.success(), "{exit}");
     let log = host.log();
     assert!(
@@ -645,35 +624,30 @@ fn client_metrics_count_latency_errors_and_retries() {
     let mut bare = arrpc_client::Client::new(refused);
     assert!(runtime.block_on(bare.send_raw(&[0x01])).is_err());
 
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let scrape = scrape_registry(&registry);
     assert_eq!(
-        value(
-            &scrape,
+        scrape.value(
             "arrpc_client_request_seconds_count",
             &[("method", "misbehave")]
         ),
-        Some(3.0),
-        "{text}"
+        3.0,
+        "{scrape}"
     );
     assert_eq!(
-        value(
-            &scrape,
+        scrape.value(
             "arrpc_client_errors_total",
             &[("method", "misbehave"), ("error", "rpc")]
         ),
-        Some(1.0)
+        1.0
     );
     assert_eq!(
-        value(
-            &scrape,
+        scrape.value(
             "arrpc_client_errors_total",
             &[("method", ""), ("error", "connect")]
         ),
-        Some(1.0)
+        1.0
     );
-    assert_eq!(value(&scrape, "arrpc_client_retries_total", &[]), Some(1.0));
+    assert_eq!(scrape.value("arrpc_client_retries_total", &[]), 1.0);
 }
 
 #[test]
@@ -727,7 +701,7 @@ fn the_admin_endpoint_stops_when_serving_does() {
     config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
     let (file, config) = in_process_config(config);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    let admin = runtime.block_on(async {
         let origin = Origin {
             path: &file.path,
             as_read: config.clone(),
@@ -739,15 +713,15 @@ fn the_admin_endpoint_stops_when_serving_does() {
             .await
             .expect("the admin endpoint accepts while serving");
         serving.run(async {}).await;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(admin).await.is_ok() {
-            assert!(
-                Instant::now() < deadline,
-                "the admin endpoint still accepts after serving stopped"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        admin
     });
+    // The runtime lives on, as an embedding program's does.
+    wait_until(
+        "the admin endpoint refusing connections once serving stopped",
+        Duration::from_secs(10),
+        || std::net::TcpStream::connect(admin).is_err(),
+    );
+    drop(runtime);
 }
 
 /// With `[server] perf_map`, the host writes `/tmp/perf-<pid>.map` as its

@@ -8,16 +8,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrpc_host::config::{Config, HandlerConfig, ServerConfig};
 use arrpc_host::host::{Origin, Serving};
 use arrpc_host::telemetry::Metrics;
-use prometheus_parse::Scrape;
 use tokio::sync::oneshot;
 
+use super::admin::Scrape;
 use super::{
-    Serves, TestConfig, admin, components, handler_config, misbehave_config, serving,
+    Serves, TestConfig, components, handler_config, misbehave_config, serving, wait_until,
     write_config_value,
 };
 
@@ -106,30 +106,24 @@ pub fn in_process_config(mut config: Config) -> (TestConfig, Config) {
 impl InProcessHost {
     /// The host's metrics now, as `/metrics` shows them.
     pub fn scrape(&self) -> Scrape {
-        admin::parse(&self.metrics.encode())
+        Scrape::parse(&self.metrics.encode())
     }
 
-    /// The sample `metric` with `labels` now; 0 when it has none yet.
+    /// The sample `metric` with `labels` now, as [`Scrape::value`] reads
+    /// it.
     pub fn metric(&self, metric: &str, labels: &[(&str, &str)]) -> f64 {
-        admin::value(&self.scrape(), metric, labels).unwrap_or(0.0)
+        self.scrape().value(metric, labels)
     }
 
     /// Waits (at most a minute) until the sample `metric` with `labels`
     /// reads `want`, e.g. `arrpc_messages_in_flight` once every message
     /// sent is running.
     pub fn wait_for_metric(&self, metric: &str, labels: &[(&str, &str)], want: f64) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let now = self.metric(metric, labels);
-            if now == want {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{metric} {labels:?} stayed at {now}, never {want}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until(
+            format!("{metric} {labels:?} reading {want}"),
+            Duration::from_secs(60),
+            || self.scrape().try_value(metric, labels) == Some(want),
+        );
     }
 
     /// Waits until `count` messages are running in handlers.

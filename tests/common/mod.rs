@@ -16,11 +16,13 @@ pub mod web;
 
 pub use configs::*;
 
+use std::fmt;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 // Not every test binary serves in process.
@@ -36,6 +38,22 @@ pub fn host_command() -> Command {
     let mut command = Command::new(HOST);
     command.env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"));
     command
+}
+
+/// Checks `condition` until it holds; fails the test, naming `what` it
+/// waited for, when it has not within `timeout`. Tests wait on a state
+/// (a metric, a reply, a file) this way instead of sleeping a guessed
+/// length, so a busy machine makes them slower, not wrong; `timeout` only
+/// bounds how long a broken host can hang one.
+pub fn wait_until(what: impl fmt::Display, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "never happened within {timeout:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Folder of the built handler components; builds them on first use.
@@ -165,6 +183,8 @@ pub struct Host {
     child: Child,
     pub addr: SocketAddr,
     log: Arc<Mutex<String>>,
+    /// The thread copying stderr into `log`, until the host exits.
+    reader: Option<JoinHandle<()>>,
     pub config: TestConfig,
 }
 
@@ -203,7 +223,7 @@ impl Host {
         let (tx, rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = line
                     .contains(" listening")
@@ -231,6 +251,7 @@ impl Host {
             child,
             addr,
             log,
+            reader: Some(reader),
             config,
         }
     }
@@ -247,18 +268,33 @@ impl Host {
 
     /// Waits (at most a minute) until `needle` has been logged `count` times.
     pub fn wait_for_log_count(&self, needle: &str, count: usize) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let log = self.log();
-            if log.matches(needle).count() >= count {
-                return log;
+        let what = format!("{needle:?} logged {count} times");
+        wait_until(self.with_log(&what), Duration::from_secs(60), || {
+            self.log().matches(needle).count() >= count
+        });
+        self.log()
+    }
+
+    /// `what` a test waits for, told with the host's log as it is when
+    /// told: for [`wait_until`], which tells it only on failure.
+    pub fn with_log<'a>(&'a self, what: &'a str) -> impl fmt::Display + 'a {
+        struct WithLog<'a>(&'a Host, &'a str);
+        impl fmt::Display for WithLog<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}; log:\n{}", self.1, self.0.log())
             }
-            assert!(
-                Instant::now() < deadline,
-                "log never showed {needle:?} {count} times:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
         }
+        WithLog(self, what)
+    }
+
+    /// Waits for the host to exit and for the last of its stderr to reach
+    /// [`Host::log`], so that a test may check what the log never says.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let status = self.child.wait().expect("waiting for arrpc-host");
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("the log reader");
+        }
+        status
     }
 
     pub fn pid(&self) -> u32 {

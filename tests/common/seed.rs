@@ -6,7 +6,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::wait_until;
 
 fn scripts() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python")
@@ -80,14 +82,12 @@ impl SeedServer {
             .spawn()
             .expect("starting the seed server");
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(addr).is_err() {
+        wait_until("the seed server listening", Duration::from_secs(30), || {
             if let Some(status) = child.try_wait().unwrap() {
                 panic!("seed server exited before listening: {status}");
             }
-            assert!(Instant::now() < deadline, "seed server never listened");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            TcpStream::connect(addr).is_ok()
+        });
         SeedServer { child, addr }
     }
 }
