@@ -199,26 +199,20 @@ impl Receiver {
     /// Waits until a span named `name` in `trace_id` has arrived.
     /// Waits until `count` spans named `name` of the trace have arrived.
     fn wait_for_count(&self, name: &str, trace_id: &[u8], count: usize) -> Vec<Span> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let found: Vec<Span> = self
-                .spans
-                .lock()
-                .unwrap()
+        let found = || -> Vec<Span> {
+            let spans = self.spans.lock().unwrap();
+            spans
                 .iter()
                 .filter(|(_, s)| s.name == name && s.trace_id == trace_id)
                 .map(|(_, s)| s.clone())
-                .collect();
-            if found.len() >= count {
-                return found;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} of {count} spans {name:?} arrived",
-                found.len()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
+                .collect()
+        };
+        wait_until(
+            format!("{count} spans {name:?} arriving"),
+            Duration::from_secs(20),
+            || found().len() >= count,
+        );
+        found()
     }
 
     fn wait_for(&self, name: &str, trace_id: &[u8]) -> (String, Span) {
