@@ -90,10 +90,18 @@ fn send_fails_with_one_line_and_nonzero_exit() {
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 
+/// `check` prints each handler with its module and the module's sha256,
+/// and listens on nothing: the message and admin ports it names are held
+/// by this test, and it still succeeds.
 #[test]
 fn check_loads_every_handler_without_listening() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let config = write_config(&format!(
-        "[server]\ndefault_handler = \"echo\"\n{}{}",
+        "[server]\nlisten = \"{}\"\ndefault_handler = \"echo\"\n\
+         [admin]\nlisten = \"{}\"\n{}{}",
+        taken.local_addr().unwrap(),
+        admin.local_addr().unwrap(),
         handler("echo", "echo", ""),
         handler("sum", "sum", "")
     ));
@@ -101,11 +109,20 @@ fn check_loads_every_handler_without_listening() {
     let out = run(&["check", "--config", config.path.to_str().unwrap()], b"");
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(
-        text.contains("ok  echo") && text.contains("ok  sum"),
-        "{text}"
-    );
-    assert!(text.contains("2 handler(s) ok"), "{text}");
+    for name in ["echo", "sum"] {
+        let module = component(name);
+        let line = format!(
+            "ok  {name}  {}  sha256:{}",
+            module.display(),
+            sha256_of(&module)
+        );
+        assert!(
+            text.lines().any(|l| l == line),
+            "no line {line:?} in\n{text}"
+        );
+    }
+    assert!(text.ends_with("2 handler(s) ok\n"), "{text}");
+    assert!(!stderr(&out).contains("listening"), "{}", stderr(&out));
 }
 
 #[test]

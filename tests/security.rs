@@ -488,29 +488,37 @@ fn send_pins_a_self_signed_certificate_and_refuses_tls_options_without_tls() {
     assert_eq!(String::from_utf8_lossy(&pinned.stdout), "\"hi\"\n");
     // A client certificate, or a choice of roots, needs TLS to be asked for;
     // a CA file leaves no roots to choose.
-    for stray in [
-        &[
-            "--tls-cert",
-            own.cert.to_str().unwrap(),
-            "--tls-key",
-            own.key.to_str().unwrap(),
-        ][..],
-        &["--tls-roots", "mozilla"],
-        &[
-            "--tls",
-            "--tls-ca",
-            own.cert.to_str().unwrap(),
-            "--tls-roots",
-            "mozilla",
-        ],
+    for (stray, says) in [
+        (
+            &[
+                "--tls-cert",
+                own.cert.to_str().unwrap(),
+                "--tls-key",
+                own.key.to_str().unwrap(),
+            ][..],
+            "required arguments were not provided:\n  <--tls|--tls-ca <F>>",
+        ),
+        (
+            &["--tls-roots", "mozilla"],
+            "required arguments were not provided:\n  --tls",
+        ),
+        (
+            &[
+                "--tls",
+                "--tls-ca",
+                own.cert.to_str().unwrap(),
+                "--tls-roots",
+                "mozilla",
+            ],
+            "'--tls-ca <F>' cannot be used with '--tls-roots <ROOTS>'",
+        ),
     ] {
         let out = send(stray);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{stray:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stray:?}: {stderr}");
+        // A usage error names what is missing or clashes, and sends nothing.
+        assert!(stderr.contains(says), "{stray:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{stray:?}");
     }
 }
 

@@ -40,11 +40,6 @@ fn rpc_call(wire: &mut Wire, method: &str, command: &str) -> Value {
     decode(&wire.call(&request))
 }
 
-fn sha256_of(path: &std::path::Path) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
-}
-
 #[test]
 fn metrics_count_every_outcome_and_health_endpoints_answer() {
     let (host, admin) = start_config_with_admin(&serving(vec![

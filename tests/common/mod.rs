@@ -97,6 +97,13 @@ pub fn run_sh_locked(lock: &Path, script: &Path, args: &[&Path], failure: &str) 
     run_sh(script, args, &[], failure);
 }
 
+/// The sha256 of a file, in lowercase hex, as the host logs and prints a
+/// module's.
+pub fn sha256_of(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
 pub fn component(name: &str) -> PathBuf {
     components().join(format!("{name}.wasm"))
 }
