@@ -332,14 +332,7 @@ impl HandlerConfig {
     /// Checks this handler on its own. Errors name the key;
     /// [`Config::validate`] puts which handler in front.
     pub fn validate(&self) -> Result<(), String> {
-        if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            return Err("name must be non-empty ASCII letters, digits, '-', '_' or '.'".into());
-        }
+        check_name(&self.name)?;
         if self.module.as_os_str().is_empty() {
             return Err("module is empty".into());
         }
@@ -392,6 +385,16 @@ impl HandlerConfig {
         }
         Ok(())
     }
+}
+
+/// Checks a handler's or upstream's `name`: what a client or a handler
+/// calls it by, so plain ASCII.
+fn check_name(name: &str) -> Result<(), String> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.is_empty() || !name.chars().all(plain) {
+        return Err("name must be non-empty ASCII letters, digits, '-', '_' or '.'".into());
+    }
+    Ok(())
 }
 
 /// A host directory preopened for a handler's guest.

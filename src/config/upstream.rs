@@ -103,14 +103,7 @@ impl UpstreamConfig {
     /// [`Config::validate`](super::Config::validate) puts which upstream in
     /// front.
     pub fn validate(&self) -> Result<(), String> {
-        if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            return Err("name must be non-empty ASCII letters, digits, '-', '_' or '.'".into());
-        }
+        super::check_name(&self.name)?;
         match (&self.address, &self.handler) {
             (Some(_), Some(_)) => {
                 return Err("give address or handler, not both".into());

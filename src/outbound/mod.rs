@@ -19,8 +19,6 @@ use std::time::Duration;
 
 use arrpc_client::tls::{Tls, Trust};
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolverConfig};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use wasmtime_wasi::sockets::SocketAddrUse;
 
 use crate::config::{
@@ -121,24 +119,12 @@ impl Outbound {
 
     /// A resolver asking `[outbound] resolver`, or the system's nameservers.
     fn resolver(&self) -> Result<TokioResolver, String> {
-        let mut builder = match self.config.resolver {
-            Some(server) => {
-                let mut nameserver = NameServerConfig::udp_and_tcp(server.ip());
-                for connection in &mut nameserver.connections {
-                    connection.port = server.port();
-                }
-                TokioResolver::builder_with_config(
-                    ResolverConfig::from_name_servers(vec![nameserver]),
-                    TokioRuntimeProvider::default(),
-                )
+        arrpc_client::balance::resolver(self.config.resolver).map_err(|e| {
+            match self.config.resolver {
+                Some(server) => format!("[outbound] resolver {server}: {e}"),
+                None => format!("[outbound] cannot use the system's DNS settings: {e}"),
             }
-            None => TokioResolver::builder_tokio()
-                .map_err(|e| format!("[outbound] cannot read the system's DNS settings: {e}"))?,
-        };
-        builder.options_mut().ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-        builder
-            .build()
-            .map_err(|e| format!("[outbound] cannot make a DNS resolver: {e}"))
+        })
     }
 }
 

@@ -106,7 +106,8 @@ fn forwarding(
             order.reverse();
         }
         for (addr, is_forwarded) in order {
-            let outcome = drive(rt, addr, point, timing, Exchange::plain(point.payload));
+            let exchange = Exchange::plain(point.payload);
+            let outcome = drive(rt, addr, point, timing, exchange, Arc::default());
             if let Some(failure) = outcome.failure {
                 bail!("forwarding bench: {failure}");
             }
@@ -166,16 +167,7 @@ fn pooling(
             request: request.clone(),
             reply: reply.clone(),
         };
-        let outcome = rt.block_on(load::drive(
-            &Server {
-                addr: host.addr,
-                transport: Transport::Tcp,
-            },
-            point,
-            timing,
-            exchange,
-            progress.clone(),
-        ));
+        let outcome = drive(rt, host.addr, point, timing, exchange, progress.clone());
         if let Some(failure) = outcome.failure {
             bail!("pooling bench: {failure}");
         }
@@ -200,23 +192,21 @@ fn pooling(
     Ok(per_100)
 }
 
+/// `point`'s load on the plain TCP server at `addr`, replies counted
+/// into `progress`.
 fn drive(
     rt: &Runtime,
     addr: SocketAddr,
     point: Point,
     timing: Timing,
     exchange: Exchange,
+    progress: Arc<Progress>,
 ) -> load::Outcome {
-    rt.block_on(load::drive(
-        &Server {
-            addr,
-            transport: Transport::Tcp,
-        },
-        point,
-        timing,
-        exchange,
-        Arc::new(Progress::default()),
-    ))
+    let server = Server {
+        addr,
+        transport: Transport::Tcp,
+    };
+    rt.block_on(load::drive(&server, point, timing, exchange, progress))
 }
 
 fn encode_map(pairs: &[(&str, rmpv::Value)]) -> Vec<u8> {

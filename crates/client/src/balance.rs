@@ -450,8 +450,12 @@ async fn resolve(
     }
 }
 
-/// A resolver asking `server`, or the system's nameservers without one.
-fn resolver(server: Option<SocketAddr>) -> Result<TokioResolver, hickory_resolver::net::NetError> {
+/// A resolver of A and AAAA records asking `server`, or the system's
+/// nameservers without one; `arrpc-host` resolves handlers' HTTP hosts
+/// with it too.
+pub fn resolver(
+    server: Option<SocketAddr>,
+) -> Result<TokioResolver, hickory_resolver::net::NetError> {
     let mut builder = match server {
         Some(server) => {
             let mut nameserver = NameServerConfig::udp_and_tcp(server.ip());
