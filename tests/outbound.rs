@@ -134,6 +134,56 @@ fn a_refused_request_is_logged_naming_the_handler_and_the_url() {
     );
 }
 
+/// A guest can make refused requests as fast as it likes: each is
+/// answered and counted, but their log lines stay within a budget, the
+/// lines held back counted in a later line's `suppressed`.
+#[test]
+fn a_flood_of_refused_requests_is_logged_within_a_budget() {
+    let host = Host::start_config(&net(&[], |h| h));
+    let mut wire = host.connect();
+    let request = encode(&get("http://api.example.com/"));
+    let flood = 100;
+    wire.write(&request.repeat(flood));
+    for _ in 0..flood {
+        let error = error_text(&wire.read().unwrap()).unwrap();
+        assert!(error.contains("HttpRequestDenied"), "{error}");
+    }
+    // The next window's first line says how many were held back.
+    std::thread::sleep(Duration::from_millis(1100));
+    refused_with(
+        &mut wire,
+        &get("http://api.example.com/"),
+        "HttpRequestDenied",
+    );
+    let tally = |log: &str| {
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("outbound HTTP request refused"))
+            .collect();
+        let suppressed: u64 = lines
+            .iter()
+            .map(|l| {
+                let n = l.split("suppressed=").nth(1).expect("every line counts");
+                n.split_whitespace().next().unwrap().parse::<u64>().unwrap()
+            })
+            .sum();
+        (lines.len() as u64, suppressed)
+    };
+    let refusals = flood as u64 + 1;
+    wait_until(
+        host.with_log("every refusal logged or counted"),
+        Duration::from_secs(10),
+        || {
+            let (lines, suppressed) = tally(&host.log());
+            lines + suppressed >= refusals
+        },
+    );
+    let (lines, suppressed) = tally(&host.log());
+    assert_eq!(lines + suppressed, refusals);
+    assert!(lines <= 40, "{lines} refusal lines logged");
+    assert!(suppressed > 0);
+}
+
 #[test]
 fn https_is_verified_against_the_configured_ca_and_refused_without_it() {
     let dir = tempfile::tempdir().unwrap();

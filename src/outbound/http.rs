@@ -253,7 +253,9 @@ impl HandlerOutbound {
 
     /// Logs and counts a request the allow list refuses.
     fn refuse(&self, url: &Uri, why: &'static str) -> Error {
-        tracing::warn!(handler = %self.name, url = %url, reason = why, "outbound HTTP request refused");
+        if let Some(suppressed) = self.refusals.admit() {
+            tracing::warn!(handler = %self.name, url = %url, reason = why, suppressed, "outbound HTTP request refused");
+        }
         self.shared
             .metrics
             .record(&self.name, "http", None, "denied", None);
@@ -265,12 +267,16 @@ impl HandlerOutbound {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
         while let Some(e) = source {
             if let Some(refused) = e.downcast_ref::<ConnectError>() {
-                tracing::warn!(handler = %self.name, url = %url, error = %refused, "outbound HTTP request failed");
+                if let Some(suppressed) = self.refusals.admit() {
+                    tracing::warn!(handler = %self.name, url = %url, error = %refused, suppressed, "outbound HTTP request failed");
+                }
                 return refused.code();
             }
             source = e.source();
         }
-        tracing::warn!(handler = %self.name, url = %url, error = %error, "outbound HTTP request failed");
+        if let Some(suppressed) = self.refusals.admit() {
+            tracing::warn!(handler = %self.name, url = %url, error = %error, suppressed, "outbound HTTP request failed");
+        }
         Error::HttpProtocolError
     }
 }

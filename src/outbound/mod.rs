@@ -24,6 +24,7 @@ use wasmtime_wasi::sockets::SocketAddrUse;
 use crate::config::{
     HandlerConfig, OutboundConfig, OutboundHost, OutboundScheme, Target, UpstreamConfig,
 };
+use crate::telemetry::LogThrottle;
 
 pub use http::HttpHooks;
 pub use metrics::OutboundMetrics;
@@ -90,6 +91,7 @@ impl Outbound {
         Ok(Arc::new(HandlerOutbound {
             name: config.name.as_str().into(),
             upstreams,
+            refusals: LogThrottle::new(),
             targets: entries.iter().map(|e| Arc::from(e.to_string())).collect(),
             tcp: has(OutboundScheme::Tcp),
             entries,
@@ -139,6 +141,9 @@ pub struct HandlerOutbound {
     http: Option<http::Client>,
     /// The upstreams it may call, by name.
     upstreams: HashMap<String, Arc<Upstream>>,
+    /// A guest can fail requests as fast as it can make them: their log
+    /// lines are throttled (the metrics count every one).
+    refusals: LogThrottle,
     shared: Arc<Outbound>,
 }
 
@@ -168,7 +173,9 @@ impl HandlerOutbound {
             } else {
                 format!("no upstream is named `{name}`")
             };
-            tracing::warn!(handler = %self.name, upstream = name, reason = %why, "upstream call refused");
+            if let Some(suppressed) = self.refusals.admit() {
+                tracing::warn!(handler = %self.name, upstream = name, reason = %why, suppressed, "upstream call refused");
+            }
             self.shared.metrics.record(&self.name, "arrpc", None, "denied", None);
             UpstreamError::Denied(why)
         })
@@ -228,7 +235,9 @@ impl HandlerOutbound {
         };
         let result = match refused {
             Some(why) => {
-                tracing::warn!(handler = %self.name, addr = %addr, reason = why, "outbound TCP connection refused");
+                if let Some(suppressed) = self.refusals.admit() {
+                    tracing::warn!(handler = %self.name, addr = %addr, reason = why, suppressed, "outbound TCP connection refused");
+                }
                 "denied"
             }
             None => "ok",
