@@ -15,15 +15,16 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use arrpc_client::{BlockingClient, ClientConfig, Error};
 use common::certs::{self, Ca};
 use common::toolchains::toolchain;
+use common::web::HttpServer;
 use common::*;
 use rmpv::Value;
 use serde::Deserialize;
@@ -435,85 +436,6 @@ fn zig_relay() {
     assert_relays("zig");
 }
 
-/// An HTTP/1.1 server on 127.0.0.1 that records each request, its head and
-/// body, and answers `/missing` with 404 and any other path with 200, a
-/// `text/plain` body naming the method and path, and an `x-served-by`
-/// header.
-struct HttpServer {
-    addr: SocketAddr,
-    requests: Arc<Mutex<Vec<String>>>,
-}
-
-impl HttpServer {
-    fn start() -> HttpServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let seen = requests.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { return };
-                let seen = seen.clone();
-                std::thread::spawn(move || serve_http(stream, &seen));
-            }
-        });
-        HttpServer { addr, requests }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// Every request so far: its head, a blank line, its body.
-    fn requests(&self) -> Vec<String> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-fn serve_http(stream: std::net::TcpStream, seen: &Mutex<Vec<String>>) {
-    let mut reader = BufReader::new(stream);
-    loop {
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) if line == "\r\n" => break,
-                Ok(_) => head.push_str(&line),
-            }
-        }
-        let length = head
-            .lines()
-            .find_map(|line| {
-                let (name, value) = line.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length")
-                    .then(|| value.trim().parse::<usize>().ok())?
-            })
-            .unwrap_or(0);
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        seen.lock()
-            .unwrap()
-            .push(format!("{head}\r\n{}", String::from_utf8_lossy(&body)));
-        let mut words = head.split_whitespace();
-        let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-        let (status, text) = match path {
-            "/missing" => ("404 Not Found", "nothing here".to_owned()),
-            _ => ("200 OK", format!("{method} {path}: héllo")),
-        };
-        let reply = format!(
-            "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\n\
-             x-served-by: languages test\r\ncontent-length: {}\r\n\r\n{text}",
-            text.len()
-        );
-        if reader.get_mut().write_all(reply.as_bytes()).is_err() {
-            return;
-        }
-    }
-}
-
 /// The example served as `<lang>-fetch`, allowed `http://<server>`, one
 /// instance serving message after message, as the entries `arrpc-host new`
 /// prints for Python and JavaScript have it.
@@ -535,7 +457,7 @@ fn response(status: u16, body: &str) -> Value {
             "headers",
             map(vec![
                 ("content-type", str_value("text/plain; charset=utf-8")),
-                ("x-served-by", str_value("languages test")),
+                ("x-served-by", str_value("arrpc tests")),
                 ("content-length", str_value(&body.len().to_string())),
             ]),
         ),
@@ -565,7 +487,7 @@ fn assert_fetches(lang: &str) {
     let host = serve_fetch(lang, &server);
     let get = |path: &str| {
         map(vec![
-            ("url", str_value(&server.url(path))),
+            ("url", str_value(&server.url("http", path))),
             ("headers", map(vec![("x-token", str_value("t1"))])),
         ])
     };
@@ -618,7 +540,7 @@ fn js_fetch_posts_a_body() {
     let server = HttpServer::start();
     let host = serve_fetch("js", &server);
     let post = map(vec![
-        ("url", str_value(&server.url("/orders"))),
+        ("url", str_value(&server.url("http", "/orders"))),
         ("method", str_value("post")),
         (
             "headers",

@@ -334,20 +334,7 @@ fn a_flood_of_bad_signatures_is_answered_in_full_but_logged_within_a_budget() {
     assert_eq!(error_text(&wire.call(&forged)), Some(auth_failed()));
     // Every refusal is either a line or counted in a later line's
     // `suppressed`; the log reader may lag a moment behind the replies.
-    let tally = |log: &str| {
-        let lines: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains("refusing message"))
-            .collect();
-        let suppressed: u64 = lines
-            .iter()
-            .map(|l| {
-                let n = l.split("suppressed=").nth(1).expect("every line counts");
-                n.split_whitespace().next().unwrap().parse::<u64>().unwrap()
-            })
-            .sum();
-        (lines.len() as u64, suppressed)
-    };
+    let tally = |log: &str| throttled_lines(log, "refusing message");
     let refusals = flood as u64 + 1;
     wait_until(
         host.with_log("every refusal logged or counted"),

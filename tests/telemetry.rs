@@ -829,7 +829,7 @@ fn outbound_requests_get_client_spans_the_callee_continues() {
         );
     }
     // The HTTP server was handed the client span as the parent.
-    let head = web.heads().pop().unwrap();
+    let head = web.requests().pop().unwrap();
     assert!(
         head.contains(&format!(
             "traceparent: 00-{trace_hex}-{}-01",

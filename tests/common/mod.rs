@@ -97,6 +97,20 @@ pub fn run_sh_locked(lock: &Path, script: &Path, args: &[&Path], failure: &str) 
     run_sh(script, args, &[], failure);
 }
 
+/// Of a log's throttled lines containing `needle`: how many were logged,
+/// and how many more their `suppressed=N` fields say were held back.
+pub fn throttled_lines(log: &str, needle: &str) -> (u64, u64) {
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(needle)).collect();
+    let suppressed: u64 = lines
+        .iter()
+        .map(|l| {
+            let n = l.split("suppressed=").nth(1).expect("every line counts");
+            n.split_whitespace().next().unwrap().parse::<u64>().unwrap()
+        })
+        .sum();
+    (lines.len() as u64, suppressed)
+}
+
 /// The sha256 of a file, in lowercase hex, as the host logs and prints a
 /// module's.
 pub fn sha256_of(path: &Path) -> String {

@@ -11,15 +11,20 @@ use std::time::Duration;
 use tokio_rustls::rustls;
 
 /// An HTTP/1.1 server on 127.0.0.1 that keeps connections alive, counts
-/// them, and records each request's head. Paths:
+/// them, and records each request: its head, a blank line, its body.
+/// Paths:
 /// - `/hello`: `hello`;
+/// - `/missing`: 404;
 /// - `/stall`: headers never come;
 /// - `/trickle`: headers and 2 of 10 body bytes, then nothing;
-/// - `/big/N`: N bytes.
+/// - `/big/N`: N bytes;
+/// - any other: a `text/plain` body naming the method and path.
+///
+/// Every answer has an `x-served-by` header.
 pub struct HttpServer {
     pub addr: SocketAddr,
     connections: Arc<AtomicUsize>,
-    heads: Arc<Mutex<Vec<String>>>,
+    requests: Arc<Mutex<Vec<String>>>,
 }
 
 impl HttpServer {
@@ -32,8 +37,8 @@ impl HttpServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
-        let heads = Arc::new(Mutex::new(Vec::new()));
-        let (count, seen) = (connections.clone(), heads.clone());
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (count, seen) = (connections.clone(), requests.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
@@ -51,7 +56,7 @@ impl HttpServer {
         HttpServer {
             addr,
             connections,
-            heads,
+            requests,
         }
     }
 
@@ -63,8 +68,9 @@ impl HttpServer {
         self.connections.load(Ordering::SeqCst)
     }
 
-    pub fn heads(&self) -> Vec<String> {
-        self.heads.lock().unwrap().clone()
+    /// Every request so far: its head, a blank line, its body.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
     }
 }
 
@@ -76,17 +82,29 @@ fn serve_http(stream: impl Read + Write, seen: &Mutex<Vec<String>>) {
             let mut line = String::new();
             match reader.read_line(&mut line) {
                 Ok(0) | Err(_) => return,
-                Ok(_) => {}
+                Ok(_) if line == "\r\n" => break,
+                Ok(_) => head.push_str(&line),
             }
-            if line == "\r\n" {
-                break;
-            }
-            head.push_str(&line);
         }
-        seen.lock().unwrap().push(head.clone());
-        let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+        let length = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())?
+            })
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        seen.lock()
+            .unwrap()
+            .push(format!("{head}\r\n{}", String::from_utf8_lossy(&body)));
+        let mut words = head.split_whitespace();
+        let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or("/"));
         let out = reader.get_mut();
-        let body = match path.as_str() {
+        let (status, body) = match path {
             "/stall" => {
                 std::thread::sleep(Duration::from_secs(30));
                 return;
@@ -97,10 +115,16 @@ fn serve_http(stream: impl Read + Write, seen: &Mutex<Vec<String>>) {
                 std::thread::sleep(Duration::from_secs(30));
                 return;
             }
-            big if big.starts_with("/big/") => vec![b'x'; big[5..].parse().unwrap()],
-            _ => b"hello".to_vec(),
+            "/hello" => ("200 OK", b"hello".to_vec()),
+            "/missing" => ("404 Not Found", b"nothing here".to_vec()),
+            big if big.starts_with("/big/") => ("200 OK", vec![b'x'; big[5..].parse().unwrap()]),
+            _ => ("200 OK", format!("{method} {path}: héllo").into_bytes()),
         };
-        let reply = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+        let reply = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\n\
+             x-served-by: arrpc tests\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
         if out.write_all(reply.as_bytes()).is_err()
             || out.write_all(&body).is_err()
             || out.flush().is_err()
