@@ -10,6 +10,8 @@
 //!   drivers define, checked here;
 //! - the objects are checked against each other and against the ConfigMap's
 //!   `arrpc.toml` (ports, grace period, mounts, identities);
+//! - the redis overlay passes the Secret's URL to the pod as `REDIS_URL`,
+//!   which its config's store reads;
 //! - the image's files are built by deploy/image/build.sh, the script the
 //!   Dockerfile runs, and the ConfigMap's config passes `arrpc-host check`
 //!   with that image's binary, handlers and warm compile cache. The config
@@ -32,7 +34,7 @@ use common::certs::{self, Ca};
 use common::kubelet::AtomicWriter;
 use serde_json::Value;
 
-const OVERLAYS: [&str; 3] = ["cert-manager", "csi-driver-spiffe", "spire"];
+const OVERLAYS: [&str; 4] = ["cert-manager", "csi-driver-spiffe", "spire", "redis"];
 const KUBERNETES_VERSION: &str = "1.33.0";
 /// The trust domain the manifests assume (cert-manager's `uris`, SPIRE's).
 const TRUST_DOMAIN: &str = "cluster.local";
@@ -532,6 +534,27 @@ fn manifests_agree_with_each_other_and_the_config() {
             "{}",
             at("no certificate source")
         );
+        // Each Redis store's URL variable is set from a Secret in the pod.
+        for store in config
+            .get("store")
+            .and_then(|s| s.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let Some(var) = store.get("redis").and_then(|r| r.get("env")) else {
+                continue;
+            };
+            let var = var.as_str().unwrap();
+            let env = pod.container["env"]
+                .as_array()
+                .and_then(|env| env.iter().find(|e| e["name"] == var))
+                .unwrap_or_else(|| panic!("{}", at(&format!("the pod does not set {var}"))));
+            assert!(
+                env["valueFrom"]["secretKeyRef"]["name"].is_string(),
+                "{}",
+                at(&format!("{var} does not come from a Secret"))
+            );
+        }
     }
 }
 
@@ -707,10 +730,18 @@ fn each_overlays_config_checks_with_the_images_files_and_warm_cache() {
         );
         let config = dir.path().join(format!("{overlay}.toml"));
         std::fs::write(&config, &text).unwrap();
-        let output = run(
-            image.join("opt/arrpc/bin/arrpc-host"),
-            &["check".as_ref(), "--config".as_ref(), config.as_os_str()],
-            &format!("{overlay}: arrpc-host check on the ConfigMap's config"),
+        // The redis overlay's URL comes from a Secret; `check` reads it but
+        // does not connect.
+        let output = Command::new(image.join("opt/arrpc/bin/arrpc-host"))
+            .args(["check".as_ref(), "--config".as_ref(), config.as_os_str()])
+            .env("REDIS_URL", "redis://redis.arrpc.svc.cluster.local:6379")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{overlay}: arrpc-host check on the ConfigMap's config:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
         );
         let log = String::from_utf8_lossy(&output.stderr);
         let handlers = toml::from_str::<toml::Table>(&text).unwrap()["handler"]

@@ -10,14 +10,16 @@ set -eu
 root=${1:?usage: sh deploy/image/build.sh ROOT}
 cd "$(dirname "$0")/../.."
 
-sh handlers/build.sh echo sum
+sh handlers/build.sh echo sum state
 cargo build --release --locked --bin arrpc-host
 
 opt=$root/opt/arrpc
 rm -rf "$opt"
 mkdir -p "$opt/bin" "$opt/handlers"
 cp target/release/arrpc-host "$opt/bin/"
-cp handlers/target/wasm32-wasip2/release/echo.wasm handlers/target/wasm32-wasip2/release/sum.wasm "$opt/handlers/"
+for handler in echo sum state; do
+    cp "handlers/target/wasm32-wasip2/release/$handler.wasm" "$opt/handlers/"
+done
 cp deploy/image/arrpc.toml "$opt/"
 
 # Compiles every handler into $opt/cache, with the binary the image runs.

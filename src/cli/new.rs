@@ -30,6 +30,26 @@ pub const INTERPRETED_REUSE: u32 = 10_000;
 
 /// The contract every skeleton implements.
 const WIT: &str = include_str!("../../wit/handler.wit");
+/// The `wasi:keyvalue` package the world imports, file by file, for the
+/// `deps/keyvalue/` folder beside each copy of the world.
+const KEYVALUE: [(&str, &str); 4] = [
+    (
+        "store.wit",
+        include_str!("../../wit/deps/keyvalue/store.wit"),
+    ),
+    (
+        "atomics.wit",
+        include_str!("../../wit/deps/keyvalue/atomics.wit"),
+    ),
+    (
+        "batch.wit",
+        include_str!("../../wit/deps/keyvalue/batch.wit"),
+    ),
+    (
+        "world.wit",
+        include_str!("../../wit/deps/keyvalue/world.wit"),
+    ),
+];
 
 /// The committed C bindings of the WIT (`handlers/c-bindings`), copied as
 /// they are into a C or Zig skeleton's `gen/` so building it needs no
@@ -167,29 +187,43 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
             ("wit/handler.wit", WIT),
         ],
     };
-    let mut copies: Vec<(&str, Vec<u8>)> = match args.lang {
+    let mut copies: Vec<(String, Vec<u8>)> = match args.lang {
         Lang::C | Lang::Zig => C_BINDINGS
             .iter()
             .chain([&ADAPTER])
-            .map(|(file, bytes)| (*file, bytes.to_vec()))
+            .map(|(file, bytes)| ((*file).to_owned(), bytes.to_vec()))
             .collect(),
         _ => Vec::new(),
     };
-    if args.lang == Lang::Rust && args.sdk.is_none() {
+    let with_sdk = args.lang == Lang::Rust && args.sdk.is_none();
+    if with_sdk {
         copies.extend([
             (
-                "sdk/Cargo.toml",
+                "sdk/Cargo.toml".to_owned(),
                 include_bytes!("templates/rust/sdk/Cargo.toml").to_vec(),
             ),
-            ("sdk/src/lib.rs", sdk_source().into_bytes()),
-            ("sdk/wit/handler.wit", WIT.as_bytes().to_vec()),
+            ("sdk/src/lib.rs".to_owned(), sdk_source().into_bytes()),
+            ("sdk/wit/handler.wit".to_owned(), WIT.as_bytes().to_vec()),
         ]);
+    }
+    // Beside every copy of the world, the packages it imports.
+    let deps = match args.lang {
+        Lang::Rust if with_sdk => Some("sdk/wit/deps"),
+        Lang::Rust => None,
+        _ => Some("wit/deps"),
+    };
+    if let Some(deps) = deps {
+        copies.extend(
+            KEYVALUE
+                .iter()
+                .map(|(file, text)| (format!("{deps}/keyvalue/{file}"), text.as_bytes().to_vec())),
+        );
     }
     let filled = files
         .iter()
-        .map(|(file, template)| (*file, fill(template).into_bytes()));
+        .map(|(file, template)| ((*file).to_owned(), fill(template).into_bytes()));
     for (file, contents) in filled.chain(copies) {
-        let path = folder.join(file);
+        let path = folder.join(&file);
         std::fs::create_dir_all(path.parent().unwrap_or(&folder))
             .with_context(|| format!("cannot create {}", folder.display()))?;
         std::fs::write(&path, contents)

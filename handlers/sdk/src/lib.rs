@@ -205,7 +205,10 @@ pub mod store {
 
         /// One page of keys from `cursor` (`None`: the first), and the
         /// cursor of the next page (`None` on the last).
-        pub fn keys_page(&self, cursor: Option<&str>) -> Result<(Vec<String>, Option<String>), Error> {
+        pub fn keys_page(
+            &self,
+            cursor: Option<&str>,
+        ) -> Result<(Vec<String>, Option<String>), Error> {
             let page = self.bucket.list_keys(cursor)?;
             Ok((page.keys, page.cursor))
         }

@@ -43,7 +43,11 @@ fn state(_ctx: &Context, payload: Vec<u8>) -> Result<Vec<u8>, String> {
     let strings = |name: &str| -> Result<Vec<String>, String> {
         field(name)
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|k| k.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|k| k.as_str().map(str::to_owned))
+                    .collect()
+            })
             .ok_or_else(|| format!("{op}: expected \"{name}\": [text, ...]"))
     };
     let reply = match op.as_str() {
@@ -78,11 +82,12 @@ fn state(_ctx: &Context, payload: Vec<u8>) -> Result<Vec<u8>, String> {
         }
         "exists" => Value::Boolean(store.exists(&key()?).map_err(failed)?),
         "list" => {
-            let (keys, cursor) = store
-                .keys_page(text("cursor").as_deref())
-                .map_err(failed)?;
+            let (keys, cursor) = store.keys_page(text("cursor").as_deref()).map_err(failed)?;
             Value::Map(vec![
-                ("keys".into(), keys.into_iter().map(Value::from).collect::<Vec<_>>().into()),
+                (
+                    "keys".into(),
+                    keys.into_iter().map(Value::from).collect::<Vec<_>>().into(),
+                ),
                 ("cursor".into(), cursor.map_or(Value::Nil, Value::from)),
             ])
         }
