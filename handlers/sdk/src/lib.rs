@@ -54,12 +54,17 @@ use serde::de::DeserializeOwned;
 /// The bindings for the `handler` world, generated once here so handler
 /// crates do not repeat them. The export glue takes one argument per
 /// flattened field of `context` and `payload`, more than clippy's default.
+/// They include the world's `wasi:keyvalue` imports
+/// (`bindings::wasi::keyvalue`); a component that never calls them does not
+/// import them.
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)]
 pub mod bindings {
     wit_bindgen::generate!({
         world: "handler",
         path: "../../wit",
+        // The world imports wasi:keyvalue, a package of its own.
+        generate_all,
         pub_export_macro: true,
         export_macro_name: "export_handler_world",
         default_bindings_module: "arrpc_handler::bindings",
