@@ -117,8 +117,10 @@ function withStore(operation, name, work) {
 // `stores` does not list it) or `other: <why>`.
 function count(payload) {
   const request = decodeMap(payload);
-  // The bindings pass the 64-bit delta as a number, exact up to 2^53.
-  const by = typeof request?.by === "bigint" ? Number(request.by) : (request?.by ?? 1);
+  let by = request?.by === undefined ? 1 : request.by;
+  // Decoded as a bigint past 32 bits. The bindings pass the 64-bit delta
+  // as a number, exact up to 2^53: a larger one is refused below.
+  if (typeof by === "bigint") by = Number(by);
   if (typeof request?.store !== "string" || typeof request.key !== "string" || !Number.isSafeInteger(by)) {
     throw 'count: expected {"store": name, "key": text, "by": integer}';
   }
