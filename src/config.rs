@@ -15,10 +15,12 @@ mod access;
 pub mod defaults;
 mod outbound;
 mod security;
+mod store;
 mod upstream;
 pub use access::{AccessConfig, Allowed};
 pub use outbound::{HostPattern, OutboundConfig, OutboundHost, OutboundScheme, Target};
 pub use security::{AuthConfig, ClientCertificates, SecretSource, SpiffeConfig, TlsConfig};
+pub use store::{DEFAULT_STORE, StoreBackend, StoreConfig};
 pub use upstream::{UpstreamConfig, UpstreamTls};
 
 /// A config file that cannot be used, with the reason.
@@ -54,6 +56,9 @@ pub struct Config {
     /// `[[upstream]]` tables: the arrpc services handlers may call.
     #[serde(rename = "upstream", skip_serializing_if = "Vec::is_empty")]
     pub upstreams: Vec<UpstreamConfig>,
+    /// `[[store]]` tables: the key-value stores handlers may open.
+    #[serde(rename = "store", skip_serializing_if = "Vec::is_empty")]
+    pub stores: Vec<StoreConfig>,
 }
 
 /// `[admin]`: the HTTP listener for `/metrics`, `/healthz` and `/readyz`.
@@ -251,6 +256,13 @@ pub struct HandlerConfig {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub upstreams: Vec<String>,
+    /// The `[[store]]` stores the guest may open, by name; none by default.
+    /// `default` needs no `[[store]]`: it is embedded, beside the config.
+    #[serde(
+        default = "handler_defaults::stores",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub stores: Vec<String>,
 }
 
 /// Each of [`HandlerConfig`]'s defaults, read by serde one key at a time.
@@ -302,6 +314,9 @@ mod handler_defaults {
     pub fn upstreams() -> Vec<String> {
         of(|h| h.upstreams)
     }
+    pub fn stores() -> Vec<String> {
+        of(|h| h.stores)
+    }
 }
 
 impl HandlerConfig {
@@ -326,6 +341,7 @@ impl HandlerConfig {
             allow: None,
             allowed_outbound_hosts: Vec::new(),
             upstreams: Vec::new(),
+            stores: Vec::new(),
         }
     }
 
@@ -460,6 +476,17 @@ impl Config {
         for upstream in &mut self.upstreams {
             upstream.resolve(base);
         }
+        let default_listed = self
+            .handlers
+            .iter()
+            .any(|h| h.stores.iter().any(|s| s == DEFAULT_STORE));
+        if default_listed && !self.stores.iter().any(|s| s.name == DEFAULT_STORE) {
+            self.stores
+                .push(StoreConfig::blank(DEFAULT_STORE.to_owned()));
+        }
+        for store in &mut self.stores {
+            store.resolve(base);
+        }
         Ok(self)
     }
 
@@ -565,6 +592,7 @@ impl Config {
         self.telemetry.validate()?;
         self.outbound.validate()?;
         self.validate_upstreams(&names)?;
+        self.validate_stores()?;
         if let (Some(admin), listen) = (self.admin.listen, self.server.listen)
             && admin == listen
             && admin.port() != 0
@@ -611,6 +639,44 @@ impl Config {
             {
                 return Err(format!(
                     "handler #{} (`{}`): upstreams: no [[upstream]] is named `{unknown}`",
+                    i + 1,
+                    handler.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Each `[[store]]` on its own, unique names and files, and every
+    /// handler's `stores` naming one (or `default`).
+    fn validate_stores(&self) -> Result<(), String> {
+        let mut names = HashSet::new();
+        let mut files = HashSet::new();
+        for (i, store) in self.stores.iter().enumerate() {
+            let at = format!("store #{} (`{}`)", i + 1, store.name);
+            store.validate().map_err(|e| format!("{at}: {e}"))?;
+            if !names.insert(store.name.as_str()) {
+                return Err(format!("{at}: name is used by an earlier store"));
+            }
+            if let Some(path) = &store.path
+                && !files.insert(path)
+            {
+                return Err(format!(
+                    "{at}: path {} is an earlier store's file; two stores never share one",
+                    path.display()
+                ));
+            }
+        }
+        for (i, handler) in self.handlers.iter().enumerate() {
+            if let Some(unknown) = handler
+                .stores
+                .iter()
+                .find(|s| *s != DEFAULT_STORE && !names.contains(s.as_str()))
+            {
+                return Err(format!(
+                    "handler #{} (`{}`): stores: no [[store]] is named `{unknown}`",
                     i + 1,
                     handler.name
                 ));
@@ -774,6 +840,7 @@ mod tests {
                         .map(|t| OutboundHost::try_from(t.to_owned()).unwrap())
                         .to_vec(),
                     upstreams: vec!["prices".into(), "inner".into()],
+                    stores: vec!["sessions".into(), "shared".into(), "default".into()],
                     ..HandlerConfig::new("echo", "/m/echo.wasm")
                 },
                 HandlerConfig::new("sum", "sum.wasm"),
@@ -825,6 +892,17 @@ mod tests {
                     ..UpstreamConfig::remote("prices", "dns://prices.shop.svc:7400")
                 },
                 UpstreamConfig::local("inner", "sum"),
+            ],
+            stores: vec![
+                StoreConfig {
+                    max_key_bytes: 64,
+                    max_size_mib: 10,
+                    ..StoreConfig::embedded("sessions", "data/sessions.redb")
+                },
+                StoreConfig {
+                    timeout: Duration::from_millis(300),
+                    ..StoreConfig::redis("shared", SecretSource::Env("REDIS_URL".into()))
+                },
             ],
         };
         config.validate().unwrap();
@@ -890,6 +968,64 @@ mod tests {
         assert!(dir.contains("guest"), "{dir}");
         let cache = parse(&format!("[server]\ncache_max_mib = 0\n{ONE}")).unwrap_err();
         assert!(cache.contains("server.cache_max_mib"), "{cache}");
+    }
+
+    #[test]
+    fn store_errors_name_the_store_and_the_key() {
+        let listed = |stores: &str| format!("{ONE}stores = [{stores}]\n");
+        let unknown = parse(&listed("\"sessions\"")).unwrap_err();
+        assert!(
+            unknown.contains("handler #1 (`echo`): stores: no [[store]] is named `sessions`"),
+            "{unknown}"
+        );
+        // `default` needs no [[store]].
+        parse(&listed("\"default\"")).unwrap();
+        let store = |body: &str| format!("{ONE}[[store]]\nname = \"s\"\n{body}");
+        let both = parse(&store("path = \"s.redb\"\nredis = { env = \"R\" }\n")).unwrap_err();
+        assert!(both.contains("store #1 (`s`): path and redis"), "{both}");
+        let key = parse(&store("max_key_bytes = 0\n")).unwrap_err();
+        assert!(key.contains("store #1 (`s`): max_key_bytes"), "{key}");
+        let size = parse(&store("max_size_mib = 0\n")).unwrap_err();
+        assert!(size.contains("max_size_mib"), "{size}");
+        let name = parse(&store("")).map(drop);
+        assert!(name.is_ok());
+        let colon = parse(&format!("{ONE}[[store]]\nname = \"a:b\"\n")).unwrap_err();
+        assert!(colon.contains("store #1 (`a:b`): name"), "{colon}");
+        let twice = parse(&format!(
+            "{ONE}[[store]]\nname = \"a\"\npath = \"x.redb\"\n[[store]]\nname = \"b\"\npath = \"x.redb\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            twice.contains("store #2 (`b`): path x.redb is an earlier store's file"),
+            "{twice}"
+        );
+    }
+
+    #[test]
+    fn stores_resolve_paths_and_default_is_made_when_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            handlers: vec![HandlerConfig {
+                stores: vec!["default".into(), "named".into()],
+                ..HandlerConfig::new("echo", "e.wasm")
+            }],
+            stores: vec![StoreConfig::blank("named".into())],
+            ..Config::default()
+        }
+        .prepare(dir.path())
+        .unwrap();
+        let paths: Vec<_> = config
+            .stores
+            .iter()
+            .map(|s| (s.name.as_str(), s.path.clone()))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                ("named", Some(dir.path().join(".arrpc/named.redb"))),
+                ("default", Some(dir.path().join(".arrpc/default.redb"))),
+            ]
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod host;
+pub mod keyvalue;
 pub mod outbound;
 pub mod reload;
 pub mod runtime;

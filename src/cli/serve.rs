@@ -22,6 +22,9 @@ pub(super) async fn check(args: &ConfigArgs) -> anyhow::Result<()> {
         println!("tls from the SPIFFE Workload API at {socket} (not contacted by check)");
     }
     let (config, handlers) = check_handlers(&args.config, config).await?;
+    for line in crate::keyvalue::Stores::describe(&config.stores) {
+        println!("{line}");
+    }
     for handler in &config.handlers {
         let loaded = handlers
             .get(&handler.name)
@@ -41,6 +44,9 @@ pub(super) async fn check(args: &ConfigArgs) -> anyhow::Result<()> {
         }
         for upstream in &handler.upstreams {
             println!("    upstream: {upstream}");
+        }
+        for store in &handler.stores {
+            println!("    store: {store}");
         }
     }
     println!(

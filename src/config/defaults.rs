@@ -50,6 +50,17 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// `[[upstream]] timeout`.
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// `[[store]] max_key_bytes`.
+pub const STORE_MAX_KEY_BYTES: usize = 1024;
+/// `[[store]] max_value_bytes`: 1 MiB.
+pub const STORE_MAX_VALUE_BYTES: usize = 1 << 20;
+/// `[[store]] max_size_mib`, an embedded store's file.
+pub const STORE_MAX_SIZE_MIB: u64 = 1024;
+/// `[[store]] cache_mib`, an embedded store's page cache.
+pub const STORE_CACHE_MIB: u64 = 64;
+/// `[[store]] timeout`, a Redis store's per operation.
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +187,36 @@ mod tests {
                 "timeout",
                 secs(UPSTREAM_TIMEOUT),
                 toml_secs(UPSTREAM_TIMEOUT),
+            ),
+            (
+                "[[store]]",
+                "max_key_bytes",
+                STORE_MAX_KEY_BYTES.to_string(),
+                Some(STORE_MAX_KEY_BYTES.to_string()),
+            ),
+            (
+                "[[store]]",
+                "max_value_bytes",
+                size(STORE_MAX_VALUE_BYTES),
+                Some(STORE_MAX_VALUE_BYTES.to_string()),
+            ),
+            (
+                "[[store]]",
+                "max_size_mib",
+                STORE_MAX_SIZE_MIB.to_string(),
+                Some(STORE_MAX_SIZE_MIB.to_string()),
+            ),
+            (
+                "[[store]]",
+                "cache_mib",
+                STORE_CACHE_MIB.to_string(),
+                Some(STORE_CACHE_MIB.to_string()),
+            ),
+            (
+                "[[store]]",
+                "timeout",
+                secs(STORE_TIMEOUT),
+                toml_secs(STORE_TIMEOUT),
             ),
         ]
     }

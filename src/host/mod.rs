@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 
 use crate::admin::{AdminListener, Readiness};
 use crate::config::Config;
-use crate::outbound::OutboundMetrics;
+use crate::keyvalue::{READY_CHECK_INTERVAL, Stores};
 use crate::reload::{ReloadOptions, Reloader};
 use crate::runtime::{HandlerRegistry, HandlerSet, Runtime, RuntimeOptions};
 use crate::server::{Security, Server};
@@ -31,35 +31,59 @@ pub(crate) async fn check_handlers(
     path: &Path,
     config: Config,
 ) -> anyhow::Result<(Config, HandlerSet)> {
-    let (config, _, handlers) = load_handlers(path, config, OutboundMetrics::default()).await?;
+    let (config, _, handlers) = load_handlers(path, config, None).await?;
     Ok((config, handlers))
 }
 
 /// Loads every handler of an already loaded config, the part serving and
-/// `check` share; their outbound requests are counted in `outbound`.
+/// `check` share. Serving opens the stores and counts outbound requests
+/// and store operations in `metrics`; `check` (no metrics) only inspects
+/// the stores, writing nothing.
 async fn load_handlers(
     path: &Path,
     config: Config,
-    outbound: OutboundMetrics,
+    metrics: Option<&Metrics>,
 ) -> anyhow::Result<(Config, Runtime, HandlerSet)> {
-    let options = RuntimeOptions {
-        outbound_metrics: outbound,
-        ..RuntimeOptions::for_config(&config)
-    };
-    // On a blocking thread: an upstream over the SPIFFE Workload API waits
-    // for its first SVID.
-    let runtime = tokio::task::spawn_blocking(move || Runtime::new(options))
-        .await?
-        .map_err(|e| {
-            anyhow!(
-                "{}: cannot start the handler runtime: {e:#}",
-                path.display()
-            )
-        })?;
+    let mut options = RuntimeOptions::for_config(&config);
+    if let Some(metrics) = metrics {
+        options.outbound_metrics = metrics.outbound().clone();
+    }
+    let stores = config.stores.clone();
+    let store_metrics = metrics.map(|m| m.stores().clone());
+    let named = path.display().to_string();
+    // On a blocking thread: stores read their files, and an upstream over
+    // the SPIFFE Workload API waits for its first SVID.
+    let runtime = tokio::task::spawn_blocking(move || {
+        let stores = match store_metrics {
+            Some(metrics) => Stores::open(&stores, metrics),
+            None => Stores::inspect(&stores),
+        };
+        options.stores = Arc::new(stores.map_err(|e| anyhow!("{named}: {e}"))?);
+        Runtime::new(options)
+            .map_err(|e| anyhow!("{named}: cannot start the handler runtime: {e:#}"))
+    })
+    .await??;
     let handlers = HandlerSet::load(&runtime, &config, &Config::base_dir(path), None)
         .await
         .with_context(|| format!("{}", path.display()))?;
     Ok((config, runtime, handlers))
+}
+
+/// Keeps `/readyz` at 503 while a Redis store does not answer, so a load
+/// balancer sends new work to replicas that can keep state.
+fn watch_stores(stores: Arc<Stores>, readiness: Arc<Readiness>, tasks: &mut JoinSet<()>) {
+    tasks.spawn(async move {
+        loop {
+            match stores.unreachable().await {
+                Some(why) => {
+                    tracing::warn!(reason = %why, "not ready: a store cannot be reached");
+                    readiness.hold("stores", why);
+                }
+                None => readiness.release("stores"),
+            }
+            tokio::time::sleep(READY_CHECK_INTERVAL).await;
+        }
+    });
 }
 
 /// Where a served config came from, which reloads follow.
@@ -129,7 +153,10 @@ impl Serving {
             "security"
         );
         let (config, runtime, handlers) =
-            load_handlers(origin.path, config, metrics.outbound().clone()).await?;
+            load_handlers(origin.path, config, Some(&metrics)).await?;
+        if runtime.stores().has_remote() {
+            watch_stores(runtime.stores().clone(), readiness.clone(), &mut background);
+        }
         metrics.handlers_served(&handlers);
         let registry = Arc::new(HandlerRegistry::new(handlers));
         runtime.serve_locally(&registry);

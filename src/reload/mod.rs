@@ -484,6 +484,9 @@ fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.upstreams != new.upstreams {
         sections.push("[[upstream]]");
     }
+    if old.stores != new.stores {
+        sections.push("[[store]]");
+    }
     sections
 }
 

@@ -14,6 +14,7 @@ use super::store::WasiRecipe;
 use super::upstream::LocalHandlers;
 use super::world::{Context, HandlerPre};
 use crate::config::HandlerConfig;
+use crate::keyvalue::HandlerStores;
 use crate::outbound::HandlerOutbound;
 
 /// A compiled, pre-instantiated handler component.
@@ -57,6 +58,7 @@ impl Handler {
         metered: bool,
         outbound: Arc<HandlerOutbound>,
         local: LocalHandlers,
+        stores: Arc<HandlerStores>,
     ) -> Self {
         let max_memory = (config.max_memory_mib as usize) << 20;
         Handler {
@@ -70,7 +72,7 @@ impl Handler {
             pool: InstancePool::new(config.max_instances, config.reuse, max_memory),
             metered,
             fuel: config.fuel,
-            wasi: Arc::new(WasiRecipe::new(config, outbound, local)),
+            wasi: Arc::new(WasiRecipe::new(config, outbound, local, stores)),
         }
     }
 

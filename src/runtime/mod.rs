@@ -10,6 +10,7 @@ mod cache;
 mod error;
 mod guest_log;
 mod handler;
+mod keyvalue;
 mod module;
 mod peer;
 mod pool;
@@ -27,6 +28,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::config::{Config, HandlerConfig, OutboundConfig, UpstreamConfig};
+use crate::keyvalue::Stores;
 use crate::outbound::{Outbound, OutboundMetrics};
 
 pub use cache::ComponentCache;
@@ -90,10 +92,13 @@ pub struct RuntimeOptions {
     /// Where those requests are counted; unregistered unless the caller
     /// registered them.
     pub outbound_metrics: OutboundMetrics,
+    /// The key-value stores, opened (or, for `check`, inspected) already.
+    pub stores: Arc<Stores>,
 }
 
 impl RuntimeOptions {
-    /// Options for `config` (whose paths are already resolved).
+    /// Options for `config` (whose paths are already resolved), with no
+    /// stores: the caller opens those and sets `stores`.
     pub fn for_config(config: &Config) -> RuntimeOptions {
         let cache_dir = match (&config.server.cache_dir, config.server.compile_cache) {
             (_, false) => None,
@@ -110,6 +115,7 @@ impl RuntimeOptions {
             outbound: config.outbound.clone(),
             upstreams: config.upstreams.clone(),
             outbound_metrics: OutboundMetrics::default(),
+            stores: Arc::default(),
         }
     }
 }
@@ -130,6 +136,7 @@ pub struct Runtime {
     outbound: Arc<Outbound>,
     /// The handlers being served, for in-process upstream calls.
     local: upstream::LocalHandlers,
+    stores: Arc<Stores>,
 }
 
 impl Runtime {
@@ -195,7 +202,13 @@ impl Runtime {
                 .map_err(wasmtime::Error::msg)?,
             ),
             local: Arc::default(),
+            stores: options.stores,
         })
+    }
+
+    /// The stores handlers open.
+    pub fn stores(&self) -> &Arc<Stores> {
+        &self.stores
     }
 
     /// Lets handlers call `registry`'s handlers in process, as upstreams
@@ -268,6 +281,10 @@ impl Runtime {
             .outbound
             .for_handler(config)
             .map_err(|reason| LoadError::new(config, reason))?;
+        let stores = self
+            .stores
+            .for_handler(config)
+            .map_err(|reason| LoadError::new(config, reason))?;
         Ok(Handler::new(
             config,
             sha256,
@@ -275,6 +292,7 @@ impl Runtime {
             self.consume_fuel,
             outbound,
             self.local.clone(),
+            stores,
         ))
     }
 

@@ -15,6 +15,7 @@ use super::guest_log::GuestLog;
 use super::peer::Peer;
 use super::upstream::LocalHandlers;
 use crate::config::{DirGrant, HandlerConfig};
+use crate::keyvalue::HandlerStores;
 use crate::outbound::{HandlerOutbound, HttpHooks};
 
 /// Largest table a guest may grow; far above what compilers emit.
@@ -145,6 +146,15 @@ impl HostState {
     pub(super) fn memory(&self) -> usize {
         self.limits.memory
     }
+
+    /// The resources the guest holds handles to: WASI's, and its buckets.
+    pub(super) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
+    pub(super) fn table_ref(&self) -> &ResourceTable {
+        &self.table
+    }
 }
 
 impl WasiView for HostState {
@@ -222,6 +232,8 @@ pub(super) struct WasiRecipe {
     pub(super) outbound: Arc<HandlerOutbound>,
     /// This host's handlers, for calls to upstreams served in process.
     pub(super) local: LocalHandlers,
+    /// The stores it may open.
+    pub(super) stores: Arc<HandlerStores>,
 }
 
 impl WasiRecipe {
@@ -229,6 +241,7 @@ impl WasiRecipe {
         config: &HandlerConfig,
         outbound: Arc<HandlerOutbound>,
         local: LocalHandlers,
+        stores: Arc<HandlerStores>,
     ) -> WasiRecipe {
         WasiRecipe {
             name: config.name.as_str().into(),
@@ -237,6 +250,7 @@ impl WasiRecipe {
             max_output: config.max_output_bytes,
             outbound,
             local,
+            stores,
         }
     }
 

@@ -25,9 +25,26 @@ pub(super) mod v0_3 {
         exports: { default: async },
         // A call to another service waits on the network, or on another
         // handler of this host.
+        // So does a store: a Redis round trip, or an embedded write's
+        // group commit.
         imports: {
             "arrpc:handler/upstream.call": async,
             "arrpc:handler/upstream.send": async,
+            "wasi:keyvalue/store.[method]bucket.get": async,
+            "wasi:keyvalue/store.[method]bucket.set": async,
+            "wasi:keyvalue/store.[method]bucket.delete": async,
+            "wasi:keyvalue/store.[method]bucket.exists": async,
+            "wasi:keyvalue/store.[method]bucket.list-keys": async,
+            "wasi:keyvalue/atomics.[static]cas.new": async,
+            "wasi:keyvalue/atomics.increment": async,
+            "wasi:keyvalue/atomics.swap": async,
+            "wasi:keyvalue/batch.get-many": async,
+            "wasi:keyvalue/batch.set-many": async,
+            "wasi:keyvalue/batch.delete-many": async,
+        },
+        with: {
+            "wasi:keyvalue/store.bucket": crate::runtime::keyvalue::Bucket,
+            "wasi:keyvalue/atomics.cas": crate::runtime::keyvalue::Cas,
         },
         // The context is lowered from borrowed strings: no copies per message.
         ownership: Borrowing { duplicate_if_necessary: false },
@@ -55,9 +72,9 @@ mod v0_1 {
     });
 }
 
-/// Adds what the current world imports, `arrpc:handler/client` and
-/// `arrpc:handler/upstream`, to `linker`. Components of the older worlds
-/// import none of it.
+/// Adds what the current world imports, `arrpc:handler/client`,
+/// `arrpc:handler/upstream` and `wasi:keyvalue`, to `linker`. Components
+/// of the older worlds import none of it.
 pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     v0_3::Handler::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
 }

@@ -16,6 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::keyvalue::StoreMetrics;
 use crate::outbound::OutboundMetrics;
 use crate::runtime::{CallError, HandlerSet};
 
@@ -169,6 +170,7 @@ pub struct Metrics {
     /// per metric. Keyed by configured names only, so a fast hash serves.
     series: RwLock<HashMap<Arc<str>, Arc<HandlerSeries>, foldhash::fast::RandomState>>,
     outbound: OutboundMetrics,
+    stores: StoreMetrics,
 }
 
 /// The series one handler's messages update, resolved from their families.
@@ -292,6 +294,7 @@ impl Metrics {
             accepting.clone(),
         );
         let outbound = OutboundMetrics::register(&mut registry);
+        let stores = StoreMetrics::register(&mut registry);
         Metrics {
             registry,
             messages,
@@ -315,12 +318,18 @@ impl Metrics {
             accepting,
             series: RwLock::default(),
             outbound,
+            stores,
         }
     }
 
     /// The series handlers' outbound requests update, for the runtime.
     pub fn outbound(&self) -> &OutboundMetrics {
         &self.outbound
+    }
+
+    /// The series store operations update, for the stores.
+    pub fn stores(&self) -> &StoreMetrics {
+        &self.stores
     }
 
     /// The registry in the text exposition format.

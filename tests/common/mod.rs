@@ -10,6 +10,7 @@ mod configs;
 pub mod dns;
 mod in_process;
 pub mod kubelet;
+pub mod redis;
 pub mod seed;
 pub mod toolchains;
 pub mod web;

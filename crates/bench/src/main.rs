@@ -20,6 +20,7 @@ mod outbound;
 mod path;
 mod rounds;
 mod soak;
+mod store;
 mod targets;
 mod tls;
 
@@ -77,6 +78,9 @@ enum Sub {
     /// against calling it directly, and the TCP connections one HTTP GET
     /// per message opens.
     Outbound(outbound::OutboundArgs),
+    /// Handlers keeping state: durable counter increments per second in
+    /// an embedded store (and Redis, when named) beside echo.
+    Store(store::StoreArgs),
 }
 
 #[derive(clap::Args)]
@@ -218,6 +222,11 @@ fn main() -> anyhow::Result<()> {
             let server_cpu = args.pin.apply()?;
             let host_bin = host_bin(args.host_bin.clone())?;
             outbound::run(&args, &repo, &host_bin, server_cpu, &runtime(1)?)
+        }
+        Some(Sub::Store(args)) => {
+            let server_cpu = args.pin.apply()?;
+            let host_bin = host_bin(args.host_bin.clone())?;
+            store::run(&args, &repo, &host_bin, server_cpu, &runtime(1)?)
         }
         None => {
             let args = cli.run;

@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 
 use crate::Pinning;
-use crate::load::{self, Exchange, Point, Progress, Server, Timing, Transport};
+use crate::load::{self, Exchange, Point, Progress, Reply, Server, Timing, Transport};
 use crate::rounds::median;
 use crate::targets::{self, HostVariant};
 
@@ -165,7 +165,7 @@ fn pooling(
         let progress = Arc::new(Progress::default());
         let exchange = Exchange {
             request: request.clone(),
-            reply: reply.clone(),
+            reply: Reply::Exactly(reply.clone()),
         };
         let outcome = drive(rt, host.addr, point, timing, exchange, progress.clone());
         if let Some(failure) = outcome.failure {

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use arrpc_host::config::{
-    AuthConfig, Config, HandlerConfig, OutboundHost, SecretSource, ServerConfig, TlsConfig,
-    UpstreamConfig,
+    AuthConfig, Config, HandlerConfig, OutboundHost, SecretSource, ServerConfig, StoreConfig,
+    TlsConfig, UpstreamConfig,
 };
 
 use crate::tls::SelfSigned;
@@ -299,7 +299,10 @@ impl Operation {
                 reply.push(0xa5);
                 reply.extend(b"count");
                 reply.push(SUM_TERMS as u8);
-                crate::load::Exchange { request, reply }
+                crate::load::Exchange {
+                    request,
+                    reply: crate::load::Reply::Exactly(reply),
+                }
             }
         }
     }
@@ -465,6 +468,25 @@ pub fn fetching_host(
         allowed_outbound_hosts: vec![allowed],
         ..HandlerConfig::new("net", net_wasm)
     });
+    serve(host_bin, &config, cpu)
+}
+
+/// `arrpc-host` serving the `state` component with `store`, which it may
+/// open, a fresh instance per message.
+pub fn store_host(
+    host_bin: &Path,
+    state_wasm: &Path,
+    store: StoreConfig,
+    cpu: Option<usize>,
+) -> anyhow::Result<Target> {
+    let config = Config {
+        stores: vec![store.clone()],
+        ..sized(HandlerConfig {
+            max_instances: 4096,
+            stores: vec![store.name],
+            ..HandlerConfig::new("state", state_wasm)
+        })
+    };
     serve(host_bin, &config, cpu)
 }
 

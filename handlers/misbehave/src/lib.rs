@@ -25,7 +25,6 @@ use serde::Serialize;
 /// flattened field of `context` and `payload`, more than clippy's default.
 #[allow(clippy::too_many_arguments)]
 mod bindings {
-    // generate_all: the world imports wasi:keyvalue, a package of its own.
     wit_bindgen::generate!({ world: "handler", path: "../../wit", generate_all });
 }
 

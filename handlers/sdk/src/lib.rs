@@ -45,6 +45,13 @@
 //! let price: u32 = arrpc_handler::upstream::call("prices", "price", &("sku-1",))
 //!     .map_err(|e| e.to_string())?;
 //! ```
+//!
+//! [`store`] keeps state between messages in the key-value stores the
+//! handler's `stores` lists (`wasi:keyvalue`):
+//!
+//! ```ignore
+//! let visits = arrpc_handler::store::Store::open("default")?.increment("visits", 1)?;
+//! ```
 
 use std::fmt::Display;
 
@@ -54,20 +61,18 @@ use serde::de::DeserializeOwned;
 /// The bindings for the `handler` world, generated once here so handler
 /// crates do not repeat them. The export glue takes one argument per
 /// flattened field of `context` and `payload`, more than clippy's default.
-/// They include the world's `wasi:keyvalue` imports
-/// (`bindings::wasi::keyvalue`); a component that never calls them does not
-/// import them.
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)]
 pub mod bindings {
     wit_bindgen::generate!({
         world: "handler",
         path: "../../wit",
-        // The world imports wasi:keyvalue, a package of its own.
-        generate_all,
         pub_export_macro: true,
         export_macro_name: "export_handler_world",
         default_bindings_module: "arrpc_handler::bindings",
+        // wasi:keyvalue is generated here too: no published crate binds
+        // the 0.2.0-draft2 the host implements.
+        generate_all,
     });
 }
 
@@ -143,6 +148,110 @@ pub mod upstream {
     /// (the Python arrpc package's form) and returns the reply's bytes.
     pub fn send_raw(upstream: &str, message: &[u8]) -> Result<Vec<u8>, CallError> {
         wit::send(upstream, message)
+    }
+}
+
+/// The key-value stores this handler's `stores` lists in `arrpc.toml`,
+/// over `wasi:keyvalue`. Writes are durable once a call returns `Ok`, and
+/// every later read, by any handler sharing the store, sees them.
+pub mod store {
+    use crate::bindings::wasi::keyvalue::{atomics, batch, store as wit};
+
+    /// Why an operation failed: `AccessDenied` for a store the handler
+    /// does not list, `Other` with the host's words for anything else (a
+    /// store full or unreachable, a key or value over the store's limits).
+    pub use crate::bindings::wasi::keyvalue::store::Error;
+
+    impl Error {
+        /// The error in WIT's words: `access-denied`, `no-such-store` or
+        /// `other: <the host's words>`.
+        pub fn describe(&self) -> String {
+            match self {
+                Error::NoSuchStore => "no-such-store".into(),
+                Error::AccessDenied => "access-denied".into(),
+                Error::Other(why) => format!("other: {why}"),
+            }
+        }
+    }
+
+    /// An open store.
+    pub struct Store {
+        bucket: wit::Bucket,
+    }
+
+    impl Store {
+        /// Opens the store `name`.
+        pub fn open(name: &str) -> Result<Store, Error> {
+            Ok(Store {
+                bucket: wit::open(name)?,
+            })
+        }
+
+        pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+            self.bucket.get(key)
+        }
+
+        pub fn set(&self, key: &str, value: &[u8]) -> Result<(), Error> {
+            self.bucket.set(key, value)
+        }
+
+        pub fn delete(&self, key: &str) -> Result<(), Error> {
+            self.bucket.delete(key)
+        }
+
+        pub fn exists(&self, key: &str) -> Result<bool, Error> {
+            self.bucket.exists(key)
+        }
+
+        /// One page of keys from `cursor` (`None`: the first), and the
+        /// cursor of the next page (`None` on the last).
+        pub fn keys_page(&self, cursor: Option<&str>) -> Result<(Vec<String>, Option<String>), Error> {
+            let page = self.bucket.list_keys(cursor)?;
+            Ok((page.keys, page.cursor))
+        }
+
+        /// Adds `delta` to the integer under `key` (0 when missing) and
+        /// returns the sum, atomically. The value is kept as decimal text.
+        pub fn increment(&self, key: &str, delta: i64) -> Result<i64, Error> {
+            atomics::increment(&self.bucket, key, delta)
+        }
+
+        /// Replaces the value under `key` with `change(value now)`, retrying
+        /// while another writer got there first; returns the new value and
+        /// how many times it had to retry.
+        pub fn update(
+            &self,
+            key: &str,
+            mut change: impl FnMut(Option<&[u8]>) -> Vec<u8>,
+        ) -> Result<(Vec<u8>, u32), Error> {
+            let mut cas = atomics::Cas::new(&self.bucket, key)?;
+            let mut retries = 0;
+            loop {
+                let next = change(cas.current()?.as_deref());
+                match atomics::swap(cas, &next) {
+                    Ok(()) => return Ok((next, retries)),
+                    Err(atomics::CasError::CasFailed(again)) => {
+                        cas = again;
+                        retries += 1;
+                    }
+                    Err(atomics::CasError::StoreError(e)) => return Err(e),
+                }
+            }
+        }
+
+        /// Each key's value, in order.
+        pub fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+            let found = batch::get_many(&self.bucket, keys)?;
+            Ok(found.into_iter().map(|kv| kv.map(|(_, v)| v)).collect())
+        }
+
+        pub fn set_many(&self, pairs: &[(String, Vec<u8>)]) -> Result<(), Error> {
+            batch::set_many(&self.bucket, pairs)
+        }
+
+        pub fn delete_many(&self, keys: &[String]) -> Result<(), Error> {
+            batch::delete_many(&self.bucket, keys)
+        }
     }
 }
 

@@ -1,0 +1,102 @@
+//! A real `redis-server` (Debian's package, installed by
+//! tests/install-services.sh on first use) on a free loopback port, in a
+//! temporary folder, with persistence off: what the Redis store tests run
+//! against. [`RedisServer::stop`] and [`RedisServer::restart`] take it away
+//! and bring it back on the same port.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::Duration;
+
+use super::{run_sh_locked, wait_until};
+
+pub struct RedisServer {
+    pub addr: SocketAddr,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        static INSTALLED: Once = Once::new();
+        INSTALLED.call_once(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            run_sh_locked(
+                &Path::new(env!("CARGO_TARGET_TMPDIR")).join("services.lock"),
+                &root.join("tests/install-services.sh"),
+                &[Path::new("redis")],
+                "cannot install redis-server (tests/install-services.sh redis)",
+            );
+        });
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = RedisServer {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// The URL a `[[store]]` names it by.
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    /// Kills the server at once, as a crash would.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server (again) on its port, and waits until it answers.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &self.addr.port().to_string(),
+            ])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting redis-server");
+        self.child = Some(child);
+        let addr = self.addr;
+        wait_until("redis-server answers PING", Duration::from_secs(20), || {
+            ping(addr)
+        });
+    }
+}
+
+fn ping(addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut reply = [0; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,45 @@
+#!/bin/sh
+# Installs the servers the tests start for real, from Debian's packages. The
+# tests run it themselves (tests/common/redis.rs), once, under a lock, so
+# `cargo test` needs nothing installed beforehand. Safe to run again.
+#   usage: sh tests/install-services.sh redis
+#
+#   redis   redis-server (Debian's 7.0), which the key-value store tests
+#           start on a free port in a temporary folder
+#
+# Installing needs root (apt-get); without root, a missing package stops
+# the script with the command to run.
+set -eu
+
+fail() {
+    echo "install-services: $*" >&2
+    exit 1
+}
+
+apt_install() {
+    missing=""
+    for package do
+        dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
+    done
+    [ -z "$missing" ] && return 0
+    command -v apt-get >/dev/null 2>&1 ||
+        fail "missing:$missing (Debian package names); install their equivalents, then run this again"
+    [ "$(id -u)" = 0 ] || fail "missing Debian packages:$missing. Not root, so not installing them: run
+    sudo apt-get install$missing
+then run this again"
+    echo "install-services: apt-get install$missing"
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+}
+
+for part in "$@"; do
+    case "$part" in
+        redis)
+            command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+            # Debian's package starts a server on the default port; the
+            # tests start their own.
+            ;;
+        *) fail "unknown part $part (redis)" ;;
+    esac
+done
