@@ -10,7 +10,12 @@
 //! `client` interface (arrpc:handler@0.3.0), and under a name ending in
 //! `relay` calls an `[[upstream]]` through the imported `upstream`
 //! interface. The Python and JavaScript examples also make HTTP requests
-//! under a name ending in `fetch`, to a real server on 127.0.0.1.
+//! under a name ending in `fetch`, to a real server on 127.0.0.1. Under a
+//! name ending in `count` each example increments a counter in a
+//! `[[store]]` (`wasi:keyvalue`, an embedded redb file in a temporary
+//! folder), which outlives the host; the Python and JavaScript examples
+//! keep sessions in one under a name ending in `session`, through their
+//! dict-like wrappers of the bindings.
 
 mod common;
 
@@ -311,19 +316,27 @@ fn assert_no_operation(lang: &str, operations: &str) {
 
 #[test]
 fn a_name_the_example_has_no_operation_for_is_an_error() {
-    assert_no_operation("python", "echo, sum, caller, relay or fetch");
+    assert_no_operation(
+        "python",
+        "echo, sum, caller, relay, fetch, count or session",
+    );
 }
 
 /// QuickJS has no console of its own: the example's console.js writes to
 /// the WASI stderr the host logs.
 #[test]
 fn js_a_name_with_no_operation_is_an_error() {
-    assert_no_operation("js", "echo, sum, caller, relay or fetch");
+    assert_no_operation("js", "echo, sum, caller, relay, fetch, count or session");
+}
+
+#[test]
+fn c_a_name_with_no_operation_is_an_error() {
+    assert_no_operation("c", "echo, sum, caller, relay or count");
 }
 
 #[test]
 fn zig_a_name_with_no_operation_is_an_error() {
-    assert_no_operation("zig", "echo, sum, caller or relay");
+    assert_no_operation("zig", "echo, sum, caller, relay or count");
 }
 
 /// What the example served by `host` as its default handler answered
@@ -633,4 +646,183 @@ fn a_reused_js_instance_serves_thousands_of_messages_within_a_small_cap() {
             }
         );
     }
+}
+
+/// A host serving the `lang` example as `<lang>-<operation>`, allowed the
+/// store `kept` and not `elsewhere`, both embedded in `dir`: a second host
+/// on the same `dir` opens the same files.
+fn serve_stores(lang: &str, operation: &str, dir: &Path) -> Host {
+    Host::start(&format!(
+        "[[store]]\nname = \"kept\"\npath = \"{kept}\"\n\
+         [[store]]\nname = \"elsewhere\"\npath = \"{elsewhere}\"\n\
+         [[handler]]\nname = \"{lang}-{operation}\"\nmodule = \"{module}\"\ntimeout = \"10s\"\n\
+         stores = [\"kept\"]\n",
+        kept = dir.join("kept.redb").display(),
+        elsewhere = dir.join("elsewhere.redb").display(),
+        module = example(lang).display(),
+    ))
+}
+
+/// The `count` operation's message: add `by` (1 when none) to `key` in
+/// `store`.
+fn count(store: &str, key: &str, by: Option<i64>) -> Value {
+    let mut fields = vec![("store", str_value(store)), ("key", str_value(key))];
+    fields.extend(by.map(|by| ("by", Value::from(by))));
+    map(fields)
+}
+
+/// Served as `<lang>-count`, the example increments a counter through
+/// `wasi:keyvalue/atomics` and replies with its new value, by 1 or by what
+/// the message says; another key counts apart. A store its entry does not
+/// list is `access-denied`. Stopped and started again on the same file,
+/// the host serves the count where it was.
+fn assert_counts(lang: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = serve_stores(lang, "count", dir.path());
+    assert_eq!(
+        ask(&host, &count("kept", "visits", None)),
+        Ok(1.into()),
+        "{lang}"
+    );
+    assert_eq!(
+        ask(&host, &count("kept", "visits", None)),
+        Ok(2.into()),
+        "{lang}"
+    );
+    assert_eq!(
+        ask(&host, &count("kept", "visits", Some(5))),
+        Ok(7.into()),
+        "{lang}"
+    );
+    assert_eq!(
+        ask(&host, &count("kept", "orders", Some(-2))),
+        Ok((-2).into()),
+        "{lang}"
+    );
+    assert_eq!(
+        ask(&host, &count("elsewhere", "visits", None)),
+        Err("count: access-denied".into()),
+        "{lang}"
+    );
+    let expected = r#"count: expected {"store": name, "key": text, "by": integer}"#;
+    for malformed in [
+        map(vec![("store", str_value("kept"))]),
+        map(vec![
+            ("store", str_value("kept")),
+            ("key", str_value("visits")),
+            ("by", str_value("5")),
+        ]),
+        Value::Array(vec![str_value("kept"), str_value("visits")]),
+    ] {
+        assert_eq!(
+            ask(&host, &malformed),
+            Err(expected.into()),
+            "{lang}: {malformed}"
+        );
+    }
+
+    host.signal("TERM");
+    assert!(host.wait_exit().success(), "{lang}: {}", host.log());
+    let host = serve_stores(lang, "count", dir.path());
+    assert_eq!(
+        ask(&host, &count("kept", "visits", None)),
+        Ok(8.into()),
+        "{lang}"
+    );
+}
+
+#[test]
+fn python_count() {
+    assert_counts("python");
+}
+
+#[test]
+fn js_count() {
+    assert_counts("js");
+}
+
+#[test]
+fn c_count() {
+    assert_counts("c");
+}
+
+#[test]
+fn zig_count() {
+    assert_counts("zig");
+}
+
+/// The `session` operation's message: read session `id` in `store`, or
+/// merge `set` into it.
+fn session(store: &str, id: &str, set: Option<Value>) -> Value {
+    let mut fields = vec![("store", str_value(store)), ("id", str_value(id))];
+    fields.extend(set.map(|set| ("set", set)));
+    map(fields)
+}
+
+/// Served as `<lang>-session`, the example keeps a session's fields as a
+/// MessagePack map through its dict-like wrapper: a new session is empty,
+/// `set` merges fields into what is stored (a field set again is
+/// replaced, the others kept) and replies with the result, and a read
+/// gets that back. Sessions are kept apart by id, and a store the entry
+/// does not list is `access-denied`.
+fn assert_sessions(lang: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let host = serve_stores(lang, "session", dir.path());
+    let ask_sorted = |message: &Value| ask(&host, message).map(sorted);
+    assert_eq!(
+        ask_sorted(&session("kept", "s1", None)),
+        Ok(map(vec![])),
+        "{lang}"
+    );
+    let first = map(vec![("user", str_value("ann")), ("visits", 1.into())]);
+    assert_eq!(
+        ask_sorted(&session("kept", "s1", Some(first.clone()))),
+        Ok(sorted(first)),
+        "{lang}"
+    );
+    let cart = Value::Array(vec![str_value("tea"), Value::Binary(vec![0, 255])]);
+    let more = map(vec![("visits", 2.into()), ("cart", cart.clone())]);
+    let merged = sorted(map(vec![
+        ("user", str_value("ann")),
+        ("visits", 2.into()),
+        ("cart", cart),
+    ]));
+    assert_eq!(
+        ask_sorted(&session("kept", "s1", Some(more))),
+        Ok(merged.clone()),
+        "{lang}"
+    );
+    assert_eq!(
+        ask_sorted(&session("kept", "s1", None)),
+        Ok(merged),
+        "{lang}"
+    );
+    assert_eq!(
+        ask_sorted(&session("kept", "s2", None)),
+        Ok(map(vec![])),
+        "{lang}"
+    );
+    assert_eq!(
+        ask(&host, &session("elsewhere", "s1", None)),
+        Err("session: access-denied".into()),
+        "{lang}"
+    );
+    assert_eq!(
+        ask(
+            &host,
+            &session("kept", "s1", Some(Value::Array(vec![1.into()])))
+        ),
+        Err(r#"session: expected {"store": name, "id": text, "set": map (optional)}"#.into()),
+        "{lang}"
+    );
+}
+
+#[test]
+fn python_session() {
+    assert_sessions("python");
+}
+
+#[test]
+fn js_session() {
+    assert_sessions("js");
 }

@@ -98,6 +98,179 @@ typedef struct {
   } val;
 } arrpc_handler_upstream_result_list_u8_call_error_t;
 
+// Why an operation failed.
+typedef struct wasi_keyvalue_store_error_t {
+  uint8_t tag;
+  union {
+    handler_string_t     other;
+  } val;
+} wasi_keyvalue_store_error_t;
+
+// The host has no store by that name.
+#define WASI_KEYVALUE_STORE_ERROR_NO_SUCH_STORE 0
+// The guest may not open that store.
+#define WASI_KEYVALUE_STORE_ERROR_ACCESS_DENIED 1
+// Anything else, said in words: the store is full or unreachable,
+// a key or value is too large.
+#define WASI_KEYVALUE_STORE_ERROR_OTHER 2
+
+// One page of a store's keys.
+typedef struct wasi_keyvalue_store_key_response_t {
+  // Keys on this page, in no promised order.
+  handler_list_string_t   keys;
+  // Where the next page starts; none on the last page.
+  handler_option_string_t   cursor;
+} wasi_keyvalue_store_key_response_t;
+
+typedef struct wasi_keyvalue_store_own_bucket_t {
+  int32_t __handle;
+} wasi_keyvalue_store_own_bucket_t;
+
+typedef struct wasi_keyvalue_store_borrow_bucket_t {
+  int32_t __handle;
+} wasi_keyvalue_store_borrow_bucket_t;
+
+typedef struct {
+  bool is_err;
+  union {
+    wasi_keyvalue_store_own_bucket_t ok;
+    wasi_keyvalue_store_error_t err;
+  } val;
+} wasi_keyvalue_store_result_own_bucket_error_t;
+
+typedef struct {
+  bool is_some;
+  handler_list_u8_t val;
+} handler_option_list_u8_t;
+
+typedef struct {
+  bool is_err;
+  union {
+    handler_option_list_u8_t ok;
+    wasi_keyvalue_store_error_t err;
+  } val;
+} wasi_keyvalue_store_result_option_list_u8_error_t;
+
+typedef struct {
+  bool is_err;
+  union {
+    wasi_keyvalue_store_error_t err;
+  } val;
+} wasi_keyvalue_store_result_void_error_t;
+
+typedef struct {
+  bool is_err;
+  union {
+    bool ok;
+    wasi_keyvalue_store_error_t err;
+  } val;
+} wasi_keyvalue_store_result_bool_error_t;
+
+typedef struct {
+  bool is_err;
+  union {
+    wasi_keyvalue_store_key_response_t ok;
+    wasi_keyvalue_store_error_t err;
+  } val;
+} wasi_keyvalue_store_result_key_response_error_t;
+
+typedef wasi_keyvalue_store_error_t wasi_keyvalue_atomics_error_t;
+
+typedef struct wasi_keyvalue_atomics_own_cas_t {
+  int32_t __handle;
+} wasi_keyvalue_atomics_own_cas_t;
+
+typedef struct wasi_keyvalue_atomics_borrow_cas_t {
+  int32_t __handle;
+} wasi_keyvalue_atomics_borrow_cas_t;
+
+// Why a swap did not happen.
+typedef struct wasi_keyvalue_atomics_cas_error_t {
+  uint8_t tag;
+  union {
+    wasi_keyvalue_atomics_error_t     store_error;
+    wasi_keyvalue_atomics_own_cas_t     cas_failed;
+  } val;
+} wasi_keyvalue_atomics_cas_error_t;
+
+// The store failed.
+#define WASI_KEYVALUE_ATOMICS_CAS_ERROR_STORE_ERROR 0
+// The value changed since the handle was made; the handle returned
+// holds the value now, ready for another try.
+#define WASI_KEYVALUE_ATOMICS_CAS_ERROR_CAS_FAILED 1
+
+typedef wasi_keyvalue_store_borrow_bucket_t wasi_keyvalue_atomics_borrow_bucket_t;
+
+typedef struct {
+  bool is_err;
+  union {
+    wasi_keyvalue_atomics_own_cas_t ok;
+    wasi_keyvalue_atomics_error_t err;
+  } val;
+} wasi_keyvalue_atomics_result_own_cas_error_t;
+
+typedef struct {
+  bool is_err;
+  union {
+    handler_option_list_u8_t ok;
+    wasi_keyvalue_atomics_error_t err;
+  } val;
+} wasi_keyvalue_atomics_result_option_list_u8_error_t;
+
+typedef struct {
+  bool is_err;
+  union {
+    int64_t ok;
+    wasi_keyvalue_atomics_error_t err;
+  } val;
+} wasi_keyvalue_atomics_result_s64_error_t;
+
+typedef struct {
+  bool is_err;
+  union {
+    wasi_keyvalue_atomics_cas_error_t err;
+  } val;
+} wasi_keyvalue_atomics_result_void_cas_error_t;
+
+typedef wasi_keyvalue_store_error_t wasi_keyvalue_batch_error_t;
+
+typedef wasi_keyvalue_store_borrow_bucket_t wasi_keyvalue_batch_borrow_bucket_t;
+
+typedef struct {
+  handler_string_t f0;
+  handler_list_u8_t f1;
+} handler_tuple2_string_list_u8_t;
+
+typedef struct {
+  bool is_some;
+  handler_tuple2_string_list_u8_t val;
+} handler_option_tuple2_string_list_u8_t;
+
+typedef struct {
+  handler_option_tuple2_string_list_u8_t *ptr;
+  size_t len;
+} handler_list_option_tuple2_string_list_u8_t;
+
+typedef struct {
+  bool is_err;
+  union {
+    handler_list_option_tuple2_string_list_u8_t ok;
+    wasi_keyvalue_batch_error_t err;
+  } val;
+} wasi_keyvalue_batch_result_list_option_tuple2_string_list_u8_error_t;
+
+typedef struct {
+  handler_tuple2_string_list_u8_t *ptr;
+  size_t len;
+} handler_list_tuple2_string_list_u8_t;
+
+typedef struct {
+  bool is_err;
+  union {
+    wasi_keyvalue_batch_error_t err;
+  } val;
+} wasi_keyvalue_batch_result_void_error_t;
+
 typedef arrpc_handler_types_context_t handler_context_t;
 
 typedef struct {
@@ -130,6 +303,39 @@ extern bool arrpc_handler_upstream_call(handler_string_t *upstream, handler_stri
 // go to one server (`host:port`), one at a time per connection.
 extern bool arrpc_handler_upstream_send(handler_string_t *upstream, handler_list_u8_t *message, handler_list_u8_t *ret, arrpc_handler_upstream_call_error_t *err);
 
+// Imported Functions from `wasi:keyvalue/store@0.2.0-draft2`
+// Opens the store named `identifier`.
+extern bool wasi_keyvalue_store_open(handler_string_t *identifier, wasi_keyvalue_store_own_bucket_t *ret, wasi_keyvalue_store_error_t *err);
+// The value under `key`, or none.
+extern bool wasi_keyvalue_store_method_bucket_get(wasi_keyvalue_store_borrow_bucket_t self, handler_string_t *key, handler_option_list_u8_t *ret, wasi_keyvalue_store_error_t *err);
+// Stores `value` under `key`, replacing what was there.
+extern bool wasi_keyvalue_store_method_bucket_set(wasi_keyvalue_store_borrow_bucket_t self, handler_string_t *key, handler_list_u8_t *value, wasi_keyvalue_store_error_t *err);
+// Removes `key`; removing a missing key is not an error.
+extern bool wasi_keyvalue_store_method_bucket_delete(wasi_keyvalue_store_borrow_bucket_t self, handler_string_t *key, wasi_keyvalue_store_error_t *err);
+// Whether `key` holds a value.
+extern bool wasi_keyvalue_store_method_bucket_exists(wasi_keyvalue_store_borrow_bucket_t self, handler_string_t *key, bool *ret, wasi_keyvalue_store_error_t *err);
+// One page of keys, starting where `cursor` says (none: the first page).
+extern bool wasi_keyvalue_store_method_bucket_list_keys(wasi_keyvalue_store_borrow_bucket_t self, handler_string_t *maybe_cursor, wasi_keyvalue_store_key_response_t *ret, wasi_keyvalue_store_error_t *err);
+
+// Imported Functions from `wasi:keyvalue/atomics@0.2.0-draft2`
+// Reads `key` now, to swap later only if it still holds this.
+extern bool wasi_keyvalue_atomics_static_cas_new(wasi_keyvalue_atomics_borrow_bucket_t bucket, handler_string_t *key, wasi_keyvalue_atomics_own_cas_t *ret, wasi_keyvalue_atomics_error_t *err);
+// The value read when the handle was made.
+extern bool wasi_keyvalue_atomics_method_cas_current(wasi_keyvalue_atomics_borrow_cas_t self, handler_option_list_u8_t *ret, wasi_keyvalue_atomics_error_t *err);
+// Adds `delta` to the integer under `key` (a missing key counts as 0)
+// and returns the sum.
+extern bool wasi_keyvalue_atomics_increment(wasi_keyvalue_atomics_borrow_bucket_t bucket, handler_string_t *key, int64_t delta, int64_t *ret, wasi_keyvalue_atomics_error_t *err);
+// Writes `value` if the key still holds what `cas` read.
+extern bool wasi_keyvalue_atomics_swap(wasi_keyvalue_atomics_own_cas_t cas, handler_list_u8_t *value, wasi_keyvalue_atomics_cas_error_t *err);
+
+// Imported Functions from `wasi:keyvalue/batch@0.2.0-draft2`
+// Each key's value, in the order asked, none for a missing key.
+extern bool wasi_keyvalue_batch_get_many(wasi_keyvalue_batch_borrow_bucket_t bucket, handler_list_string_t *keys, handler_list_option_tuple2_string_list_u8_t *ret, wasi_keyvalue_batch_error_t *err);
+// Stores every pair.
+extern bool wasi_keyvalue_batch_set_many(wasi_keyvalue_batch_borrow_bucket_t bucket, handler_list_tuple2_string_list_u8_t *key_values, wasi_keyvalue_batch_error_t *err);
+// Removes every key.
+extern bool wasi_keyvalue_batch_delete_many(wasi_keyvalue_batch_borrow_bucket_t bucket, handler_list_string_t *keys, wasi_keyvalue_batch_error_t *err);
+
 // Exported Functions from `handler`
 bool exports_handler_handle(handler_context_t *ctx, handler_list_u8_t *payload, handler_list_u8_t *ret, handler_string_t *err);
 
@@ -152,6 +358,58 @@ void arrpc_handler_upstream_call_error_free(arrpc_handler_upstream_call_error_t 
 void handler_list_u8_free(handler_list_u8_t *ptr);
 
 void arrpc_handler_upstream_result_list_u8_call_error_free(arrpc_handler_upstream_result_list_u8_call_error_t *ptr);
+
+void wasi_keyvalue_store_error_free(wasi_keyvalue_store_error_t *ptr);
+
+extern void wasi_keyvalue_store_bucket_drop_own(wasi_keyvalue_store_own_bucket_t handle);
+
+extern void wasi_keyvalue_store_bucket_drop_borrow(wasi_keyvalue_store_borrow_bucket_t handle);
+
+extern wasi_keyvalue_store_borrow_bucket_t wasi_keyvalue_store_borrow_bucket(wasi_keyvalue_store_own_bucket_t handle);
+
+void wasi_keyvalue_store_result_own_bucket_error_free(wasi_keyvalue_store_result_own_bucket_error_t *ptr);
+
+void handler_option_list_u8_free(handler_option_list_u8_t *ptr);
+
+void wasi_keyvalue_store_result_option_list_u8_error_free(wasi_keyvalue_store_result_option_list_u8_error_t *ptr);
+
+void wasi_keyvalue_store_result_void_error_free(wasi_keyvalue_store_result_void_error_t *ptr);
+
+void wasi_keyvalue_store_result_bool_error_free(wasi_keyvalue_store_result_bool_error_t *ptr);
+
+void wasi_keyvalue_store_result_key_response_error_free(wasi_keyvalue_store_result_key_response_error_t *ptr);
+
+void wasi_keyvalue_atomics_error_free(wasi_keyvalue_atomics_error_t *ptr);
+
+extern void wasi_keyvalue_atomics_cas_drop_own(wasi_keyvalue_atomics_own_cas_t handle);
+
+extern void wasi_keyvalue_atomics_cas_drop_borrow(wasi_keyvalue_atomics_borrow_cas_t handle);
+
+extern wasi_keyvalue_atomics_borrow_cas_t wasi_keyvalue_atomics_borrow_cas(wasi_keyvalue_atomics_own_cas_t handle);
+
+void wasi_keyvalue_atomics_cas_error_free(wasi_keyvalue_atomics_cas_error_t *ptr);
+
+void wasi_keyvalue_atomics_result_own_cas_error_free(wasi_keyvalue_atomics_result_own_cas_error_t *ptr);
+
+void wasi_keyvalue_atomics_result_option_list_u8_error_free(wasi_keyvalue_atomics_result_option_list_u8_error_t *ptr);
+
+void wasi_keyvalue_atomics_result_s64_error_free(wasi_keyvalue_atomics_result_s64_error_t *ptr);
+
+void wasi_keyvalue_atomics_result_void_cas_error_free(wasi_keyvalue_atomics_result_void_cas_error_t *ptr);
+
+void wasi_keyvalue_batch_error_free(wasi_keyvalue_batch_error_t *ptr);
+
+void handler_tuple2_string_list_u8_free(handler_tuple2_string_list_u8_t *ptr);
+
+void handler_option_tuple2_string_list_u8_free(handler_option_tuple2_string_list_u8_t *ptr);
+
+void handler_list_option_tuple2_string_list_u8_free(handler_list_option_tuple2_string_list_u8_t *ptr);
+
+void wasi_keyvalue_batch_result_list_option_tuple2_string_list_u8_error_free(wasi_keyvalue_batch_result_list_option_tuple2_string_list_u8_error_t *ptr);
+
+void handler_list_tuple2_string_list_u8_free(handler_list_tuple2_string_list_u8_t *ptr);
+
+void wasi_keyvalue_batch_result_void_error_free(wasi_keyvalue_batch_result_void_error_t *ptr);
 
 void handler_context_free(handler_context_t *ptr);
 

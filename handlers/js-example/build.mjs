@@ -19,8 +19,8 @@ await build({
   // fast-text-encoding installs itself on `global`, which QuickJS lacks.
   define: { global: "globalThis" },
   // WIT imports (console.js's wasi:cli streams, the handler world's
-  // arrpc:handler/client and upstream, fetch.js's arrpc:fetch/http) are
-  // bound by componentize-qjs.
+  // arrpc:handler/client and upstream, store.js's wasi:keyvalue, fetch.js's
+  // arrpc:fetch/http) are bound by componentize-qjs.
   external: ["wasi:*", "arrpc:*"],
   outfile: bundle,
   logLevel: "warning",

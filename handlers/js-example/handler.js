@@ -1,5 +1,5 @@
-// An arrpc-host handler in JavaScript: echo, sum, caller, relay and fetch,
-// chosen by the served name.
+// An arrpc-host handler in JavaScript: echo, sum, caller, relay, fetch,
+// count and session, chosen by the served name.
 //
 // componentize-qjs turns this module (bundled with its npm dependencies by
 // build.mjs) into a WebAssembly component, run by QuickJS, implementing the
@@ -9,8 +9,11 @@
 // "caller" replies with who called, as the host verified it, asked of the
 // host through the imported `client` interface; one ending in "relay"
 // calls another arrpc service through the imported `upstream` interface;
-// one ending in "fetch" makes an HTTP request with fetch.js. A thrown
-// string becomes the `err` the client receives.
+// one ending in "fetch" makes an HTTP request with fetch.js. Two keep state
+// in the key-value stores the handler's `stores` lists (wasi:keyvalue),
+// through the Map-like Store of store.js: one ending in "count" increments
+// a counter, one ending in "session" reads and merges a session's fields.
+// A thrown string becomes the `err` the client receives.
 
 import "./text-encoding.js";
 import "./console.js";
@@ -18,6 +21,7 @@ import client from "arrpc:handler/client@0.3.0";
 import upstream from "arrpc:handler/upstream@0.3.0";
 import { decode, encode } from "@msgpack/msgpack";
 import { fetch } from "./fetch.js";
+import { Store, StoreError } from "./store.js";
 
 const EXPECTED = 'an array of numbers or {"numbers": [...]}';
 
@@ -37,9 +41,15 @@ export function handle(ctx, payload) {
   if (ctx.handler.endsWith("fetch")) {
     return fetchOperation(payload);
   }
+  if (ctx.handler.endsWith("count")) {
+    return count(payload);
+  }
+  if (ctx.handler.endsWith("session")) {
+    return session(payload);
+  }
   // console output goes to the host's log, tagged with handler and request id.
   console.error(`no operation for the name ${ctx.handler}`);
-  throw `${ctx.handler}: serve this component under a name ending in echo, sum, caller, relay or fetch`;
+  throw `${ctx.handler}: serve this component under a name ending in echo, sum, caller, relay, fetch, count or session`;
 }
 
 // Calls `method` of the upstream the message names, {"upstream": name,
@@ -82,6 +92,84 @@ function fetchOperation(payload) {
     headers: Object.fromEntries(response.headers),
     body: response.bytes(),
   });
+}
+
+// Runs `work` with the store named `name` open, closing it after; a store
+// failure becomes the reply `<operation>: <case>`.
+function withStore(operation, name, work) {
+  let opened;
+  try {
+    opened = new Store(name);
+    return work(opened);
+  } catch (error) {
+    if (error instanceof StoreError) throw `${operation}: ${error.message}`;
+    throw error;
+  } finally {
+    opened?.close();
+  }
+}
+
+// Adds `by` (default 1) to the counter under `key` in the store the message
+// names, {"store": name, "key": text, "by": integer}, and replies with the
+// new value. The increment is atomic in the store, so handlers on any
+// number of instances or hosts sharing it lose no count. A store failure
+// replies `count: <case>`: no-such-store, access-denied (the handler's
+// `stores` does not list it) or `other: <why>`.
+function count(payload) {
+  const request = decodeMap(payload);
+  let by = request?.by === undefined ? 1 : request.by;
+  // Decoded as a bigint past 32 bits. The bindings pass the 64-bit delta
+  // as a number, exact up to 2^53: a larger one is refused below.
+  if (typeof by === "bigint") by = Number(by);
+  if (typeof request?.store !== "string" || typeof request.key !== "string" || !Number.isSafeInteger(by)) {
+    throw 'count: expected {"store": name, "key": text, "by": integer}';
+  }
+  return withStore("count", request.store, (counts) => encode(counts.increment(request.key, by)));
+}
+
+// A session's fields, a map kept as MessagePack under `session:<id>` in the
+// store the message names, {"store": name, "id": text, "set": map}. With
+// `set`, merges those fields into the stored ones and replies with the
+// result; without, replies with what is stored (an empty map for a new
+// session). The merge is a compare-and-swap, so two messages setting
+// different fields of one session at once both land.
+function session(payload) {
+  const request = decodeMap(payload);
+  if (
+    typeof request?.store !== "string" ||
+    typeof request.id !== "string" ||
+    (request.set !== undefined && kind(request.set) !== "a map")
+  ) {
+    throw 'session: expected {"store": name, "id": text, "set": map (optional)}';
+  }
+  const key = `session:${request.id}`;
+  const fields = (stored) => {
+    if (stored === undefined) return {};
+    let value;
+    try {
+      value = decode(stored, { useBigInt64: true });
+    } catch {
+      // Not MessagePack: named below.
+    }
+    if (kind(value) !== "a map") throw `session: ${key} holds no MessagePack map`;
+    return value;
+  };
+  return withStore("session", request.store, (sessions) => {
+    if (request.set === undefined) {
+      return encode(fields(sessions.get(key)), { useBigInt64: true });
+    }
+    return sessions.update(key, (stored) => encode({ ...fields(stored), ...request.set }, { useBigInt64: true }));
+  });
+}
+
+// The message, if it is a map; else undefined.
+function decodeMap(payload) {
+  try {
+    const value = decode(payload, { useBigInt64: true });
+    return kind(value) === "a map" ? value : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 // The caller's SPIFFE ID (nil when the certificate carries none) and DNS

@@ -1,4 +1,5 @@
-"""An arrpc-host handler in Python: echo, sum, caller, relay and fetch, chosen by the served name.
+"""An arrpc-host handler in Python: echo, sum, caller, relay, fetch, count
+and session, chosen by the served name.
 
 componentize-py turns this module into a WebAssembly component implementing
 the `handler` world of wit/handler.wit, plus wasi:http/outgoing-handler
@@ -9,7 +10,10 @@ as the Rust `sum` handler, one ending in "caller" replies with who called,
 as the host verified it, asked of the host through the imported `client`
 interface. One ending in "relay" calls another arrpc service through the
 imported `upstream` interface, and one ending in "fetch" makes an HTTP GET
-with componentize-py's bundled `poll_loop`.
+with componentize-py's bundled `poll_loop`. Two keep state in the
+key-value stores the handler's `stores` lists (wasi:keyvalue), through the
+dict-like `Store` of keyvalue.py: one ending in "count" increments a
+counter, one ending in "session" reads and merges a session's fields.
 
 wasi:http has an interface named `types` too, and `poll_loop` imports it by
 that name, so build.sh binds the handler world's `types` as `handler_types`.
@@ -22,6 +26,7 @@ from urllib.parse import urlsplit
 import msgpack
 import poll_loop
 import wit_world
+from keyvalue import Store, StoreError
 from wit_world.imports import client, handler_types, upstream
 from wit_world.imports.types import Fields, OutgoingRequest, Scheme_Http, Scheme_Https, Scheme_Other
 
@@ -40,10 +45,14 @@ class WitWorld(wit_world.WitWorld):
             return relay(payload)
         if ctx.handler.endswith("fetch"):
             return fetch(payload)
+        if ctx.handler.endswith("count"):
+            return count(payload)
+        if ctx.handler.endswith("session"):
+            return session(payload)
         # stderr goes to the host's log, tagged with handler and request id.
         print(f"no operation for the name {ctx.handler!r}", file=sys.stderr)
         raise wit_world.Err(
-            f"{ctx.handler}: serve this component under a name ending in echo, sum, caller, relay or fetch"
+            f"{ctx.handler}: serve this component under a name ending in echo, sum, caller, relay, fetch, count or session"
         )
 
 
@@ -92,6 +101,72 @@ def call_error(error: upstream.CallError) -> str:
         upstream.CallError_Remote: "remote",
     }[type(error)]
     return f"{case}: {error.value}"
+
+
+def count(payload: bytes) -> bytes:
+    """Adds `by` (default 1) to the counter under `key` in the store the
+    message names, {"store": name, "key": text, "by": integer}, and replies
+    with the new value. The increment is atomic in the store, so handlers
+    on any number of instances or hosts sharing it lose no count. A store
+    failure replies `count: <case>`: no-such-store, access-denied (the
+    handler's `stores` does not list it) or `other: <why>`."""
+    request = decode_map(payload)
+    by = request.get("by", 1) if request is not None else None
+    if (
+        request is None
+        or not isinstance(request.get("store"), str)
+        or not isinstance(request.get("key"), str)
+        # bool is an int in Python; the store takes a signed 64-bit delta.
+        or isinstance(by, bool)
+        or not isinstance(by, int)
+        or not -(2**63) <= by < 2**63
+    ):
+        raise wit_world.Err('count: expected {"store": name, "key": text, "by": integer}')
+    try:
+        with Store(request["store"]) as counts:
+            return msgpack.packb(counts.increment(request["key"], by))
+    except StoreError as e:
+        raise wit_world.Err(f"count: {e}")
+
+
+def session(payload: bytes) -> bytes:
+    """A session's fields, a map kept as MessagePack under `session:<id>`
+    in the store the message names, {"store": name, "id": text, "set":
+    map}. With `set`, merges those fields into the stored ones and replies
+    with the result; without, replies with what is stored (an empty map for
+    a new session). The merge is a compare-and-swap, so two messages
+    setting different fields of one session at once both land."""
+    request = decode_map(payload)
+    if (
+        request is None
+        or not isinstance(request.get("store"), str)
+        or not isinstance(request.get("id"), str)
+        or not isinstance(request.get("set", {}), dict)
+    ):
+        raise wit_world.Err('session: expected {"store": name, "id": text, "set": map (optional)}')
+    key = f"session:{request['id']}"
+
+    def fields(stored: bytes | None) -> dict:
+        if stored is None:
+            return {}
+        try:
+            value = msgpack.unpackb(stored, raw=False, strict_map_key=False)
+        except Exception:
+            value = None
+        if not isinstance(value, dict):
+            raise wit_world.Err(f"session: {key} holds no MessagePack map")
+        return value
+
+    def merged(stored: bytes | None) -> bytes:
+        return msgpack.packb(fields(stored) | request["set"])
+
+    try:
+        with Store(request["store"]) as sessions:
+            if "set" in request:
+                return sessions.update(key, merged)
+            return msgpack.packb(fields(sessions.get(key)))
+    except StoreError as e:
+        raise wit_world.Err(f"session: {e}")
 
 
 def fetch(payload: bytes) -> bytes:

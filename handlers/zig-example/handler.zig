@@ -1,5 +1,5 @@
-//! An arrpc-host handler in Zig: echo, sum, caller and relay, chosen by the
-//! served name.
+//! An arrpc-host handler in Zig: echo, sum, caller, relay and count, chosen
+//! by the served name.
 //!
 //! The bindings for the `handler` world of wit/handler.wit are the C ones
 //! committed in handlers/c-bindings: Zig compiles their handler.c, links
@@ -9,7 +9,10 @@
 //! and writing MessagePack with the few lines below; one ending in "caller"
 //! replies with who called, as the host verified it, asked of the host
 //! through the imported `client` interface; one ending in "relay" calls
-//! another arrpc service through the imported `upstream` interface.
+//! another arrpc service through the imported `upstream` interface; one
+//! ending in "count" increments a counter in a key-value store the
+//! handler's `stores` lists, through the imported `wasi:keyvalue`
+//! interfaces.
 //!
 //! Ownership follows wit-bindgen's C rules: the arguments belong to this
 //! function and must be freed or handed on; `ret` and `err` must point to
@@ -132,6 +135,31 @@ const Reader = struct {
             },
             else => return null,
         }
+    }
+
+    /// An integer that fits in an i64, or null if the next value is none.
+    fn signed(r: *Reader) Error!?i64 {
+        const m = try r.peek();
+        const n: i128 = switch (m) {
+            0x00...0x7f => m,
+            0xe0...0xff => @as(i8, @bitCast(m)),
+            0xcc...0xd3 => blk: {
+                r.pos += 1;
+                break :blk switch (m) {
+                    0xcc => try r.int(u8),
+                    0xcd => try r.int(u16),
+                    0xce => try r.int(u32),
+                    0xcf => try r.int(u64),
+                    0xd0 => try r.int(i8),
+                    0xd1 => try r.int(i16),
+                    0xd2 => try r.int(i32),
+                    else => try r.int(i64),
+                };
+            },
+            else => return null,
+        };
+        if (m <= 0x7f or m >= 0xe0) r.pos += 1;
+        return std.math.cast(i64, n);
     }
 
     /// A string's bytes, or null if the next value is no string.
@@ -433,6 +461,73 @@ fn relayChecked(r: *Reader, ret: *c.handler_list_u8_t, err: *c.handler_string_t)
     return fail(err, "relay: {s}: {s}", .{ why, bytes(detail.ptr, detail.len) });
 }
 
+/// A format string, as `expected`.
+const count_expected = "count: expected {{\"store\": name, \"key\": text, \"by\": integer}}";
+
+/// Adds `by` (default 1) to the counter under `key` in the store the
+/// message names, {"store": name, "key": text, "by": integer}, and replies
+/// with the new value. The increment is atomic in the store, so handlers on
+/// any number of instances or hosts sharing it lose no count. A store
+/// failure replies "count: <case>": no-such-store, access-denied (the
+/// handler's `stores` does not list it) or "other: <why>".
+fn increment(payload: []const u8, ret: *c.handler_list_u8_t, err: *c.handler_string_t) bool {
+    var r = Reader{ .buf = payload };
+    r.skip() catch return fail(err, count_expected, .{});
+    r.pos = 0;
+    // The whole value was checked above, so no read below runs past it.
+    return incrementChecked(&r, ret, err) catch fail(err, count_expected, .{});
+}
+
+fn incrementChecked(r: *Reader, ret: *c.handler_list_u8_t, err: *c.handler_string_t) Reader.Error!bool {
+    const entries = try r.map() orelse return fail(err, count_expected, .{});
+    var store: ?[]const u8 = null;
+    var key: ?[]const u8 = null;
+    var by: i64 = 1;
+    for (0..entries) |_| {
+        const field = try r.str() orelse {
+            // A key that is no string, and its value.
+            try r.skip();
+            try r.skip();
+            continue;
+        };
+        if (std.mem.eql(u8, field, "store")) {
+            store = try r.str() orelse return fail(err, count_expected, .{});
+        } else if (std.mem.eql(u8, field, "key")) {
+            key = try r.str() orelse return fail(err, count_expected, .{});
+        } else if (std.mem.eql(u8, field, "by")) {
+            by = try r.signed() orelse return fail(err, count_expected, .{});
+        } else {
+            try r.skip();
+        }
+    }
+    var name = borrowed(store orelse return fail(err, count_expected, .{}));
+    var counter = borrowed(key orelse return fail(err, count_expected, .{}));
+    var bucket: c.wasi_keyvalue_store_own_bucket_t = undefined;
+    var failure: c.wasi_keyvalue_store_error_t = undefined;
+    if (!c.wasi_keyvalue_store_open(&name, &bucket, &failure)) return storeFailure(&failure, err);
+    defer c.wasi_keyvalue_store_bucket_drop_own(bucket);
+    var value: i64 = undefined;
+    if (!c.wasi_keyvalue_atomics_increment(c.wasi_keyvalue_store_borrow_bucket(bucket), &counter, by, &value, &failure))
+        return storeFailure(&failure, err);
+    const out: [*]u8 = @ptrCast(std.c.malloc(9) orelse return fail(err, "count: out of memory", .{}));
+    var w = Writer{ .buf = out };
+    if (value < 0) w.int(value) else w.uint(@intCast(value));
+    ret.ptr = out;
+    ret.len = w.len;
+    return true;
+}
+
+/// Replies "count: <case>" for a store's error, the case as WIT spells it,
+/// and frees the error.
+fn storeFailure(failure: *c.wasi_keyvalue_store_error_t, err: *c.handler_string_t) bool {
+    defer c.wasi_keyvalue_store_error_free(failure);
+    return switch (failure.tag) {
+        c.WASI_KEYVALUE_STORE_ERROR_NO_SUCH_STORE => fail(err, "count: no-such-store", .{}),
+        c.WASI_KEYVALUE_STORE_ERROR_ACCESS_DENIED => fail(err, "count: access-denied", .{}),
+        else => fail(err, "count: other: {s}", .{bytes(failure.val.other.ptr, failure.val.other.len)}),
+    };
+}
+
 /// A string of the payload, borrowed for an import's argument.
 fn borrowed(s: []const u8) c.handler_string_t {
     return .{ .ptr = @constCast(s.ptr), .len = s.len };
@@ -458,10 +553,12 @@ export fn exports_handler_handle(
         ok = whoCalled(ret, err);
     } else if (std.mem.endsWith(u8, name, "relay")) {
         ok = relay(bytes(payload.ptr, payload.len), ret, err);
+    } else if (std.mem.endsWith(u8, name, "count")) {
+        ok = increment(bytes(payload.ptr, payload.len), ret, err);
     } else {
         // stderr goes to the host's log, tagged with handler and request id.
         std.io.getStdErr().writer().print("no operation for the name {s}\n", .{name}) catch {};
-        ok = fail(err, "{s}: serve this component under a name ending in echo, sum, caller or relay", .{name});
+        ok = fail(err, "{s}: serve this component under a name ending in echo, sum, caller, relay or count", .{name});
     }
     c.handler_list_u8_free(payload);
     c.handler_context_free(ctx);
