@@ -73,13 +73,21 @@ async fn load_handlers(
 /// balancer sends new work to replicas that can keep state.
 fn watch_stores(stores: Arc<Stores>, readiness: Arc<Readiness>, tasks: &mut JoinSet<()>) {
     tasks.spawn(async move {
+        let mut was = None;
         loop {
-            match stores.unreachable().await {
-                Some(why) => {
-                    tracing::warn!(reason = %why, "not ready: a store cannot be reached");
-                    readiness.hold("stores", why);
+            let now = stores.unreachable().await;
+            if now != was {
+                match &now {
+                    Some(why) => {
+                        tracing::warn!(reason = %why, "not ready: a store cannot be reached");
+                        readiness.hold("stores", why.clone());
+                    }
+                    None => {
+                        tracing::info!("ready: every store answers again");
+                        readiness.release("stores");
+                    }
                 }
-                None => readiness.release("stores"),
+                was = now;
             }
             tokio::time::sleep(READY_CHECK_INTERVAL).await;
         }
