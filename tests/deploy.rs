@@ -131,7 +131,15 @@ fn built_in_kinds_validate_strictly() {
         let report = String::from_utf8_lossy(&output.stdout).into_owned()
             + &String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "{overlay}:\n{report}");
-        for kind in ["deployment", "service", "configmap", "serviceaccount"] {
+        for kind in [
+            "deployment",
+            "service",
+            "configmap",
+            "serviceaccount",
+            "poddisruptionbudget",
+            "horizontalpodautoscaler",
+            "networkpolicy",
+        ] {
             assert!(
                 report.contains(&format!("passed for resource {kind}/")),
                 "{overlay}: no {kind} validated:\n{report}"
@@ -533,6 +541,90 @@ fn manifests_agree_with_each_other_and_the_config() {
             config.contains_key("tls"),
             "{}",
             at("no certificate source")
+        );
+        // A drain leaves a replica: the budget selects these pods, and the
+        // autoscaler scales this Deployment and never below two.
+        let selects = |selector: &Value| {
+            selector["matchLabels"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .all(|(k, v)| &pod.labels[k] == v)
+        };
+        let budget = objects
+            .iter()
+            .find(|o| o["kind"] == "PodDisruptionBudget")
+            .unwrap();
+        assert!(
+            selects(&budget["spec"]["selector"]),
+            "{}",
+            at("PodDisruptionBudget selector")
+        );
+        assert_eq!(
+            budget["spec"]["maxUnavailable"],
+            1,
+            "{}",
+            at("maxUnavailable")
+        );
+        let scaler = objects
+            .iter()
+            .find(|o| o["kind"] == "HorizontalPodAutoscaler")
+            .unwrap();
+        let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+        assert_eq!(
+            scaler["spec"]["scaleTargetRef"]["name"],
+            deployment["metadata"]["name"],
+            "{}",
+            at("HorizontalPodAutoscaler target")
+        );
+        assert!(
+            scaler["spec"]["minReplicas"].as_u64().unwrap() >= 2,
+            "{}",
+            at("minReplicas")
+        );
+        // The network policy selects these pods, lets in the message port
+        // and the admin port by the pod's port names, and lets out DNS and
+        // each Redis store's port, nothing else.
+        let policy = objects
+            .iter()
+            .find(|o| o["kind"] == "NetworkPolicy")
+            .unwrap();
+        assert!(
+            selects(&policy["spec"]["podSelector"]),
+            "{}",
+            at("NetworkPolicy podSelector")
+        );
+        let ports = |rules: &Value| -> BTreeSet<u64> {
+            rules
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|r| r["ports"].as_array().unwrap().iter())
+                .map(|p| pod.port(&p["port"]))
+                .collect()
+        };
+        assert_eq!(
+            ports(&policy["spec"]["ingress"]),
+            BTreeSet::from([message, admin]),
+            "{}",
+            at("NetworkPolicy ingress")
+        );
+        let mut egress = BTreeSet::from([53]);
+        for store in config
+            .get("store")
+            .and_then(|s| s.as_array())
+            .into_iter()
+            .flatten()
+        {
+            if store.get("redis").is_some() {
+                egress.insert(6379);
+            }
+        }
+        assert_eq!(
+            ports(&policy["spec"]["egress"]),
+            egress,
+            "{}",
+            at("NetworkPolicy egress")
         );
         // Each Redis store's URL variable is set from a Secret in the pod.
         for store in config

@@ -2,10 +2,12 @@
 # Installs the servers the tests start for real, from Debian's packages. The
 # tests run it themselves (tests/common/redis.rs), once, under a lock, so
 # `cargo test` needs nothing installed beforehand. Safe to run again.
-#   usage: sh tests/install-services.sh redis
+#   usage: sh tests/install-services.sh PART...
 #
-#   redis   redis-server (Debian's 7.0), which the key-value store tests
-#           start on a free port in a temporary folder
+#   redis       redis-server (Debian's 7.0), which the key-value store
+#               tests start on a free port in a temporary folder
+#   prometheus  prometheus and promtool (Debian's 2.42), for the alert rules
+#               and a real scrape of a running host
 #
 # Installing needs root (apt-get); without root, a missing package stops
 # the script with the command to run.
@@ -40,6 +42,9 @@ for part in "$@"; do
             # Debian's package starts a server on the default port; the
             # tests start their own.
             ;;
-        *) fail "unknown part $part (redis)" ;;
+        prometheus)
+            command -v promtool >/dev/null 2>&1 || apt_install prometheus
+            ;;
+        *) fail "unknown part $part (redis, prometheus)" ;;
     esac
 done

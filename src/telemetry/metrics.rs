@@ -162,6 +162,8 @@ pub struct Metrics {
     certificates_now: Mutex<Vec<CertificateLabels>>,
     swaps: Family<ResultLabels, Counter>,
     handler_info: Family<InfoLabels, Gauge>,
+    /// Each served handler's `max_instances`, for alerts on a full pool.
+    max_instances: Family<HandlerLabels, Gauge>,
     /// The info series now set, by handler, so a swap can retire the old.
     info_now: Mutex<HashMap<Arc<str>, InfoLabels>>,
     handlers_loaded: Gauge,
@@ -281,6 +283,12 @@ impl Metrics {
             "The module each handler serves, by SHA-256",
             handler_info.clone(),
         );
+        let max_instances = Family::default();
+        registry.register(
+            "handler_max_instances",
+            "Instances each served handler may run at once (its max_instances)",
+            max_instances.clone(),
+        );
         let handlers_loaded = Gauge::default();
         registry.register(
             "handlers_loaded",
@@ -313,6 +321,7 @@ impl Metrics {
             certificates_now: Mutex::default(),
             swaps,
             handler_info,
+            max_instances,
             info_now: Mutex::default(),
             handlers_loaded,
             accepting,
@@ -488,11 +497,22 @@ impl Metrics {
                 sha256: handler.sha256().into(),
             };
             self.handler_info.get_or_create(&labels).set(1);
+            let named = HandlerLabels {
+                handler: labels.handler.clone(),
+            };
+            self.max_instances
+                .get_or_create(&named)
+                .set(i64::from(handler.config().max_instances));
             next.insert(labels.handler.clone(), labels);
         }
         for (name, old) in now.iter() {
             if next.get(name) != Some(old) {
                 self.handler_info.remove(old);
+            }
+            if !next.contains_key(name) {
+                self.max_instances.remove(&HandlerLabels {
+                    handler: name.clone(),
+                });
             }
         }
         self.handlers_loaded.set(next.len() as i64);

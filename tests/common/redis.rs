@@ -12,6 +12,18 @@ use std::time::Duration;
 
 use super::{run_sh_locked, wait_until};
 
+/// Installs one part of tests/install-services.sh, under the lock every
+/// test binary shares.
+pub fn install_service(part: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    run_sh_locked(
+        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("services.lock"),
+        &root.join("tests/install-services.sh"),
+        &[Path::new(part)],
+        &format!("cannot install {part} (tests/install-services.sh {part})"),
+    );
+}
+
 pub struct RedisServer {
     pub addr: SocketAddr,
     dir: tempfile::TempDir,
@@ -21,15 +33,7 @@ pub struct RedisServer {
 impl RedisServer {
     pub fn start() -> RedisServer {
         static INSTALLED: Once = Once::new();
-        INSTALLED.call_once(|| {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-            run_sh_locked(
-                &Path::new(env!("CARGO_TARGET_TMPDIR")).join("services.lock"),
-                &root.join("tests/install-services.sh"),
-                &[Path::new("redis")],
-                "cannot install redis-server (tests/install-services.sh redis)",
-            );
-        });
+        INSTALLED.call_once(|| install_service("redis"));
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
