@@ -1,8 +1,10 @@
-//! The alert rules (deploy/observability) against Debian's real Prometheus
-//! 2.42: `promtool` checks them and runs their unit tests, the
-//! PrometheusRule carries the same groups, and a Prometheus scraping two
-//! running hosts (one plain, one TLS) has a series for every metric the
-//! rules name, so a renamed metric fails here, not in a user's alerts.
+//! The dashboard and alert rules (deploy/observability) against Debian's
+//! real Prometheus 2.42: `promtool` checks the rules and runs their unit
+//! tests, the PrometheusRule carries the same groups, the checked-in
+//! dashboard is what its code builds, and a Prometheus scraping running
+//! hosts (one plain, one TLS) and a client's metrics answers every panel's
+//! query with data and has a series for every metric the rules name. A
+//! renamed metric fails here, not on a user's dashboard.
 
 mod common;
 
@@ -12,11 +14,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use arrpc_host::config::{Config, HandlerConfig, TlsConfig};
+use std::sync::Arc;
+
+use arrpc_client::{ClientConfig, ClientMetrics, RpcClient};
+use arrpc_host::config::{
+    Allowed, ClientCertificates, Config, HandlerConfig, StoreConfig, TlsConfig,
+};
 use common::admin::start_config_with_admin;
-use common::certs::{Ca, local_names};
+use common::certs::{self, Ca, local_names};
 use common::redis::install_service;
 use common::*;
+use prometheus_client::registry::Registry;
 
 fn observability() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/observability")
@@ -71,6 +79,45 @@ fn the_prometheus_rule_holds_the_rules_files_groups() {
         .map(|l| format!("{l}\n"))
         .collect();
     assert_eq!(unindented.trim_end(), groups.trim_end());
+}
+
+/// The checked-in dashboard.json is what dashboard.py builds with the
+/// pinned SDK.
+#[test]
+fn the_checked_in_dashboard_is_what_its_code_builds() {
+    let dir = tempfile::tempdir().unwrap();
+    let built = dir.path().join("dashboard.json");
+    run_sh_locked(
+        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.lock"),
+        &observability().join("build-dashboard.sh"),
+        &[&built],
+        "building the dashboard (deploy/observability/build-dashboard.sh)",
+    );
+    let checked_in = std::fs::read_to_string(observability().join("dashboard.json")).unwrap();
+    assert!(
+        std::fs::read_to_string(&built).unwrap() == checked_in,
+        "deploy/observability/dashboard.json is not what dashboard.py builds: run build-dashboard.sh"
+    );
+}
+
+/// Every query of every panel in dashboard.json, with Grafana's
+/// `$__rate_interval` read as a minute.
+fn panel_queries() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(observability().join("dashboard.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            queries.push((
+                panel["title"].as_str().unwrap().to_owned(),
+                target["expr"]
+                    .as_str()
+                    .unwrap()
+                    .replace("$__rate_interval", "1m"),
+            ));
+        }
+    }
+    queries
 }
 
 fn names_after<'a>(text: &'a str, marker: &'a str) -> impl Iterator<Item = &'a str> {
@@ -143,16 +190,27 @@ impl Prometheus {
 
     /// How many series `name` has now.
     fn series(&self, name: &str) -> usize {
-        // Metric names need no escaping but the parentheses.
-        let url = format!("http://{}/api/v1/query?query=count%28{name}%29", self.addr);
-        let Ok(text) = reqwest::blocking::get(url).and_then(|r| r.text()) else {
-            return 0;
-        };
-        let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        body["data"]["result"][0]["value"][1]
-            .as_str()
+        self.query(&format!("count({name})"))
+            .first()
+            .and_then(|r| r["value"][1].as_str())
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
+    }
+
+    /// The result vector of the instant query `expr` (empty on any error).
+    fn query(&self, expr: &str) -> Vec<serde_json::Value> {
+        let url = format!("http://{}/api/v1/query", self.addr);
+        let Ok(url) = reqwest::Url::parse_with_params(&url, &[("query", expr)]) else {
+            return Vec::new();
+        };
+        let Ok(text) = reqwest::blocking::get(url).and_then(|r| r.text()) else {
+            return Vec::new();
+        };
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        body["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -163,26 +221,106 @@ impl Drop for Prometheus {
     }
 }
 
-/// Prometheus scraping a plain host (messages, a refused reload) and a TLS
-/// host (certificates, a failed handshake) has data for every metric the
-/// rules name.
+/// Serves `registry` as a `/metrics` page on a free port, as a client
+/// process exporting its own metrics would.
+fn serve_registry(registry: Arc<Registry>) -> SocketAddr {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            let _ = stream.read(&mut [0; 4096]);
+            let mut body = String::new();
+            prometheus_client::encoding::text::encode(&mut body, &registry).unwrap();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body.as_bytes());
+        }
+    });
+    addr
+}
+
+/// Prometheus scraping a plain host (messages, a timeout, an access
+/// refusal, a refused outbound request, store operations, a refused
+/// reload), a TLS host (certificates, a failed handshake) and a balancing
+/// client (one replica down) has data for every panel's query and a series
+/// for every metric the rules name.
 #[test]
-fn every_metric_the_rules_name_is_scraped_from_running_hosts() {
-    let (plain, plain_admin) =
-        start_config_with_admin(&serving(vec![handler_config("echo", "echo")]));
+fn every_panel_and_rule_has_data_from_running_hosts() {
     let dir = tempfile::tempdir().unwrap();
+    let (plain, plain_admin) = start_config_with_admin(&Config {
+        stores: vec![StoreConfig::embedded(
+            "counts",
+            dir.path().join("counts.redb"),
+        )],
+        ..serving(vec![
+            handler_config("echo", "echo"),
+            HandlerConfig {
+                timeout: Duration::from_millis(200),
+                ..handler_config("misbehave", "misbehave")
+            },
+            handler_config("net", "net"),
+            HandlerConfig {
+                stores: vec!["counts".into()],
+                ..handler_config("state", "state")
+            },
+        ])
+    });
     let ca = Ca::new(dir.path(), "ops");
     let server = ca.server(dir.path(), "server", local_names());
     let (tls, tls_admin) = start_config_with_admin(&Config {
-        tls: Some(TlsConfig::new(server.cert.clone(), server.key.clone())),
-        ..serving(vec![HandlerConfig::new("echo", component("echo"))])
+        tls: Some(TlsConfig {
+            client_ca: Some(ca.cert.clone()),
+            client_certificates: ClientCertificates::Optional,
+            ..TlsConfig::new(server.cert.clone(), server.key.clone())
+        }),
+        ..serving(vec![
+            handler_config("echo", "echo"),
+            HandlerConfig {
+                allow: Some(vec![Allowed::Authenticated]),
+                ..handler_config("guarded", "echo")
+            },
+        ])
     });
 
-    // A message answered, and a config reload refused.
-    assert_eq!(
-        plain.connect().call_value(&str_value("hi")),
-        str_value("hi")
-    );
+    // Messages: answered, timed out, an HTTP request no entry admits, a
+    // store increment; and over TLS without a certificate, one refused by
+    // an allow list.
+    let mut wire = plain.connect();
+    assert_eq!(wire.call_value(&str_value("hi")), str_value("hi"));
+    // RPC params reach the handler as they are: `net` and `state` take a map.
+    for (method, params) in [
+        ("misbehave", rmpv::Value::Array(vec![str_value("loop")])),
+        (
+            "net",
+            rmpv::Value::Map(vec![
+                ("op".into(), "get".into()),
+                ("url".into(), "http://192.0.2.1/".into()),
+            ]),
+        ),
+        (
+            "state",
+            rmpv::Value::Map(vec![
+                ("op".into(), "increment".into()),
+                ("store".into(), "counts".into()),
+                ("key".into(), "k".into()),
+            ]),
+        ),
+    ] {
+        wire.rpc(1, method, &params);
+    }
+    {
+        use std::io::{Read, Write};
+        let mut stream = certs::tls_connect(tls.addr, certs::rustls_client(&ca.cert, None));
+        stream
+            .write_all(&request(1, "guarded", &rmpv::Value::Array(vec![1.into()])))
+            .unwrap();
+        let _ = stream.read(&mut [0; 256]);
+    }
+    // A config reload refused.
     std::fs::write(&plain.config.path, "[server\n").unwrap();
     plain.wait_for_log("config reload refused");
     // A handshake that fails: plain bytes at the TLS port.
@@ -194,22 +332,68 @@ fn every_metric_the_rules_name_is_scraped_from_running_hosts() {
             .unwrap();
         let _ = stream.read(&mut [0; 64]);
     }
+    // A balancing client over the plain host and a port nothing listens on.
+    let mut registry = Registry::default();
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let metrics = ClientMetrics::register(&mut registry);
+    let mut config = ClientConfig::new(format!("{},{dead}", plain.addr));
+    config.metrics = Some(metrics.clone());
+    config.connect_timeout = Duration::from_millis(200);
+    let client = RpcClient::new(config);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for _ in 0..20 {
+        let _ =
+            runtime.block_on(client.call_raw("echo", &encode(&rmpv::Value::Array(vec![1.into()]))));
+    }
+    // A bare client tries a dead address again before giving up: retries.
+    let mut config = ClientConfig::new(dead.to_string());
+    config.metrics = Some(metrics);
+    config.connect_attempts = 2;
+    config.backoff = Duration::from_millis(10);
+    let mut bare = arrpc_client::Client::new(config);
+    assert!(
+        runtime
+            .block_on(bare.send_raw(&encode(&str_value("hi"))))
+            .is_err()
+    );
+    let client_metrics = serve_registry(Arc::new(registry));
 
-    let prometheus = Prometheus::start(&[plain_admin, tls_admin]);
-    let wanted = rule_metrics();
-    assert!(wanted.len() >= 8, "{wanted:?}");
-    let missing = || -> Vec<String> {
-        wanted
+    let prometheus = Prometheus::start(&[plain_admin, tls_admin, client_metrics]);
+    let queries = panel_queries();
+    assert!(queries.len() >= 14, "{queries:?}");
+    let empty = || -> Vec<&(String, String)> {
+        queries
             .iter()
-            .filter(|m| prometheus.series(m) == 0)
-            .cloned()
+            .filter(|(_, expr)| prometheus.query(expr).is_empty())
             .collect()
     };
-    wait_until(
-        "Prometheus has a series for every metric the rules name",
-        Duration::from_secs(60),
-        || missing().is_empty(),
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !empty().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let empty = empty();
+    assert!(
+        empty.is_empty(),
+        "panels whose queries return no data: {empty:#?}"
     );
-    // And a name no host exports has none: the check can fail.
-    assert_eq!(prometheus.series("arrpc_no_such_metric_total"), 0);
+    let wanted = rule_metrics();
+    assert!(wanted.len() >= 8, "{wanted:?}");
+    for metric in &wanted {
+        assert!(
+            prometheus.series(metric) > 0,
+            "no series for {metric}, which the rules name"
+        );
+    }
+    // A name no host exports has no data: the checks can fail.
+    assert!(
+        prometheus
+            .query("rate(arrpc_no_such_metric_total[1m])")
+            .is_empty()
+    );
 }
