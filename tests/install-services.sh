@@ -8,6 +8,8 @@
 #               tests start on a free port in a temporary folder
 #   prometheus  prometheus and promtool (Debian's 2.42), for the alert rules
 #               and a real scrape of a running host
+#   chromium    headless Chromium, which draws the dashboard's key panels
+#               from Prometheus's graph page
 #
 # Installing needs root (apt-get); without root, a missing package stops
 # the script with the command to run.
@@ -45,6 +47,9 @@ for part in "$@"; do
         prometheus)
             command -v promtool >/dev/null 2>&1 || apt_install prometheus
             ;;
-        *) fail "unknown part $part (redis, prometheus)" ;;
+        chromium)
+            command -v chromium >/dev/null 2>&1 || apt_install chromium
+            ;;
+        *) fail "unknown part $part (redis, prometheus, chromium)" ;;
     esac
 done

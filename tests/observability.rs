@@ -197,6 +197,26 @@ impl Prometheus {
             .unwrap_or(0)
     }
 
+    /// Prometheus's graph page for `expr` over the last minute. Every
+    /// byte but letters and digits is percent-encoded: the classic page
+    /// reads a `+` as a plus, not a space.
+    fn graph_url(&self, expr: &str) -> String {
+        let encoded: String = expr
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        format!(
+            "http://{}/graph?g0.expr={encoded}&g0.tab=0&g0.range_input=1m",
+            self.addr
+        )
+    }
+
     /// The result vector of the instant query `expr` (empty on any error).
     fn query(&self, expr: &str) -> Vec<serde_json::Value> {
         let url = format!("http://{}/api/v1/query", self.addr);
@@ -396,4 +416,75 @@ fn every_panel_and_rule_has_data_from_running_hosts() {
             .query("rate(arrpc_no_such_metric_total[1m])")
             .is_empty()
     );
+
+    // With ARRPC_DOCS_PICTURES set to a folder (docs/images), the key
+    // panels as Prometheus's own graph page draws them under load, taken
+    // with headless Chromium, for docs/operations.md. Not checked: how
+    // soon the page draws depends on the machine's load.
+    if let Some(dir) = std::env::var_os("ARRPC_DOCS_PICTURES") {
+        let addr = plain.addr;
+        std::thread::spawn(move || {
+            let mut wire = Wire::connect(addr);
+            let until = std::time::Instant::now() + Duration::from_secs(20);
+            while std::time::Instant::now() < until {
+                wire.call_value(&str_value("hi"));
+            }
+        })
+        .join()
+        .unwrap();
+        let pictures = tempfile::tempdir().unwrap();
+        for (title, file) in [
+            ("Handler latency", "panel-latency.png"),
+            ("Instances in use", "panel-instances.png"),
+        ] {
+            let (_, expr) = queries.iter().find(|(t, _)| t == title).unwrap();
+            let page = prometheus.graph_url(expr);
+            let png = pictures.path().join(file);
+            // The largest of a few: a run may shoot before the page drew.
+            let mut best = Vec::new();
+            for _ in 0..5 {
+                chromium(
+                    &[&format!("--screenshot={}", png.display()), page.as_str()],
+                    pictures.path(),
+                );
+                let bytes = std::fs::read(&png).unwrap();
+                if bytes.len() > best.len() {
+                    best = bytes;
+                }
+            }
+            std::fs::write(Path::new(&dir).join(file), best).unwrap();
+        }
+    }
+}
+
+/// Runs headless Chromium (Debian's, installed by
+/// tests/install-services.sh) with `args` and a profile in `dir`, as the
+/// machine's closed network needs; returns what it printed on stdout.
+fn chromium(args: &[&str], dir: &Path) -> String {
+    install_service("chromium");
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--window-size=1200,900",
+            // Real time for the page's queries to come back and draw.
+            "--timeout=10000",
+        ])
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .args(args)
+        .output()
+        .expect("running chromium");
+    assert!(
+        out.status.success(),
+        "chromium {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

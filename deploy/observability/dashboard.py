@@ -37,7 +37,8 @@ def panel(title: str, unit: str, description: str, *queries: prometheus.Dataquer
 
 
 def rate(metric: str, by: str, matchers: str = "") -> str:
-    return f"sum by ({by}) (rate({metric}{{{matchers}}}[$__rate_interval]))"
+    selector = f"{metric}{{{matchers}}}" if matchers else metric
+    return f"sum by ({by}) (rate({selector}[$__rate_interval]))"
 
 
 def build() -> dashboard.Dashboard:
