@@ -92,7 +92,7 @@ impl Owed {
     /// Starts one message. Its reply comes back when the message finished
     /// at once and no earlier reply is still owed (it can leave now);
     /// otherwise the reply is owed from now on.
-    fn take(
+    fn start(
         &mut self,
         message: Bytes,
         at: Instant,
@@ -172,21 +172,9 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    Session {
-        conn: Connection::new(stream, limits.max_message),
-        peer,
-        dispatcher,
-        limits,
-        owed: Owed::default(),
-        reading: true,
-        lingers: false,
-        refusing: false,
-        aged: false,
-        refused: false,
-        speaks_rpc: false,
-    }
-    .run(shutdown)
-    .await
+    Session::new(stream, peer, dispatcher, limits)
+        .run(shutdown)
+        .await
 }
 
 /// One connection being served: its stream, the replies it owes, and
@@ -198,29 +186,155 @@ struct Session<S> {
     dispatcher: Arc<Dispatcher>,
     limits: ConnectionLimits,
     owed: Owed,
-    /// Messages are still read; once not, the connection ends when the
-    /// replies owed are sent.
-    reading: bool,
-    /// The host, not the client, ends the connection: it reads and drops
-    /// what the client still sends for [`LINGER`], so the last replies
-    /// are not lost to a reset.
-    lingers: bool,
-    /// Shutdown began: messages read now are refused, not run.
-    refusing: bool,
-    /// Past its age: RPC calls are refused, and `refused` says one was.
-    aged: bool,
-    refused: bool,
-    /// Whether the client made an RPC call: then it is told to move, not
-    /// closed on at a quiet moment. Watched only with a max age.
-    speaks_rpc: bool,
+    phase: Phase,
+}
+
+/// Where a connection stands between opening and closing: whether it
+/// reads, what becomes of a message it reads, and what closes it. The
+/// transitions are its methods, named for what happened, so no other
+/// combination can be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reads messages and runs them; no max age applies.
+    Open,
+    /// Reads messages and runs them until its max age. `rpc_seen`: the
+    /// client has made an RPC call, so at that age it is told to move
+    /// rather than closed on.
+    Young { rpc_seen: bool },
+    /// Past its max age, with a client that has made no RPC call: runs what
+    /// it reads and closes at its first quiet moment (no reply owed, no
+    /// input read ahead), as after `idle_timeout`.
+    AgedBare,
+    /// Past its max age, with a client that makes RPC calls: each call read
+    /// is refused, so the client resends it elsewhere or on a new
+    /// connection, and the connection reads on until the client closes it,
+    /// or [`AGED_LINGER`] after its max age.
+    AgedRpc,
+    /// Shutdown began: reads on for [`DRAIN_NOTICE`] but refuses every
+    /// message read. `close_when_quiet`: it was [`Phase::AgedBare`], and
+    /// still closes at its first quiet moment.
+    Notice { close_when_quiet: bool },
+    /// Reads no more: the replies owed go out, then the connection closes.
+    /// `linger`: the host, not the client, ended it; after closing, it
+    /// reads and drops what the client still sends for [`LINGER`], so the
+    /// last replies are not lost to a reset.
+    Closing { linger: bool },
+}
+
+impl Phase {
+    /// A new connection's phase: with a max age, it watches for RPC calls.
+    fn new(max_age: Option<Duration>) -> Phase {
+        match max_age {
+            Some(_) => Phase::Young { rpc_seen: false },
+            None => Phase::Open,
+        }
+    }
+
+    /// Whether messages are still read.
+    fn reads(self) -> bool {
+        !matches!(self, Phase::Closing { .. })
+    }
+
+    /// Whether shutdown beginning would change anything: not once the
+    /// notice is given or reading stopped.
+    fn awaits_shutdown(self) -> bool {
+        matches!(
+            self,
+            Phase::Open | Phase::Young { .. } | Phase::AgedBare | Phase::AgedRpc
+        )
+    }
+
+    /// Whether the age timer matters: before the max age, and after it
+    /// while an RPC client told to move has its [`AGED_LINGER`] to leave.
+    /// Without a max age it is never polled, so a connection pays nothing
+    /// for the feature per turn.
+    fn watches_age(self) -> bool {
+        matches!(self, Phase::Young { .. } | Phase::AgedRpc)
+    }
+
+    /// Whether the connection closes at its first quiet moment.
+    fn closes_when_quiet(self) -> bool {
+        matches!(
+            self,
+            Phase::AgedBare
+                | Phase::Notice {
+                    close_when_quiet: true
+                }
+        )
+    }
+
+    /// Whether, once closed, the connection reads and drops what the client
+    /// still sends.
+    fn lingers(self) -> bool {
+        matches!(self, Phase::Closing { linger: true })
+    }
+
+    /// Whether a message read now runs; if not, it is refused as
+    /// [`Failure::Draining`]. `is_rpc_call` is asked only where the answer
+    /// matters: with a max age, until the client makes its first RPC call
+    /// (which decides how it is made to leave at that age), and past it,
+    /// where RPC calls are refused. A closing connection reads nothing to
+    /// ask about.
+    fn admit(&mut self, is_rpc_call: impl FnOnce() -> bool) -> bool {
+        match *self {
+            Phase::Notice { .. } => false,
+            Phase::Young { rpc_seen: false } => {
+                if is_rpc_call() {
+                    *self = Phase::Young { rpc_seen: true };
+                }
+                true
+            }
+            Phase::AgedBare => {
+                if is_rpc_call() {
+                    *self = Phase::AgedRpc;
+                    false
+                } else {
+                    true
+                }
+            }
+            Phase::AgedRpc => !is_rpc_call(),
+            Phase::Open | Phase::Young { rpc_seen: true } | Phase::Closing { .. } => true,
+        }
+    }
+
+    /// Shutdown began: the notice starts.
+    fn begin_notice(&mut self) {
+        if self.awaits_shutdown() {
+            *self = Phase::Notice {
+                close_when_quiet: *self == Phase::AgedBare,
+            };
+        }
+    }
+
+    /// The max age passed.
+    fn pass_max_age(&mut self) {
+        if let Phase::Young { rpc_seen } = *self {
+            *self = if rpc_seen {
+                Phase::AgedRpc
+            } else {
+                Phase::AgedBare
+            };
+        }
+    }
+
+    /// The host ends the connection: the notice is over, the input was
+    /// malformed, or an old connection's time ran out.
+    fn stop_reading(&mut self) {
+        *self = Phase::Closing { linger: true };
+    }
+
+    /// The client closed its side.
+    fn input_ended(&mut self) {
+        *self = Phase::Closing { linger: false };
+    }
 }
 
 /// What one event leaves the connection to do.
 enum Turn {
     /// Carry on.
     Next,
-    /// Replies owed from earlier turns went out: the idle clock restarts.
-    Wrote,
+    /// Replies owed from earlier turns went out: restart the idle clock.
+    RestartIdleClock,
     /// Close, with no reply owed: the connection idled out.
     Idle,
     /// The connection broke: end at once.
@@ -231,6 +345,22 @@ impl<S> Session<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    fn new(
+        stream: S,
+        peer: Arc<Peer>,
+        dispatcher: Arc<Dispatcher>,
+        limits: ConnectionLimits,
+    ) -> Self {
+        Session {
+            conn: Connection::new(stream, limits.max_message),
+            peer,
+            dispatcher,
+            limits,
+            owed: Owed::default(),
+            phase: Phase::new(limits.max_age),
+        }
+    }
+
     async fn run(mut self, mut shutdown: Shutdown) {
         let notice = sleep(Duration::ZERO);
         tokio::pin!(notice);
@@ -244,21 +374,25 @@ where
         let shutting_down = shutdown.recv();
         tokio::pin!(shutting_down);
 
-        while self.reading || !self.owed.is_empty() {
+        while self.phase.reads() || !self.owed.is_empty() {
             let turn = tokio::select! {
                 biased;
                 // Before reading, so a busy connection hears of shutdown too.
-                _ = &mut shutting_down, if self.reading && !self.refusing => {
-                    self.refusing = true;
+                _ = &mut shutting_down, if self.phase.awaits_shutdown() => {
+                    self.phase.begin_notice();
                     notice.as_mut().reset(tokio::time::Instant::now() + DRAIN_NOTICE);
                     Turn::Next
                 }
-                _ = &mut notice, if self.reading && self.refusing => {
-                    self.stop_reading();
+                _ = &mut notice, if matches!(self.phase, Phase::Notice { .. }) => {
+                    self.phase.stop_reading();
                     Turn::Next
                 }
-                _ = &mut age, if self.age_watched() => {
-                    if self.grow_old() {
+                _ = &mut age, if self.phase.watches_age() => {
+                    if self.phase == Phase::AgedRpc {
+                        // Told to move, its client stayed on.
+                        self.phase.stop_reading();
+                    } else {
+                        self.phase.pass_max_age();
                         age.as_mut().reset(tokio::time::Instant::now() + AGED_LINGER);
                     }
                     Turn::Next
@@ -271,9 +405,10 @@ where
                 }
                 read = self.conn.read_message(), if self.has_credit() => {
                     // One clock reading serves every message read together.
-                    let at = Instant::now();
-                    idle.as_mut().reset((at + self.limits.idle_timeout).into());
-                    self.take_messages(read, at).await
+                    // tokio's, so the idle clock follows a test's paused time.
+                    let now = tokio::time::Instant::now();
+                    idle.as_mut().reset(now + self.limits.idle_timeout);
+                    self.take_messages(read, now.into_std()).await
                 }
                 _ = &mut idle, if self.owed.is_empty() => Turn::Idle,
             };
@@ -283,7 +418,7 @@ where
                     break;
                 }
                 Turn::Broken => return,
-                Turn::Wrote => idle
+                Turn::RestartIdleClock => idle
                     .as_mut()
                     .reset(tokio::time::Instant::now() + self.limits.idle_timeout),
                 Turn::Next => {}
@@ -291,60 +426,25 @@ where
             self.close_if_aged_and_quiet();
         }
         let _ = self.conn.shutdown().await;
-        if self.lingers {
+        if self.phase.lingers() {
             // Whatever the client still sends is read and dropped until it
             // closes too, so the last replies are not lost to a reset.
             let _ = tokio::time::timeout(LINGER, self.conn.drain()).await;
         }
     }
 
-    /// Stops reading on the host's initiative: the replies owed are sent,
-    /// then the connection closes and lingers.
-    fn stop_reading(&mut self) {
-        self.reading = false;
-        self.lingers = true;
-    }
-
     /// Reading goes on while fewer messages than the pipelining cap are
     /// in flight: at the cap, backpressure reaches the client through TCP.
     fn has_credit(&self) -> bool {
-        self.reading && self.owed.len() < self.limits.max_pipelined
-    }
-
-    /// Whether the age timer matters: with a max age, before the
-    /// connection is old, and after, while the client that was (or would
-    /// be) told to move has its linger to close. Without one it is never
-    /// polled, so a connection pays nothing for the feature per turn.
-    fn age_watched(&self) -> bool {
-        self.limits.max_age.is_some()
-            && self.reading
-            && !self.refusing
-            && (!self.aged || self.refused || self.speaks_rpc)
-    }
-
-    /// The age timer fired: the connection is old now (`true`: its linger
-    /// starts), or its client, told to move, never left and it closes.
-    fn grow_old(&mut self) -> bool {
-        if self.aged {
-            self.stop_reading();
-            false
-        } else {
-            self.aged = true;
-            true
-        }
+        self.phase.reads() && self.owed.len() < self.limits.max_pipelined
     }
 
     /// An old connection whose client makes no RPC call closes at its
     /// first moment with no reply owed and no input read ahead.
     fn close_if_aged_and_quiet(&mut self) {
-        if self.aged
-            && !self.speaks_rpc
-            && self.reading
-            && self.owed.is_empty()
-            && !self.conn.has_buffered()
-        {
+        if self.phase.closes_when_quiet() && self.owed.is_empty() && !self.conn.has_buffered() {
             tracing::debug!(peer = %self.peer.addr, "closing connection past its max age");
-            self.stop_reading();
+            self.phase.stop_reading();
         }
     }
 
@@ -361,9 +461,9 @@ where
         let mut started = 0;
         loop {
             let reply = match read {
-                Ok(Some(message)) => self.start(message, at),
+                Ok(Some(message)) => self.start_or_refuse(message, at),
                 Ok(None) => {
-                    self.reading = false;
+                    self.phase.input_ended();
                     None
                 }
                 Err(ReadError::Frame(e)) => {
@@ -371,7 +471,7 @@ where
                         tracing::info!(peer = %self.peer.addr, error = %e, suppressed, "refusing message; closing connection");
                     }
                     self.dispatcher.metrics().refused(Outcome::Malformed);
-                    self.stop_reading();
+                    self.phase.stop_reading();
                     self.owed
                         .answer(failure::bare_reply(&Failure::Malformed(e)))
                 }
@@ -387,7 +487,7 @@ where
                 wrote = true;
             }
             started += 1;
-            if !self.reading
+            if !self.phase.reads()
                 || started == self.limits.max_pipelined
                 || self.owed.len() >= self.limits.max_pipelined
             {
@@ -409,38 +509,25 @@ where
         Turn::Next
     }
 
-    /// Starts one message, or refuses it while draining or, for an RPC
-    /// call, past the connection's age; gives back a reply that can
-    /// leave now.
-    fn start(&mut self, message: Bytes, at: Instant) -> Option<Vec<u8>> {
-        if self.refusing {
-            return self.refuse(&message);
+    /// Starts one message, or refuses it as the phase says (while
+    /// draining, or an RPC call past the connection's age); gives back a
+    /// reply that can leave now.
+    fn start_or_refuse(&mut self, message: Bytes, at: Instant) -> Option<Vec<u8>> {
+        let dispatcher = &self.dispatcher;
+        if self.phase.admit(|| dispatcher.is_rpc_call(&message)) {
+            self.owed.start(message, at, &self.dispatcher, &self.peer)
+        } else {
+            self.dispatcher
+                .refuse_draining(&message)
+                .and_then(|reply| self.owed.answer(reply))
         }
-        // Whether the client speaks RPC is watched only with a max age
-        // (which `aged` implies); past it, every RPC call is refused.
-        let watched = self.aged || (self.limits.max_age.is_some() && !self.speaks_rpc);
-        if watched && self.dispatcher.is_rpc_call(&message) {
-            self.speaks_rpc = true;
-            if self.aged {
-                self.refused = true;
-                return self.refuse(&message);
-            }
-        }
-        self.owed.take(message, at, &self.dispatcher, &self.peer)
-    }
-
-    /// The "draining, not run" refusal for `message`, if it gets a reply.
-    fn refuse(&mut self, message: &Bytes) -> Option<Vec<u8>> {
-        self.dispatcher
-            .refuse_draining(message)
-            .and_then(|reply| self.owed.answer(reply))
     }
 
     /// Writes `first` (if any: a notification has no response) and every
     /// further reply that is already finished, then flushes once.
     async fn write_owed(&mut self, first: Option<Vec<u8>>) -> Turn {
         match write_replies(&mut self.conn, first, &mut self.owed).await {
-            Ok(()) => Turn::Wrote,
+            Ok(()) => Turn::RestartIdleClock,
             Err(e) => self.write_failed(e),
         }
     }
@@ -454,8 +541,8 @@ where
 /// Stands in for a timer that never fires.
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
-/// How long a connection past its max age that refused an RPC call reads on
-/// for its client to close it.
+/// How long past its max age a connection whose client makes RPC calls
+/// reads on for the client, told to move, to close it.
 const AGED_LINGER: Duration = Duration::from_secs(5);
 
 /// `age` give or take 10%, so connections opened together do not all close
@@ -471,8 +558,8 @@ fn jitter(age: Duration) -> Duration {
 /// it reads, so clients learn the host is draining before it stops reading.
 const DRAIN_NOTICE: Duration = Duration::from_millis(500);
 
-/// How long a connection closed by shutdown or after malformed input waits
-/// for the client to close.
+/// How long a connection the host closed (shutdown, malformed input, past
+/// its max age) reads and drops input for the client to close too.
 const LINGER: Duration = Duration::from_secs(2);
 
 /// The replies of [`Session::write_owed`]: `first`, then those already
@@ -507,4 +594,271 @@ fn contain<T>(work: impl Future<Output = T>) -> impl Future<Output = Option<T>> 
         done.inspect_err(|_| tracing::error!("message handling panicked"))
             .ok()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! A [`Session`] over an in-memory stream, on a runtime whose clock
+    //! moves only when every task waits, so each timer fires at its
+    //! deadline: the tests check when the host closed as well as what it
+    //! sent. The dispatcher serves no handler, so every message is answered
+    //! at once (no default handler, no such method); a slow handler's reply
+    //! is a future owed before the session starts.
+
+    use std::io::ErrorKind;
+
+    use arrpc_wire::frame::Scanner;
+    use arrpc_wire::rpc;
+    use tokio::io::DuplexStream;
+    use tokio::task::JoinHandle;
+    use tokio::time::{Instant, sleep_until, timeout};
+
+    use super::*;
+    use crate::runtime::{HandlerRegistry, HandlerSet};
+    use crate::server::shutdown::{self, ShutdownTrigger};
+    use crate::telemetry::Metrics;
+
+    /// What the in-memory stream holds each way: less than a lingering
+    /// host is sent.
+    const PIPE: usize = 1024;
+    const IDLE: Duration = Duration::from_secs(60);
+    const MAX_AGE: Duration = Duration::from_secs(10);
+    /// A slow handler's reply, a MessagePack string.
+    const SLOW: &[u8] = b"\xa4slow";
+
+    /// A session being served, and the client's end of its stream.
+    struct Served {
+        client: Connection<DuplexStream>,
+        session: JoinHandle<()>,
+        shutdown: ShutdownTrigger,
+        opened: Instant,
+    }
+
+    /// Serves a session on a port that reads RPC, owing what `owe` adds.
+    fn serve(
+        idle_timeout: Duration,
+        max_age: Option<Duration>,
+        owe: impl FnOnce(&mut Owed),
+    ) -> Served {
+        let (client, server) = tokio::io::duplex(PIPE);
+        let dispatcher = Dispatcher::new(
+            Arc::new(HandlerRegistry::new(HandlerSet::default())),
+            true,
+            None,
+            Arc::new(Metrics::new()),
+        );
+        let limits = ConnectionLimits {
+            max_message: 1 << 20,
+            max_pipelined: 16,
+            idle_timeout,
+            max_age,
+        };
+        let peer = Arc::new(Peer::anonymous("127.0.0.1:1"));
+        let mut session = Session::new(server, peer, Arc::new(dispatcher), limits);
+        owe(&mut session.owed);
+        let (trigger, shutdown) = shutdown::channel();
+        Served {
+            client: Connection::new(client, 1 << 20),
+            session: tokio::spawn(session.run(shutdown)),
+            shutdown: trigger,
+            opened: Instant::now(),
+        }
+    }
+
+    /// A bare message's reply, owed until `at`.
+    fn owe_bare(owed: &mut Owed, at: Instant) {
+        owed.ordered.push_back(Either::Left(Box::pin(async move {
+            sleep_until(at).await;
+            SLOW.to_vec()
+        })));
+    }
+
+    /// An RPC call's response, owed until `at`.
+    fn owe_call(owed: &mut Owed, at: Instant) {
+        owed.calls.push(Box::pin(async move {
+            sleep_until(at).await;
+            Some(SLOW.to_vec())
+        }));
+    }
+
+    impl Served {
+        async fn send(&mut self, message: &[u8]) {
+            self.try_send(message).await.expect("the host reads");
+        }
+
+        async fn try_send(&mut self, message: &[u8]) -> std::io::Result<()> {
+            self.client.write_message(message).await?;
+            self.client.flush().await
+        }
+
+        async fn reply(&mut self) -> Vec<u8> {
+            let reply = self.client.read_message().await.expect("a whole reply");
+            reply.expect("a reply, not the close").to_vec()
+        }
+
+        async fn expect_close(&mut self) {
+            let read = self.client.read_message().await.expect("a clean close");
+            assert_eq!(read, None, "the host closed");
+        }
+
+        /// How long since the session opened.
+        fn at(&self) -> Duration {
+            self.opened.elapsed()
+        }
+
+        /// The session ends within `within`, and then nothing reads what
+        /// the client sends.
+        async fn expect_end(&mut self, within: Duration) {
+            timeout(within, &mut self.session)
+                .await
+                .expect("the session ends")
+                .expect("the session does not panic");
+            let sent = self.try_send(&[0x2a]).await;
+            assert_eq!(sent.map_err(|e| e.kind()), Err(ErrorKind::BrokenPipe));
+        }
+    }
+
+    /// `at` is `expected`, to the millisecond the timer wheel rounds to.
+    fn assert_at(at: Duration, expected: Duration) {
+        assert!(
+            at >= expected && at <= expected + Duration::from_millis(2),
+            "at {at:?}, expected {expected:?}"
+        );
+    }
+
+    fn call(msgid: u32) -> Vec<u8> {
+        rpc::request(msgid, "m", &[0x90])
+    }
+
+    fn no_default_handler() -> Vec<u8> {
+        failure::bare_reply(&Failure::NoDefaultHandler)
+    }
+
+    fn no_such_method(msgid: u32) -> Vec<u8> {
+        failure::reply(&Failure::NoSuchMethod("m".into()), Form::Request(msgid)).unwrap()
+    }
+
+    fn draining(form: Form) -> Vec<u8> {
+        failure::reply(&Failure::Draining, form).unwrap()
+    }
+
+    fn secs(secs: u64) -> Duration {
+        Duration::from_secs(secs)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_connection_closes_after_its_idle_timeout_without_lingering() {
+        let mut served = serve(secs(30), None, |_| {});
+        served.send(&[0x2a]).await;
+        assert_eq!(served.reply().await, no_default_handler());
+
+        // A message read restarts the idle clock.
+        tokio::time::sleep(secs(20)).await;
+        served.send(&[0x2b]).await;
+        assert_eq!(served.reply().await, no_default_handler());
+
+        served.expect_close().await;
+        assert_at(served.at(), secs(50));
+        served.expect_end(Duration::from_millis(1)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_malformed_input_the_host_closes_then_reads_and_drops_until_its_linger_ends() {
+        let mut served = serve(IDLE, None, |_| {});
+        // 0xc1 is no MessagePack marker.
+        served.send(&[0xc1]).await;
+        let error = Scanner::new(1 << 20).scan(&[0xc1]).unwrap_err();
+        assert_eq!(
+            served.reply().await,
+            failure::bare_reply(&Failure::Malformed(error))
+        );
+        served.expect_close().await;
+        let closed = served.at();
+
+        // More than the stream holds goes through: the host reads it.
+        served.send(&[0; 4 * PIPE]).await;
+        served.expect_end(LINGER + Duration::from_millis(2)).await;
+        assert_at(served.at() - closed, LINGER);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_refuses_what_is_read_during_the_notice_then_sends_what_is_owed_and_closes() {
+        let mut served = serve(IDLE, None, |owed| owe_call(owed, Instant::now() + secs(2)));
+        served.shutdown.trigger();
+
+        served.send(&[0x2a]).await;
+        assert_eq!(served.reply().await, draining(Form::Bare));
+        served.send(&call(1)).await;
+        assert_eq!(served.reply().await, draining(Form::Request(1)));
+
+        // Past the notice nothing more is read: this message gets no
+        // reply, the owed one does.
+        tokio::time::sleep(DRAIN_NOTICE + Duration::from_millis(100)).await;
+        served.send(&[0x2b]).await;
+        assert_eq!(served.reply().await, SLOW);
+        assert_at(served.at(), secs(2));
+        served.expect_close().await;
+        served.expect_end(LINGER + Duration::from_millis(2)).await;
+        assert_at(served.at(), secs(2) + LINGER);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_its_max_age_an_rpc_client_has_its_calls_refused_then_is_closed_on_if_it_stays() {
+        let mut served = serve(IDLE, Some(MAX_AGE), |_| {});
+        served.send(&call(1)).await;
+        assert_eq!(served.reply().await, no_such_method(1));
+
+        // Past the max age (give or take 10%), calls are refused so the
+        // client moves them; bare messages still run.
+        tokio::time::sleep(MAX_AGE * 12 / 10).await;
+        served.send(&call(2)).await;
+        assert_eq!(served.reply().await, draining(Form::Request(2)));
+        served.send(&[0x2a]).await;
+        assert_eq!(served.reply().await, no_default_handler());
+
+        // The client stays: the host closes AGED_LINGER after the max age.
+        served.expect_close().await;
+        let at = served.at();
+        assert!(
+            at >= MAX_AGE * 9 / 10 + AGED_LINGER
+                && at <= MAX_AGE * 11 / 10 + AGED_LINGER + Duration::from_millis(2),
+            "closed at {at:?}"
+        );
+        served.expect_end(LINGER + Duration::from_millis(2)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_its_max_age_a_bare_client_is_closed_at_its_first_quiet_moment() {
+        let mut served = serve(IDLE, Some(MAX_AGE), |owed| {
+            owe_bare(owed, Instant::now() + secs(15))
+        });
+
+        // Past the max age, with a reply owed: the connection reads on and
+        // runs what it reads.
+        tokio::time::sleep(MAX_AGE * 12 / 10).await;
+        served.send(&[0x2a]).await;
+        assert_eq!(served.reply().await, SLOW);
+        assert_eq!(served.reply().await, no_default_handler());
+        assert_at(served.at(), secs(15));
+
+        // Then nothing is owed: it closes at once.
+        served.expect_close().await;
+        assert_at(served.at(), secs(15));
+        served.expect_end(LINGER + Duration::from_millis(2)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_its_max_age_a_bare_client_is_closed_when_quiet_during_the_notice_too() {
+        let quiet = MAX_AGE * 12 / 10 + DRAIN_NOTICE / 2;
+        let mut served = serve(IDLE, Some(MAX_AGE), |owed| {
+            owe_bare(owed, Instant::now() + quiet)
+        });
+        tokio::time::sleep(MAX_AGE * 12 / 10).await;
+        served.shutdown.trigger();
+
+        assert_eq!(served.reply().await, SLOW);
+        served.expect_close().await;
+        // Not at the notice's end.
+        assert_at(served.at(), quiet);
+    }
 }
