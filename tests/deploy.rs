@@ -3,8 +3,9 @@
 //! here. Each overlay is rendered with `kubectl kustomize` and then:
 //! - built-in kinds are validated by PyPI kubernetes-validate in strict mode
 //!   against Kubernetes 1.33;
-//! - cert-manager kinds by their published schemas (npm
-//!   @kubernetes-models/cert-manager);
+//! - cert-manager kinds, and the monitoring component's PodMonitor and
+//!   PrometheusRule, by their published schemas (npm
+//!   @kubernetes-models/cert-manager and prometheus-operator);
 //! - spire-controller-manager's ClusterSPIFFEID and the CSI volumes, which no
 //!   registry carries a schema for, by the fields their upstream CRD and
 //!   drivers define, checked here;
@@ -164,12 +165,14 @@ fn built_in_kinds_validate_strictly() {
     );
 }
 
-fn cert_manager_validate(objects: &[Value]) -> Output {
+/// Validates the custom resources among `objects` (cert-manager's, the
+/// Prometheus Operator's) against their published schemas.
+fn crds_validate(objects: &[Value]) -> Output {
     let dir = tempfile::tempdir_in(tmp()).unwrap();
-    let file = dir.path().join("cert-manager.json");
+    let file = dir.path().join("crds.json");
     std::fs::write(&file, serde_json::to_string(objects).unwrap()).unwrap();
     Command::new("node")
-        .arg(root().join("deploy/check/cert-manager.mjs"))
+        .arg(root().join("deploy/check/crds.mjs"))
         .arg(tools().join("node_modules"))
         .arg(&file)
         .output()
@@ -181,7 +184,7 @@ fn cert_manager_validate(objects: &[Value]) -> Output {
 #[test]
 fn cert_manager_kinds_validate_against_their_schemas() {
     let objects = render("cert-manager").objects;
-    let output = cert_manager_validate(&objects);
+    let output = crds_validate(&objects);
     let report = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{report}");
     assert_eq!(report.matches("valid: Certificate").count(), 2, "{report}");
@@ -189,10 +192,57 @@ fn cert_manager_kinds_validate_against_their_schemas() {
 
     let mut certificate = find(&objects, "Certificate", "arrpc-host").clone();
     certificate["spec"]["usages"] = serde_json::json!(["server auth", "mutual auth"]);
-    let output = cert_manager_validate(&[certificate]);
+    let output = crds_validate(&[certificate]);
     let report = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success(), "a bad usage passed: {report}");
     assert!(report.contains("invalid: Certificate"), "{report}");
+}
+
+/// The monitoring component's PodMonitor and PrometheusRule validate
+/// against the Prometheus Operator's schemas (which refuse a value of the
+/// wrong type), and the PodMonitor scrapes these pods' `admin` port at
+/// `/metrics`.
+#[test]
+fn the_monitoring_component_validates_and_scrapes_the_admin_port() {
+    let component = root().join("deploy/kubernetes/components/monitoring");
+    let mut objects = Vec::new();
+    for file in ["podmonitor.yaml", "prometheusrule.yaml"] {
+        let json = run(
+            tools().join("venv/bin/python"),
+            &[
+                root().join("deploy/check/yaml-to-json.py").as_os_str(),
+                component.join(file).as_os_str(),
+            ],
+            "converting the component's YAML",
+        );
+        objects.extend(serde_json::from_slice::<Vec<Value>>(&json.stdout).unwrap());
+    }
+    let output = crds_validate(&objects);
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{report}");
+    assert!(report.contains("valid: PodMonitor arrpc-host"), "{report}");
+    assert!(report.contains("valid: PrometheusRule arrpc-host"), "{report}");
+
+    let rendered = render("cert-manager").objects;
+    let pod = Pod::of(&rendered);
+    let monitor = objects.iter().find(|o| o["kind"] == "PodMonitor").unwrap();
+    for (key, value) in monitor["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&pod.labels[key], value, "PodMonitor selector");
+    }
+    let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
+    let (text, _) = mounted_config(&rendered, &pod);
+    let config: toml::Table = text.parse().unwrap();
+    assert_eq!(pod.port(&endpoint["port"]), toml_port(&config, "admin"));
+    assert_eq!(endpoint["path"], "/metrics");
+
+    let mut wrong = monitor.clone();
+    wrong["spec"]["podMetricsEndpoints"][0]["interval"] = 15.into();
+    let output = crds_validate(&[wrong]);
+    assert!(
+        !output.status.success(),
+        "an interval of the wrong type passed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
 }
 
 /// The ClusterSPIFFEID uses only fields of spire-controller-manager's
