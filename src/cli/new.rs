@@ -161,7 +161,7 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
     let checkout = checkout();
     let tools = checkout.as_ref().map(|c| c.join(TOOLCHAINS));
     let tools = shell_quote(tools.unwrap_or_default());
-    let install = shell_quote(&install_hint(args.lang, checkout.as_deref()));
+    let install = shell_quote(install_hint(args.lang, checkout.as_deref()));
     let fill = |template: &str| {
         template
             .replace("{{toolchains}}", TOOLCHAINS_PRELUDE.trim_end())
