@@ -229,6 +229,17 @@ impl Host {
     /// Like [`Host::start_with_env`], listening on `listen` (a loopback
     /// address, so replicas can share one port on 127.0.0.1, .2 and .3).
     pub fn start_on(config: TestConfig, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Host {
+        Host::spawn_on(config, listen, args, env).listening()
+    }
+
+    /// Starts a host as [`Host::start_on`] does, without waiting for it to
+    /// listen: for what it does before (`/readyz` while handlers load).
+    pub fn spawn_on(
+        config: TestConfig,
+        listen: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Starting {
         components();
         let mut child = host_command()
             .arg("--config")
@@ -259,22 +270,15 @@ impl Host {
                 log.push('\n');
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(addr) => addr.parse().unwrap(),
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "host did not start listening; log:\n{}",
-                    log.lock().unwrap()
-                );
-            }
-        };
-        Host {
-            child,
-            addr,
-            log,
-            reader: Some(reader),
-            config,
+        Starting {
+            host: Host {
+                child,
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                log,
+                reader: Some(reader),
+                config,
+            },
+            listening: rx,
         }
     }
 
@@ -334,6 +338,34 @@ impl Host {
 
     pub fn child(&mut self) -> &mut Child {
         &mut self.child
+    }
+}
+
+/// A host process that may not be listening yet; its log, but not its
+/// `addr`, can be read meanwhile.
+pub struct Starting {
+    host: Host,
+    /// The address from the `listening` line, once logged.
+    listening: std::sync::mpsc::Receiver<String>,
+}
+
+impl Starting {
+    /// Waits (at most two minutes) until the host listens.
+    pub fn listening(mut self) -> Host {
+        match self.listening.recv_timeout(Duration::from_secs(120)) {
+            Ok(addr) => self.host.addr = addr.parse().unwrap(),
+            Err(_) => panic!("host did not start listening; log:\n{}", self.host.log()),
+        }
+        self.host
+    }
+}
+
+impl std::ops::Deref for Starting {
+    type Target = Host;
+
+    /// The host as far as it is up: its log, its pid, its admin address.
+    fn deref(&self) -> &Host {
+        &self.host
     }
 }
 
