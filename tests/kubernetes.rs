@@ -94,6 +94,36 @@ fn a_secret_volumes_default_mode_is_refused_with_the_manifest_fix() {
     assert!(err.contains("set `defaultMode: 0440`"), "{err}");
 }
 
+/// A file mounted with `subPath` is a plain copy the kubelet never
+/// updates: on Kubernetes the host warns, at start, of each such file it
+/// would reload (here the config), and of none in a volume folder the
+/// kubelet keeps up to date (here the TLS files).
+#[test]
+fn a_subpath_mount_is_warned_of_on_kubernetes() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = tls_volume(dir.path(), 0o440);
+    let secrets = AtomicWriter::new(&dir.path().join("secrets"), 0o440);
+    secrets.write(&[("hmac", b"mounted-secret\n")]);
+    let host = Host::start_with_env(
+        write_config(&mounted_config(&tls, &secrets)),
+        &[],
+        &[("KUBERNETES_SERVICE_HOST", "10.96.0.1")],
+    );
+    // Warned before `listening`, so the log holds it already.
+    let log = host.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("(a subPath mount?)"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    let config = format!("file={}", host.config.path.display());
+    assert!(
+        warnings[0].contains(&config)
+            && warnings[0].contains("changes to its Secret or ConfigMap will never reach it; mount the volume as a folder"),
+        "{log}"
+    );
+}
+
 /// A TLS connection to the host, trusting the CA in `ca`.
 fn tls_connection(host: &Host, ca: &Path) -> StreamOwned<ClientConnection, TcpStream> {
     certs::tls_connect(host.addr, certs::rustls_client(ca, None))

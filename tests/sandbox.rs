@@ -176,6 +176,38 @@ fn guest_output_is_logged_with_handler_and_request_and_capped() {
     assert!(log.lines().count() < 20_000);
 }
 
+/// Past `max_output_bytes` a message's output on each stream is cut at
+/// the cap to the byte, one notice naming the setting follows, and the
+/// message is still answered.
+#[test]
+fn guest_output_is_cut_at_max_output_bytes_with_a_notice() {
+    let host = Host::start_config(&misbehave_config(|h| HandlerConfig {
+        max_output_bytes: 100,
+        ..h
+    }));
+    let mut wire = host.connect();
+    assert_eq!(decode(&command(&mut wire, "print:10")), Value::from(10));
+    let notice = "guest output over 100 bytes (max_output_bytes); the rest of this message's output is dropped";
+    let log = host.wait_for_log_count(notice, 2);
+    for stream in ["stdout", "stderr"] {
+        let tag = format!("stream=\"{stream}\"");
+        let logged: Vec<&str> = log
+            .lines()
+            .filter(|line| line.contains(&tag))
+            .map(|line| match line.split_once(" guest: ") {
+                Some((_, message)) => message.split(" handler=").next().unwrap(),
+                None if line.contains(notice) => notice,
+                None => line,
+            })
+            .collect();
+        // Lines of 14 bytes: seven whole ones and the first 2 bytes of the
+        // eighth make the 100, then the notice.
+        let mut want: Vec<String> = (1..=7).map(|i| format!("{stream} line {i}")).collect();
+        want.extend(["st".into(), notice.into()]);
+        assert_eq!(logged, want, "{log}");
+    }
+}
+
 #[test]
 fn busy_handler_refuses_beyond_max_instances() {
     let gate = Gate::new();

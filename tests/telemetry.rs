@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use arrpc_host::config::{AuthConfig, Config, HandlerConfig, SecretSource, TelemetryConfig};
+use arrpc_host::config::{
+    AuthConfig, Config, DirGrant, HandlerConfig, SecretSource, TelemetryConfig,
+};
 use arrpc_wire::{rpc, trace};
 use common::admin::*;
 use common::*;
@@ -116,6 +118,174 @@ fn metrics_count_every_outcome_and_health_endpoints_answer() {
     assert_eq!(after.value("arrpc_messages_in_flight", &[]), 0.0);
     // Peer addresses never become labels.
     assert!(!after.to_string().contains("127.0.0.1"), "{after}");
+}
+
+/// The outcomes of a handler held to its limits or refused, each provoked
+/// for real and counted under its own label, and hot swaps counted by
+/// whether they applied.
+#[test]
+fn metrics_count_limits_refusals_and_swaps_by_label() {
+    let gate = Gate::new();
+    let vanishing = tempfile::tempdir().unwrap();
+    let host = InProcessHost::start(serving(vec![
+        handler_config("misbehave", "misbehave"),
+        HandlerConfig {
+            max_instances: 1,
+            dirs: vec![gate.grant()],
+            ..handler_config("single", "misbehave")
+        },
+        HandlerConfig {
+            max_memory_mib: 16,
+            ..handler_config("hungry", "misbehave")
+        },
+        HandlerConfig {
+            fuel: Some(5_000_000),
+            ..handler_config("metered", "misbehave")
+        },
+        HandlerConfig {
+            dirs: vec![DirGrant {
+                host: vanishing.path().to_owned(),
+                guest: "/data".into(),
+                writable: false,
+            }],
+            ..handler_config("granted", "misbehave")
+        },
+    ]));
+    let count = |handler: &str, outcome: &str| {
+        host.metric(MESSAGES, &[("handler", handler), ("outcome", outcome)])
+    };
+    let error = |method: &str, command: &str| {
+        let reply = rpc_call(&mut host.connect(), method, command);
+        reply[2]
+            .as_str()
+            .unwrap_or_else(|| panic!("{command}: {reply:?}"))
+            .to_owned()
+    };
+
+    let mut held = host.connect();
+    held.write(&rpc::request(
+        1,
+        "single",
+        &encode(&str_value(&Gate::wait("held"))),
+    ));
+    host.wait_for_in_flight(1);
+    assert!(error("single", "x").contains("is busy: all 1 instances are in use"));
+    gate.open("held");
+    assert!(response(&held.read().unwrap()).1.is_nil());
+    host.wait_for_metric(MESSAGES, &[("handler", "single"), ("outcome", "busy")], 1.0);
+    assert_eq!(count("single", "ok"), 1.0);
+
+    assert!(error("hungry", "alloc").contains("exceeded its memory limit of 16 MiB"));
+    host.wait_for_metric(
+        MESSAGES,
+        &[("handler", "hungry"), ("outcome", "memory_limit")],
+        1.0,
+    );
+    assert!(error("metered", "loop").contains("exhausted its fuel limit of 5000000"));
+    host.wait_for_metric(
+        MESSAGES,
+        &[("handler", "metered"), ("outcome", "fuel_limit")],
+        1.0,
+    );
+    assert!(error("misbehave", "invalid-output").contains("not one whole MessagePack value"));
+    host.wait_for_metric(
+        MESSAGES,
+        &[("handler", "misbehave"), ("outcome", "invalid_output")],
+        1.0,
+    );
+
+    // A config that does not load is a failed swap; one that does (the
+    // same handlers, so every one is kept), an applied one. Each is written
+    // whole and renamed into place, so no reload reads it half written.
+    let path = &host.config.path;
+    let text = std::fs::read_to_string(path).unwrap();
+    let replace = |contents: String| {
+        let written = path.with_extension("new");
+        std::fs::write(&written, contents).unwrap();
+        std::fs::rename(written, path).unwrap();
+    };
+    replace(format!("[[[ not TOML\n{text}"));
+    host.wait_for_metric("arrpc_handler_swaps_total", &[("result", "failed")], 1.0);
+    replace(format!("# edited\n{text}"));
+    host.wait_for_metric("arrpc_handler_swaps_total", &[("result", "ok")], 1.0);
+    assert_eq!(
+        host.metric("arrpc_handler_swaps_total", &[("result", "failed")]),
+        1.0
+    );
+
+    // A granted folder gone since start cannot be opened for the guest.
+    std::fs::remove_dir(vanishing.path()).unwrap();
+    let refused = error("granted", "x");
+    let names = format!(
+        "cannot open its granted directory {}",
+        vanishing.path().display()
+    );
+    assert!(refused.contains(&names), "{refused}");
+    host.wait_for_metric(
+        MESSAGES,
+        &[("handler", "granted"), ("outcome", "grant_error")],
+        1.0,
+    );
+
+    // Each was counted once, under its own outcome only.
+    for (handler, outcomes) in [
+        ("single", 2.0),
+        ("hungry", 1.0),
+        ("metered", 1.0),
+        ("misbehave", 1.0),
+        ("granted", 1.0),
+    ] {
+        assert_eq!(
+            host.metric(MESSAGES, &[("handler", handler)]),
+            outcomes,
+            "{handler}"
+        );
+    }
+}
+
+/// `/readyz` answers 503 while a handler is still being built and
+/// compiled, with `/healthz` already 200, and 200 once it is served. The
+/// handler's `build` command waits for a file the test writes (or for the
+/// host to be gone), so the host is caught loading however fast the
+/// machine is.
+#[test]
+fn readyz_is_503_until_handlers_are_loaded() {
+    let config = write_config("");
+    let gate = config.dir.path().join("gate");
+    let build = format!(
+        "while [ ! -e {} ] && kill -0 $PPID; do sleep 0.05; done; cp {} h.wasm",
+        gate.display(),
+        component("echo").display()
+    );
+    std::fs::write(
+        &config.path,
+        format!(
+            "[server]\ndefault_handler = \"h\"\n[[handler]]\nname = \"h\"\nmodule = \"h.wasm\"\nbuild = {build:?}\n"
+        ),
+    )
+    .unwrap();
+    let starting = Host::spawn_on(
+        config,
+        "127.0.0.1:0",
+        &["--admin-listen", "127.0.0.1:0"],
+        &[],
+    );
+    let admin = admin_of(&starting);
+    starting.wait_for_log("module missing; building");
+    assert_eq!(get(admin, "/healthz"), (200, "ok\n".into()));
+    assert_eq!(
+        get(admin, "/readyz"),
+        (
+            503,
+            "not ready: handlers loading or listener draining\n".into()
+        )
+    );
+    assert_eq!(scrape(admin).value("arrpc_handlers_loaded", &[]), 0.0);
+
+    std::fs::write(&gate, "").unwrap();
+    let host = starting.listening();
+    assert_eq!(get(admin, "/readyz"), (200, "ready\n".into()));
+    assert_eq!(host.connect().call(&[0x07]), [0x07]);
 }
 
 /// An OTLP/HTTP trace receiver on an ephemeral port, keeping every span
@@ -254,6 +424,62 @@ fn traced_host(receiver: &Receiver, sample_ratio: Option<f64>) -> Host {
         },
         ..serving(vec![handler_config("misbehave", "misbehave")])
     })
+}
+
+/// OTLP over gRPC is not built in: asked for it, the host refuses to start
+/// and says what it supports, instead of exporting nowhere.
+#[test]
+fn otlp_over_grpc_is_refused_at_start() {
+    for variable in [
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    ] {
+        let stderr = start_refused(
+            &handler("echo", "echo", ""),
+            &[],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+                (variable, "grpc"),
+            ],
+        );
+        assert!(
+            stderr.contains(&format!(
+                "{variable}=\"grpc\" is not supported: only http/protobuf is built in"
+            )),
+            "{variable}: {stderr}"
+        );
+        assert!(!stderr.contains("listening"), "{variable}: {stderr}");
+    }
+}
+
+/// `OTEL_SDK_DISABLED=true` turns export off even with an endpoint
+/// configured: the receiver gets nothing, not even the flush at exit,
+/// while the same host without it exports its message's span.
+#[test]
+fn otel_sdk_disabled_exports_nothing() {
+    for (disabled, exported) in [(true, false), (false, true)] {
+        let receiver = Receiver::start();
+        let config = Config {
+            telemetry: TelemetryConfig {
+                otlp_endpoint: Some(format!("http://{}", receiver.addr)),
+                ..TelemetryConfig::default()
+            },
+            ..serving(vec![handler_config("echo", "echo")])
+        };
+        let env: &[(&str, &str)] = if disabled {
+            &[("OTEL_SDK_DISABLED", "true")]
+        } else {
+            &[]
+        };
+        let mut host = Host::start_with_env(write_config_value(&config), &[], env);
+        assert_eq!(host.connect().call(&[0x01]), [0x01]);
+        // Spans still batched are flushed at exit.
+        host.signal("TERM");
+        let exit = host.wait_exit();
+        assert!(exit.success(), "{exit}");
+        let spans = receiver.spans.lock().unwrap().len();
+        assert_eq!(spans > 0, exported, "disabled: {disabled}, spans: {spans}");
+    }
 }
 
 /// `misbehave` alone, each message allowed `timeout`, with the shutdown

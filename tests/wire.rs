@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use arrpc_host::config::{HandlerConfig, ServerConfig};
@@ -145,6 +146,51 @@ fn over_size_message_is_refused_before_it_is_buffered() {
     assert!(error.contains("larger than the 1000-byte limit"), "{error}");
     assert_eq!(wire.read(), None);
     assert_eq!(host.connect().call(&[0x05]), [0x05]);
+}
+
+/// Bytes a client sends after the host has decided to close are read and
+/// dropped until the client closes too. Left unread, they would make the
+/// host's close a reset, which throws away the replies still queued for a
+/// client that reads slowly: here a 256 KiB echo, through a client receive
+/// buffer of a few KiB, and the error reply after it.
+#[test]
+fn input_after_the_last_reply_is_drained_not_reset() {
+    let host = echo_host(ServerConfig::default());
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut stream = runtime
+        .block_on(socket.connect(host.addr))
+        .unwrap()
+        .into_std()
+        .unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let big = encode(&Value::Binary(vec![7; 256 << 10]));
+    // The echo (which fits in the host's send buffer, so the host does not
+    // wait for this client to read), then a byte that is never
+    // MessagePack: the host answers both and stops reading.
+    stream.write_all(&[&big[..], &[0xc1]].concat()).unwrap();
+    host.wait_for_metric("arrpc_messages_total", &[("outcome", "malformed")], 1.0);
+    stream.write_all(&[0; 64 << 10]).unwrap();
+
+    let mut received = Vec::new();
+    stream
+        .read_to_end(&mut received)
+        .expect("the replies and a clean close, not a reset");
+    let rest = received
+        .strip_prefix(&big[..])
+        .expect("the echo whole first");
+    let error = error_text(rest).expect("then the error reply");
+    assert!(
+        error.starts_with("arrpc.error.RpcException: malformed MessagePack"),
+        "{error}"
+    );
 }
 
 #[test]

@@ -229,24 +229,24 @@ impl Host {
     /// Like [`Host::start_with_env`], listening on `listen` (a loopback
     /// address, so replicas can share one port on 127.0.0.1, .2 and .3).
     pub fn start_on(config: TestConfig, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Host {
-        Host::start_within(config, listen, args, env, Duration::from_secs(120))
+        Host::spawn_on(config, listen, args, env).listening()
     }
 
     /// Like [`Host::start_with`], for a host that first builds its handlers
     /// from source (their modules are missing): waits up to 15 minutes,
     /// time for a first cargo build beside other tests on two cores.
     pub fn start_building(config: TestConfig, args: &[&str]) -> Host {
-        Host::start_within(config, "127.0.0.1:0", args, &[], Duration::from_secs(900))
+        Host::spawn_on(config, "127.0.0.1:0", args, &[]).listening_within(Duration::from_secs(900))
     }
 
-    /// Starts a host and waits `within` for it to listen.
-    fn start_within(
+    /// Starts a host as [`Host::start_on`] does, without waiting for it to
+    /// listen: for what it does before (`/readyz` while handlers load).
+    pub fn spawn_on(
         config: TestConfig,
         listen: &str,
         args: &[&str],
         env: &[(&str, &str)],
-        within: Duration,
-    ) -> Host {
+    ) -> Starting {
         components();
         let mut child = host_command()
             .arg("--config")
@@ -277,22 +277,15 @@ impl Host {
                 log.push('\n');
             }
         });
-        let addr = match rx.recv_timeout(within) {
-            Ok(addr) => addr.parse().unwrap(),
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "host did not start listening; log:\n{}",
-                    log.lock().unwrap()
-                );
-            }
-        };
-        Host {
-            child,
-            addr,
-            log,
-            reader: Some(reader),
-            config,
+        Starting {
+            host: Host {
+                child,
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                log,
+                reader: Some(reader),
+                config,
+            },
+            listening: rx,
         }
     }
 
@@ -352,6 +345,39 @@ impl Host {
 
     pub fn child(&mut self) -> &mut Child {
         &mut self.child
+    }
+}
+
+/// A host process that may not be listening yet; its log, but not its
+/// `addr`, can be read meanwhile.
+pub struct Starting {
+    host: Host,
+    /// The address from the `listening` line, once logged.
+    listening: std::sync::mpsc::Receiver<String>,
+}
+
+impl Starting {
+    /// Waits (at most two minutes) until the host listens.
+    pub fn listening(self) -> Host {
+        self.listening_within(Duration::from_secs(120))
+    }
+
+    /// Waits at most `within` until the host listens.
+    pub fn listening_within(mut self, within: Duration) -> Host {
+        match self.listening.recv_timeout(within) {
+            Ok(addr) => self.host.addr = addr.parse().unwrap(),
+            Err(_) => panic!("host did not start listening; log:\n{}", self.host.log()),
+        }
+        self.host
+    }
+}
+
+impl std::ops::Deref for Starting {
+    type Target = Host;
+
+    /// The host as far as it is up: its log, its pid, its admin address.
+    fn deref(&self) -> &Host {
+        &self.host
     }
 }
 

@@ -779,4 +779,188 @@ mod tests {
         assert!(Target::parse("a:1,b").unwrap_err().contains("\"b\""));
         assert!(Target::parse(",,").unwrap_err().contains("no replica"));
     }
+
+    /// One error of each kind, named as the docs name it.
+    fn one_of_each() -> Vec<Error> {
+        let addr = || "10.0.0.5:7400".to_owned();
+        let reason = || "why".to_owned();
+        vec![
+            Error::Connect {
+                addr: addr(),
+                attempts: 5,
+                source: std::io::ErrorKind::ConnectionRefused.into(),
+            },
+            Error::Timeout {
+                addr: addr(),
+                after: Duration::from_secs(30),
+            },
+            Error::Tls {
+                addr: addr(),
+                source: crate::tls::HandshakeError::Expired {
+                    not_after: "2020-01-01".into(),
+                },
+            },
+            Error::Auth(reason()),
+            Error::Rpc(reason()),
+            Error::Transport {
+                addr: addr(),
+                source: std::io::Error::from(std::io::ErrorKind::ConnectionReset).into(),
+            },
+            Error::Encode(rmp_serde::encode::Error::UnknownLength),
+            Error::Decode(rmp_serde::from_slice::<u8>(&[0xc0]).unwrap_err()),
+            Error::Address {
+                addr: addr(),
+                reason: reason(),
+            },
+            Error::Unavailable {
+                addr: addr(),
+                reason: reason(),
+            },
+            Error::Unsent {
+                addr: addr(),
+                reason: reason(),
+            },
+            Error::Busy {
+                addr: addr(),
+                reason: reason(),
+            },
+            Error::Draining { addr: addr() },
+            Error::Random(reason()),
+        ]
+    }
+
+    /// The variant's name; a new variant fails to compile here, so whoever
+    /// adds one decides whether the retry table in the docs lists it.
+    fn name(error: &Error) -> &'static str {
+        match error {
+            Error::Connect { .. } => "Connect",
+            Error::Timeout { .. } => "Timeout",
+            Error::Tls { .. } => "Tls",
+            Error::Auth(_) => "Auth",
+            Error::Rpc(_) => "Rpc",
+            Error::Transport { .. } => "Transport",
+            Error::Encode(_) => "Encode",
+            Error::Decode(_) => "Decode",
+            Error::Address { .. } => "Address",
+            Error::Unavailable { .. } => "Unavailable",
+            Error::Unsent { .. } => "Unsent",
+            Error::Busy { .. } => "Busy",
+            Error::Draining { .. } => "Draining",
+            Error::Random(_) => "Random",
+        }
+    }
+
+    /// A row of the table: the errors it names, whether they may have run,
+    /// and whether they are sent again without and with `idempotent()`.
+    struct Row {
+        errors: Vec<String>,
+        may_have_run: bool,
+        retried: (bool, bool),
+        text: String,
+    }
+
+    /// The rows of the table under "Which failures are retried" in
+    /// docs/scale-out.md.
+    fn retry_table() -> Vec<Row> {
+        let doc = include_str!("../../../docs/scale-out.md");
+        let (_, section) = doc
+            .split_once("## Which failures are retried")
+            .expect("docs/scale-out.md has the section");
+        let rows: Vec<Row> = section
+            .lines()
+            .skip_while(|line| !line.starts_with('|'))
+            .take_while(|line| line.starts_with('|'))
+            // The header and the separator.
+            .skip(2)
+            .map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let [_, _, errors, may_have_run, retried, _] = cells[..] else {
+                    panic!("not a row of four cells: {line}");
+                };
+                let yes_or_no = |cell: &str| match cell.trim_matches('*') {
+                    c if c.starts_with("yes") => true,
+                    c if c.starts_with("no") => false,
+                    _ => panic!("neither yes nor no: {line}"),
+                };
+                let retried = if retried == "only if the call is idempotent" {
+                    (false, true)
+                } else {
+                    let yes = yes_or_no(retried);
+                    (yes, yes)
+                };
+                Row {
+                    errors: errors
+                        .split('`')
+                        .skip(1)
+                        .step_by(2)
+                        .map(String::from)
+                        .collect(),
+                    may_have_run: yes_or_no(may_have_run),
+                    retried,
+                    text: line.to_owned(),
+                }
+            })
+            .collect();
+        assert!(!rows.is_empty(), "no table under the section");
+        rows
+    }
+
+    /// The `reason` values docs/scale-out.md lists for
+    /// `arrpc_client_retries_total`.
+    fn retry_reasons() -> Vec<&'static str> {
+        let doc = include_str!("../../../docs/scale-out.md");
+        let row = doc
+            .lines()
+            .find(|line| line.starts_with("| `arrpc_client_retries_total`"))
+            .expect("docs/scale-out.md lists the retries metric");
+        // The metric's name, `reason`, then the values.
+        row.split('`').skip(5).step_by(2).collect()
+    }
+
+    /// The table of docs/scale-out.md is what `may_have_run` and
+    /// `retry_reason` do, row by row, and it lists every error that can
+    /// come from a replica; those it leaves out arise in the client alone.
+    #[test]
+    fn retries_follow_the_table_in_the_scale_out_doc() {
+        let rows = retry_table();
+        let mut listed = Vec::new();
+        for error in one_of_each() {
+            let name = name(&error);
+            let Some(row) = rows.iter().find(|row| row.errors.iter().any(|e| e == name)) else {
+                continue;
+            };
+            listed.push(name);
+            let text = &row.text;
+            assert_eq!(error.may_have_run(), row.may_have_run, "{name}: {text}");
+            let retried = (
+                retry_reason(&error, false).is_some(),
+                retry_reason(&error, true).is_some(),
+            );
+            assert_eq!(retried, row.retried, "{name} (plain, idempotent): {text}");
+            if let Some(reason) = retry_reason(&error, true) {
+                assert!(
+                    retry_reasons().contains(&reason),
+                    "{name}: retries counted as {reason}, which the client metrics table does not list"
+                );
+            }
+        }
+        let named: usize = rows.iter().map(|row| row.errors.len()).sum();
+        assert_eq!(named, listed.len(), "the table names an unknown error");
+        listed.sort_unstable();
+        assert_eq!(
+            listed,
+            [
+                "Auth",
+                "Busy",
+                "Connect",
+                "Draining",
+                "Rpc",
+                "Timeout",
+                "Tls",
+                "Transport",
+                "Unavailable",
+                "Unsent"
+            ]
+        );
+    }
 }
