@@ -529,12 +529,7 @@ fn check_inspects_stores_without_writing() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config_value(&embedded(dir.path()));
     let file = dir.path().join("counts.redb");
-    let out = host_command()
-        .arg("check")
-        .arg("--config")
-        .arg(&config.path)
-        .output()
-        .unwrap();
+    let out = check_config(&config.path);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -547,12 +542,7 @@ fn check_inspects_stores_without_writing() {
     );
     assert!(!file.exists(), "check created the store file");
     std::fs::write(&file, b"not a store").unwrap();
-    let out = host_command()
-        .arg("check")
-        .arg("--config")
-        .arg(&config.path)
-        .output()
-        .unwrap();
+    let out = check_config(&config.path);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && stderr.contains(&file.display().to_string()),

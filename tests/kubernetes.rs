@@ -55,11 +55,7 @@ fn group_readable_mounted_keys_and_secrets_serve() {
     secrets.write(&[("hmac", b"mounted-secret\n")]);
     let host = Host::start(&mounted_config(&tls, &secrets));
     // `check` says what the host serves and from where.
-    let out = host_command()
-        .args(["check", "--config"])
-        .arg(&host.config.path)
-        .output()
-        .unwrap();
+    let out = check_config(&host.config.path);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let first = stdout.lines().next().unwrap_or_default();
     assert!(

@@ -504,11 +504,7 @@ fn check_prints_each_handlers_outbound_rights() {
         ),
         handler("echo", "echo", "")
     ));
-    let out = host_command()
-        .args(["check", "--config"])
-        .arg(&config.path)
-        .output()
-        .unwrap();
+    let out = check_config(&config.path);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

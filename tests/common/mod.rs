@@ -170,6 +170,15 @@ impl Gate {
     }
 }
 
+/// Runs `arrpc-host check` on the config file at `path`.
+pub fn check_config(path: &Path) -> std::process::Output {
+    host_command()
+        .args(["check", "--config"])
+        .arg(path)
+        .output()
+        .expect("running arrpc-host check")
+}
+
 /// A config file in a temporary folder.
 pub struct TestConfig {
     pub dir: tempfile::TempDir,
