@@ -81,10 +81,6 @@ enum Backend {
 }
 
 impl Store {
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.run("get", async {
             self.check_key(key)?;
