@@ -115,16 +115,14 @@ fn add_counter(skeleton: &Path, lang: &str) -> bool {
     let (file, plain, counting, module_state) = match lang {
         "python" => (
             "app.py",
-            "        return payload\n",
-            "        global calls\n        calls += 1\n        \
-             return bytes([calls]) if payload == b\"\\xc0\" else payload\n",
+            "    return message\n",
+            "    global calls\n    calls += 1\n    return calls if message is None else message\n",
             "\ncalls = 0\n",
         ),
         "js" => (
             "handler.js",
-            "  return payload;\n",
-            "  calls += 1;\n  \
-             return payload.length === 1 && payload[0] === 0xc0 ? new Uint8Array([calls]) : payload;\n",
+            "serve((message, ctx) => message);\n",
+            "serve((message, ctx) => (++calls, message === null ? calls : message));\n",
             "\nlet calls = 0;\n",
         ),
         "rust" => (

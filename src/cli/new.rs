@@ -5,10 +5,11 @@
 //! The binary carries everything a skeleton needs beyond its language's
 //! toolchain, so `new` works in any folder, checkout or not: every skeleton
 //! gets its own copy of `wit/handler.wit`, the Rust one a copy of the Rust
-//! SDK (`arrpc-handler`), the JavaScript one the example's `console.js`
-//! (with the `utf8.js` it encodes with) and the WASI streams it writes to,
-//! the C and Zig ones the committed C
-//! bindings and the WASI preview1 adapter. A skeleton builds wherever it is
+//! SDK (`arrpc-handler`), the Python and JavaScript ones `wit/codec.wit`
+//! and the examples' SDK that gives `handle` objects (`arrpc_handler.py`;
+//! `arrpc.js` with the `console.js`, `utf8.js` and `text-encoding.js` it
+//! uses, and the WASI streams console writes to), the C and Zig ones the
+//! committed C bindings and the WASI preview1 adapter. A skeleton builds wherever it is
 //! moved. Paths in the printed entry are relative to the current folder,
 //! where `arrpc.toml` is expected to live; its `sources` name everything the
 //! skeleton holds, so `--watch` rebuilds on an edit.
@@ -51,6 +52,9 @@ const TOOLCHAINS_PRELUDE: &str = include_str!("templates/toolchains.sh");
 
 /// The contract every skeleton implements.
 const WIT: &str = include_str!("../../wit/handler.wit");
+/// MessagePack to and from marshal and JSON, which the Python and
+/// JavaScript skeletons' SDK (arrpc_handler.py, arrpc.js) imports.
+const CODEC: &str = include_str!("../../wit/codec.wit");
 /// The `wasi:keyvalue` package the world imports, file by file, for the
 /// `deps/keyvalue/` folder beside each copy of the world.
 const KEYVALUE: [(&str, &str); 4] = [
@@ -178,11 +182,24 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
         ],
         Lang::Python => &[
             ("app.py", include_str!("templates/python/app.py")),
+            (
+                "arrpc_handler.py",
+                include_str!("../../handlers/python-example/arrpc_handler.py"),
+            ),
             ("build.sh", include_str!("templates/python/build.sh")),
             ("wit/handler.wit", WIT),
+            ("wit/codec.wit", CODEC),
         ],
         Lang::Js => &[
             ("handler.js", include_str!("templates/js/handler.js")),
+            (
+                "arrpc.js",
+                include_str!("../../handlers/js-example/arrpc.js"),
+            ),
+            (
+                "text-encoding.js",
+                include_str!("../../handlers/js-example/text-encoding.js"),
+            ),
             (
                 "console.js",
                 include_str!("../../handlers/js-example/console.js"),
@@ -195,7 +212,8 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
                 "wit/js-handler.wit",
                 include_str!("../../handlers/js-example/wit/js-handler.wit"),
             ),
-            ("wit/deps/handler.wit", WIT),
+            ("wit/deps/arrpc-handler/handler.wit", WIT),
+            ("wit/deps/arrpc-handler/codec.wit", CODEC),
             (
                 "wit/deps/wasi-io.wit",
                 include_str!("../../handlers/js-example/wit/deps/wasi-io.wit"),

@@ -9,6 +9,12 @@
 //! loading. The version is read once, at load, from the fields of the
 //! context record `handle` takes; each handler then keeps the one
 //! pre-instance that fits and builds only its context per message.
+//!
+//! Any 0.3.0 component may also import `codec` (`wit/codec.wit`), which
+//! the Python and JavaScript SDKs call to hand `handle` objects: the
+//! bindings are those of `interpreted-handler`, the handler world plus
+//! `codec`, so a component that imports it needs nothing said in
+//! `arrpc.toml`, and one that does not is bound exactly as before.
 
 use wasmtime::Store;
 use wasmtime::component::types::ComponentItem;
@@ -17,11 +23,12 @@ use wasmtime::component::{Component, HasSelf, InstancePre, Linker, Type};
 use super::HostState;
 use super::peer::Peer;
 
-/// Bindings for `wit/handler.wit`, the current world.
+/// Bindings for `wit/handler.wit`, the current world, with `codec`
+/// (`wit/codec.wit`): what any 0.3.0 component may import.
 pub(super) mod v0_3 {
     wasmtime::component::bindgen!({
         path: "wit",
-        world: "handler",
+        world: "interpreted-handler",
         exports: { default: async },
         // A call to another service waits on the network, or on another
         // handler of this host.
@@ -72,11 +79,11 @@ mod v0_1 {
     });
 }
 
-/// Adds what the current world imports, `arrpc:handler/client`,
-/// `arrpc:handler/upstream` and `wasi:keyvalue`, to `linker`. Components
-/// of the older worlds import none of it.
+/// Adds what the current worlds import, `arrpc:handler/client`,
+/// `arrpc:handler/upstream`, `arrpc:handler/codec` and `wasi:keyvalue`, to
+/// `linker`. Components of the older worlds import none of it.
 pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    v0_3::Handler::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
+    v0_3::InterpretedHandler::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
 }
 
 /// `arrpc:handler/client`: who sent the message being handled.
@@ -97,6 +104,27 @@ impl v0_3::arrpc::handler::client::Host for HostState {
 
 impl v0_3::arrpc::handler::types::Host for HostState {}
 
+/// `arrpc:handler/codec`: MessagePack to and from the formats CPython and
+/// QuickJS decode natively. What the guest passes is read as hostile
+/// (arrpc_codec bounds depth and work); an error goes back as its text.
+impl v0_3::arrpc::handler::codec::Host for HostState {
+    fn msgpack_to_marshal(&mut self, value: Vec<u8>) -> Result<Option<Vec<u8>>, String> {
+        arrpc_codec::msgpack_to_marshal(&value).map_err(|e| e.to_string())
+    }
+
+    fn marshal_to_msgpack(&mut self, value: Vec<u8>) -> Result<Vec<u8>, String> {
+        arrpc_codec::marshal_to_msgpack(&value).map_err(|e| e.to_string())
+    }
+
+    fn msgpack_to_json(&mut self, value: Vec<u8>) -> Result<Option<String>, String> {
+        arrpc_codec::msgpack_to_json(&value).map_err(|e| e.to_string())
+    }
+
+    fn json_to_msgpack(&mut self, value: String) -> Result<Vec<u8>, String> {
+        arrpc_codec::json_to_msgpack(&value).map_err(|e| e.to_string())
+    }
+}
+
 /// What the host tells a guest about one message, in any world's shape.
 pub(super) struct Context<'a> {
     pub handler: &'a str,
@@ -110,14 +138,14 @@ pub(super) struct Context<'a> {
 pub(super) enum HandlerPre {
     V0_1(v0_1::HandlerPre<HostState>),
     V0_2(v0_2::HandlerPre<HostState>),
-    V0_3(v0_3::HandlerPre<HostState>),
+    V0_3(v0_3::InterpretedHandlerPre<HostState>),
 }
 
 /// An instance of a handler's component.
 pub(super) enum Guest {
     V0_1(v0_1::Handler),
     V0_2(v0_2::Handler),
-    V0_3(v0_3::Handler),
+    V0_3(v0_3::InterpretedHandler),
 }
 
 impl HandlerPre {
@@ -150,7 +178,7 @@ impl HandlerPre {
                 .map(HandlerPre::V0_1)
                 .map_err(|e| format!("does not match arrpc:handler@0.1.0: {e:#}"))
         } else {
-            v0_3::HandlerPre::new(pre).map(HandlerPre::V0_3).map_err(|e| {
+            v0_3::InterpretedHandlerPre::new(pre).map(HandlerPre::V0_3).map_err(|e| {
                 format!("matches none of arrpc:handler@0.3.0, @0.2.0 and @0.1.0 (checked against 0.3.0: {e:#})")
             })
         }

@@ -140,6 +140,13 @@ struct RunArgs {
     /// (default: what `arrpc-host new` sets for Python and JavaScript).
     #[arg(long, default_value_t = arrpc_host::cli::INTERPRETED_REUSE)]
     reuse: u32,
+    /// What the language targets send: `--payload` sized bin for echo and
+    /// 10 floats for sum, 1,000 integers, or a nested record. Identity
+    /// (`host-python-identity`, `host-js-identity`, beside
+    /// `python-arrpc-identity`) returns the message as objects, decoded and
+    /// encoded again; echo returns its bytes.
+    #[arg(long, value_enum, default_value_t = targets::Message::Sized)]
+    message: targets::Message,
     /// A Python with `arrpc==0.5.0` installed, to measure the Python
     /// arrpc server (`seed`, `python-arrpc-*`).
     #[arg(long, default_value = "target/tmp/seed-venv/bin/python")]

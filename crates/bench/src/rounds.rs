@@ -10,18 +10,19 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use anyhow::Context;
 use hdrhistogram::Histogram;
 use tokio::runtime::Runtime;
 
 use crate::RunArgs;
 use crate::load::{self, Exchange, Outcome, Point, Server, Timing, Transport};
-use crate::targets::{self, Example, HostVariant, Operation, Target};
+use crate::targets::{self, Example, HostVariant, Message, Operation, Target};
 use crate::tls::SelfSigned;
 
 /// Every target a run knows, in the order a round measures them (every
 /// other round, backwards): each ceiling beside the targets compared with
 /// it.
-const TARGETS: [&str; 19] = [
+const TARGETS: [&str; 24] = [
     "ceiling",
     "host",
     "host-reuse",
@@ -39,6 +40,11 @@ const TARGETS: [&str; 19] = [
     "host-python-sum-reuse",
     "host-js-sum",
     "host-js-sum-reuse",
+    "python-arrpc-identity",
+    "host-python-identity",
+    "host-python-identity-reuse",
+    "host-js-identity",
+    "host-js-identity-reuse",
     // Rust echo beside the interpreted languages, for scale.
     "host-echo-vs-python",
     "host-reuse-vs-python",
@@ -63,6 +69,7 @@ struct Started {
     /// running the same operation, or the baseline build of the same host.
     reference: Option<Reference>,
     op: Operation,
+    message: Message,
     /// Messages one instance serves, for the language targets.
     reuse: Option<u32>,
     _process: Target,
@@ -110,7 +117,9 @@ impl Started {
         if self.signed {
             Exchange::signed(payload, targets::BENCH_SECRET)
         } else {
-            self.op.exchange(payload)
+            self.op
+                .exchange(payload, self.message)
+                .expect("run checks that each operation takes the message")
         }
     }
 }
@@ -131,6 +140,15 @@ pub fn run(
         );
     }
     let requested = |name: &str| args.targets.iter().any(|t| t == name);
+    if let Some(sum) = args
+        .targets
+        .iter()
+        .find(|t| t.ends_with("-sum") || t.ends_with("-sum-reuse"))
+    {
+        Operation::Sum
+            .exchange(0, args.message)
+            .with_context(|| format!("target {sum}"))?;
+    }
     let tls_wanted = requested("host-tls") || requested("ceiling-tls");
     // Outlives every target: the TLS servers read its files at start.
     let certs = tls_wanted.then(SelfSigned::generate).transpose()?;
@@ -289,7 +307,7 @@ fn start(name: &'static str, env: &Env<'_>) -> anyhow::Result<Option<Started>> {
     let python = &env.args.seed_python;
     let python_arrpc = |op| {
         if python.exists() {
-            targets::python_arrpc(python, cpu, op).map(Some)
+            targets::python_arrpc(python, env.repo, cpu, op).map(Some)
         } else {
             eprintln!(
                 "{name}: not measured: {} not found (create a venv with arrpc==0.5.0 or pass --seed-python)",
@@ -308,6 +326,7 @@ fn start(name: &'static str, env: &Env<'_>) -> anyhow::Result<Option<Started>> {
         ceiling,
         reference,
         op,
+        message: env.args.message,
         reuse,
         _process: process,
     };
@@ -330,11 +349,14 @@ fn start(name: &'static str, env: &Env<'_>) -> anyhow::Result<Option<Started>> {
             (Some(Example::Python), Operation::Sum) => "python-sum",
             (Some(Example::Js), Operation::Echo) => "js-echo",
             (Some(Example::Js), Operation::Sum) => "js-sum",
+            (Some(Example::Python), Operation::Identity) => "python-identity",
+            (Some(Example::Js), Operation::Identity) => "js-identity",
             (None, _) => "echo",
         };
         let process = targets::example_host(env.host_bin, &wasm, served, reuse, cpu)?;
         let reference = match op {
             Operation::Echo => "python-arrpc-echo",
+            Operation::Identity => "python-arrpc-identity",
             Operation::Sum => "python-arrpc-sum",
         };
         return Ok(Some(started(
@@ -370,6 +392,7 @@ fn start(name: &'static str, env: &Env<'_>) -> anyhow::Result<Option<Started>> {
         ceiling,
         reference: None,
         op: Operation::Echo,
+        message: Message::Sized,
         reuse: None,
         _process: process,
     }))
@@ -379,6 +402,8 @@ fn start(name: &'static str, env: &Env<'_>) -> anyhow::Result<Option<Started>> {
 fn operation(name: &str) -> Operation {
     if name.starts_with("sum") {
         Operation::Sum
+    } else if name.starts_with("identity") {
+        Operation::Identity
     } else {
         Operation::Echo
     }

@@ -273,19 +273,98 @@ fn prune_defaults(value: &mut toml::Value, default: &toml::Value) {
 /// the language examples alike (their served name's suffix picks it).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
+    /// The message back: as bytes in the examples, as `lambda m: m` in the
+    /// Python arrpc server.
     Echo,
+    /// The message back as objects: decoded, returned, encoded.
+    Identity,
     Sum,
 }
 
-impl Operation {
-    /// The message a load point sends and the reply it must get. Sum adds
-    /// [`SUM_TERMS`] floats whose total has a fraction, so every server
-    /// encodes it as the same float 64 (an integral total may come back
-    /// as an integer from one and a float from another).
-    pub fn exchange(self, payload: usize) -> crate::load::Exchange {
+/// What the language targets send (`--message`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum Message {
+    /// Echo sends `--payload` bytes of bin, sum 10 floats.
+    Sized,
+    /// An array of 1,000 integers from 1,000 to 61,939, each a uint 16:
+    /// 3,003 bytes.
+    Ints,
+    /// A record: a map of 20 keys holding strings, integers, floats and a
+    /// list of 10 maps of 4 keys (853 bytes). Every float has a fraction,
+    /// so JavaScript gives it back as a float.
+    Record,
+}
+
+impl Message {
+    /// The message's values, for the kinds that are not `--payload` sized.
+    fn value(self) -> Option<rmpv::Value> {
+        use rmpv::Value;
         match self {
-            Operation::Echo => crate::load::Exchange::plain(payload),
-            Operation::Sum => {
+            Message::Sized => None,
+            Message::Ints => Some(Value::Array(
+                (0..1000).map(|i| Value::from(1000 + i * 61)).collect(),
+            )),
+            Message::Record => {
+                let mut fields: Vec<(Value, Value)> = vec![
+                    ("id".into(), 48_213.into()),
+                    ("customer".into(), "Ada Lovelace".into()),
+                    ("email".into(), "ada@example.com".into()),
+                    ("total".into(), 1234.56.into()),
+                    ("tax".into(), 98.76.into()),
+                    ("currency".into(), "EUR".into()),
+                ];
+                fields.extend((0..13).map(|i| {
+                    (
+                        format!("attribute_{i}").into(),
+                        format!("value number {i}").into(),
+                    )
+                }));
+                let items = (0..10)
+                    .map(|i| {
+                        Value::Map(vec![
+                            ("sku".into(), format!("SKU-{:05}", i * 37).into()),
+                            ("quantity".into(), (i + 1).into()),
+                            ("price".into(), (9.99 + f64::from(i) * 1.25).into()),
+                            ("note".into(), "gift wrap".into()),
+                        ])
+                    })
+                    .collect();
+                fields.push(("items".into(), Value::Array(items)));
+                Some(Value::Map(fields))
+            }
+        }
+    }
+}
+
+fn encode(value: &rmpv::Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, value).expect("writes to a Vec");
+    out
+}
+
+impl Operation {
+    /// The message a load point sends and the reply it must get. With
+    /// `--message sized`, sum adds [`SUM_TERMS`] floats whose total has a
+    /// fraction, so every server encodes it as the same float 64 (an
+    /// integral total may come back as an integer from one and a float
+    /// from another).
+    pub fn exchange(
+        self,
+        payload: usize,
+        message: Message,
+    ) -> anyhow::Result<crate::load::Exchange> {
+        use crate::load::{Exchange, Reply};
+        let value = message.value();
+        Ok(match (self, value) {
+            (Operation::Echo | Operation::Identity, None) => Exchange::plain(payload),
+            (Operation::Echo | Operation::Identity, Some(value)) => {
+                let request = encode(&value);
+                Exchange {
+                    reply: Reply::Exactly(request.clone()),
+                    request,
+                }
+            }
+            (Operation::Sum, None) => {
                 let terms: Vec<f64> = (0..SUM_TERMS).map(|i| i as f64 + 0.25).collect();
                 let mut request = vec![0x90 | SUM_TERMS as u8];
                 for t in &terms {
@@ -299,12 +378,26 @@ impl Operation {
                 reply.push(0xa5);
                 reply.extend(b"count");
                 reply.push(SUM_TERMS as u8);
-                crate::load::Exchange {
+                Exchange {
                     request,
-                    reply: crate::load::Reply::Exactly(reply),
+                    reply: Reply::Exactly(reply),
                 }
             }
-        }
+            (Operation::Sum, Some(rmpv::Value::Array(items))) => {
+                let total: u64 = items.iter().filter_map(rmpv::Value::as_u64).sum();
+                let reply = rmpv::Value::Map(vec![
+                    ("sum".into(), total.into()),
+                    ("count".into(), items.len().into()),
+                ]);
+                Exchange {
+                    request: encode(&rmpv::Value::Array(items)),
+                    reply: Reply::Exactly(encode(&reply)),
+                }
+            }
+            (Operation::Sum, Some(_)) => {
+                bail!("sum takes an array of numbers: use --message ints or sized")
+            }
+        })
     }
 }
 
@@ -312,31 +405,34 @@ impl Operation {
 const SUM_TERMS: usize = 10;
 
 /// The Python arrpc package's `arrpc.Server` with a plain-Python handler:
-/// echo, or the same sum as the examples' (`handlers/python-example/app.py`,
-/// its checks included).
-pub fn python_arrpc(python: &Path, cpu: Option<usize>, op: Operation) -> anyhow::Result<Target> {
+/// `lambda m: m` for echo and identity, and for sum the very functions of
+/// the Python example (`sum_numbers` and its helpers, taken from
+/// `handlers/python-example/app.py` with `ast`), checks included.
+pub fn python_arrpc(
+    python: &Path,
+    repo: &Path,
+    cpu: Option<usize>,
+    op: Operation,
+) -> anyhow::Result<Target> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let handler = match op {
-        Operation::Echo => "lambda m: m",
-        Operation::Sum => "total",
+        Operation::Echo | Operation::Identity => "lambda m: m",
+        Operation::Sum => "lambda m: sum_numbers(m, None)",
     };
+    let app = repo.join("handlers/python-example/app.py");
     let script = format!(
-        "import arrpc, logging\nlogging.disable(logging.INFO)\n\
-         def total(m):\n\
-         \x20   items = m['numbers'] if isinstance(m, dict) else m\n\
-         \x20   if not isinstance(items, list):\n\
-         \x20       raise ValueError('expected an array of numbers')\n\
-         \x20   exact, fl, any_float = 0, 0.0, False\n\
-         \x20   for i, x in enumerate(items):\n\
-         \x20       if isinstance(x, bool) or not isinstance(x, (int, float)):\n\
-         \x20           raise ValueError(f'not a number at index {{i}}')\n\
-         \x20       if isinstance(x, float):\n\
-         \x20           any_float = True\n\
-         \x20       else:\n\
-         \x20           exact += x\n\
-         \x20       fl += x\n\
-         \x20   return {{'sum': fl if any_float else exact, 'count': len(items)}}\n\
-         arrpc.Server('127.0.0.1', {port}, {handler}).start()\n"
+        "import arrpc, ast, logging\n\
+         from functools import reduce\n\
+         from operator import add\n\
+         logging.disable(logging.INFO)\n\
+         Error = ValueError\n\
+         app = {app:?}\n\
+         wanted = {{'sum_numbers', 'first_not_a_number', 'numbers', 'kind', 'EXPECTED'}}\n\
+         names = lambda node: [getattr(t, 'id', None) for t in getattr(node, 'targets', [])] + [getattr(node, 'name', None)]\n\
+         body = [n for n in ast.parse(open(app).read()).body if wanted & set(names(n))]\n\
+         exec(compile(ast.Module(body, []), app, 'exec'))\n\
+         arrpc.Server('127.0.0.1', {port}, {handler}).start()\n",
+        app = app.display().to_string(),
     );
     let mut child = command(python, cpu)
         .args(["-c", &script])

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Builds {{name}}.wasm (installs componentize-qjs with npm on first use).
+# Builds {{name}}.wasm (installs componentize-qjs, esbuild and the npm
+# packages arrpc.js uses with npm on first use).
 set -eu
 cd "$(dirname "$0")"
 {{toolchains}}

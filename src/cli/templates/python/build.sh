@@ -1,7 +1,14 @@
 #!/bin/sh
-# Builds {{name}}.wasm from app.py with componentize-py.
+# Builds {{name}}.wasm from app.py with componentize-py, bundling msgpack's
+# pure-Python build (deps/, installed on first use), which arrpc_handler.py
+# falls back on for what marshal cannot carry.
 set -eu
 cd "$(dirname "$0")"
 {{toolchains}}
 need componentize-py
-componentize-py -d wit -w handler componentize app -p . -o {{name}}.wasm
+need python3
+if [ ! -f deps/msgpack/__init__.py ]; then
+    MSGPACK_PUREPYTHON=1 python3 -m pip install --quiet --disable-pip-version-check \
+        --no-binary msgpack --no-deps --target deps "msgpack==1.1.2"
+fi
+componentize-py -d wit -w interpreted-handler componentize app -p . -p deps -o {{name}}.wasm

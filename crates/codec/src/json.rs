@@ -1,0 +1,236 @@
+//! MessagePack to JSON and back, as `@msgpack/msgpack` decodes and encodes
+//! JavaScript values by default.
+//!
+//! JSON carries what a JavaScript program most often receives (null,
+//! booleans, numbers, strings, arrays, plain objects) and QuickJS parses it
+//! in C. What it cannot carry as `@msgpack/msgpack` would decode it (bin as
+//! a `Uint8Array`, an ext, a map key that is not a str, the key
+//! `__proto__`, an integer beyond 2**53 - 1, NaN and the infinities, a str
+//! that is not UTF-8) makes [`msgpack_to_json`] answer `None`, and the SDK
+//! decodes that message with `@msgpack/msgpack` itself.
+
+use std::fmt;
+
+use rmp::encode;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use crate::msgpack::{Reader, Token};
+use crate::out::{Out, write_int};
+use crate::{Error, MAX_DEPTH};
+
+/// The largest integer a JavaScript number holds exactly,
+/// `Number.MAX_SAFE_INTEGER`.
+const MAX_SAFE_INTEGER: i128 = (1 << 53) - 1;
+
+/// `value`, exactly one MessagePack value, as JSON text that `JSON.parse`
+/// turns into what `@msgpack/msgpack`'s `decode` would return; `None` when
+/// JSON cannot carry it exactly.
+pub fn msgpack_to_json(value: &[u8]) -> Result<Option<String>, Error> {
+    let mut reader = Reader::new(value);
+    let mut out = Vec::with_capacity(value.len() * 2);
+    if !write_value(&mut reader, &mut out, 0)? {
+        // What is left unread, `@msgpack/msgpack` will read or refuse.
+        return Ok(None);
+    }
+    reader.finish()?;
+    Ok(Some(
+        String::from_utf8(out).expect("JSON written from UTF-8 checked as such"),
+    ))
+}
+
+fn write_value(reader: &mut Reader, out: &mut Vec<u8>, depth: usize) -> Result<bool, Error> {
+    match reader.token()? {
+        Token::Nil => out.extend_from_slice(b"null"),
+        Token::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+        Token::Int(n) if n.abs() <= MAX_SAFE_INTEGER => {
+            serde_json::to_writer(&mut *out, &(n as i64)).expect("writes to a Vec");
+        }
+        Token::Int(_) => return Ok(false),
+        Token::F32(x) => return Ok(write_float(out, x.into())),
+        Token::F64(x) => return Ok(write_float(out, x)),
+        Token::Str(bytes) => {
+            let Ok(text) = std::str::from_utf8(bytes) else {
+                return Ok(false);
+            };
+            serde_json::to_writer(&mut *out, text).expect("writes to a Vec");
+        }
+        Token::Bin(_) | Token::Ext => return Ok(false),
+        Token::Array(len) => {
+            if depth == MAX_DEPTH {
+                return Err(Error::too_deep());
+            }
+            out.push(b'[');
+            for index in 0..len {
+                if index > 0 {
+                    out.push(b',');
+                }
+                if !write_value(reader, out, depth + 1)? {
+                    return Ok(false);
+                }
+            }
+            out.push(b']');
+        }
+        Token::Map(len) => {
+            if depth == MAX_DEPTH {
+                return Err(Error::too_deep());
+            }
+            out.push(b'{');
+            for index in 0..len {
+                if index > 0 {
+                    out.push(b',');
+                }
+                // `@msgpack/msgpack` refuses `__proto__`, where JSON.parse
+                // would make it an own property: it must refuse it here too.
+                match reader.token()? {
+                    Token::Str(key) if key != b"__proto__" => {
+                        let Ok(key) = std::str::from_utf8(key) else {
+                            return Ok(false);
+                        };
+                        serde_json::to_writer(&mut *out, key).expect("writes to a Vec");
+                    }
+                    _ => return Ok(false),
+                }
+                out.push(b':');
+                if !write_value(reader, out, depth + 1)? {
+                    return Ok(false);
+                }
+            }
+            out.push(b'}');
+        }
+    }
+    Ok(true)
+}
+
+/// Writes a finite float; false for NaN and the infinities.
+fn write_float(out: &mut Vec<u8>, x: f64) -> bool {
+    if !x.is_finite() {
+        return false;
+    }
+    // The shortest text that reads back as the same double (ryu).
+    serde_json::to_writer(&mut *out, &x).expect("writes to a Vec");
+    true
+}
+
+/// JSON text, as `JSON.stringify` writes it, as the MessagePack
+/// `@msgpack/msgpack`'s `encode` writes for the same value: a number that
+/// is a safe integer as an integer at its shortest, any other as a float
+/// 64, objects as maps in their key order.
+pub fn json_to_msgpack(value: &str) -> Result<Vec<u8>, Error> {
+    let mut de = serde_json::Deserializer::from_str(value);
+    de.disable_recursion_limit();
+    let mut out = Out::default();
+    Value {
+        out: &mut out,
+        depth: 0,
+    }
+    .deserialize(&mut de)
+    .map_err(|e| Error::new(format!("invalid JSON: {e}")))?;
+    de.end()
+        .map_err(|e| Error::new(format!("invalid JSON: {e}")))?;
+    Ok(out.finish())
+}
+
+/// One JSON value, written as MessagePack as it is read.
+struct Value<'o> {
+    out: &'o mut Out,
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Value<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl Value<'_> {
+    fn nested<E: de::Error>(&mut self) -> Result<Value<'_>, E> {
+        if self.depth == MAX_DEPTH {
+            return Err(E::custom(Error::too_deep()));
+        }
+        Ok(Value {
+            out: self.out,
+            depth: self.depth + 1,
+        })
+    }
+
+    fn number(&mut self, n: i128) {
+        if n.abs() <= MAX_SAFE_INTEGER {
+            write_int(self.out.bytes(), n);
+        } else {
+            encode::write_f64(self.out.bytes(), n as f64).expect("writes to a Vec");
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for Value<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.out.bytes().push(0xc0);
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<(), E> {
+        self.out.bytes().push(if b { 0xc3 } else { 0xc2 });
+        Ok(())
+    }
+
+    fn visit_i64<E>(mut self, n: i64) -> Result<(), E> {
+        self.number(n.into());
+        Ok(())
+    }
+
+    fn visit_u64<E>(mut self, n: u64) -> Result<(), E> {
+        self.number(n.into());
+        Ok(())
+    }
+
+    fn visit_f64<E>(mut self, x: f64) -> Result<(), E> {
+        // A JavaScript number is a double: one that is a safe integer
+        // (1e3, or -0) is encoded as an integer, as `@msgpack/msgpack` does.
+        if x.fract() == 0.0 && x.abs() <= MAX_SAFE_INTEGER as f64 {
+            self.number(x as i128);
+        } else {
+            encode::write_f64(self.out.bytes(), x).expect("writes to a Vec");
+        }
+        Ok(())
+    }
+
+    fn visit_str<E>(self, text: &str) -> Result<(), E> {
+        let buf = self.out.bytes();
+        encode::write_str_len(buf, text.len() as u32).expect("writes to a Vec");
+        buf.extend_from_slice(text.as_bytes());
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        let open = self.out.open(false);
+        let mut len: u32 = 0;
+        while seq.next_element_seed(self.nested()?)?.is_some() {
+            len = len
+                .checked_add(1)
+                .ok_or_else(|| de::Error::custom("array too long"))?;
+        }
+        self.out.close(open, len);
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        let open = self.out.open(true);
+        let mut len: u32 = 0;
+        while map.next_key_seed(self.nested()?)?.is_some() {
+            map.next_value_seed(self.nested()?)?;
+            len = len
+                .checked_add(1)
+                .ok_or_else(|| de::Error::custom("object too long"))?;
+        }
+        self.out.close(open, len);
+        Ok(())
+    }
+}

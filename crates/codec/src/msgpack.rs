@@ -1,0 +1,123 @@
+//! Reading MessagePack one token at a time: a container's header, then its
+//! items as further tokens.
+
+use rmp::Marker;
+
+use crate::Error;
+
+/// One MessagePack item; containers give only their length.
+pub enum Token<'a> {
+    Nil,
+    Bool(bool),
+    /// Every integer fits `i128`: MessagePack's range is `i64` and `u64`.
+    Int(i128),
+    F32(f32),
+    F64(f64),
+    Str(&'a [u8]),
+    Bin(&'a [u8]),
+    Ext,
+    Array(u32),
+    Map(u32),
+}
+
+/// A cursor over MessagePack bytes.
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8]) -> Reader<'a> {
+        Reader { buf, pos: 0 }
+    }
+
+    /// Fails unless every byte was read: the input must be exactly one value.
+    pub fn finish(&self) -> Result<(), Error> {
+        if self.pos == self.buf.len() {
+            Ok(())
+        } else {
+            Err(Error::new("more than one MessagePack value"))
+        }
+    }
+
+    pub fn token(&mut self) -> Result<Token<'a>, Error> {
+        let marker = Marker::from_u8(self.take(1)?[0]);
+        Ok(match marker {
+            Marker::Null => Token::Nil,
+            Marker::True => Token::Bool(true),
+            Marker::False => Token::Bool(false),
+            Marker::FixPos(n) => Token::Int(n.into()),
+            Marker::FixNeg(n) => Token::Int(n.into()),
+            Marker::U8 => Token::Int(self.array::<1>()?[0].into()),
+            Marker::U16 => Token::Int(u16::from_be_bytes(self.array()?).into()),
+            Marker::U32 => Token::Int(u32::from_be_bytes(self.array()?).into()),
+            Marker::U64 => Token::Int(u64::from_be_bytes(self.array()?).into()),
+            Marker::I8 => Token::Int(i8::from_be_bytes(self.array()?).into()),
+            Marker::I16 => Token::Int(i16::from_be_bytes(self.array()?).into()),
+            Marker::I32 => Token::Int(i32::from_be_bytes(self.array()?).into()),
+            Marker::I64 => Token::Int(i64::from_be_bytes(self.array()?).into()),
+            Marker::F32 => Token::F32(f32::from_be_bytes(self.array()?)),
+            Marker::F64 => Token::F64(f64::from_be_bytes(self.array()?)),
+            Marker::FixStr(n) => Token::Str(self.take(n.into())?),
+            Marker::Str8 => Token::Str(self.sized::<1>()?),
+            Marker::Str16 => Token::Str(self.sized::<2>()?),
+            Marker::Str32 => Token::Str(self.sized::<4>()?),
+            Marker::Bin8 => Token::Bin(self.sized::<1>()?),
+            Marker::Bin16 => Token::Bin(self.sized::<2>()?),
+            Marker::Bin32 => Token::Bin(self.sized::<4>()?),
+            Marker::FixArray(n) => Token::Array(n.into()),
+            Marker::Array16 => Token::Array(self.length::<2>()?),
+            Marker::Array32 => Token::Array(self.length::<4>()?),
+            Marker::FixMap(n) => Token::Map(n.into()),
+            Marker::Map16 => Token::Map(self.length::<2>()?),
+            Marker::Map32 => Token::Map(self.length::<4>()?),
+            Marker::FixExt1 => self.ext(1)?,
+            Marker::FixExt2 => self.ext(2)?,
+            Marker::FixExt4 => self.ext(4)?,
+            Marker::FixExt8 => self.ext(8)?,
+            Marker::FixExt16 => self.ext(16)?,
+            Marker::Ext8 => self.sized_ext::<1>()?,
+            Marker::Ext16 => self.sized_ext::<2>()?,
+            Marker::Ext32 => self.sized_ext::<4>()?,
+            Marker::Reserved => return Err(Error::new("the reserved byte 0xc1")),
+        })
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&end| end <= self.buf.len())
+            .ok_or_else(|| Error::new("MessagePack value cut short"))?;
+        let bytes = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(bytes)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], Error> {
+        Ok(self.take(N)?.try_into().expect("took N bytes"))
+    }
+
+    /// A big-endian length of `N` bytes.
+    fn length<const N: usize>(&mut self) -> Result<u32, Error> {
+        let mut be = [0; 4];
+        be[4 - N..].copy_from_slice(self.take(N)?);
+        Ok(u32::from_be_bytes(be))
+    }
+
+    /// Bytes preceded by their length, itself `N` bytes.
+    fn sized<const N: usize>(&mut self) -> Result<&'a [u8], Error> {
+        let len = self.length::<N>()?;
+        self.take(len as usize)
+    }
+
+    fn ext(&mut self, len: usize) -> Result<Token<'a>, Error> {
+        self.take(1 + len)?;
+        Ok(Token::Ext)
+    }
+
+    fn sized_ext<const N: usize>(&mut self) -> Result<Token<'a>, Error> {
+        let len = self.length::<N>()?;
+        self.ext(len as usize)
+    }
+}

@@ -1,0 +1,93 @@
+"""Objects in, objects out: an arrpc-host handler written as
+`def handle(message, ctx)`, as the Python arrpc package's handler is.
+
+    import arrpc_handler
+
+    def handle(message, ctx):          # message: dict, list, int, str, ...
+        return {"sum": sum(message)}   # any object msgpack can pack
+
+    WitWorld = arrpc_handler.serve(handle)
+
+The host turns each message from MessagePack into `marshal` natively
+(`arrpc:handler/codec`), and `marshal.loads` makes the objects in C; the
+reply goes back the same way. The types are msgpack-python's, as
+`unpackb(raw=False, strict_map_key=False)` gives them and `packb` takes
+them (docs/handlers.md has the table). What marshal cannot carry (an ext,
+or a reply holding a subclass, an `ExtType` or a `Timestamp`) goes through
+msgpack's pure-Python build instead, with the same result, slower.
+
+`raise arrpc_handler.Error("text")` replies with that error text; any
+other exception replies with its type and text, and its traceback goes to
+the host's log. Return `Raw(b)` to reply with the MessagePack bytes `b` as
+they are, and see `ctx` (`handler`, `request_id`, `timeout_ms`,
+`traceparent`) for what the host knows of the message.
+"""
+
+import marshal
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import msgpack
+import wit_world
+from wit_world.imports import codec
+
+# The error a handler raises to reply with a text, as the bindings name it.
+Error = wit_world.Err
+
+
+class Raw(NamedTuple):
+    """A reply already encoded: exactly one MessagePack value, sent as it is."""
+
+    data: bytes
+
+
+def decode(payload: bytes) -> Any:
+    """One MessagePack value as Python objects, as msgpack-python's
+    `unpackb(payload, raw=False, strict_map_key=False)` returns them."""
+    try:
+        dumped = codec.msgpack_to_marshal(payload)
+    except wit_world.Err as e:
+        raise ValueError(f"invalid MessagePack: {e.value}") from None
+    if dumped is None:
+        return msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    return marshal.loads(dumped)
+
+
+def encode(value: Any) -> bytes:
+    """`value` as MessagePack, as msgpack-python's `packb(value)` writes it."""
+    if type(value) is Raw:
+        return value.data
+    try:
+        # Version 2: no back-references, which the host does not read.
+        dumped = marshal.dumps(value, 2)
+    except ValueError:
+        # A type marshal does not know (a subclass, ExtType, Timestamp).
+        return msgpack.packb(value)
+    try:
+        return codec.marshal_to_msgpack(dumped)
+    except wit_world.Err as e:
+        raise TypeError(e.value) from None
+
+
+def reply(handle: Callable[[Any, Any], Any], ctx, payload: bytes) -> bytes:
+    """Runs `handle` on the decoded message and encodes what it returns."""
+    try:
+        return encode(handle(decode(payload), ctx))
+    except wit_world.Err:
+        raise
+    except Exception as e:
+        traceback.print_exc(file=sys.stderr)
+        raise wit_world.Err(f"{type(e).__name__}: {e}") from None
+
+
+def serve(handle: Callable[[Any, Any], Any]) -> type:
+    """The `WitWorld` class componentize-py looks for in the app module,
+    calling `handle(message, ctx)` for each message."""
+
+    class WitWorld(wit_world.WitWorld):
+        def handle(self, ctx, payload: bytes) -> bytes:
+            return reply(handle, ctx, payload)
+
+    return WitWorld

@@ -1,0 +1,309 @@
+//! `arrpc-codec` checked against the libraries whose behaviour it promises:
+//! msgpack-python's C extension and CPython's marshal (in the Python arrpc
+//! package's virtualenv), and `@msgpack/msgpack` under Node (the version
+//! the JavaScript example locks). A corpus of MessagePack values, every
+//! kind and edge, goes through the host's transcoders; the real libraries
+//! then say whether the result is exactly what they make of the same
+//! value, in both directions.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::toolchains::toolchain;
+use rmpv::Value;
+
+/// A small deterministic generator, so a failure names a value that comes
+/// back on the next run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Integers at every encoding's edges, and the JavaScript safe range's.
+const EDGES: [i128; 22] = [
+    0,
+    1,
+    127,
+    128,
+    255,
+    256,
+    65535,
+    65536,
+    (1 << 31) - 1,
+    1 << 31,
+    (1 << 32) - 1,
+    1 << 32,
+    (1 << 53) - 1,
+    1 << 53,
+    (1 << 63) - 1,
+    u64::MAX as i128,
+    -1,
+    -32,
+    -33,
+    -129,
+    -(1 << 53) + 1,
+    i64::MIN as i128,
+];
+
+fn scalar(rng: &mut Rng) -> Value {
+    match rng.below(12) {
+        0 => Value::Nil,
+        1 => Value::Boolean(rng.below(2) == 1),
+        2 | 3 => {
+            let n = EDGES[rng.below(EDGES.len() as u64) as usize];
+            if n >= 0 {
+                Value::from(n as u64)
+            } else {
+                Value::from(n as i64)
+            }
+        }
+        4 => Value::from(rng.next() as i64 >> rng.below(64)),
+        5 => Value::F64(
+            [
+                0.5,
+                -0.0,
+                1e300,
+                5e-324,
+                f64::NAN,
+                f64::INFINITY,
+                0.1,
+                -2.0,
+                1e21,
+            ][rng.below(9) as usize],
+        ),
+        6 => Value::F32([1.5f32, -0.0, f32::NAN, 3.4e38, 0.1][rng.below(5) as usize]),
+        7 => Value::from(
+            [
+                "",
+                "a",
+                "__proto__",
+                "numbers",
+                "é",
+                "😀",
+                "q\"\\\n\u{1}",
+                "k1",
+            ][rng.below(8) as usize],
+        ),
+        8 => Value::from("x".repeat(rng.below(300) as usize)),
+        9 => Value::Binary((0..rng.below(40)).map(|i| i as u8).collect()),
+        10 => Value::Ext(
+            [5, -1, 0][rng.below(3) as usize] as i8,
+            vec![0; [1, 4, 8, 3][rng.below(4) as usize]],
+        ),
+        _ => Value::from(rng.next() as f64 / 7.0),
+    }
+}
+
+fn value(rng: &mut Rng, depth: u32) -> Value {
+    if depth > 3 || rng.below(3) == 0 {
+        return scalar(rng);
+    }
+    let len = rng.below(6);
+    if rng.below(2) == 0 {
+        Value::Array((0..len).map(|_| value(rng, depth + 1)).collect())
+    } else {
+        let key = |rng: &mut Rng| match rng.below(10) {
+            0..=5 => Value::from(format!("k{}", rng.below(4))),
+            6 => Value::Array(vec![]),
+            _ => scalar(rng),
+        };
+        Value::Map(
+            (0..len)
+                .map(|_| (key(rng), value(rng, depth + 1)))
+                .collect(),
+        )
+    }
+}
+
+/// The corpus: generated values, plus malformed UTF-8, as MessagePack.
+fn corpus() -> Vec<Vec<u8>> {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut corpus: Vec<Vec<u8>> = (0..3000)
+        .map(|_| {
+            let mut out = Vec::new();
+            rmpv::encode::write_value(&mut out, &value(&mut rng, 0)).unwrap();
+            out
+        })
+        .collect();
+    corpus.push(vec![0xa2, 0xff, 0xfe]);
+    corpus.push(vec![0x81, 0xa1, 0xff, 0x01]);
+    corpus
+}
+
+/// Whether the value holds what marshal cannot carry as msgpack-python
+/// decodes it: an ext, an array or map as a map key, a str not UTF-8.
+fn beyond_marshal(value: &Value) -> bool {
+    match value {
+        Value::Ext(..) => true,
+        Value::String(s) => !s.is_str(),
+        Value::Array(items) => items.iter().any(beyond_marshal),
+        Value::Map(entries) => entries.iter().any(|(k, v)| {
+            matches!(k, Value::Array(_) | Value::Map(_)) || beyond_marshal(k) || beyond_marshal(v)
+        }),
+        _ => false,
+    }
+}
+
+/// Whether the value holds what JSON cannot carry as `@msgpack/msgpack`
+/// decodes it: bin, an ext, an integer past 2^53 - 1, NaN or an infinity, a
+/// map key not a str or `__proto__`, a str not UTF-8.
+fn beyond_json(value: &Value) -> bool {
+    const SAFE: i128 = (1 << 53) - 1;
+    match value {
+        Value::Binary(_) | Value::Ext(..) => true,
+        Value::Integer(n) => {
+            let n = n.as_i64().map(i128::from).or(n.as_u64().map(i128::from));
+            n.expect("MessagePack integers fit i64 or u64").abs() > SAFE
+        }
+        Value::F32(x) => !x.is_finite(),
+        Value::F64(x) => !x.is_finite(),
+        Value::String(s) => !s.is_str(),
+        Value::Array(items) => items.iter().any(beyond_json),
+        Value::Map(entries) => entries
+            .iter()
+            .any(|(k, v)| !matches!(k.as_str(), Some(key) if key != "__proto__") || beyond_json(v)),
+        _ => false,
+    }
+}
+
+/// Runs `program` with `lines` on stdin and returns its stdout's lines,
+/// failing the test on any `FAIL` line or a bad exit.
+fn check(program: &mut Command, lines: &[String]) -> Vec<String> {
+    let mut child = program
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting the checker");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = lines.join("\n") + "\n";
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(output.status.success(), "the checker failed");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let failures: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    stdout.lines().map(str::to_owned).collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Every value marshal can carry loads in CPython as exactly what
+/// msgpack-python's `unpackb(raw=False, strict_map_key=False)` gives, and
+/// the rest (ext, an array as a key, bad UTF-8) is left to msgpack; back,
+/// what `marshal.dumps(obj, 2)` writes becomes exactly `packb(obj)`'s bytes,
+/// or the error `packb` raises.
+#[test]
+fn marshal_matches_msgpack_python_both_ways() {
+    let lines: Vec<String> = corpus()
+        .iter()
+        .map(|packed| {
+            let marshal = arrpc_codec::msgpack_to_marshal(packed).unwrap();
+            let value = rmpv::decode::read_value(&mut &packed[..]).unwrap();
+            assert_eq!(marshal.is_none(), beyond_marshal(&value), "{value}");
+            format!(
+                "{} {}",
+                hex(packed),
+                marshal.map_or("-".to_owned(), |m| hex(&m))
+            )
+        })
+        .collect();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/codec/python_check.py");
+    let out = check(Command::new(common::seed::python()).arg(script), &lines);
+    let dumps: Vec<&String> = out.iter().filter(|l| l.starts_with("dump ")).collect();
+    assert!(dumps.len() > 1000, "only {} values came back", dumps.len());
+    let mut refused = 0;
+    for line in dumps {
+        let mut words = line.splitn(3, ' ').skip(1);
+        let (dumped, packed) = (unhex(words.next().unwrap()), words.next().unwrap());
+        let got = arrpc_codec::marshal_to_msgpack(&dumped);
+        match packed.strip_prefix('!') {
+            None => assert_eq!(got.as_deref().map(hex), Ok(packed.to_owned()), "{line}"),
+            Some(error) => {
+                refused += 1;
+                let got = got.expect_err(line).to_string();
+                if error.starts_with("can not serialize") || error.contains("out of range") {
+                    assert_eq!(got, error, "{line}");
+                }
+            }
+        }
+    }
+    // A set, a frozenset, a complex, two ints out of range, a surrogate.
+    assert_eq!(refused, 6);
+}
+
+/// Every value JSON can carry parses in JavaScript as exactly what
+/// `@msgpack/msgpack`'s `decode` gives (`-0`, NaN and key order included),
+/// and the rest is left to it; back, what `JSON.stringify` writes becomes
+/// exactly `encode`'s bytes.
+#[test]
+fn json_matches_msgpack_javascript_both_ways() {
+    toolchain("js");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("handlers/js-example");
+    if !example.join("node_modules/@msgpack/msgpack").exists() {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&example)
+            .status()
+            .unwrap();
+        assert!(status.success(), "npm ci in handlers/js-example failed");
+    }
+    let lines: Vec<String> = corpus()
+        .iter()
+        .map(|packed| {
+            let json = arrpc_codec::msgpack_to_json(packed).unwrap();
+            let value = rmpv::decode::read_value(&mut &packed[..]).unwrap();
+            assert_eq!(json.is_none(), beyond_json(&value), "{value}");
+            format!(
+                "{} {}",
+                hex(packed),
+                json.map_or("-".to_owned(), |j| hex(j.as_bytes()))
+            )
+        })
+        .collect();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/codec/node_check.mjs");
+    let out = check(Command::new("node").arg(script).arg(&example), &lines);
+    let encoded: Vec<&String> = out.iter().filter(|l| l.starts_with("json ")).collect();
+    assert!(
+        encoded.len() > 500,
+        "only {} values came back",
+        encoded.len()
+    );
+    for line in encoded {
+        let mut words = line.split(' ').skip(1);
+        let json = String::from_utf8(unhex(words.next().unwrap())).unwrap();
+        let packed = words.next().unwrap();
+        assert_eq!(
+            arrpc_codec::json_to_msgpack(&json).map(|p| hex(&p)),
+            Ok(packed.to_owned()),
+            "{json}"
+        );
+    }
+}
