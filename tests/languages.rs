@@ -9,8 +9,8 @@
 //! the caller's verified identity, asked of the host through the imported
 //! `client` interface (arrpc:handler@0.3.0), and under a name ending in
 //! `relay` calls an `[[upstream]]` through the imported `upstream`
-//! interface. The Python and JavaScript examples also make HTTP requests
-//! under a name ending in `fetch`, to a real server on 127.0.0.1. Under a
+//! interface, and under a name ending in `fetch` makes an HTTP request
+//! through `wasi:http`, to a real server on 127.0.0.1. Under a
 //! name ending in `count` each example increments a counter in a
 //! `[[store]]` (`wasi:keyvalue`, an embedded redb file in a temporary
 //! folder), which outlives the host; the Python and JavaScript examples
@@ -342,12 +342,12 @@ fn js_a_name_with_no_operation_is_an_error() {
 
 #[test]
 fn c_a_name_with_no_operation_is_an_error() {
-    assert_no_operation("c", "echo, sum, caller, relay or count");
+    assert_no_operation("c", "echo, sum, caller, relay, fetch or count");
 }
 
 #[test]
 fn zig_a_name_with_no_operation_is_an_error() {
-    assert_no_operation("zig", "echo, sum, caller, relay or count");
+    assert_no_operation("zig", "echo, sum, caller, relay, fetch or count");
 }
 
 /// What the example served by `host` as its default handler answered
@@ -558,6 +558,19 @@ fn js_fetch() {
     assert_fetches("js");
 }
 
+/// The C example sends the request through the wasi:http bindings
+/// committed in `handlers/c-bindings/http`.
+#[test]
+fn c_fetch() {
+    assert_fetches("c");
+}
+
+/// The Zig example sends the request through the same C bindings.
+#[test]
+fn zig_fetch() {
+    assert_fetches("zig");
+}
+
 /// fetch.js sends a body, with its length, and the method given.
 #[test]
 fn js_fetch_posts_a_body() {
@@ -591,6 +604,76 @@ fn js_fetch_posts_a_body() {
         request.ends_with("\r\n\r\n{\"item\":\"tea\",\"count\":2}"),
         "{request}"
     );
+}
+
+/// A server on 127.0.0.1 that reads each request's head and answers it
+/// with `reply`, raw bytes, then closes the connection.
+fn answer_with(reply: &'static [u8]) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut head = Vec::new();
+            let mut byte = [0];
+            while !head.ends_with(b"\r\n\r\n") && matches!(stream.read(&mut byte), Ok(1)) {
+                head.push(byte[0]);
+            }
+            let _ = stream.write_all(reply);
+        }
+    });
+    addr
+}
+
+/// The C and Zig examples, which read the body a chunk at a time, reply
+/// with a body many reads long; a header the response repeats gets its
+/// values joined with ", ", and a value's bytes that are no UTF-8 become
+/// U+FFFD, as in the Python example's replies. A message of another shape
+/// gets the Python example's error text.
+#[test]
+fn c_and_zig_fetch_long_bodies_and_repeated_headers() {
+    let server = HttpServer::start();
+    let odd = answer_with(
+        b"HTTP/1.1 200 OK\r\nset-cookie: a=1\r\nx-name: caf\xe9\r\nset-cookie: b=2\r\n\
+          content-length: 2\r\n\r\nok",
+    );
+    for lang in ["c", "zig"] {
+        let host = Host::start(&format!(
+            "[[handler]]\nname = \"{lang}-fetch\"\nmodule = \"{}\"\ntimeout = \"10s\"\n\
+             allowed_outbound_hosts = [\"http://{}\", \"http://{odd}\"]\n",
+            example(lang).display(),
+            server.addr,
+        ));
+        let long = "x".repeat(300_000);
+        let url = server.url("http", &format!("/big/{}", long.len()));
+        assert_eq!(
+            ask(&host, &map(vec![("url", str_value(&url))])).map(sorted),
+            Ok(sorted(response(200, &long))),
+            "{lang}"
+        );
+        let url = format!("http://{odd}/cookies");
+        assert_eq!(
+            ask(&host, &map(vec![("url", str_value(&url))])).map(sorted),
+            Ok(sorted(map(vec![
+                ("status", 200.into()),
+                (
+                    "headers",
+                    map(vec![
+                        ("set-cookie", str_value("a=1, b=2")),
+                        ("x-name", str_value("caf\u{fffd}")),
+                        ("content-length", str_value("2")),
+                    ])
+                ),
+                ("body", Value::Binary(b"ok".to_vec())),
+            ]))),
+            "{lang}"
+        );
+        assert_eq!(
+            ask(&host, &Value::Array(vec![1.into()])),
+            Err(r#"fetch: expected {"url": "http://...", "headers"?: {name: value}}"#.into()),
+            "{lang}"
+        );
+    }
 }
 
 /// The Python and JavaScript entries in the shipped `arrpc.toml` (commented

@@ -1,18 +1,19 @@
-//! An arrpc-host handler in Zig: echo, sum, caller, relay and count, chosen
-//! by the served name.
+//! An arrpc-host handler in Zig: echo, sum, caller, relay, fetch and count,
+//! chosen by the served name.
 //!
-//! The bindings for the `handler` world of wit/handler.wit are the C ones
-//! committed in handlers/c-bindings: Zig compiles their handler.c, links
-//! their component type and imports handler.h. A name ending in "echo"
-//! returns the payload unchanged; one ending in "sum" adds up numbers with
-//! the same input, output and error texts as the Rust `sum` handler, reading
-//! and writing MessagePack with the few lines below; one ending in "caller"
-//! replies with who called, as the host verified it, asked of the host
-//! through the imported `client` interface; one ending in "relay" calls
-//! another arrpc service through the imported `upstream` interface; one
-//! ending in "count" increments a counter in a key-value store the
-//! handler's `stores` lists, through the imported `wasi:keyvalue`
-//! interfaces.
+//! The bindings for the `handler` world of wit/handler.wit plus wasi:http's
+//! outgoing-handler are the C ones committed in handlers/c-bindings/http:
+//! Zig compiles their handler.c, links their component type and imports
+//! handler.h. A name ending in "echo" returns the payload unchanged; one
+//! ending in "sum" adds up numbers with the same input, output and error
+//! texts as the Rust `sum` handler, reading and writing MessagePack with the
+//! few lines below; one ending in "caller" replies with who called, as the
+//! host verified it, asked of the host through the imported `client`
+//! interface; one ending in "relay" calls another arrpc service through the
+//! imported `upstream` interface; one ending in "fetch" makes an HTTP GET
+//! through the imported `wasi:http/outgoing-handler`; one ending in "count"
+//! increments a counter in a key-value store the handler's `stores` lists,
+//! through the imported `wasi:keyvalue` interfaces.
 //!
 //! Ownership follows wit-bindgen's C rules: the arguments belong to this
 //! function and must be freed or handed on; `ret` and `err` must point to
@@ -241,17 +242,44 @@ const Writer = struct {
     }
 
     fn str(w: *Writer, s: []const u8) void {
-        if (s.len < 32) {
-            w.put(u8, null, 0xa0 | @as(u8, @intCast(s.len)));
-        } else if (s.len <= std.math.maxInt(u8)) {
-            w.put(u8, 0xd9, @intCast(s.len));
-        } else if (s.len <= std.math.maxInt(u16)) {
-            w.put(u16, 0xda, @intCast(s.len));
-        } else {
-            w.put(u32, 0xdb, @intCast(s.len));
-        }
+        w.strHeader(s.len);
         @memcpy(w.buf[w.len..][0..s.len], s);
         w.len += s.len;
+    }
+
+    /// The header of a string of `n` bytes, which the caller writes next.
+    fn strHeader(w: *Writer, n: usize) void {
+        if (n < 32) {
+            w.put(u8, null, 0xa0 | @as(u8, @intCast(n)));
+        } else if (n <= std.math.maxInt(u8)) {
+            w.put(u8, 0xd9, @intCast(n));
+        } else if (n <= std.math.maxInt(u16)) {
+            w.put(u16, 0xda, @intCast(n));
+        } else {
+            w.put(u32, 0xdb, @intCast(n));
+        }
+    }
+
+    fn bin(w: *Writer, b: []const u8) void {
+        if (b.len <= std.math.maxInt(u8)) {
+            w.put(u8, 0xc4, @intCast(b.len));
+        } else if (b.len <= std.math.maxInt(u16)) {
+            w.put(u16, 0xc5, @intCast(b.len));
+        } else {
+            w.put(u32, 0xc6, @intCast(b.len));
+        }
+        @memcpy(w.buf[w.len..][0..b.len], b);
+        w.len += b.len;
+    }
+
+    fn map(w: *Writer, n: usize) void {
+        if (n < 16) {
+            w.put(u8, null, 0x80 | @as(u8, @intCast(n)));
+        } else if (n <= std.math.maxInt(u16)) {
+            w.put(u16, 0xde, @intCast(n));
+        } else {
+            w.put(u32, 0xdf, @intCast(n));
+        }
     }
 
     fn array(w: *Writer, n: usize) void {
@@ -462,6 +490,275 @@ fn relayChecked(r: *Reader, ret: *c.handler_list_u8_t, err: *c.handler_string_t)
 }
 
 /// A format string, as `expected`.
+const fetch_expected = "fetch: expected {{\"url\": \"http://...\", \"headers\"?: {{name: value}}}}";
+
+/// wasi:http's error-code cases by tag, named as the Python and JavaScript
+/// examples name them.
+const error_codes = [_][]const u8{
+    "DnsTimeout",                   "DnsError",                   "DestinationNotFound",
+    "DestinationUnavailable",       "DestinationIpProhibited",    "DestinationIpUnroutable",
+    "ConnectionRefused",            "ConnectionTerminated",       "ConnectionTimeout",
+    "ConnectionReadTimeout",        "ConnectionWriteTimeout",     "ConnectionLimitReached",
+    "TlsProtocolError",             "TlsCertificateError",        "TlsAlertReceived",
+    "HttpRequestDenied",            "HttpRequestLengthRequired",  "HttpRequestBodySize",
+    "HttpRequestMethodInvalid",     "HttpRequestUriInvalid",      "HttpRequestUriTooLong",
+    "HttpRequestHeaderSectionSize", "HttpRequestHeaderSize",      "HttpRequestTrailerSectionSize",
+    "HttpRequestTrailerSize",       "HttpResponseIncomplete",     "HttpResponseHeaderSectionSize",
+    "HttpResponseHeaderSize",       "HttpResponseBodySize",       "HttpResponseTrailerSectionSize",
+    "HttpResponseTrailerSize",      "HttpResponseTransferCoding", "HttpResponseContentCoding",
+    "HttpResponseTimeout",          "HttpUpgradeFailed",          "HttpProtocolError",
+    "LoopDetected",                 "ConfigurationError",         "InternalError",
+};
+
+comptime {
+    std.debug.assert(error_codes.len == c.WASI_HTTP_TYPES_ERROR_CODE_INTERNAL_ERROR + 1);
+}
+
+/// Replies "fetch: <case>" for a wasi:http error code, with the text of an
+/// internal-error, the catch-all, when it has one; frees the code.
+fn httpFailure(code: *c.wasi_http_types_error_code_t, err: *c.handler_string_t) bool {
+    defer c.wasi_http_types_error_code_free(code);
+    if (code.tag == c.WASI_HTTP_TYPES_ERROR_CODE_INTERNAL_ERROR and code.val.internal_error.is_some) {
+        const text = code.val.internal_error.val;
+        return fail(err, "fetch: InternalError: {s}", .{bytes(text.ptr, text.len)});
+    }
+    return fail(err, "fetch: {s}", .{error_codes[code.tag]});
+}
+
+/// Blocks on `pollable` until it is ready, then drops it.
+fn waitFor(pollable: c.wasi_io_poll_own_pollable_t) void {
+    c.wasi_io_poll_method_pollable_block(c.wasi_io_poll_borrow_pollable(pollable));
+    c.wasi_io_poll_pollable_drop_own(pollable);
+}
+
+/// Reads `stream` to its end into `body`, malloc'd, waiting on the stream's
+/// pollable whenever no bytes are ready. A failed read replies "fetch:
+/// <case>" when the host gives a wasi:http error code, else "fetch: <its
+/// text>" (wasmtime-wasi-http gives most body failures as text only).
+fn readBody(stream: c.wasi_io_streams_borrow_input_stream_t, body: *c.handler_list_u8_t, err: *c.handler_string_t) bool {
+    while (true) {
+        var chunk: c.handler_list_u8_t = undefined;
+        var failure: c.wasi_io_streams_stream_error_t = undefined;
+        if (!c.wasi_io_streams_method_input_stream_read(stream, 64 * 1024, &chunk, &failure)) {
+            if (failure.tag == c.WASI_IO_STREAMS_STREAM_ERROR_CLOSED) return true;
+            const io_error = failure.val.last_operation_failed;
+            defer c.wasi_io_error_error_drop_own(io_error);
+            const why = c.wasi_io_error_borrow_error(io_error);
+            var code: c.wasi_http_types_error_code_t = undefined;
+            if (c.wasi_http_types_http_error_code(why, &code)) return httpFailure(&code, err);
+            var text: c.handler_string_t = undefined;
+            c.wasi_io_error_method_error_to_debug_string(why, &text);
+            defer c.handler_string_free(&text);
+            return fail(err, "fetch: {s}", .{bytes(text.ptr, text.len)});
+        }
+        defer c.handler_list_u8_free(&chunk);
+        if (chunk.len == 0) {
+            waitFor(c.wasi_io_streams_method_input_stream_subscribe(stream));
+            continue;
+        }
+        const grown: [*]u8 = @ptrCast(std.c.realloc(body.ptr, body.len + chunk.len) orelse
+            return fail(err, "fetch: out of memory", .{}));
+        @memcpy(grown[body.len..][0..chunk.len], chunk.ptr[0..chunk.len]);
+        body.ptr = grown;
+        body.len += chunk.len;
+    }
+}
+
+const Header = c.wasi_http_types_tuple2_field_name_field_value_t;
+
+/// Whether header `i` repeats the name of an earlier one.
+fn seenBefore(headers: []const Header, i: usize) bool {
+    const name = bytes(headers[i].f0.ptr, headers[i].f0.len);
+    for (headers[0..i]) |earlier| {
+        if (std.mem.eql(u8, bytes(earlier.f0.ptr, earlier.f0.len), name)) return true;
+    }
+    return false;
+}
+
+/// Writes the values of the headers named as header `i`, from `i` on,
+/// joined with ", ", to `out` (when not null), as UTF-8 text with invalid
+/// sequences replaced by U+FFFD: header values are bytes in wasi:http, text
+/// in the reply. Returns their length.
+fn joinedValues(out: ?[*]u8, headers: []const Header, i: usize) usize {
+    const name = bytes(headers[i].f0.ptr, headers[i].f0.len);
+    var n: usize = 0;
+    for (headers[i..], i..) |header, j| {
+        if (!std.mem.eql(u8, bytes(header.f0.ptr, header.f0.len), name)) continue;
+        if (j > i) {
+            if (out) |o| @memcpy(o[n..][0..2], ", ");
+            n += 2;
+        }
+        const text = std.unicode.fmtUtf8(bytes(header.f1.ptr, header.f1.len));
+        const len: usize = @intCast(std.fmt.count("{}", .{text}));
+        if (out) |o| _ = std.fmt.bufPrint(o[n..][0..len], "{}", .{text}) catch unreachable;
+        n += len;
+    }
+    return n;
+}
+
+/// The reply, {"status": n, "headers": {name: value}, "body": bytes}, in
+/// malloc'd memory; repeated header names get their values joined.
+fn encodeResponse(status: u16, headers: []const Header, body: []const u8, ret: *c.handler_list_u8_t, err: *c.handler_string_t) bool {
+    var names: usize = 0;
+    // Map, keys and status; each header's string headers, its ", " and the
+    // three bytes of a U+FFFD for each byte of its value.
+    var size: usize = 1 + 3 * 8 + 3 + 5 + 5 + body.len;
+    for (headers, 0..) |header, i| {
+        if (!seenBefore(headers, i)) names += 1;
+        size += 10 + header.f0.len + 2 + 3 * header.f1.len;
+    }
+    const out: [*]u8 = @ptrCast(std.c.malloc(size) orelse return fail(err, "fetch: out of memory", .{}));
+    var w = Writer{ .buf = out };
+    w.map(3);
+    w.str("status");
+    w.uint(status);
+    w.str("headers");
+    w.map(names);
+    for (headers, 0..) |header, i| {
+        if (seenBefore(headers, i)) continue;
+        w.str(bytes(header.f0.ptr, header.f0.len));
+        w.strHeader(joinedValues(null, headers, i));
+        w.len += joinedValues(w.buf[w.len..], headers, i);
+    }
+    w.str("body");
+    w.bin(body);
+    ret.ptr = out;
+    ret.len = w.len;
+    return true;
+}
+
+/// Waits for the response to a request sent, reads its headers and whole
+/// body, and replies with them. Everything the host handed over is dropped
+/// or freed here, children (the headers, the body's stream) before their
+/// parents.
+fn receive(future: c.wasi_http_types_own_future_incoming_response_t, ret: *c.handler_list_u8_t, err: *c.handler_string_t) bool {
+    const pending = c.wasi_http_types_borrow_future_incoming_response(future);
+    var outcome: c.wasi_http_types_result_result_own_incoming_response_error_code_void_t = undefined;
+    while (!c.wasi_http_types_method_future_incoming_response_get(pending, &outcome))
+        waitFor(c.wasi_http_types_method_future_incoming_response_subscribe(pending));
+    c.wasi_http_types_future_incoming_response_drop_own(future);
+    // Taken once, so the outer result is never its error.
+    if (outcome.val.ok.is_err) return httpFailure(&outcome.val.ok.val.err, err);
+    const response = outcome.val.ok.val.ok;
+    defer c.wasi_http_types_incoming_response_drop_own(response);
+    const received = c.wasi_http_types_borrow_incoming_response(response);
+
+    const status = c.wasi_http_types_method_incoming_response_status(received);
+    const fields = c.wasi_http_types_method_incoming_response_headers(received);
+    var headers: c.wasi_http_types_list_tuple2_field_name_field_value_t = undefined;
+    c.wasi_http_types_method_fields_entries(c.wasi_http_types_borrow_fields(fields), &headers);
+    c.wasi_http_types_fields_drop_own(fields);
+    defer c.wasi_http_types_list_tuple2_field_name_field_value_free(&headers);
+
+    var incoming: c.wasi_http_types_own_incoming_body_t = undefined;
+    var stream: c.wasi_http_types_own_input_stream_t = undefined;
+    // Both succeed on a response consumed for the first time.
+    _ = c.wasi_http_types_method_incoming_response_consume(received, &incoming);
+    _ = c.wasi_http_types_method_incoming_body_stream(c.wasi_http_types_borrow_incoming_body(incoming), &stream);
+    var body = c.handler_list_u8_t{ .ptr = null, .len = 0 };
+    defer std.c.free(body.ptr);
+    const read = readBody(c.wasi_io_streams_borrow_input_stream(stream), &body, err);
+    c.wasi_io_streams_input_stream_drop_own(stream);
+    c.wasi_http_types_future_trailers_drop_own(c.wasi_http_types_static_incoming_body_finish(incoming));
+    const entries: []const Header = if (headers.len == 0) &.{} else headers.ptr[0..headers.len];
+    return read and encodeResponse(status, entries, bytes(body.ptr, body.len), ret, err);
+}
+
+/// GETs the URL the message holds, {"url": "http://...", "headers"?: {name:
+/// value}}, through wasi:http, and replies with {"status": n, "headers":
+/// {name: value}, "body": bytes}, the body read to its end. The host allows
+/// only what this handler's `allowed_outbound_hosts` lists; a request that
+/// gets no response replies "fetch: <case>", the case of wasi:http's
+/// error-code (HttpRequestDenied for a URL no entry admits).
+fn fetch(payload: []const u8, ret: *c.handler_list_u8_t, err: *c.handler_string_t) bool {
+    var r = Reader{ .buf = payload };
+    r.skip() catch return fail(err, fetch_expected, .{});
+    r.pos = 0;
+    // The whole value was checked above, so no read below runs past it.
+    return fetchChecked(&r, ret, err) catch fail(err, fetch_expected, .{});
+}
+
+fn fetchChecked(r: *Reader, ret: *c.handler_list_u8_t, err: *c.handler_string_t) Reader.Error!bool {
+    const entries = try r.map() orelse return fail(err, fetch_expected, .{});
+    var url: ?[]const u8 = null;
+    // At the headers' map, when the message has one.
+    var header_map: ?Reader = null;
+    for (0..entries) |_| {
+        const field = try r.str() orelse {
+            // A key that is no string, and its value.
+            try r.skip();
+            try r.skip();
+            continue;
+        };
+        if (std.mem.eql(u8, field, "url")) {
+            url = try r.str() orelse return fail(err, fetch_expected, .{});
+        } else if (std.mem.eql(u8, field, "headers") and try r.peek() != 0xc0) {
+            header_map = r.*;
+            try r.skip();
+        } else {
+            try r.skip();
+        }
+    }
+    const target = url orelse return fail(err, fetch_expected, .{});
+    var count: u32 = 0;
+    if (header_map) |*h| count = try h.map() orelse return fail(err, fetch_expected, .{});
+    // Room for one at least: the host checks an empty list's pointer too,
+    // and a zero-length allocation's lies outside memory.
+    const room = std.heap.c_allocator.alloc(Header, @max(count, 1)) catch return fail(err, "fetch: out of memory", .{});
+    defer std.heap.c_allocator.free(room);
+    const pairs = room[0..count];
+    for (pairs) |*pair| {
+        const h = &header_map.?;
+        const name = try h.str() orelse return fail(err, fetch_expected, .{});
+        const value = try h.str() orelse return fail(err, fetch_expected, .{});
+        pair.* = .{ .f0 = borrowed(name), .f1 = .{ .ptr = @constCast(value.ptr), .len = value.len } };
+    }
+    return get(target, pairs, ret, err);
+}
+
+/// Sends a GET for `url` with `headers`, borrowed from the payload, and
+/// replies with the response.
+fn get(url: []const u8, headers: []Header, ret: *c.handler_list_u8_t, err: *c.handler_string_t) bool {
+    // scheme://authority/path?query#fragment, the fragment not sent.
+    const separator = std.mem.indexOf(u8, url, "://") orelse return fail(err, "fetch: HttpRequestUriInvalid", .{});
+    const rest = url[separator + 3 ..];
+    const path_at = std.mem.indexOfAny(u8, rest, "/?#") orelse rest.len;
+    const path_end = std.mem.indexOfScalarPos(u8, rest, path_at, '#') orelse rest.len;
+    var authority = borrowed(rest[0..path_at]);
+    var path = borrowed(if (path_end > path_at) rest[path_at..path_end] else "/");
+    const scheme_name = url[0..separator];
+    var scheme = c.wasi_http_types_scheme_t{ .tag = c.WASI_HTTP_TYPES_SCHEME_OTHER, .val = .{ .other = borrowed(scheme_name) } };
+    if (std.ascii.eqlIgnoreCase(scheme_name, "http")) {
+        scheme.tag = c.WASI_HTTP_TYPES_SCHEME_HTTP;
+    } else if (std.ascii.eqlIgnoreCase(scheme_name, "https")) {
+        scheme.tag = c.WASI_HTTP_TYPES_SCHEME_HTTPS;
+    }
+
+    var list = c.wasi_http_types_list_tuple2_field_name_field_value_t{ .ptr = headers.ptr, .len = headers.len };
+    var fields: c.wasi_http_types_own_fields_t = undefined;
+    var header_error: c.wasi_http_types_header_error_t = undefined;
+    if (!c.wasi_http_types_static_fields_from_list(&list, &fields, &header_error)) {
+        const why = [_][]const u8{ "InvalidSyntax", "Forbidden", "Immutable" };
+        return fail(err, "fetch: headers: {s}", .{why[header_error.tag]});
+    }
+    const request = c.wasi_http_types_constructor_outgoing_request(fields);
+    const outgoing = c.wasi_http_types_borrow_outgoing_request(request);
+    if (!c.wasi_http_types_method_outgoing_request_set_scheme(outgoing, &scheme) or
+        !c.wasi_http_types_method_outgoing_request_set_authority(outgoing, &authority) or
+        !c.wasi_http_types_method_outgoing_request_set_path_with_query(outgoing, &path))
+    {
+        c.wasi_http_types_outgoing_request_drop_own(request);
+        return fail(err, "fetch: HttpRequestUriInvalid", .{});
+    }
+    // GET, the default method, with no body: the request is complete as it
+    // is. The host takes ownership of it.
+    var future: c.wasi_http_types_own_future_incoming_response_t = undefined;
+    var code: c.wasi_http_types_error_code_t = undefined;
+    if (!c.wasi_http_outgoing_handler_handle(request, null, &future, &code)) return httpFailure(&code, err);
+    return receive(future, ret, err);
+}
+
+/// A format string, as `expected`.
 const count_expected = "count: expected {{\"store\": name, \"key\": text, \"by\": integer}}";
 
 /// Adds `by` (default 1) to the counter under `key` in the store the
@@ -553,12 +850,14 @@ export fn exports_handler_handle(
         ok = whoCalled(ret, err);
     } else if (std.mem.endsWith(u8, name, "relay")) {
         ok = relay(bytes(payload.ptr, payload.len), ret, err);
+    } else if (std.mem.endsWith(u8, name, "fetch")) {
+        ok = fetch(bytes(payload.ptr, payload.len), ret, err);
     } else if (std.mem.endsWith(u8, name, "count")) {
         ok = increment(bytes(payload.ptr, payload.len), ret, err);
     } else {
         // stderr goes to the host's log, tagged with handler and request id.
         std.io.getStdErr().writer().print("no operation for the name {s}\n", .{name}) catch {};
-        ok = fail(err, "{s}: serve this component under a name ending in echo, sum, caller, relay or count", .{name});
+        ok = fail(err, "{s}: serve this component under a name ending in echo, sum, caller, relay, fetch or count", .{name});
     }
     c.handler_list_u8_free(payload);
     c.handler_context_free(ctx);
