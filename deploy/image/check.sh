@@ -20,7 +20,7 @@
 # with apt-get when missing. The network must reach Debian's mirror,
 # static.rust-lang.org and crates.io. The client is the image's own binary,
 # so the machine needs glibc 2.36 or later (Debian 12, Ubuntu 24.04).
-# Took about 47 minutes on 2 cores the first time (the stand-ins 3, the build
+# Took about 48 minutes on 2 cores the first time (the stand-ins 3 to 4, the build
 # 44.5: compiling arrpc-host, one core, beside other work), 10 s the next:
 # podman keeps the stand-ins and the build's layers until a change to what
 # the image is built from, in about 8 GB (`podman rmi` the localhost/arrpc-check/*
@@ -57,9 +57,9 @@ build_image=localhost/arrpc-check/rust:$rust_version-bookworm
 runtime_image=localhost/arrpc-check/distroless-cc:nonroot
 image=localhost/arrpc-host:check
 # Numbers enough for sum to run a while (0.1 s here), few enough for its
-# 64 MiB, in messages enough to outlast `podman kill`.
+# 64 MiB, in messages enough to outlast `podman kill` (up to 1.5 GB at once).
 drain_numbers=1000000
-drain_messages=16
+drain_messages=32
 
 work=$(mktemp -d)
 container=arrpc-check-$$
@@ -78,7 +78,7 @@ export RUSTUP_HOME=/usr/local/rustup CARGO_HOME=/usr/local/cargo
 curl --proto '=https' --tlsv1.2 -sSf -o /tmp/rustup-init \\
     https://static.rust-lang.org/rustup/dist/\$(uname -m)-unknown-linux-gnu/rustup-init
 chmod +x /tmp/rustup-init
-/tmp/rustup-init -y -q --no-modify-path --profile minimal --default-toolchain $rust_version
+/tmp/rustup-init -y -q --no-modify-path --profile minimal --default-toolchain $rust_version >/dev/null
 rm /tmp/rustup-init
 chmod -R a+w "\$RUSTUP_HOME" "\$CARGO_HOME"
 EOF
