@@ -16,7 +16,8 @@ cargo build --release --locked --bin arrpc-host
 opt=$root/opt/arrpc
 rm -rf "$opt"
 mkdir -p "$opt/bin" "$opt/handlers"
-cp target/release/arrpc-host "$opt/bin/"
+# Where cargo put it: tests and developers may set CARGO_TARGET_DIR.
+cp "${CARGO_TARGET_DIR:-target}/release/arrpc-host" "$opt/bin/"
 for handler in echo sum state; do
     cp "handlers/target/wasm32-wasip2/release/$handler.wasm" "$opt/handlers/"
 done
