@@ -290,7 +290,7 @@ pub enum Message {
     /// 3,003 bytes.
     Ints,
     /// A record: a map of 20 keys holding strings, integers, floats and a
-    /// list of 10 maps of 4 keys (853 bytes). Every float has a fraction,
+    /// list of 10 maps of 4 keys (1,008 bytes). Every float has a fraction,
     /// so JavaScript gives it back as a float.
     Record,
 }
