@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::toolchains::toolchain;
+use common::{hex, unhex};
 use rmpv::Value;
 
 /// A small deterministic generator, so a failure names a value that comes
@@ -202,17 +203,6 @@ fn check(program: &mut Command, lines: &[String]) -> Vec<String> {
         failures.join("\n")
     );
     stdout.lines().map(str::to_owned).collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect()
 }
 
 /// Every value marshal can carry loads in CPython as exactly what

@@ -971,19 +971,13 @@ fn typed_messages(keys: [Value; 3]) -> Vec<Vec<u8>> {
 
 /// What `program`, given the message's hex, prints as the reply's hex.
 fn reference_reply(program: &mut std::process::Command, message: &[u8]) -> Vec<u8> {
-    let hex: String = message.iter().map(|b| format!("{b:02x}")).collect();
-    let output = program.arg(hex).output().unwrap();
+    let output = program.arg(hex(message)).output().unwrap();
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let text = String::from_utf8(output.stdout).unwrap();
-    let text = text.trim();
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect()
+    unhex(String::from_utf8(output.stdout).unwrap().trim())
 }
 
 /// Handed objects and returning them, the Python example replies with

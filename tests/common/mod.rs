@@ -569,3 +569,17 @@ pub fn rpc_error_on(stream: &mut (impl std::io::Read + Write), method: &str) -> 
 pub fn str_value(s: &str) -> rmpv::Value {
     rmpv::Value::from(s)
 }
+
+/// Bytes as lowercase hex: how tests hand MessagePack to the reference
+/// programs (Python, Node) they compare with, and read their answers.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes `text`, lowercase hex, spells.
+pub fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex digits"))
+        .collect()
+}

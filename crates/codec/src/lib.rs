@@ -16,6 +16,7 @@
 //! hostile: nesting is capped at [`MAX_DEPTH`], work and output are linear
 //! in the input, and anything else is an [`Error`] naming what is wrong.
 
+mod cursor;
 mod json;
 mod marshal;
 mod msgpack;

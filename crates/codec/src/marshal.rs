@@ -12,6 +12,7 @@
 
 use rmp::encode;
 
+use crate::cursor::Cursor;
 use crate::msgpack::{Reader, Token};
 use crate::out::{Out, write_int};
 use crate::{Error, MAX_DEPTH};
@@ -166,35 +167,25 @@ fn write_long(out: &mut Vec<u8>, n: i128) {
 /// set, a complex or a code object, an int outside 64 bits, a str holding
 /// a lone surrogate.
 pub fn marshal_to_msgpack(value: &[u8]) -> Result<Vec<u8>, Error> {
-    let mut reader = MarshalReader { buf: value, pos: 0 };
+    let mut reader = MarshalReader(Cursor::new(value, "marshal data"));
     let mut out = Out::default();
     let code = reader.code()?;
     reader.value(code, &mut out, 0)?;
-    if reader.pos != value.len() {
+    if !reader.0.at_end() {
         return Err(Error::new("bytes after the marshal value"));
     }
     Ok(out.finish())
 }
 
-struct MarshalReader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
+struct MarshalReader<'a>(Cursor<'a>);
 
 impl<'a> MarshalReader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&end| end <= self.buf.len())
-            .ok_or_else(|| Error::new("marshal data cut short"))?;
-        let bytes = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(bytes)
+        self.0.take(n)
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], Error> {
-        Ok(self.take(N)?.try_into().expect("took N bytes"))
+        self.0.array()
     }
 
     fn code(&mut self) -> Result<u8, Error> {

@@ -4,6 +4,7 @@
 use rmp::Marker;
 
 use crate::Error;
+use crate::cursor::Cursor;
 
 /// One MessagePack item; containers give only their length.
 pub enum Token<'a> {
@@ -21,19 +22,16 @@ pub enum Token<'a> {
 }
 
 /// A cursor over MessagePack bytes.
-pub struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
+pub struct Reader<'a>(Cursor<'a>);
 
 impl<'a> Reader<'a> {
     pub fn new(buf: &'a [u8]) -> Reader<'a> {
-        Reader { buf, pos: 0 }
+        Reader(Cursor::new(buf, "MessagePack value"))
     }
 
     /// Fails unless every byte was read: the input must be exactly one value.
     pub fn finish(&self) -> Result<(), Error> {
-        if self.pos == self.buf.len() {
+        if self.0.at_end() {
             Ok(())
         } else {
             Err(Error::new("more than one MessagePack value"))
@@ -84,18 +82,11 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&end| end <= self.buf.len())
-            .ok_or_else(|| Error::new("MessagePack value cut short"))?;
-        let bytes = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(bytes)
+        self.0.take(n)
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], Error> {
-        Ok(self.take(N)?.try_into().expect("took N bytes"))
+        self.0.array()
     }
 
     /// A big-endian length of `N` bytes.

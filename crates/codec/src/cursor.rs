@@ -1,0 +1,36 @@
+//! Reading bytes in order, for both formats read here: running out is an
+//! error that names the format.
+
+use crate::Error;
+
+pub struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    /// What the bytes are, for the error when they end too soon.
+    what: &'static str,
+}
+
+impl<'a> Cursor<'a> {
+    pub fn new(buf: &'a [u8], what: &'static str) -> Cursor<'a> {
+        Cursor { buf, pos: 0, what }
+    }
+
+    pub fn at_end(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&end| end <= self.buf.len())
+            .ok_or_else(|| Error::new(format!("{} cut short", self.what)))?;
+        let bytes = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(bytes)
+    }
+
+    pub fn array<const N: usize>(&mut self) -> Result<[u8; N], Error> {
+        Ok(self.take(N)?.try_into().expect("took N bytes"))
+    }
+}
