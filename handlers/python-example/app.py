@@ -6,8 +6,9 @@ the `interpreted-handler` world of wit/ (the handler world with `codec`),
 plus wasi:http/outgoing-handler (wit/python-handler.wit). The same
 component is served under several names (see README.md). Every operation
 but echo takes the message as Python objects and returns objects, through
-arrpc_handler.py: a name ending in "sum" adds up numbers with the same
-input, output and error texts as the Rust `sum` handler, one ending in
+arrpc_handler.py: a name ending in "sum" adds up numbers with the Rust
+`sum` handler's replies and error texts (booleans, though, count as
+numbers, as in Python's sum()), one ending in
 "caller" replies with who called, as the host verified it, asked of the
 host through the imported `client` interface. One ending in "relay" calls
 another arrpc service through the imported `upstream` interface, and one

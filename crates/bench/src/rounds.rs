@@ -117,9 +117,7 @@ impl Started {
         if self.signed {
             Exchange::signed(payload, targets::BENCH_SECRET)
         } else {
-            self.op
-                .exchange(payload, self.message)
-                .expect("run checks that each operation takes the message")
+            self.op.exchange(payload, self.message)
         }
     }
 }
@@ -140,15 +138,6 @@ pub fn run(
         );
     }
     let requested = |name: &str| args.targets.iter().any(|t| t == name);
-    if let Some(sum) = args
-        .targets
-        .iter()
-        .find(|t| t.ends_with("-sum") || t.ends_with("-sum-reuse"))
-    {
-        Operation::Sum
-            .exchange(0, args.message)
-            .with_context(|| format!("target {sum}"))?;
-    }
     let tls_wanted = requested("host-tls") || requested("ceiling-tls");
     // Outlives every target: the TLS servers read its files at start.
     let certs = tls_wanted.then(SelfSigned::generate).transpose()?;
@@ -336,9 +325,13 @@ fn start(name: &'static str, env: &Env<'_>) -> anyhow::Result<Option<Started>> {
         .or((name == "seed").then_some("echo"))
         .map(operation)
     {
+        op.takes(env.args.message)
+            .with_context(|| format!("target {name}"))?;
         return Ok(python_arrpc(op)?.map(|p| started(p, Some("ceiling"), None, op, None)));
     }
     if let Some((lang, op, reused)) = language_target(name) {
+        op.takes(env.args.message)
+            .with_context(|| format!("target {name}"))?;
         let reuse = if reused { env.args.reuse } else { 1 };
         let wasm = match lang {
             Some(lang) => lang.component(env.repo)?,

@@ -343,19 +343,24 @@ fn encode(value: &rmpv::Value) -> Vec<u8> {
 }
 
 impl Operation {
+    /// Whether this operation can run on `message`: sum takes an array.
+    pub fn takes(self, message: Message) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !(self == Operation::Sum && message == Message::Record),
+            "sum takes an array of numbers: use --message ints or sized"
+        );
+        Ok(())
+    }
+
     /// The message a load point sends and the reply it must get. With
     /// `--message sized`, sum adds [`SUM_TERMS`] floats whose total has a
     /// fraction, so every server encodes it as the same float 64 (an
     /// integral total may come back as an integer from one and a float
     /// from another).
-    pub fn exchange(
-        self,
-        payload: usize,
-        message: Message,
-    ) -> anyhow::Result<crate::load::Exchange> {
+    /// A message the operation [`takes`](Operation::takes).
+    pub fn exchange(self, payload: usize, message: Message) -> crate::load::Exchange {
         use crate::load::{Exchange, Reply};
-        let value = message.value();
-        Ok(match (self, value) {
+        match (self, message.value()) {
             (Operation::Echo | Operation::Identity, None) => Exchange::plain(payload),
             (Operation::Echo | Operation::Identity, Some(value)) => {
                 let request = encode(&value);
@@ -383,7 +388,10 @@ impl Operation {
                     reply: Reply::Exactly(reply),
                 }
             }
-            (Operation::Sum, Some(rmpv::Value::Array(items))) => {
+            (Operation::Sum, Some(value)) => {
+                let rmpv::Value::Array(items) = value else {
+                    unreachable!("Operation::takes refuses sum of a record")
+                };
                 let total: u64 = items.iter().filter_map(rmpv::Value::as_u64).sum();
                 let reply = rmpv::Value::Map(vec![
                     ("sum".into(), total.into()),
@@ -394,10 +402,7 @@ impl Operation {
                     reply: Reply::Exactly(encode(&reply)),
                 }
             }
-            (Operation::Sum, Some(_)) => {
-                bail!("sum takes an array of numbers: use --message ints or sized")
-            }
-        })
+        }
     }
 }
 

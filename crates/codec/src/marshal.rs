@@ -207,8 +207,7 @@ impl<'a> MarshalReader<'a> {
             INT => write_int(buf, i32::from_le_bytes(self.array()?).into()),
             INT64 => write_int(buf, i64::from_le_bytes(self.array()?).into()),
             LONG => {
-                let n = self.long()?;
-                write_int(out.bytes(), n);
+                write_int(buf, self.long()?);
             }
             BINARY_FLOAT => {
                 encode::write_f64(buf, f64::from_le_bytes(self.array()?)).expect("writes to a Vec")
@@ -220,12 +219,11 @@ impl<'a> MarshalReader<'a> {
                     .ok()
                     .and_then(|text| text.parse::<f64>().ok())
                     .ok_or_else(|| Error::new("marshal float that is not a number"))?;
-                encode::write_f64(out.bytes(), x).expect("writes to a Vec");
+                encode::write_f64(buf, x).expect("writes to a Vec");
             }
             STRING => {
                 let len = self.length()?;
                 let bytes = self.take(len)?;
-                let buf = out.bytes();
                 encode::write_bin_len(buf, bytes.len() as u32).map_err(|_| too_long())?;
                 buf.extend_from_slice(bytes);
             }
