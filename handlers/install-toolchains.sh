@@ -7,7 +7,8 @@
 #   usage: sh handlers/install-toolchains.sh [PART...]   (no PART: all)
 #
 #   rust     rustup target wasm32-wasip2
-#   python   componentize-py (PyPI), in the virtualenv .toolchains/venv
+#   python   componentize-py, and ziglang for the SDK's allocator extension
+#            (PyPI), in the virtualenv .toolchains/venv
 #   js       Node.js and npm (Debian, when missing); the example's locked
 #            npm dependencies (componentize-qjs, esbuild, @msgpack/msgpack);
 #            the rustup target and wasm-tools, which build and compose the
@@ -137,7 +138,8 @@ msgpuck() {
 }
 
 part_rust() { rustup target add wasm32-wasip2; }
-part_python() { python_tools "componentize-py==$COMPONENTIZE_PY"; }
+# Zig's clang builds the Python SDK's allocator extension (_arrpc_alloc.c).
+part_python() { python_tools "componentize-py==$COMPONENTIZE_PY" "ziglang==$ZIG"; }
 part_node() { node_npm; }
 part_js() {
     node_npm

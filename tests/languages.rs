@@ -1002,6 +1002,40 @@ fn python_objects_keep_msgpack_pythons_types() {
     }
 }
 
+/// One Python instance serving message after message of objects of every
+/// size, on both sides of the SDK's small-object limit (512 bytes): strs and
+/// bytes from empty to 1,100 bytes, lists that grow past it as marshal fills
+/// them, maps that resize. Each comes back exactly, so no block the
+/// allocator pooled is handed out twice or freed into the wrong size class.
+#[test]
+fn python_objects_of_every_size_come_back_exactly_on_one_instance() {
+    let host = Host::start(&format!(
+        "[[handler]]\nname = \"python-identity\"\nmodule = \"{}\"\ntimeout = \"10s\"\nreuse = 1000\n",
+        example("python").display()
+    ));
+    let mut wire = host.connect();
+    for round in 0..10usize {
+        let sized = |k: usize| (round * 37 + k * 13) % 1_100;
+        let mut items = Vec::new();
+        for k in 0..40 {
+            items.push(str_value(&"é".repeat(sized(k) / 2)));
+            items.push(Value::Binary(vec![k as u8; sized(k + 1)]));
+            items.push(Value::Array(
+                (0..sized(k + 2) / 4)
+                    .map(|i| Value::from(i * 1_001))
+                    .collect(),
+            ));
+            items.push(Value::Map(
+                (0..sized(k + 3) / 20)
+                    .map(|i| (str_value(&format!("key {i}")), Value::F64(i as f64 + 0.5)))
+                    .collect(),
+            ));
+        }
+        let message = encode(&Value::Array(items));
+        assert_eq!(wire.call(&message), message, "round {round}");
+    }
+}
+
 /// Handed values and returning them, the JavaScript example replies with
 /// exactly the bytes `@msgpack/msgpack` writes for what it decodes, with
 /// the options the example passes (`useBigInt64`): through JSON, or

@@ -21,6 +21,11 @@ other exception replies with its type and text, and its traceback goes to
 the host's log. Return `Raw(b)` to reply with the MessagePack bytes `b` as
 they are, and see `ctx` (`handler`, `request_id`, `timeout_ms`,
 `traceparent`) for what the host knows of the message.
+
+Importing this module imports `_arrpc_alloc` (_arrpc_alloc.c, which
+build.sh compiles), which pools CPython's small objects as pymalloc would:
+componentize-py's CPython has no pymalloc, and making and freeing the
+objects of a message in malloc cost more than decoding it.
 """
 
 import marshal
@@ -29,6 +34,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import _arrpc_alloc  # noqa: F401  (imported for its effect)
 import msgpack
 import wit_world
 from wit_world.imports import codec

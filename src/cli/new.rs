@@ -186,6 +186,10 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
                 "arrpc_handler.py",
                 include_str!("../../handlers/python-example/arrpc_handler.py"),
             ),
+            (
+                "_arrpc_alloc.c",
+                include_str!("../../handlers/python-example/_arrpc_alloc.c"),
+            ),
             ("build.sh", include_str!("templates/python/build.sh")),
             ("wit/handler.wit", WIT),
             ("wit/codec.wit", CODEC),
@@ -331,7 +335,11 @@ fn install_hint(lang: Lang, checkout: Option<&Path>) -> String {
         Lang::Rust => return "rustup, from https://rustup.rs".to_owned(),
         Lang::Python => (
             "python",
-            format!("pip install componentize-py=={}", pinned("COMPONENTIZE_PY")),
+            format!(
+                "pip install componentize-py=={} ziglang=={}",
+                pinned("COMPONENTIZE_PY"),
+                pinned("ZIG")
+            ),
         ),
         Lang::Js => (
             "node",
@@ -544,7 +552,7 @@ mod tests {
         assert!(install_hint(Lang::Rust, Some(checkout)).contains("rustup"));
         let python = install_hint(Lang::Python, None);
         assert!(
-            python.starts_with("pip install componentize-py==0."),
+            python.starts_with("pip install componentize-py==0.") && python.contains("ziglang==0."),
             "{python}"
         );
         let zig = install_hint(Lang::Zig, None);
