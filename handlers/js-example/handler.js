@@ -171,17 +171,21 @@ function whoCalled() {
   return { spiffe_id: caller.spiffeId, dns_names: caller.dnsNames };
 }
 
+// One step of the sum.
+const add = (total, item) => total + item;
+
 // {"sum": total, "count": n} of an array of numbers, or of {"numbers":
 // [...]}. Integers add exactly, as bigints past 2^53; any fraction makes
 // the sum a float. JavaScript has one number type, so a float without a
 // fraction (2.0) counts as an integer, as @msgpack/msgpack decodes it.
 function sum(message) {
   const items = numbers(message);
-  let total = 0;
+  let total;
   try {
-    // `+` alone, the cheapest loop QuickJS runs: what is not a number
+    // `+` alone, with QuickJS's `reduce` walking the array in C (a loop
+    // in the interpreter takes half as long again): what is not a number
     // shows after it, bar null and booleans, which `includes` finds in C.
-    for (let i = 0; i < items.length; i++) total += items[i];
+    total = items.reduce(add, 0);
   } catch {
     // A bigint beside a number.
     return exactSum(items);
