@@ -79,9 +79,22 @@ function plain(value, depth) {
       if (value === null) return true;
       if (depth === MAX_DEPTH) return false;
       if (Array.isArray(value)) {
-        for (let i = 0; i < value.length; i++) {
+        for (let i = 0, n = value.length; i < n; i++) {
           const item = value[i];
-          if (item !== undefined && !plain(item, depth + 1)) return false;
+          // Scalars are checked here: a call per item would cost more
+          // than the rest of the walk.
+          switch (typeof item) {
+            case "number":
+              // NaN or an infinity, which JSON would write as null.
+              if (item - item !== 0) return false;
+              break;
+            case "string":
+            case "boolean":
+            case "undefined":
+              break;
+            default:
+              if (item !== null && !plain(item, depth + 1)) return false;
+          }
         }
         return true;
       }
