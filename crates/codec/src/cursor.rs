@@ -19,6 +19,11 @@ impl<'a> Cursor<'a> {
         self.pos == self.buf.len()
     }
 
+    /// The bytes not read yet.
+    pub fn rest(&self) -> &'a [u8] {
+        &self.buf[self.pos..]
+    }
+
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
         let end = self
             .pos

@@ -15,7 +15,7 @@ use rmp::encode;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::msgpack::{Reader, Token};
-use crate::out::{Out, write_int};
+use crate::out::{Out, write_int as write_msgpack_int};
 use crate::{Error, MAX_DEPTH};
 
 /// The largest integer a JavaScript number holds exactly,
@@ -42,9 +42,7 @@ fn write_value(reader: &mut Reader, out: &mut Vec<u8>, depth: usize) -> Result<b
     match reader.token()? {
         Token::Nil => out.extend_from_slice(b"null"),
         Token::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
-        Token::Int(n) if n.abs() <= MAX_SAFE_INTEGER => {
-            serde_json::to_writer(&mut *out, &(n as i64)).expect("writes to a Vec");
-        }
+        Token::Int(n) if n.abs() <= MAX_SAFE_INTEGER => write_int(out, n as i64),
         Token::Int(_) => return Ok(false),
         Token::F32(x) => return Ok(write_float(out, x.into())),
         Token::F64(x) => return Ok(write_float(out, x)),
@@ -52,7 +50,7 @@ fn write_value(reader: &mut Reader, out: &mut Vec<u8>, depth: usize) -> Result<b
             let Ok(text) = std::str::from_utf8(bytes) else {
                 return Ok(false);
             };
-            serde_json::to_writer(&mut *out, text).expect("writes to a Vec");
+            write_str(out, text);
         }
         Token::Bin(_) | Token::Ext => return Ok(false),
         Token::Array(len) => {
@@ -64,7 +62,9 @@ fn write_value(reader: &mut Reader, out: &mut Vec<u8>, depth: usize) -> Result<b
                 if index > 0 {
                     out.push(b',');
                 }
-                if !write_value(reader, out, depth + 1)? {
+                if let Some(n) = reader.small_int() {
+                    write_int(out, n.into());
+                } else if !write_value(reader, out, depth + 1)? {
                     return Ok(false);
                 }
             }
@@ -86,12 +86,14 @@ fn write_value(reader: &mut Reader, out: &mut Vec<u8>, depth: usize) -> Result<b
                         let Ok(key) = std::str::from_utf8(key) else {
                             return Ok(false);
                         };
-                        serde_json::to_writer(&mut *out, key).expect("writes to a Vec");
+                        write_str(out, key);
                     }
                     _ => return Ok(false),
                 }
                 out.push(b':');
-                if !write_value(reader, out, depth + 1)? {
+                if let Some(n) = reader.small_int() {
+                    write_int(out, n.into());
+                } else if !write_value(reader, out, depth + 1)? {
                     return Ok(false);
                 }
             }
@@ -99,6 +101,43 @@ fn write_value(reader: &mut Reader, out: &mut Vec<u8>, depth: usize) -> Result<b
         }
     }
     Ok(true)
+}
+
+/// Writes an integer as serde_json (and `JSON.stringify`) does, without
+/// its writer's per-call cost. Up to five digits, the digits are worked
+/// out here and written at a fixed size; longer ones go through itoa.
+fn write_int(out: &mut Vec<u8>, n: i64) {
+    let digit = |n: i64| b'0' + (n % 10) as u8;
+    match n {
+        0..10 => out.push(digit(n)),
+        10..100 => out.extend_from_slice(&[digit(n / 10), digit(n)]),
+        100..1000 => out.extend_from_slice(&[digit(n / 100), digit(n / 10), digit(n)]),
+        1000..10000 => {
+            out.extend_from_slice(&[digit(n / 1000), digit(n / 100), digit(n / 10), digit(n)])
+        }
+        10000..100000 => out.extend_from_slice(&[
+            digit(n / 10000),
+            digit(n / 1000),
+            digit(n / 100),
+            digit(n / 10),
+            digit(n),
+        ]),
+        _ => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
+    }
+}
+
+/// Writes `text` as a JSON string, as serde_json does: quoted as it is
+/// unless it holds a quote, a backslash or a control character, which only
+/// serde_json's escaping writes.
+fn write_str(out: &mut Vec<u8>, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(&mut *out, text).expect("writes to a Vec");
+    }
 }
 
 /// Writes a finite float; false for NaN and the infinities.
@@ -118,7 +157,8 @@ fn write_float(out: &mut Vec<u8>, x: f64) -> bool {
 pub fn json_to_msgpack(value: &str) -> Result<Vec<u8>, Error> {
     let mut de = serde_json::Deserializer::from_str(value);
     de.disable_recursion_limit();
-    let mut out = Out::default();
+    // MessagePack is rarely longer than the JSON it is read from.
+    let mut out = Out::with_capacity(value.len());
     Value {
         out: &mut out,
         depth: 0,
@@ -157,7 +197,7 @@ impl Value<'_> {
 
     fn number(&mut self, n: i128) {
         if n.abs() <= MAX_SAFE_INTEGER {
-            write_int(self.out.bytes(), n);
+            write_msgpack_int(self.out.bytes(), n);
         } else {
             encode::write_f64(self.out.bytes(), n as f64).expect("writes to a Vec");
         }
