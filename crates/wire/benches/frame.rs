@@ -92,5 +92,7 @@ fn main() {
         let request = rpc::request(7, "echo", packed);
         let ns = ns_per_call(|| rpc::parse(black_box(&request)).is_some());
         report("rpc::parse", message, request.len(), ns);
+        let ns = ns_per_call(|| rpc::parse_whole(black_box(&request)).is_some());
+        report("rpc::parse_whole", message, request.len(), ns);
     }
 }
