@@ -46,12 +46,7 @@ fn write_value(reader: &mut Reader, out: &mut Vec<u8>, depth: usize) -> Result<b
         Token::Int(_) => return Ok(false),
         Token::F32(x) => return Ok(write_float(out, x.into())),
         Token::F64(x) => return Ok(write_float(out, x)),
-        Token::Str(bytes) => {
-            let Ok(text) = std::str::from_utf8(bytes) else {
-                return Ok(false);
-            };
-            write_str(out, text);
-        }
+        Token::Str(bytes) => return Ok(write_str(out, bytes)),
         Token::Bin(_) | Token::Ext => return Ok(false),
         Token::Array(len) => {
             if depth == MAX_DEPTH {
@@ -83,10 +78,9 @@ fn write_value(reader: &mut Reader, out: &mut Vec<u8>, depth: usize) -> Result<b
                 // would make it an own property: it must refuse it here too.
                 match reader.token()? {
                     Token::Str(key) if key != b"__proto__" => {
-                        let Ok(key) = std::str::from_utf8(key) else {
+                        if !write_str(out, key) {
                             return Ok(false);
-                        };
-                        write_str(out, key);
+                        }
                     }
                     _ => return Ok(false),
                 }
@@ -126,18 +120,30 @@ fn write_int(out: &mut Vec<u8>, n: i64) {
     }
 }
 
-/// Writes `text` as a JSON string, as serde_json does: quoted as it is
-/// unless it holds a quote, a backslash or a control character, which only
-/// serde_json's escaping writes.
-fn write_str(out: &mut Vec<u8>, text: &str) {
-    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.reserve(text.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(text.as_bytes());
-        out.push(b'"');
-    } else {
-        serde_json::to_writer(&mut *out, text).expect("writes to a Vec");
+/// Writes `bytes` as a JSON string, as serde_json writes the same text;
+/// false when they are not UTF-8. Text with no quote, backslash or control
+/// character is quoted as it is (serde_json escapes only those), so only
+/// the rest goes through serde_json.
+fn write_str(out: &mut Vec<u8>, bytes: &[u8]) -> bool {
+    // Printable ASCII other than a quote or a backslash, the common case,
+    // in one pass that does not stop early and so runs many bytes at once.
+    let plain_ascii = bytes.iter().fold(true, |plain, &b| {
+        plain & (0x20..0x80).contains(&b) & (b != b'"') & (b != b'\\')
+    });
+    if !plain_ascii {
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            return false;
+        };
+        if text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+            serde_json::to_writer(&mut *out, text).expect("writes to a Vec");
+            return true;
+        }
     }
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(bytes);
+    out.push(b'"');
+    true
 }
 
 /// Writes a finite float; false for NaN and the infinities.

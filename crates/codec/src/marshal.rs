@@ -85,10 +85,12 @@ fn write_value(
         Token::F32(x) => write_float(out, x.into()),
         Token::F64(x) => write_float(out, x),
         Token::Str(bytes) => {
-            if std::str::from_utf8(bytes).is_err() {
+            // ASCII is UTF-8: most strs need no second pass.
+            let ascii = bytes.is_ascii();
+            if !ascii && std::str::from_utf8(bytes).is_err() {
                 return Ok(false);
             }
-            match (bytes.is_ascii(), u8::try_from(bytes.len())) {
+            match (ascii, u8::try_from(bytes.len())) {
                 (true, Ok(len)) => out.extend_from_slice(&[SHORT_ASCII, len]),
                 (true, Err(_)) => write_sized(out, ASCII, bytes.len()),
                 (false, _) => write_sized(out, UNICODE, bytes.len()),
