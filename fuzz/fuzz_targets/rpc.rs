@@ -1,8 +1,10 @@
 //! MessagePack-RPC classification (`arrpc_wire::rpc::parse`) on arbitrary
 //! bytes.
 //!
-//! Checked: no panic; whatever is read as a request, response or
-//! notification has parts that are each one whole value, and encoding
+//! Checked: no panic; input that is one whole value reads the same with
+//! `parse_whole`, which does not walk the last item again; whatever is
+//! read as a request, response or notification has parts that are each
+//! one whole value, and encoding
 //! those parts again reads back as the same message (an error text as the
 //! same text, whichever string form it came in).
 
@@ -15,6 +17,9 @@ use libfuzzer_sys::fuzz_target;
 const NIL: &[u8] = &[0xc0];
 
 fuzz_target!(|input: &[u8]| {
+    if is_single_value(input) {
+        assert_eq!(rpc::parse_whole(input), rpc::parse(input));
+    }
     let Some(message) = rpc::parse(input) else {
         return;
     };

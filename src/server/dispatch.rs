@@ -187,7 +187,9 @@ impl Dispatcher {
         if !self.rpc {
             return Incoming::Bare(BareMessage { message, received });
         }
-        let (msgid, method, params) = match rpc::parse(&message) {
+        // One whole value: the connection framed it, or the signature's
+        // and the trace envelope's checks found `data` to be one.
+        let (msgid, method, params) = match rpc::parse_whole(&message) {
             Some(rpc::Message::Request {
                 msgid,
                 method,

@@ -413,13 +413,14 @@ async fn drive<R>(
     waiting.clear();
 }
 
-/// Hands a response to the caller waiting for its msgid.
+/// Hands a response (one whole message the connection read) to the
+/// caller waiting for its msgid.
 fn deliver(waiting: &Waiting, message: Bytes) {
     let Some(rpc::Message::Response {
         msgid,
         error,
         result,
-    }) = rpc::parse(&message)
+    }) = rpc::parse_whole(&message)
     else {
         tracing::debug!(
             bytes = message.len(),

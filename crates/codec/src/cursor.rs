@@ -19,15 +19,24 @@ impl<'a> Cursor<'a> {
         self.pos == self.buf.len()
     }
 
+    /// The bytes not read yet.
+    pub fn rest(&self) -> &'a [u8] {
+        &self.buf[self.pos..]
+    }
+
+    #[inline]
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&end| end <= self.buf.len())
-            .ok_or_else(|| Error::new(format!("{} cut short", self.what)))?;
-        let bytes = &self.buf[self.pos..end];
-        self.pos = end;
+        let Some(bytes) = self.buf[self.pos..].get(..n) else {
+            return Err(self.cut_short());
+        };
+        self.pos += n;
         Ok(bytes)
+    }
+
+    /// Kept out of line: reading stays small where the bytes are there.
+    #[cold]
+    fn cut_short(&self) -> Error {
+        Error::new(format!("{} cut short", self.what))
     }
 
     pub fn array<const N: usize>(&mut self) -> Result<[u8; N], Error> {

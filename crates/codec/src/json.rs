@@ -15,7 +15,7 @@ use rmp::encode;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::msgpack::{Reader, Token};
-use crate::out::{Out, write_int};
+use crate::out::{Out, write_int as write_msgpack_int};
 use crate::{Error, MAX_DEPTH};
 
 /// The largest integer a JavaScript number holds exactly,
@@ -42,18 +42,11 @@ fn write_value(reader: &mut Reader, out: &mut Vec<u8>, depth: usize) -> Result<b
     match reader.token()? {
         Token::Nil => out.extend_from_slice(b"null"),
         Token::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
-        Token::Int(n) if n.abs() <= MAX_SAFE_INTEGER => {
-            serde_json::to_writer(&mut *out, &(n as i64)).expect("writes to a Vec");
-        }
+        Token::Int(n) if n.abs() <= MAX_SAFE_INTEGER => write_int(out, n as i64),
         Token::Int(_) => return Ok(false),
         Token::F32(x) => return Ok(write_float(out, x.into())),
         Token::F64(x) => return Ok(write_float(out, x)),
-        Token::Str(bytes) => {
-            let Ok(text) = std::str::from_utf8(bytes) else {
-                return Ok(false);
-            };
-            serde_json::to_writer(&mut *out, text).expect("writes to a Vec");
-        }
+        Token::Str(bytes) => return Ok(write_str(out, bytes)),
         Token::Bin(_) | Token::Ext => return Ok(false),
         Token::Array(len) => {
             if depth == MAX_DEPTH {
@@ -64,7 +57,9 @@ fn write_value(reader: &mut Reader, out: &mut Vec<u8>, depth: usize) -> Result<b
                 if index > 0 {
                     out.push(b',');
                 }
-                if !write_value(reader, out, depth + 1)? {
+                if let Some(n) = reader.small_int() {
+                    write_int(out, n.into());
+                } else if !write_value(reader, out, depth + 1)? {
                     return Ok(false);
                 }
             }
@@ -83,15 +78,16 @@ fn write_value(reader: &mut Reader, out: &mut Vec<u8>, depth: usize) -> Result<b
                 // would make it an own property: it must refuse it here too.
                 match reader.token()? {
                     Token::Str(key) if key != b"__proto__" => {
-                        let Ok(key) = std::str::from_utf8(key) else {
+                        if !write_str(out, key) {
                             return Ok(false);
-                        };
-                        serde_json::to_writer(&mut *out, key).expect("writes to a Vec");
+                        }
                     }
                     _ => return Ok(false),
                 }
                 out.push(b':');
-                if !write_value(reader, out, depth + 1)? {
+                if let Some(n) = reader.small_int() {
+                    write_int(out, n.into());
+                } else if !write_value(reader, out, depth + 1)? {
                     return Ok(false);
                 }
             }
@@ -99,6 +95,55 @@ fn write_value(reader: &mut Reader, out: &mut Vec<u8>, depth: usize) -> Result<b
         }
     }
     Ok(true)
+}
+
+/// Writes an integer as serde_json (and `JSON.stringify`) does, without
+/// its writer's per-call cost. Up to five digits, the digits are worked
+/// out here and written at a fixed size; longer ones go through itoa.
+fn write_int(out: &mut Vec<u8>, n: i64) {
+    let digit = |n: i64| b'0' + (n % 10) as u8;
+    match n {
+        0..10 => out.push(digit(n)),
+        10..100 => out.extend_from_slice(&[digit(n / 10), digit(n)]),
+        100..1000 => out.extend_from_slice(&[digit(n / 100), digit(n / 10), digit(n)]),
+        1000..10000 => {
+            out.extend_from_slice(&[digit(n / 1000), digit(n / 100), digit(n / 10), digit(n)])
+        }
+        10000..100000 => out.extend_from_slice(&[
+            digit(n / 10000),
+            digit(n / 1000),
+            digit(n / 100),
+            digit(n / 10),
+            digit(n),
+        ]),
+        _ => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
+    }
+}
+
+/// Writes `bytes` as a JSON string, as serde_json writes the same text;
+/// false when they are not UTF-8. Text with no quote, backslash or control
+/// character is quoted as it is (serde_json escapes only those), so only
+/// the rest goes through serde_json.
+fn write_str(out: &mut Vec<u8>, bytes: &[u8]) -> bool {
+    // Printable ASCII other than a quote or a backslash, the common case,
+    // in one pass that does not stop early and so runs many bytes at once.
+    let plain_ascii = bytes.iter().fold(true, |plain, &b| {
+        plain & (0x20..0x80).contains(&b) & (b != b'"') & (b != b'\\')
+    });
+    if !plain_ascii {
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            return false;
+        };
+        if text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+            serde_json::to_writer(&mut *out, text).expect("writes to a Vec");
+            return true;
+        }
+    }
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(bytes);
+    out.push(b'"');
+    true
 }
 
 /// Writes a finite float; false for NaN and the infinities.
@@ -118,7 +163,8 @@ fn write_float(out: &mut Vec<u8>, x: f64) -> bool {
 pub fn json_to_msgpack(value: &str) -> Result<Vec<u8>, Error> {
     let mut de = serde_json::Deserializer::from_str(value);
     de.disable_recursion_limit();
-    let mut out = Out::default();
+    // MessagePack is rarely longer than the JSON it is read from.
+    let mut out = Out::with_capacity(value.len());
     Value {
         out: &mut out,
         depth: 0,
@@ -157,7 +203,7 @@ impl Value<'_> {
 
     fn number(&mut self, n: i128) {
         if n.abs() <= MAX_SAFE_INTEGER {
-            write_int(self.out.bytes(), n);
+            write_msgpack_int(self.out.bytes(), n);
         } else {
             encode::write_f64(self.out.bytes(), n as f64).expect("writes to a Vec");
         }

@@ -14,7 +14,7 @@ use rmp::encode;
 
 use crate::cursor::Cursor;
 use crate::msgpack::{Reader, Token};
-use crate::out::{Out, write_int};
+use crate::out::{Out, write_array_len, write_int as write_msgpack_int};
 use crate::{Error, MAX_DEPTH};
 
 const NULL: u8 = b'0';
@@ -85,10 +85,12 @@ fn write_value(
         Token::F32(x) => write_float(out, x.into()),
         Token::F64(x) => write_float(out, x),
         Token::Str(bytes) => {
-            if std::str::from_utf8(bytes).is_err() {
+            // ASCII is UTF-8: most strs need no second pass.
+            let ascii = bytes.is_ascii();
+            if !ascii && std::str::from_utf8(bytes).is_err() {
                 return Ok(false);
             }
-            match (bytes.is_ascii(), u8::try_from(bytes.len())) {
+            match (ascii, u8::try_from(bytes.len())) {
                 (true, Ok(len)) => out.extend_from_slice(&[SHORT_ASCII, len]),
                 (true, Err(_)) => write_sized(out, ASCII, bytes.len()),
                 (false, _) => write_sized(out, UNICODE, bytes.len()),
@@ -107,7 +109,9 @@ fn write_value(
             }
             write_sized(out, LIST, len as usize);
             for _ in 0..len {
-                if !write_value(reader, out, depth + 1, false)? {
+                if let Some(n) = reader.small_int() {
+                    write_int(out, n);
+                } else if !write_value(reader, out, depth + 1, false)? {
                     return Ok(false);
                 }
             }
@@ -118,9 +122,12 @@ fn write_value(
             }
             out.push(DICT);
             for _ in 0..len {
-                if !write_value(reader, out, depth + 1, true)?
-                    || !write_value(reader, out, depth + 1, false)?
-                {
+                if !write_value(reader, out, depth + 1, true)? {
+                    return Ok(false);
+                }
+                if let Some(n) = reader.small_int() {
+                    write_int(out, n);
+                } else if !write_value(reader, out, depth + 1, false)? {
                     return Ok(false);
                 }
             }
@@ -131,20 +138,25 @@ fn write_value(
 }
 
 fn write_sized(out: &mut Vec<u8>, code: u8, len: usize) {
-    out.push(code);
     // MessagePack lengths are 32-bit, so every length read fits.
-    out.extend_from_slice(&(len as u32).to_le_bytes());
+    let [a, b, c, d] = (len as u32).to_le_bytes();
+    out.extend_from_slice(&[code, a, b, c, d]);
 }
 
 fn write_float(out: &mut Vec<u8>, x: f64) {
-    out.push(BINARY_FLOAT);
-    out.extend_from_slice(&x.to_le_bytes());
+    let mut code = [BINARY_FLOAT; 9];
+    code[1..].copy_from_slice(&x.to_le_bytes());
+    out.extend_from_slice(&code);
+}
+
+fn write_int(out: &mut Vec<u8>, n: i32) {
+    let [a, b, c, d] = n.to_le_bytes();
+    out.extend_from_slice(&[INT, a, b, c, d]);
 }
 
 fn write_long(out: &mut Vec<u8>, n: i128) {
     if let Ok(small) = i32::try_from(n) {
-        out.push(INT);
-        out.extend_from_slice(&small.to_le_bytes());
+        write_int(out, small);
         return;
     }
     let mut magnitude = n.unsigned_abs();
@@ -168,7 +180,9 @@ fn write_long(out: &mut Vec<u8>, n: i128) {
 /// a lone surrogate.
 pub fn marshal_to_msgpack(value: &[u8]) -> Result<Vec<u8>, Error> {
     let mut reader = MarshalReader(Cursor::new(value, "marshal data"));
-    let mut out = Out::default();
+    // MessagePack is rarely longer than marshal: an int takes 5 bytes in
+    // marshal, a str's length 4.
+    let mut out = Out::with_capacity(value.len());
     let code = reader.code()?;
     reader.value(code, &mut out, 0)?;
     if !reader.0.at_end() {
@@ -204,10 +218,10 @@ impl<'a> MarshalReader<'a> {
             NONE => buf.push(0xc0),
             FALSE => buf.push(0xc2),
             TRUE => buf.push(0xc3),
-            INT => write_int(buf, i32::from_le_bytes(self.array()?).into()),
-            INT64 => write_int(buf, i64::from_le_bytes(self.array()?).into()),
+            INT => write_msgpack_int(buf, i32::from_le_bytes(self.array()?).into()),
+            INT64 => write_msgpack_int(buf, i64::from_le_bytes(self.array()?).into()),
             LONG => {
-                write_int(buf, self.long()?);
+                write_msgpack_int(buf, self.long()?);
             }
             BINARY_FLOAT => {
                 encode::write_f64(buf, f64::from_le_bytes(self.array()?)).expect("writes to a Vec")
@@ -308,12 +322,12 @@ impl<'a> MarshalReader<'a> {
             return Err(Error::too_deep());
         }
         let len = u32::try_from(len).map_err(|_| too_long())?;
-        let open = out.open(false);
+        // The length is known here, so the header needs no blank.
+        write_array_len(out.bytes(), len);
         for _ in 0..len {
             let code = self.code()?;
             self.value(code, out, depth + 1)?;
         }
-        out.close(open, len);
         Ok(())
     }
 

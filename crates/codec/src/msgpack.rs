@@ -38,16 +38,41 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The next value when it is an integer of at most 16 bits (most
+    /// are), read without making a token; `None` reads nothing.
+    pub fn small_int(&mut self) -> Option<i32> {
+        let (n, len) = match *self.0.rest() {
+            [marker @ 0x00..=0x7f, ..] => (marker.into(), 1),
+            [marker @ 0xe0..=0xff, ..] => ((marker as i8).into(), 1),
+            [0xcc, n, ..] => (n.into(), 2),
+            [0xcd, high, low, ..] => (u16::from_be_bytes([high, low]).into(), 3),
+            _ => return None,
+        };
+        self.take(len).ok()?;
+        Some(n)
+    }
+
     pub fn token(&mut self) -> Result<Token<'a>, Error> {
-        let marker = Marker::from_u8(self.take(1)?[0]);
+        let marker = self.take(1)?[0];
+        // The most common integers first, matched on the byte itself.
+        Ok(match marker {
+            0x00..=0x7f => Token::Int(marker.into()),
+            0xe0..=0xff => Token::Int((marker as i8).into()),
+            0xcc => Token::Int(self.array::<1>()?[0].into()),
+            0xcd => Token::Int(u16::from_be_bytes(self.array()?).into()),
+            _ => self.other(Marker::from_u8(marker))?,
+        })
+    }
+
+    /// A token whose marker is any but the few [`Reader::token`] reads itself.
+    fn other(&mut self, marker: Marker) -> Result<Token<'a>, Error> {
         Ok(match marker {
             Marker::Null => Token::Nil,
             Marker::True => Token::Bool(true),
             Marker::False => Token::Bool(false),
-            Marker::FixPos(n) => Token::Int(n.into()),
-            Marker::FixNeg(n) => Token::Int(n.into()),
-            Marker::U8 => Token::Int(self.array::<1>()?[0].into()),
-            Marker::U16 => Token::Int(u16::from_be_bytes(self.array()?).into()),
+            Marker::FixPos(_) | Marker::FixNeg(_) | Marker::U8 | Marker::U16 => {
+                unreachable!("Reader::token reads these itself")
+            }
             Marker::U32 => Token::Int(u32::from_be_bytes(self.array()?).into()),
             Marker::U64 => Token::Int(u64::from_be_bytes(self.array()?).into()),
             Marker::I8 => Token::Int(i8::from_be_bytes(self.array()?).into()),

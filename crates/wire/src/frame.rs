@@ -8,8 +8,6 @@
 //! not once per read, and nothing is allocated beyond the open-container
 //! stack.
 
-use rmp::Marker;
-
 /// Deepest nesting of arrays and maps accepted in one message.
 ///
 /// Bounds the scanner's stack and protects handlers whose decoders recurse.
@@ -23,6 +21,77 @@ pub enum FrameError {
     #[error("message larger than the {limit}-byte limit")]
     TooLarge { limit: usize },
 }
+
+/// What a marker byte says about the value it starts.
+#[derive(Clone, Copy)]
+enum Class {
+    /// A value of this many bytes, marker included: nil, a boolean, a
+    /// number, a fixext.
+    Fixed(u8),
+    /// A str of this many bytes after the marker.
+    FixStr(u8),
+    /// A str, bin or ext whose length follows the marker in `width` bytes;
+    /// `extra` more header bytes follow it (an ext's type).
+    Sized { width: u8, extra: u8, utf8: bool },
+    /// An array or map of this many items (a map's keys and values both
+    /// count), given in the marker.
+    Items(u8),
+    /// An array or map whose entry count follows in `width` bytes; each
+    /// entry is `per_entry` items.
+    Counted { width: u8, per_entry: u8 },
+    /// 0xc1.
+    Reserved,
+}
+
+const fn sized(width: u8, extra: u8, utf8: bool) -> Class {
+    Class::Sized { width, extra, utf8 }
+}
+
+const fn counted(width: u8, per_entry: u8) -> Class {
+    Class::Counted { width, per_entry }
+}
+
+const fn classify(marker: u8) -> Class {
+    match marker {
+        0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => Class::Fixed(1),
+        0x80..=0x8f => Class::Items(2 * (marker & 0x0f)),
+        0x90..=0x9f => Class::Items(marker & 0x0f),
+        0xa0..=0xbf => Class::FixStr(marker & 0x1f),
+        0xc1 => Class::Reserved,
+        0xc4 => sized(1, 0, false),
+        0xc5 => sized(2, 0, false),
+        0xc6 => sized(4, 0, false),
+        0xc7 => sized(1, 1, false),
+        0xc8 => sized(2, 1, false),
+        0xc9 => sized(4, 1, false),
+        0xcc | 0xd0 => Class::Fixed(2),
+        0xcd | 0xd1 | 0xd4 => Class::Fixed(3),
+        0xd5 => Class::Fixed(4),
+        0xca | 0xce | 0xd2 => Class::Fixed(5),
+        0xd6 => Class::Fixed(6),
+        0xcb | 0xcf | 0xd3 => Class::Fixed(9),
+        0xd7 => Class::Fixed(10),
+        0xd8 => Class::Fixed(18),
+        0xd9 => sized(1, 0, true),
+        0xda => sized(2, 0, true),
+        0xdb => sized(4, 0, true),
+        0xdc => counted(2, 1),
+        0xdd => counted(4, 1),
+        0xde => counted(2, 2),
+        0xdf => counted(4, 2),
+    }
+}
+
+/// Every marker's class, looked up once per value.
+static CLASSES: [Class; 256] = {
+    let mut classes = [Class::Reserved; 256];
+    let mut marker = 0;
+    while marker < 256 {
+        classes[marker] = classify(marker as u8);
+        marker += 1;
+    }
+    classes
+};
 
 /// Incremental walker over one MessagePack value at the start of a buffer.
 ///
@@ -57,64 +126,40 @@ impl Scanner {
     /// Returns `Ok(Some(len))` once `buf[..len]` holds one whole value (and
     /// resets for the next value), `Ok(None)` while more bytes are needed.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
+        // Bytes a run of scalars may take: those buffered, under the limit.
+        let room = buf.len().min(self.limit);
         loop {
-            let Some(head) = buf.get(self.pos) else {
+            if let Some(left) = self.open.last_mut() {
+                let (pos, rest) = skip_scalars(buf, room, self.pos, *left);
+                self.pos = pos;
+                *left = rest;
+                if rest == 0 {
+                    // The container itself is a whole value that ended.
+                    self.open.pop();
+                    if self.value_ended() {
+                        return Ok(Some(self.finish()));
+                    }
+                    continue;
+                }
+            }
+            // Whatever the run stopped at (a container, a longer string, the
+            // end of the bytes, a value too large or malformed) is read here.
+            let Some(&head) = buf.get(self.pos) else {
                 return self.incomplete(buf);
             };
-            let (header, body, items) = match Marker::from_u8(*head) {
-                Marker::FixPos(_) | Marker::FixNeg(_) | Marker::Null => (1, 0, 0),
-                Marker::True | Marker::False => (1, 0, 0),
-                Marker::U8 | Marker::I8 => (2, 0, 0),
-                Marker::U16 | Marker::I16 => (3, 0, 0),
-                Marker::U32 | Marker::I32 | Marker::F32 => (5, 0, 0),
-                Marker::U64 | Marker::I64 | Marker::F64 => (9, 0, 0),
-                Marker::FixStr(n) => (1, u64::from(n), 0),
-                Marker::Str8 | Marker::Bin8 => match self.length(buf, 1)? {
-                    Some(n) => (2, n, 0),
+            let (header, body, items) = match CLASSES[usize::from(head)] {
+                Class::Fixed(size) => (usize::from(size), 0, 0),
+                Class::FixStr(len) => (1, u64::from(len), 0),
+                Class::Items(n) => (1, 0, u64::from(n)),
+                Class::Sized { width, extra, .. } => match self.length(buf, width) {
+                    Some(n) => (1 + usize::from(width + extra), n, 0),
                     None => return self.incomplete(buf),
                 },
-                Marker::Str16 | Marker::Bin16 => match self.length(buf, 2)? {
-                    Some(n) => (3, n, 0),
+                Class::Counted { width, per_entry } => match self.length(buf, width) {
+                    Some(n) => (1 + usize::from(width), 0, u64::from(per_entry) * n),
                     None => return self.incomplete(buf),
                 },
-                Marker::Str32 | Marker::Bin32 => match self.length(buf, 4)? {
-                    Some(n) => (5, n, 0),
-                    None => return self.incomplete(buf),
-                },
-                Marker::FixExt1 => (2, 1, 0),
-                Marker::FixExt2 => (2, 2, 0),
-                Marker::FixExt4 => (2, 4, 0),
-                Marker::FixExt8 => (2, 8, 0),
-                Marker::FixExt16 => (2, 16, 0),
-                Marker::Ext8 => match self.length(buf, 1)? {
-                    Some(n) => (3, n, 0),
-                    None => return self.incomplete(buf),
-                },
-                Marker::Ext16 => match self.length(buf, 2)? {
-                    Some(n) => (4, n, 0),
-                    None => return self.incomplete(buf),
-                },
-                Marker::Ext32 => match self.length(buf, 4)? {
-                    Some(n) => (6, n, 0),
-                    None => return self.incomplete(buf),
-                },
-                Marker::FixArray(n) => (1, 0, u64::from(n)),
-                Marker::FixMap(n) => (1, 0, 2 * u64::from(n)),
-                Marker::Array16 | Marker::Map16 | Marker::Array32 | Marker::Map32 => {
-                    let width = match Marker::from_u8(*head) {
-                        Marker::Array16 | Marker::Map16 => 2,
-                        _ => 4,
-                    };
-                    let Some(n) = self.length(buf, width)? else {
-                        return self.incomplete(buf);
-                    };
-                    let per_entry = match Marker::from_u8(*head) {
-                        Marker::Map16 | Marker::Map32 => 2,
-                        _ => 1,
-                    };
-                    (1 + width, 0, per_entry * n)
-                }
-                Marker::Reserved => return Err(self.malformed("0xc1 is never used")),
+                Class::Reserved => return Err(self.malformed("0xc1 is never used")),
             };
             let end = self.pos as u64 + header as u64 + body;
             // Every item takes at least one byte, so a count that cannot fit
@@ -126,11 +171,11 @@ impl Scanner {
                 return self.incomplete(buf);
             }
             let end = end as usize;
-            if matches!(
-                Marker::from_u8(*head),
-                Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32
-            ) && std::str::from_utf8(&buf[self.pos + header..end]).is_err()
-            {
+            let is_str = matches!(
+                CLASSES[usize::from(head)],
+                Class::FixStr(_) | Class::Sized { utf8: true, .. }
+            );
+            if is_str && !is_utf8(&buf[self.pos + header..end]) {
                 return Err(self.malformed("string is not valid UTF-8"));
             }
             self.pos = end;
@@ -141,29 +186,35 @@ impl Scanner {
                 self.open.push(items);
                 continue;
             }
-            // A whole value ended: it may close the containers around it.
-            while let Some(left) = self.open.last_mut() {
-                *left -= 1;
-                if *left > 0 {
-                    break;
-                }
-                self.open.pop();
-            }
-            if self.open.is_empty() {
-                let len = self.pos;
-                self.pos = 0;
-                return Ok(Some(len));
+            if self.value_ended() {
+                return Ok(Some(self.finish()));
             }
         }
     }
 
+    /// Counts a whole value as read: it may close the containers around
+    /// it. True when it completed the outermost value.
+    fn value_ended(&mut self) -> bool {
+        while let Some(left) = self.open.last_mut() {
+            *left -= 1;
+            if *left > 0 {
+                return false;
+            }
+            self.open.pop();
+        }
+        true
+    }
+
+    /// The length of the value just completed; the scanner starts over.
+    fn finish(&mut self) -> usize {
+        std::mem::take(&mut self.pos)
+    }
+
     /// Big-endian length field of `width` bytes right after the marker.
-    fn length(&self, buf: &[u8], width: usize) -> Result<Option<u64>, FrameError> {
+    fn length(&self, buf: &[u8], width: u8) -> Option<u64> {
         let start = self.pos + 1;
-        let Some(field) = buf.get(start..start + width) else {
-            return Ok(None);
-        };
-        Ok(Some(field.iter().fold(0u64, |n, b| n << 8 | u64::from(*b))))
+        let field = buf.get(start..start + usize::from(width))?;
+        Some(field.iter().fold(0u64, |n, b| n << 8 | u64::from(*b)))
     }
 
     fn incomplete(&self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
@@ -179,6 +230,55 @@ impl Scanner {
             reason,
         }
     }
+}
+
+/// Walks up to `left` items from `pos` while each is a number, nil, a
+/// boolean, a fixext or a short valid str lying wholly in `buf[..room]`,
+/// with no bookkeeping per item: the bulk of most messages. Returns where
+/// it stopped and how many items are still expected; anything else (the
+/// end of the room included) is left to the general path, which refuses
+/// or waits exactly as it would have.
+fn skip_scalars(buf: &[u8], room: usize, mut pos: usize, mut left: u64) -> (usize, u64) {
+    while left > 0 {
+        let Some(&head) = buf.get(pos) else { break };
+        match CLASSES[usize::from(head)] {
+            Class::Fixed(size) => {
+                if pos + usize::from(size) > room {
+                    break;
+                }
+                // Items of one size in a row (an array of uint 16s, say):
+                // where the next one starts does not wait on reading this
+                // one's marker, so the walk is not one long chain of loads.
+                loop {
+                    pos += usize::from(size);
+                    left -= 1;
+                    if left == 0
+                        || pos + usize::from(size) > room
+                        || !matches!(CLASSES[usize::from(buf[pos])], Class::Fixed(next) if next == size)
+                    {
+                        break;
+                    }
+                }
+            }
+            Class::FixStr(len) => {
+                let end = pos + 1 + usize::from(len);
+                if end > room || !is_utf8(&buf[pos + 1..end]) {
+                    break;
+                }
+                pos = end;
+                left -= 1;
+            }
+            _ => break,
+        }
+    }
+    (pos, left)
+}
+
+/// Whether `text` is UTF-8; most strings in messages are short and ASCII,
+/// checked inline without a call.
+#[inline]
+fn is_utf8(text: &[u8]) -> bool {
+    text.is_ascii() || std::str::from_utf8(text).is_ok()
 }
 
 /// Length of the single MessagePack value at the start of `buf`, or `None`
@@ -232,6 +332,37 @@ mod tests {
         assert_eq!(s.scan(&v), Ok(Some(v.len())));
         // The scanner is ready for the next value.
         assert_eq!(s.scan(&[0x01]), Ok(Some(1)));
+    }
+
+    #[test]
+    fn runs_of_numbers_resume_mid_item_and_stop_at_the_limit() {
+        // [1000, 1001, ..., 1099, "é", 7]: uint 16s, a str, a fixint.
+        let mut v = vec![0xdc, 0, 102];
+        for n in 1000u16..1100 {
+            v.push(0xcd);
+            v.extend(n.to_be_bytes());
+        }
+        v.extend([0xa2, 0xc3, 0xa9, 0x07]);
+        let mut s = Scanner::new(1 << 20);
+        for end in 1..v.len() {
+            assert_eq!(s.scan(&v[..end]), Ok(None), "at {end}");
+        }
+        assert_eq!(s.scan(&v), Ok(Some(v.len())));
+        // One byte short of the limit fails where the last item would end.
+        let short = v.len() - 1;
+        assert_eq!(
+            Scanner::new(short).scan(&v),
+            Err(FrameError::TooLarge { limit: short })
+        );
+        let mut bad = v.clone();
+        bad[v.len() - 3] = 0xff;
+        assert_eq!(
+            whole(&bad),
+            Err(FrameError::Malformed {
+                offset: v.len() - 4,
+                reason: "string is not valid UTF-8"
+            })
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //!
 //! Parsing borrows: `params`, `error` and `result` come back as slices of
 //! the message, each exactly one MessagePack value, so a payload passes from
-//! socket to handler and back without being decoded and encoded again.
+//! socket to handler and back without being decoded and encoded again. A
+//! message the framing already walked is not walked again
+//! ([`parse_whole`]).
 
 use crate::frame::{is_single_value, value_len};
 
@@ -33,12 +35,36 @@ pub enum Message<'a> {
     },
 }
 
-/// Reads `message` (one whole MessagePack value) as MessagePack-RPC.
+/// Reads `message` as MessagePack-RPC.
 ///
 /// `None` when it does not have the exact shape of one: an array of four
 /// (request, response) or three (notification) items, the type tag first,
-/// an integer `msgid` that fits 32 bits unsigned, a string `method`.
+/// an integer `msgid` that fits 32 bits unsigned, a string `method`, and
+/// nothing after the last item. `params` (or `error` and `result`) are
+/// each checked to be exactly one well-formed value, so `message` may be
+/// any bytes.
 pub fn parse(message: &[u8]) -> Option<Message<'_>> {
+    let parsed = parse_whole_unchecked(message)?;
+    let last = match parsed {
+        Message::Request { params, .. } | Message::Notification { params, .. } => params,
+        Message::Response { result, .. } => result,
+    };
+    is_single_value(last).then_some(parsed)
+}
+
+/// [`parse`] for a `message` already known to be exactly one whole,
+/// well-formed MessagePack value: a message [`Connection`] read, or bytes
+/// [`is_single_value`] accepted. Its last item is then the rest of the
+/// bytes, which are not walked again.
+///
+/// [`Connection`]: crate::connection::Connection
+pub fn parse_whole(message: &[u8]) -> Option<Message<'_>> {
+    debug_assert!(is_single_value(message), "not one whole value");
+    parse_whole_unchecked(message)
+}
+
+/// The message's items, the last taken to be the rest of the bytes.
+fn parse_whole_unchecked(message: &[u8]) -> Option<Message<'_>> {
     let mut rest = message;
     let len = rmp::decode::read_array_len(&mut rest).ok()?;
     let kind: u8 = rmp::decode::read_int(&mut rest).ok()?;
@@ -46,7 +72,7 @@ pub fn parse(message: &[u8]) -> Option<Message<'_>> {
         (REQUEST, 4) => {
             let msgid = rmp::decode::read_int(&mut rest).ok()?;
             let (method, params) = rmp::decode::read_str_from_slice(rest).ok()?;
-            is_single_value(params).then_some(Message::Request {
+            Some(Message::Request {
                 msgid,
                 method,
                 params,
@@ -55,7 +81,7 @@ pub fn parse(message: &[u8]) -> Option<Message<'_>> {
         (RESPONSE, 4) => {
             let msgid = rmp::decode::read_int(&mut rest).ok()?;
             let (error, result) = rest.split_at(value_len(rest)?);
-            is_single_value(result).then_some(Message::Response {
+            Some(Message::Response {
                 msgid,
                 error,
                 result,
@@ -63,7 +89,7 @@ pub fn parse(message: &[u8]) -> Option<Message<'_>> {
         }
         (NOTIFICATION, 3) => {
             let (method, params) = rmp::decode::read_str_from_slice(rest).ok()?;
-            is_single_value(params).then_some(Message::Notification { method, params })
+            Some(Message::Notification { method, params })
         }
         _ => None,
     }
@@ -187,6 +213,33 @@ mod tests {
             panic!("not a response");
         };
         assert_eq!(error_text(again), error_text(error));
+    }
+
+    #[test]
+    fn whole_messages_parse_the_same_either_way() {
+        let params = [0x92, 0x01, 0xa1, b'x'];
+        for bytes in [
+            request(1, "sum", &params),
+            notification("log", &params),
+            response(2, Ok(&params)),
+            response(3, Err("no")),
+        ] {
+            assert!(parse(&bytes).is_some());
+            assert_eq!(parse_whole(&bytes), parse(&bytes), "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn params_that_are_not_one_value_are_refused() {
+        // The last item missing a byte, or followed by another value.
+        let mut cut = request(1, "sum", &[0x92, 0x01]);
+        assert_eq!(parse(&cut), None);
+        cut.extend([0x02, 0x03]);
+        assert_eq!(parse(&cut), None);
+        let mut trailing = response(1, Ok(&[0x01]));
+        trailing.push(0x01);
+        assert_eq!(parse(&trailing), None);
+        assert_eq!(parse(&notification("log", &[])), None);
     }
 
     #[test]
