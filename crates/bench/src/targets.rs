@@ -16,6 +16,10 @@ use arrpc_host::config::{
 
 use crate::tls::SelfSigned;
 
+/// `--message`'s values, shared with the wire and codec crates' benches.
+#[path = "../../wire/benches/support/messages.rs"]
+mod messages;
+
 /// A server process under test; killed on drop.
 pub struct Target {
     child: Child,
@@ -298,40 +302,10 @@ pub enum Message {
 impl Message {
     /// The message's values, for the kinds that are not `--payload` sized.
     fn value(self) -> Option<rmpv::Value> {
-        use rmpv::Value;
         match self {
             Message::Sized => None,
-            Message::Ints => Some(Value::Array(
-                (0..1000).map(|i| Value::from(1000 + i * 61)).collect(),
-            )),
-            Message::Record => {
-                let mut fields: Vec<(Value, Value)> = vec![
-                    ("id".into(), 48_213.into()),
-                    ("customer".into(), "Ada Lovelace".into()),
-                    ("email".into(), "ada@example.com".into()),
-                    ("total".into(), 1234.56.into()),
-                    ("tax".into(), 98.76.into()),
-                    ("currency".into(), "EUR".into()),
-                ];
-                fields.extend((0..13).map(|i| {
-                    (
-                        format!("attribute_{i}").into(),
-                        format!("value number {i}").into(),
-                    )
-                }));
-                let items = (0..10)
-                    .map(|i| {
-                        Value::Map(vec![
-                            ("sku".into(), format!("SKU-{:05}", i * 37).into()),
-                            ("quantity".into(), (i + 1).into()),
-                            ("price".into(), (9.99 + f64::from(i) * 1.25).into()),
-                            ("note".into(), "gift wrap".into()),
-                        ])
-                    })
-                    .collect();
-                fields.push(("items".into(), Value::Array(items)));
-                Some(Value::Map(fields))
-            }
+            Message::Ints => Some(messages::ints()),
+            Message::Record => Some(messages::record()),
         }
     }
 }
