@@ -190,6 +190,10 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
                 "_arrpc_alloc.c",
                 include_str!("../../handlers/python-example/_arrpc_alloc.c"),
             ),
+            (
+                "build-alloc.sh",
+                include_str!("../../handlers/python-example/build-alloc.sh"),
+            ),
             ("build.sh", include_str!("templates/python/build.sh")),
             ("wit/handler.wit", WIT),
             ("wit/codec.wit", CODEC),
