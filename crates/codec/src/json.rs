@@ -38,6 +38,18 @@ pub fn msgpack_to_json(value: &[u8]) -> Result<Option<String>, Error> {
     ))
 }
 
+/// An array item or a map value: a small integer written straight from its
+/// bytes (most are), anything else through [`write_value`]. Inlined into
+/// the container loops, where it runs once per item.
+#[inline(always)]
+fn write_item(reader: &mut Reader, out: &mut Vec<u8>, depth: usize) -> Result<bool, Error> {
+    if let Some(n) = reader.small_int() {
+        write_int(out, n.into());
+        return Ok(true);
+    }
+    write_value(reader, out, depth)
+}
+
 fn write_value(reader: &mut Reader, out: &mut Vec<u8>, depth: usize) -> Result<bool, Error> {
     match reader.token()? {
         Token::Nil => out.extend_from_slice(b"null"),
@@ -57,9 +69,7 @@ fn write_value(reader: &mut Reader, out: &mut Vec<u8>, depth: usize) -> Result<b
                 if index > 0 {
                     out.push(b',');
                 }
-                if let Some(n) = reader.small_int() {
-                    write_int(out, n.into());
-                } else if !write_value(reader, out, depth + 1)? {
+                if !write_item(reader, out, depth + 1)? {
                     return Ok(false);
                 }
             }
@@ -85,9 +95,7 @@ fn write_value(reader: &mut Reader, out: &mut Vec<u8>, depth: usize) -> Result<b
                     _ => return Ok(false),
                 }
                 out.push(b':');
-                if let Some(n) = reader.small_int() {
-                    write_int(out, n.into());
-                } else if !write_value(reader, out, depth + 1)? {
+                if !write_item(reader, out, depth + 1)? {
                     return Ok(false);
                 }
             }

@@ -71,6 +71,18 @@ pub fn msgpack_to_marshal(value: &[u8]) -> Result<Option<Vec<u8>>, Error> {
     Ok(Some(out))
 }
 
+/// An array item or a map value: a small integer written straight from its
+/// bytes (most are), anything else through [`write_value`]. Inlined into
+/// the container loops, where it runs once per item.
+#[inline(always)]
+fn write_item(reader: &mut Reader, out: &mut Vec<u8>, depth: usize) -> Result<bool, Error> {
+    if let Some(n) = reader.small_int() {
+        write_int(out, n);
+        return Ok(true);
+    }
+    write_value(reader, out, depth, false)
+}
+
 /// Writes the next value; false when marshal cannot carry it.
 fn write_value(
     reader: &mut Reader,
@@ -109,9 +121,7 @@ fn write_value(
             }
             write_sized(out, LIST, len as usize);
             for _ in 0..len {
-                if let Some(n) = reader.small_int() {
-                    write_int(out, n);
-                } else if !write_value(reader, out, depth + 1, false)? {
+                if !write_item(reader, out, depth + 1)? {
                     return Ok(false);
                 }
             }
@@ -125,9 +135,7 @@ fn write_value(
                 if !write_value(reader, out, depth + 1, true)? {
                     return Ok(false);
                 }
-                if let Some(n) = reader.small_int() {
-                    write_int(out, n);
-                } else if !write_value(reader, out, depth + 1, false)? {
+                if !write_item(reader, out, depth + 1)? {
                     return Ok(false);
                 }
             }
