@@ -1,13 +1,17 @@
 //! Per-message cost at the runtime level: `Handler::call` with no sockets,
 //! a fresh instance per message and a reused one, measured in the same run
 //! for the Rust echo component and the Python and JavaScript examples
-//! (served as `python-echo`, `js-echo`). Prints one JSON line per case.
+//! (served as `python-echo`, `js-echo`); then, on reused instances, the
+//! examples' object operations (`sum`, `identity`) on the messages
+//! `arrpc-bench --message` sends, where the interpreter's own work shows
+//! without the load generator's noise. Prints one JSON line per case.
 //!
-//! Run: `cargo bench --bench runtime` (builds the echo component if
-//! missing; the examples are skipped with a note when their component is
-//! missing: `sh handlers/python-example/build.sh`, `sh
-//! handlers/js-example/build.sh`). It pins itself to the first CPU it may
-//! use: unpinned, with the other core busy, the figures here read up to
+//! Run: `cargo bench --bench runtime [NAME]`, where NAME, when given,
+//! measures only the cases whose handler name contains it. The echo
+//! component is built if missing; the examples are skipped with a note
+//! when their component is missing (`sh handlers/python-example/build.sh`,
+//! `sh handlers/js-example/build.sh`). It pins itself to the first CPU it
+//! may use: unpinned, with the other core busy, the figures here read up to
 //! twice as high.
 
 use std::path::Path;
@@ -16,6 +20,9 @@ use std::time::Instant;
 
 use arrpc_host::config::Config;
 use arrpc_host::runtime::{Handler, Peer, Request, Runtime, RuntimeOptions};
+
+#[path = "../crates/wire/benches/support/messages.rs"]
+mod messages;
 
 /// A component the bench runs: its handler name, module, and how many
 /// calls a fresh instance per message gets (fewer for the interpreters,
@@ -35,17 +42,47 @@ const CASES: [(&str, &str, u64); 3] = [
     ("js-echo", "handlers/js-example/js-example.wasm", 2_000),
 ];
 
+/// The examples' object operations: the served name, its module, and how
+/// many calls a reused instance gets per message.
+const OBJECT_CASES: [(&str, &str, u64); 4] = [
+    (
+        "python-sum",
+        "handlers/python-example/python-example.wasm",
+        20_000,
+    ),
+    (
+        "python-identity",
+        "handlers/python-example/python-example.wasm",
+        20_000,
+    ),
+    ("js-sum", "handlers/js-example/js-example.wasm", 5_000),
+    ("js-identity", "handlers/js-example/js-example.wasm", 5_000),
+];
+
 fn main() {
     let cpu = core_affinity::get_core_ids()
         .and_then(|ids| ids.into_iter().next())
         .expect("a CPU to run on");
     assert!(core_affinity::set_for_current(cpu), "pinning to {cpu:?}");
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // cargo passes `--bench`; the first other argument filters.
+    let filter = std::env::args()
+        .skip(1)
+        .find(|arg| !arg.starts_with("--"))
+        .unwrap_or_default();
+    let present = |name: &str, module: &str| {
+        if !name.contains(&filter) {
+            return false;
+        }
+        let present = name == "echo" || repo.join(module).exists();
+        if !present {
+            eprintln!("{name}: not measured: {module} is missing");
+        }
+        present
+    };
     let mut text = String::new();
     for (name, module, _) in CASES {
-        let module = repo.join(module);
-        if name != "echo" && !module.exists() {
-            eprintln!("{name}: not measured: {} is missing", module.display());
+        if !present(name, module) {
             continue;
         }
         let build = if name == "echo" {
@@ -54,10 +91,16 @@ fn main() {
             ""
         };
         text += &format!(
-            "[[handler]]\nname = \"{name}\"\nmodule = \"{0}\"\n{build}\
-             [[handler]]\nname = \"reused-{name}\"\nmodule = \"{0}\"\nreuse = 1000000\n",
-            module.display()
+            "[[handler]]\nname = \"{name}\"\nmodule = \"{module}\"\n{build}\
+             [[handler]]\nname = \"reused-{name}\"\nmodule = \"{module}\"\nreuse = 1000000\n"
         );
+    }
+    for (name, module, _) in OBJECT_CASES {
+        if present(name, module) {
+            text += &format!(
+                "[[handler]]\nname = \"{name}\"\nmodule = \"{module}\"\nreuse = 1000000\n"
+            );
+        }
     }
     text = format!("[server]\ndefault_handler = \"echo\"\n{text}");
     let config: Config = toml::from_str(&text).expect("bench config");
@@ -68,17 +111,23 @@ fn main() {
     rt.block_on(async {
         let runtime = Runtime::new(RuntimeOptions::for_config(&config)).expect("engine");
         let mut loaded = Vec::new();
+        let mut objects = Vec::new();
         for handler in &config.handlers {
-            let calls = CASES
-                .iter()
-                .find(|(name, ..)| handler.name.trim_start_matches("reused-") == *name)
-                .map(|(.., calls)| *calls)
-                .expect("a listed case");
             let loaded_handler = runtime
                 .load(handler, repo)
                 .await
                 .unwrap_or_else(|e| panic!("{} loads: {e}", handler.name));
-            loaded.push((loaded_handler, calls));
+            let name = handler.name.trim_start_matches("reused-");
+            match CASES.iter().find(|(case, ..)| *case == name) {
+                Some((.., calls)) => loaded.push((loaded_handler, *calls)),
+                None => {
+                    let (.., calls) = OBJECT_CASES
+                        .iter()
+                        .find(|(case, ..)| *case == name)
+                        .expect("a listed case");
+                    objects.push((loaded_handler, *calls));
+                }
+            }
         }
         for payload_size in [64usize, 4096] {
             let mut payload = vec![0xc5, 0, 0];
@@ -106,6 +155,37 @@ fn main() {
                 }
             }
         }
+        // Three integers: what the object path costs whatever the message.
+        let tiny = rmpv::Value::Array(vec![1.into(), 2.into(), 3.into()]);
+        let messages = [
+            ("three-ints", tiny),
+            ("ints", messages::ints()),
+            ("record", messages::record()),
+        ];
+        for (message, value) in messages {
+            let mut payload = Vec::new();
+            rmpv::encode::write_value(&mut payload, &value).expect("writes to a Vec");
+            for (handler, calls) in &objects {
+                if message == "record" && handler.name().ends_with("sum") {
+                    continue;
+                }
+                // The fastest of five runs: on a shared machine, anything
+                // else running only ever adds time.
+                let mut us = f64::INFINITY;
+                for _ in 0..5 {
+                    us = us.min(per_call(handler, &payload, *calls / 5).await);
+                }
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "bench": "runtime_objects",
+                        "handler": handler.name(),
+                        "message": message,
+                        "us_per_call": (us * 100.0).round() / 100.0,
+                    })
+                );
+            }
+        }
     });
 }
 
@@ -123,11 +203,11 @@ async fn per_call(handler: &Handler, payload: &[u8], calls: u64) -> f64 {
         })
     };
     for id in 0..calls / 10 {
-        call(id).await.expect("echo call");
+        call(id).await.expect("a reply");
     }
     let started = Instant::now();
     for id in 0..calls {
-        call(id).await.expect("echo call");
+        call(id).await.expect("a reply");
     }
     started.elapsed().as_secs_f64() * 1e6 / calls as f64
 }
