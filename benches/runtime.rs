@@ -163,8 +163,7 @@ fn main() {
             ("record", messages::record()),
         ];
         for (message, value) in messages {
-            let mut payload = Vec::new();
-            rmpv::encode::write_value(&mut payload, &value).expect("writes to a Vec");
+            let payload = messages::pack(&value);
             for (handler, calls) in &objects {
                 if message == "record" && handler.name().ends_with("sum") {
                     continue;

@@ -310,12 +310,6 @@ impl Message {
     }
 }
 
-fn encode(value: &rmpv::Value) -> Vec<u8> {
-    let mut out = Vec::new();
-    rmpv::encode::write_value(&mut out, value).expect("writes to a Vec");
-    out
-}
-
 impl Operation {
     /// Whether this operation can run on `message`: sum takes an array.
     pub fn takes(self, message: Message) -> anyhow::Result<()> {
@@ -337,7 +331,7 @@ impl Operation {
         match (self, message.value()) {
             (Operation::Echo | Operation::Identity, None) => Exchange::plain(payload),
             (Operation::Echo | Operation::Identity, Some(value)) => {
-                let request = encode(&value);
+                let request = messages::pack(&value);
                 Exchange {
                     reply: Reply::Exactly(request.clone()),
                     request,
@@ -372,8 +366,8 @@ impl Operation {
                     ("count".into(), items.len().into()),
                 ]);
                 Exchange {
-                    request: encode(&rmpv::Value::Array(items)),
-                    reply: Reply::Exactly(encode(&reply)),
+                    request: messages::pack(&rmpv::Value::Array(items)),
+                    reply: Reply::Exactly(messages::pack(&reply)),
                 }
             }
         }

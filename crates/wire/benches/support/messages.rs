@@ -40,3 +40,10 @@ pub fn record() -> Value {
     fields.push(("items".into(), Value::Array(items)));
     Value::Map(fields)
 }
+
+/// `value` as MessagePack bytes.
+pub fn pack(value: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, value).expect("writes to a Vec");
+    out
+}

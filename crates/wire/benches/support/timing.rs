@@ -10,15 +10,9 @@ mod messages;
 /// `arrpc-bench`'s two messages, packed, with their names.
 pub fn messages() -> [(&'static str, Vec<u8>); 2] {
     [
-        ("ints", pack(&messages::ints())),
-        ("record", pack(&messages::record())),
+        ("ints", messages::pack(&messages::ints())),
+        ("record", messages::pack(&messages::record())),
     ]
-}
-
-fn pack(value: &rmpv::Value) -> Vec<u8> {
-    let mut out = Vec::new();
-    rmpv::encode::write_value(&mut out, value).unwrap();
-    out
 }
 
 /// Best nanoseconds per call of `f` over rounds of about 50 ms.
