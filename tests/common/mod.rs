@@ -195,18 +195,46 @@ pub fn write_config(text: &str) -> TestConfig {
 /// Runs `arrpc-host` on `config` with `args`, which must refuse to start;
 /// what it printed on stderr.
 pub fn start_refused(config: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    /// A host that refuses exits long before this; one that started
+    /// serves on, and is stopped here so the test fails instead of hanging.
+    const REFUSAL_WITHIN: Duration = Duration::from_secs(60);
     components();
     let config = write_config(config);
-    let out = host_command()
+    let mut child = host_command()
         .arg("--config")
         .arg(&config.path)
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
         .envs(env.iter().copied())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success(), "the host started");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    // Read beside the wait, so a chatty host never blocks on a full pipe.
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stderr, &mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > REFUSAL_WITHIN {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = reader.join().expect("the stderr reader");
+    match status {
+        None => panic!("the host started: still running after {REFUSAL_WITHIN:?}\n{stderr}"),
+        Some(status) => assert!(!status.success(), "the host started\n{stderr}"),
+    }
+    stderr
 }
 
 /// A running `arrpc-host`; killed on drop.
