@@ -2,9 +2,11 @@
 //!
 //! - **forwarding**: a host whose `forward` handler sends each message on
 //!   to an upstream `arrpc-host` serving echo (as an `[[upstream]]` call),
-//!   against calling that upstream directly, in alternating turns of the
-//!   same rounds. Both hosts share the server CPU, so the forwarded side
-//!   pays for both hops there;
+//!   against calling that upstream directly, in rotating turns of the same
+//!   rounds; once with a fresh `forward` instance per message and once with
+//!   instances reused, which leaves the instance out of the hop's cost.
+//!   Both hosts share the server CPU, so the forwarded side pays for both
+//!   hops there;
 //! - **pooling**: a host whose `net` handler makes one HTTP GET per message
 //!   to a local keep-alive server, which counts the TCP connections it
 //!   accepts: with connections kept per handler, a fresh instance per
@@ -72,18 +74,19 @@ pub fn run(
         pipeline: 1,
         payload: args.payload,
     };
-    let forwarded = forwarding(args, repo, host_bin, server_cpu, rt, point, timing)?;
+    let [fresh, reused] = forwarding(args, repo, host_bin, server_cpu, rt, point, timing)?;
     let pooled = pooling(args, repo, host_bin, server_cpu, rt, point, timing)?;
     eprintln!(
-        "forwarding: {:.2}x the direct calls per second (limit {FORWARD_LIMIT}x); \
-         pooling: {:.2} new connections per 100 messages (limit {POOL_LIMIT})",
-        forwarded, pooled
+        "forwarding: {fresh:.2}x the direct calls per second with a fresh instance per \
+         message, {reused:.2}x with instances reused (limit {FORWARD_LIMIT}x); \
+         pooling: {pooled:.2} new connections per 100 messages (limit {POOL_LIMIT})"
     );
     Ok(())
 }
 
-/// The forwarded side's calls per second over the direct side's, median
-/// of the rounds.
+/// Each forwarding host's calls per second over the direct side's, median
+/// of the rounds: first with a fresh `forward` instance per message, then
+/// with instances reused.
 fn forwarding(
     args: &OutboundArgs,
     repo: &Path,
@@ -92,51 +95,58 @@ fn forwarding(
     rt: &Runtime,
     point: Point,
     timing: Timing,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<[f64; 2]> {
     let echo = targets::echo_component(repo)?;
     let forward = targets::handler_component(repo, "forward")?;
     let upstream = targets::host(host_bin, &echo, server_cpu, HostVariant::Fresh, None)?;
-    let forwarder = targets::forwarding_host(host_bin, &forward, upstream.addr, server_cpu)?;
-    let (mut direct, mut forwarded) = (Vec::new(), Vec::new());
+    let fresh = targets::forwarding_host(host_bin, &forward, upstream.addr, 1, server_cpu)?;
+    let reused = targets::forwarding_host(
+        host_bin,
+        &forward,
+        upstream.addr,
+        targets::REUSE,
+        server_cpu,
+    )?;
+    // Direct, fresh forwarder, reused forwarder.
+    let mut sides = [Vec::new(), Vec::new(), Vec::new()];
+    let addrs = [upstream.addr, fresh.addr, reused.addr];
     for round in 0..args.rounds {
-        // Alternating which goes first, so neither always meets a warmer
-        // machine.
-        let mut order = [(upstream.addr, false), (forwarder.addr, true)];
-        if round % 2 == 1 {
-            order.reverse();
-        }
-        for (addr, is_forwarded) in order {
+        // Rotating which goes first, so none always meets a warmer machine.
+        for turn in 0..sides.len() {
+            let side = (round + turn) % sides.len();
             let exchange = Exchange::plain(point.payload);
-            let outcome = drive(rt, addr, point, timing, exchange, Arc::default());
+            let outcome = drive(rt, addrs[side], point, timing, exchange, Arc::default());
             if let Some(failure) = outcome.failure {
                 bail!("forwarding bench: {failure}");
             }
-            let side = if is_forwarded {
-                &mut forwarded
-            } else {
-                &mut direct
-            };
-            side.push(outcome.msgs_per_s);
+            sides[side].push(outcome.msgs_per_s);
         }
     }
-    let (Some(direct), Some(forwarded)) = (median(direct), median(forwarded)) else {
+    let [direct, fresh, reused] = sides.map(median);
+    let (Some(direct), Some(fresh), Some(reused)) = (direct, fresh, reused) else {
         bail!("forwarding bench: no rounds measured");
     };
-    let ratio = forwarded / direct;
-    println!(
-        "{}",
-        serde_json::json!({
-            "bench": "outbound-forwarding",
-            "conns": point.conns,
-            "payload": point.payload,
-            "rounds": args.rounds,
-            "direct_msgs_per_s": direct.round(),
-            "forwarded_msgs_per_s": forwarded.round(),
-            "ratio_to_direct": (ratio * 1000.0).round() / 1000.0,
-            "limit": FORWARD_LIMIT,
-        })
-    );
-    Ok(ratio)
+    let ratios = [fresh / direct, reused / direct];
+    for ((instances, forwarded), ratio) in [("fresh", fresh), ("reused", reused)]
+        .into_iter()
+        .zip(ratios)
+    {
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "outbound-forwarding",
+                "forwarder_instances": instances,
+                "conns": point.conns,
+                "payload": point.payload,
+                "rounds": args.rounds,
+                "direct_msgs_per_s": direct.round(),
+                "forwarded_msgs_per_s": forwarded.round(),
+                "ratio_to_direct": (ratio * 1000.0).round() / 1000.0,
+                "limit": FORWARD_LIMIT,
+            })
+        );
+    }
+    Ok(ratios)
 }
 
 /// New TCP connections per 100 messages, each message one HTTP GET.

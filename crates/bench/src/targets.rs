@@ -136,6 +136,9 @@ pub enum HostVariant<'a> {
     Handlers(usize),
 }
 
+/// Messages one instance serves in the reusing variants.
+pub const REUSE: u32 = 10_000;
+
 /// `arrpc-host` serving the echo component as `variant` says.
 pub fn host(
     host_bin: &Path,
@@ -195,7 +198,7 @@ fn host_config(echo_wasm: &Path, variant: HostVariant<'_>) -> Config {
     match variant {
         HostVariant::Fresh => sized(echo),
         HostVariant::Reuse => sized(HandlerConfig {
-            reuse: 10_000,
+            reuse: REUSE,
             ..echo
         }),
         HostVariant::Signed => Config {
@@ -506,17 +509,20 @@ pub fn handler_component(repo: &Path, name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// `arrpc-host` serving the `forward` component, which sends each message
-/// on to the echo host at `upstream` (its `[[upstream]]` `next`).
+/// on to the echo host at `upstream` (its `[[upstream]]` `next`), each
+/// instance serving `reuse` messages.
 pub fn forwarding_host(
     host_bin: &Path,
     forward_wasm: &Path,
     upstream: SocketAddr,
+    reuse: u32,
     cpu: Option<usize>,
 ) -> anyhow::Result<Target> {
     let config = Config {
         upstreams: vec![UpstreamConfig::remote("next", upstream.to_string())],
         ..sized(HandlerConfig {
             max_instances: 4096,
+            reuse,
             upstreams: vec!["next".into()],
             ..HandlerConfig::new("forward", forward_wasm)
         })
