@@ -118,6 +118,21 @@ fn assert_sums(lang: &str) {
     );
     let total: Total<i64> = client.send::<[i64; 0], _>(&[]).unwrap();
     assert_eq!(total, Total { sum: 0, count: 0 });
+    // Exact while a running total passes 2^53 (where JavaScript's floats
+    // stop counting by one), and over more items than a JavaScript call
+    // takes arguments.
+    let safe = (1i64 << 53) - 1;
+    let mut long = vec![1i64; 70_000];
+    long[69_999] = safe - 69_999;
+    for numbers in [vec![safe, 2, -2], vec![-safe, -2, 2], long] {
+        let total: Total<i64> = client.send(&numbers).unwrap();
+        let expected: i64 = numbers.iter().sum();
+        assert_eq!(
+            (total.sum, total.count),
+            (expected, numbers.len()),
+            "{lang}"
+        );
+    }
     // Floats with no fraction still make a float sum, except in
     // JavaScript, whose numbers do not tell 2.0 from 2: its handler gets
     // the numbers 1 and 2 (as @msgpack/msgpack decodes them), and their sum

@@ -193,9 +193,28 @@ function sum(message) {
   if (typeof total !== "number" || items.includes(null) || items.includes(true) || items.includes(false)) {
     return exactSum(items);
   }
-  // Integers whose sum is past 2^53 are added again, exactly.
-  if (Number.isInteger(total) && !Number.isSafeInteger(total)) return exactSum(items);
+  // Integers add exactly as floats while every running total stays within
+  // 2^53, which is sure when the largest times the count does; else (a
+  // running total or the sum past it) they are added again, exactly.
+  if (Number.isInteger(total) && !(largest(items) * items.length <= Number.MAX_SAFE_INTEGER)) {
+    return exactSum(items);
+  }
   return { sum: total, count: items.length };
+}
+
+// QuickJS passes a call at most 65,535 arguments.
+const MAX_ARGUMENTS = 65535;
+
+// The largest magnitude among numbers, found in C by Math.max and Math.min,
+// a slice at a time.
+function largest(items) {
+  let top = 0;
+  for (let i = 0; i < items.length; i += MAX_ARGUMENTS) {
+    const part = items.length <= MAX_ARGUMENTS ? items : items.slice(i, i + MAX_ARGUMENTS);
+    // `apply` copies a plain array's items in C; a spread would iterate.
+    top = Math.max(top, Math.max.apply(null, part), -Math.min.apply(null, part));
+  }
+  return top;
 }
 
 // The sum item by item: integers, some of them bigints or past 2^53, as
