@@ -20,7 +20,7 @@ mod upstream;
 pub use access::{AccessConfig, Allowed};
 pub use outbound::{HostPattern, OutboundConfig, OutboundHost, OutboundScheme, Target};
 pub use security::{AuthConfig, ClientCertificates, SecretSource, SpiffeConfig, TlsConfig};
-pub use store::{DEFAULT_STORE, StoreBackend, StoreConfig};
+pub use store::{DEFAULT_STORE, StoreBackend, StoreConfig, StoreTls};
 pub use upstream::{UpstreamConfig, UpstreamTls};
 
 /// A config file that cannot be used, with the reason.
@@ -901,6 +901,11 @@ mod tests {
                 },
                 StoreConfig {
                     timeout: Duration::from_millis(300),
+                    tls: Some(StoreTls {
+                        ca_file: Some("redis-ca.pem".into()),
+                        cert: Some("me.pem".into()),
+                        key: Some("me.key".into()),
+                    }),
                     ..StoreConfig::redis("shared", SecretSource::Env("REDIS_URL".into()))
                 },
             ],
@@ -989,6 +994,24 @@ mod tests {
         assert!(size.contains("max_size_mib"), "{size}");
         let name = parse(&store("")).map(drop);
         assert!(name.is_ok());
+        let tls = parse(&store("[store.tls]\nca_file = \"ca.pem\"\n")).unwrap_err();
+        assert!(
+            tls.contains("store #1 (`s`): tls: only a Redis store"),
+            "{tls}"
+        );
+        let half = parse(&store(
+            "redis = { env = \"R\" }\n[store.tls]\ncert = \"me.pem\"\n",
+        ))
+        .unwrap_err();
+        assert!(
+            half.contains("store #1 (`s`): tls: cert and key go together"),
+            "{half}"
+        );
+        let typo = parse(&store(
+            "redis = { env = \"R\" }\n[store.tls]\nca = \"ca.pem\"\n",
+        ))
+        .unwrap_err();
+        assert!(typo.contains("unknown field `ca`"), "{typo}");
         let colon = parse(&format!("{ONE}[[store]]\nname = \"a:b\"\n")).unwrap_err();
         assert!(colon.contains("store #1 (`a:b`): name"), "{colon}");
         let twice = parse(&format!(
@@ -1009,11 +1032,29 @@ mod tests {
                 stores: vec!["default".into(), "named".into()],
                 ..HandlerConfig::new("echo", "e.wasm")
             }],
-            stores: vec![StoreConfig::blank("named".into())],
+            stores: vec![
+                StoreConfig::blank("named".into()),
+                StoreConfig {
+                    tls: Some(StoreTls {
+                        ca_file: Some("ca.pem".into()),
+                        cert: Some("tls/me.pem".into()),
+                        key: Some("tls/me.key".into()),
+                    }),
+                    ..StoreConfig::redis("shared", SecretSource::Env("REDIS_URL".into()))
+                },
+            ],
             ..Config::default()
         }
         .prepare(dir.path())
         .unwrap();
+        assert_eq!(
+            config.stores[1].tls,
+            Some(StoreTls {
+                ca_file: Some(dir.path().join("ca.pem")),
+                cert: Some(dir.path().join("tls/me.pem")),
+                key: Some(dir.path().join("tls/me.key")),
+            })
+        );
         let paths: Vec<_> = config
             .stores
             .iter()
@@ -1023,6 +1064,7 @@ mod tests {
             paths,
             [
                 ("named", Some(dir.path().join(".arrpc/named.redb"))),
+                ("shared", None),
                 ("default", Some(dir.path().join(".arrpc/default.redb"))),
             ]
         );

@@ -13,9 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use arrpc_host::config::{Config, HandlerConfig, SecretSource, StoreConfig};
+use arrpc_host::config::{Config, HandlerConfig, SecretSource, StoreConfig, StoreTls};
 use common::admin::{get, scrape, start_config_with_admin};
-use common::redis::RedisServer;
+use common::certs::{Ca, local_names};
+use common::redis::{RedisServer, RedisTls};
 use common::*;
 use rmpv::Value;
 
@@ -655,5 +656,144 @@ fn compare_and_swap_on_redis_loses_no_update() {
     assert_eq!(
         ask(&mut host.connect(), &op("get", "counts", &[key("total")])),
         Ok(bin(b"3200"))
+    );
+}
+
+/// A Redis server on a TLS port only, requiring client certificates from
+/// its own CA (a real redis-server, with test CAs): a store given the
+/// server's CA and this host's certificate counts on it; one that presents
+/// no certificate, or trusts only the system's CAs, fails every call with
+/// its reason, and the host serves on.
+#[test]
+fn redis_over_mutual_tls_needs_its_ca_and_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "redis");
+    let clients = Ca::new(dir.path(), "clients");
+    let server = RedisServer::start_tls(RedisTls {
+        cert: ca.server(dir.path(), "redis", local_names()),
+        client_ca: clients.cert.clone(),
+        require_client_certificate: true,
+    });
+    let me = clients.client(dir.path(), "me");
+    let store = |name: &str, tls: StoreTls| StoreConfig {
+        timeout: Duration::from_secs(2),
+        tls: Some(tls),
+        ..StoreConfig::redis(name, SecretSource::Value(server.url()))
+    };
+    let trusted = StoreTls {
+        ca_file: Some(ca.cert.clone()),
+        cert: Some(me.cert.clone()),
+        key: Some(me.key.clone()),
+    };
+    let anonymous = StoreTls {
+        cert: None,
+        key: None,
+        ..trusted.clone()
+    };
+    let system = StoreTls {
+        ca_file: None,
+        ..trusted.clone()
+    };
+    let host = InProcessHost::start(Config {
+        stores: vec![
+            store("counts", trusted),
+            store("anonymous", anonymous),
+            store("system", system),
+        ],
+        ..serving(vec![state_handler(
+            "state",
+            &["counts", "anonymous", "system"],
+        )])
+    });
+    let mut wire = host.connect();
+    let incr = |store: &str| op("increment", store, &[key("k")]);
+    assert_eq!(ask(&mut wire, &incr("counts")), Ok(1.into()));
+    for (refused, why) in [
+        ("anonymous", "CertificateRequired"),
+        ("system", "UnknownIssuer"),
+    ] {
+        let error = ask(&mut wire, &incr(refused)).unwrap_err();
+        assert!(
+            error.contains(&format!("store `{refused}` is unreachable")) && error.contains(why),
+            "{error}"
+        );
+    }
+    assert_eq!(ask(&mut wire, &incr("counts")), Ok(2.into()));
+}
+
+/// `[store.tls]` files are read at start: a missing CA file, a file with
+/// no certificate in it, and TLS settings for a `redis://` URL each stop
+/// the host, naming the store, the key and the file; `check` describes a
+/// good one without contacting the server.
+#[test]
+fn redis_tls_settings_are_checked_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let missing = dir.path().join("missing.pem");
+    let ca = Ca::new(dir.path(), "redis");
+    let me = ca.client(dir.path(), "me");
+    let config = |url: &str, ca: &Path, identity: &str| {
+        format!(
+            "{}stores = [\"counts\"]\n[[store]]\nname = \"counts\"\nredis = {{ value = \"{url}\" }}\n\
+             [store.tls]\nca_file = \"{}\"\n{identity}",
+            handler("state", "state", ""),
+            ca.display()
+        )
+    };
+    let rediss = "rediss://127.0.0.1:1";
+    let cases = [
+        (
+            config(rediss, &missing, ""),
+            format!("tls.ca_file: {}", missing.display()),
+        ),
+        (
+            config(rediss, &empty, ""),
+            format!("tls.ca_file: {}: no PEM certificate", empty.display()),
+        ),
+        (
+            config("redis://127.0.0.1:1", &ca.cert, ""),
+            "tls: set, but the URL from inline secret starts with redis://, not rediss://"
+                .to_owned(),
+        ),
+        (
+            config(
+                rediss,
+                &ca.cert,
+                &format!(
+                    "cert = \"{}\"\nkey = \"{}\"\n",
+                    me.cert.display(),
+                    empty.display()
+                ),
+            ),
+            format!("tls.key: {}", empty.display()),
+        ),
+    ];
+    for (text, says) in cases {
+        let stderr = start_refused(&text, &[], &[]);
+        assert!(
+            stderr.contains("store `counts`") && stderr.contains(&says),
+            "{says}: {stderr}"
+        );
+    }
+    let good = write_config(&config(
+        rediss,
+        &ca.cert,
+        &format!(
+            "cert = \"{}\"\nkey = \"{}\"\n",
+            me.cert.display(),
+            me.key.display()
+        ),
+    ));
+    let out = check_config(&good.path);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "TLS trusting {}, presenting {} (not contacted by check)",
+            ca.cert.display(),
+            me.cert.display()
+        )),
+        "{stdout}"
     );
 }

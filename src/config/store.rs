@@ -46,6 +46,27 @@ pub struct StoreConfig {
     /// Longest one operation on a Redis store may take, reconnecting included.
     #[serde(default = "timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// How a `rediss://` server is trusted, and this host's certificate
+    /// for one that asks for it. Unset: the system's trust store, no
+    /// certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<StoreTls>,
+}
+
+/// `[store.tls]`: what a Redis store's TLS connections use.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreTls {
+    /// PEM file of the CAs the server's certificate is checked against;
+    /// default: the system's trust store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// This host's client certificate chain, for a server that requires
+    /// one (with `key`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
 }
 
 fn max_key_bytes() -> usize {
@@ -100,6 +121,7 @@ impl StoreConfig {
             max_size_mib: max_size_mib(),
             cache_mib: cache_mib(),
             timeout: timeout(),
+            tls: None,
         }
     }
 
@@ -138,6 +160,14 @@ impl StoreConfig {
         if self.timeout.is_zero() {
             return Err("timeout must be more than 0s".into());
         }
+        if let Some(tls) = &self.tls {
+            if self.redis.is_none() {
+                return Err("tls: only a Redis store (redis = ...) connects over TLS".into());
+            }
+            if tls.cert.is_some() != tls.key.is_some() {
+                return Err("tls: cert and key go together".into());
+            }
+        }
         Ok(())
     }
 
@@ -153,6 +183,14 @@ impl StoreConfig {
         }
         if let Some(SecretSource::File(file)) = &mut self.redis {
             *file = base.join(&*file);
+        }
+        if let Some(tls) = &mut self.tls {
+            for path in [&mut tls.ca_file, &mut tls.cert, &mut tls.key]
+                .into_iter()
+                .flatten()
+            {
+                *path = base.join(&*path);
+            }
         }
     }
 }

@@ -400,7 +400,20 @@ impl Stores {
                     c.max_size_mib
                 ),
                 StoreBackend::Redis(url) => {
-                    format!("store {}: redis, {url} (not contacted by check)", c.name)
+                    let tls = c.tls.as_ref().map_or_else(String::new, |tls| {
+                        let trust = tls.ca_file.as_ref().map_or_else(
+                            || "the system's CAs".to_owned(),
+                            |ca| ca.display().to_string(),
+                        );
+                        let identity = tls.cert.as_ref().map_or_else(String::new, |cert| {
+                            format!(", presenting {}", cert.display())
+                        });
+                        format!(", TLS trusting {trust}{identity}")
+                    });
+                    format!(
+                        "store {}: redis, {url}{tls} (not contacted by check)",
+                        c.name
+                    )
                 }
             })
             .collect()

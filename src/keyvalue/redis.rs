@@ -8,14 +8,17 @@
 //! Durability is the server's (docs/state.md says which settings give what).
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError, Script, Value};
+use redis::{Client, ClientTlsConfig, RedisError, Script, TlsCertificates, Value};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::{PAGE_KEYS, StoreError, Swap, not_a_count};
-use crate::config::{SecretSource, StoreConfig};
+use crate::config::{SecretSource, StoreConfig, StoreTls};
 
 /// Sets the key only if it holds what the caller read: `ARGV[1]` is `1`
 /// with the expected value in `ARGV[2]`, or `0` for "missing"; `ARGV[3]`
@@ -58,12 +61,23 @@ impl Redis {
             ));
         }
         // The error may quote the URL, password and all: name the source only.
-        let client = Client::open(text).map_err(|e| {
+        let not_a_url = |e: RedisError| {
             format!(
                 "redis: the URL from {url} is not a Redis URL ({:?})",
                 e.kind()
             )
-        })?;
+        };
+        let client = match &config.tls {
+            None => Client::open(text).map_err(not_a_url)?,
+            Some(tls) => {
+                if !text.starts_with("rediss://") {
+                    return Err(format!(
+                        "tls: set, but the URL from {url} starts with redis://, not rediss://"
+                    ));
+                }
+                Client::build_with_tls(text, certificates(tls)?).map_err(not_a_url)?
+            }
+        };
         Ok(Redis {
             prefix: format!("arrpc:{name}:"),
             name,
@@ -268,4 +282,46 @@ impl Redis {
             StoreError::Failed(format!("store `{name}`: {e}"))
         }
     }
+}
+
+/// `[store.tls]`'s files, read and checked: PEM holding at least one CA
+/// certificate, and a certificate chain and its key.
+fn certificates(tls: &StoreTls) -> Result<TlsCertificates, String> {
+    let read = |key: &str, path: &Path| {
+        std::fs::read(path).map_err(|e| format!("tls.{key}: {}: {e}", path.display()))
+    };
+    let certs = |key: &str, path: &Path| {
+        let pem = read(key, path)?;
+        let found = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("tls.{key}: {}: {e}", path.display()))?;
+        if found.is_empty() {
+            return Err(format!(
+                "tls.{key}: {}: no PEM certificate in it",
+                path.display()
+            ));
+        }
+        Ok(pem)
+    };
+    let root_cert = tls
+        .ca_file
+        .as_deref()
+        .map(|path| certs("ca_file", path))
+        .transpose()?;
+    let client_tls = match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => {
+            let client_key = read("key", key)?;
+            PrivateKeyDer::from_pem_slice(&client_key)
+                .map_err(|e| format!("tls.key: {}: {e}", key.display()))?;
+            Some(ClientTlsConfig {
+                client_cert: certs("cert", cert)?,
+                client_key,
+            })
+        }
+        _ => None,
+    };
+    Ok(TlsCertificates {
+        client_tls,
+        root_cert,
+    })
 }

@@ -28,10 +28,29 @@ pub struct RedisServer {
     pub addr: SocketAddr,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    tls: Option<RedisTls>,
+}
+
+/// A server that speaks only TLS: its certificate and key, the CA its
+/// clients' certificates must come from, and whether it requires one.
+#[derive(Clone)]
+pub struct RedisTls {
+    pub cert: super::certs::CertFiles,
+    pub client_ca: std::path::PathBuf,
+    pub require_client_certificate: bool,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        RedisServer::launch(None)
+    }
+
+    /// A server on a TLS port only (Debian's redis-server is built with TLS).
+    pub fn start_tls(tls: RedisTls) -> RedisServer {
+        RedisServer::launch(Some(tls))
+    }
+
+    fn launch(tls: Option<RedisTls>) -> RedisServer {
         static INSTALLED: Once = Once::new();
         INSTALLED.call_once(|| install_service("redis"));
         let port = TcpListener::bind("127.0.0.1:0")
@@ -43,6 +62,7 @@ impl RedisServer {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             dir: tempfile::tempdir().unwrap(),
             child: None,
+            tls,
         };
         server.restart();
         server
@@ -50,7 +70,10 @@ impl RedisServer {
 
     /// The URL a `[[store]]` names it by.
     pub fn url(&self) -> String {
-        format!("redis://{}", self.addr)
+        match self.tls {
+            None => format!("redis://{}", self.addr),
+            Some(_) => format!("rediss://{}", self.addr),
+        }
     }
 
     /// Kills the server at once, as a crash would.
@@ -64,13 +87,29 @@ impl RedisServer {
     /// Starts the server (again) on its port, and waits until it answers.
     pub fn restart(&mut self) {
         self.stop();
-        let child = Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &self.addr.port().to_string(),
-            ])
+        let port = self.addr.port().to_string();
+        let mut command = Command::new("redis-server");
+        command.args(["--bind", "127.0.0.1"]);
+        match &self.tls {
+            None => command.args(["--port", &port]),
+            Some(tls) => command
+                .args(["--port", "0", "--tls-port", &port])
+                .arg("--tls-cert-file")
+                .arg(&tls.cert.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.cert.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.client_ca)
+                .args([
+                    "--tls-auth-clients",
+                    if tls.require_client_certificate {
+                        "yes"
+                    } else {
+                        "no"
+                    },
+                ]),
+        };
+        let child = command
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -81,9 +120,16 @@ impl RedisServer {
             .expect("starting redis-server");
         self.child = Some(child);
         let addr = self.addr;
-        wait_until("redis-server answers PING", Duration::from_secs(20), || {
-            ping(addr)
-        });
+        if self.tls.is_some() {
+            // Listening is what can be seen without a TLS client.
+            wait_until("redis-server listens", Duration::from_secs(20), || {
+                TcpStream::connect(addr).is_ok()
+            });
+        } else {
+            wait_until("redis-server answers PING", Duration::from_secs(20), || {
+                ping(addr)
+            });
+        }
     }
 }
 
