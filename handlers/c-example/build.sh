@@ -12,7 +12,7 @@ cd "$(dirname "$0")"
 PATH="$PWD/../.toolchains/venv/bin:$PATH"
 tools=../.toolchains
 bindings=../c-bindings/http
-clang --target=wasm32-wasi --sysroot=/usr -O2 -mexec-model=reactor -Wall -Werror \
+clang --target=wasm32-wasi --sysroot=/usr -O2 -mexec-model=reactor -Wall -Werror -Wl,--strip-debug \
     -I"$bindings" -I"$tools/msgpuck" \
     -o core.wasm handler.c "$bindings/handler.c" "$bindings/handler_component_type.o" "$tools/msgpuck/msgpuck.c"
 wasm-tools component new core.wasm \

@@ -11,6 +11,6 @@ need clang
 need wasm-tools
 [ -f /usr/include/wasm32-wasi/stdio.h ] || missing "wasi-libc (/usr/include/wasm32-wasi)"
 adapter=${WASI_ADAPTER:-gen/wasi_snapshot_preview1.reactor.wasm}
-clang --target=wasm32-wasi --sysroot=/usr -O2 -mexec-model=reactor -Igen \
+clang --target=wasm32-wasi --sysroot=/usr -O2 -mexec-model=reactor -Wl,--strip-debug -Igen \
     -o core.wasm handler.c gen/handler.c gen/handler_component_type.o
 wasm-tools component new core.wasm --adapt wasi_snapshot_preview1="$adapter" -o {{name}}.wasm
