@@ -98,8 +98,9 @@ export function fetch(resource, init = {}) {
   try {
     response = http.send({ method, url, headers, body });
   } catch (error) {
-    // An import's error is thrown as an Error holding it as `payload`.
-    throw new TypeError(`fetch ${url}: ${error.payload}`);
+    // An import's error is thrown as an Error holding it as `payload`,
+    // kept as the cause: the wasi:http error code's case.
+    throw new TypeError(`fetch ${url}: ${error.payload}`, { cause: error.payload });
   }
   return new Response(response.body, {
     status: response.status,

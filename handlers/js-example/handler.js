@@ -73,7 +73,8 @@ function relay(request) {
 // "method"?: name, "headers"?: {name: value}, "body"?: bytes or text}, and
 // replies with {"status": n, "headers": {name: value}, "body": bytes}. The
 // host allows only what this handler's `allowed_outbound_hosts` lists; a
-// request that gets no response replies `fetch: <why>`.
+// request that gets no response replies `fetch: <why>`, the wasi:http
+// error code's case when the host gave one (`fetch: HttpRequestDenied`).
 function fetchOperation(request) {
   if (kind(request) !== "a map" || typeof request.url !== "string") {
     throw 'fetch: expected {"url": "http://...", "method"?: name, "headers"?: {name: value}, "body"?: bytes}';
@@ -82,7 +83,7 @@ function fetchOperation(request) {
   try {
     response = fetch(request.url, { method: request.method, headers: request.headers, body: request.body });
   } catch (error) {
-    throw `fetch: ${error.message}`;
+    throw `fetch: ${error.cause ?? error.message}`;
   }
   return {
     status: response.status,

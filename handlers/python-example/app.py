@@ -231,7 +231,8 @@ def fetch(message, ctx) -> dict:
     {name: value}}, and replies with {"status": n, "headers": {name: value},
     "body": bytes}. The host allows only what this handler's
     `allowed_outbound_hosts` lists; a request that gets no response replies
-    `fetch: <wasi:http error-code>`."""
+    `fetch: <the wasi:http error-code's case>` (`fetch: HttpRequestDenied`),
+    as the C, Zig and JavaScript examples do."""
     if not isinstance(message, dict) or not isinstance(message.get("url"), str):
         raise Error('fetch: expected {"url": "http://...", "headers"?: {name: value}}')
     # An event loop over wasi:io/poll: `handle` is synchronous, the
@@ -241,7 +242,8 @@ def fetch(message, ctx) -> dict:
     try:
         status, headers, body = loop.run_until_complete(get(message["url"], message.get("headers") or {}))
     except wit_world.Err as e:
-        raise Error(f"fetch: {e.value}") from None
+        # The bindings name each case's class `ErrorCode_<Case>`.
+        raise Error(f"fetch: {type(e.value).__name__.removeprefix('ErrorCode_')}") from None
     finally:
         loop.close()
     return {"status": status, "headers": headers, "body": body}
