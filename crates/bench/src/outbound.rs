@@ -28,7 +28,7 @@ use tokio::runtime::Runtime;
 use crate::Pinning;
 use crate::load::{self, Exchange, Point, Progress, Reply, Server, Timing, Transport};
 use crate::rounds::median;
-use crate::targets::{self, HostVariant};
+use crate::targets::{self, HostVariant, Target};
 
 /// Least share of the direct calls per second the forwarded side must
 /// reach.
@@ -86,7 +86,9 @@ pub fn run(
 
 /// Each forwarding host's calls per second over the direct side's, median
 /// of the rounds: first with a fresh `forward` instance per message, then
-/// with instances reused.
+/// with instances reused. Each side's CPU per message (the hosts it runs
+/// through, warm-up included) is printed beside: steadier than the rates
+/// on a busy machine, and what one shared core allows.
 fn forwarding(
     args: &OutboundArgs,
     repo: &Path,
@@ -107,30 +109,50 @@ fn forwarding(
         targets::REUSE,
         server_cpu,
     )?;
-    // Direct, fresh forwarder, reused forwarder.
-    let mut sides = [Vec::new(), Vec::new(), Vec::new()];
-    let addrs = [upstream.addr, fresh.addr, reused.addr];
+    // Direct, fresh forwarder, reused forwarder: the host called, and the
+    // upstream behind it.
+    let sides: [(&Target, Option<&Target>); 3] = [
+        (&upstream, None),
+        (&fresh, Some(&upstream)),
+        (&reused, Some(&upstream)),
+    ];
+    let mut rates = [Vec::new(), Vec::new(), Vec::new()];
+    let mut cpu = [Cpu::default(); 3];
     for round in 0..args.rounds {
         // Rotating which goes first, so none always meets a warmer machine.
         for turn in 0..sides.len() {
             let side = (round + turn) % sides.len();
+            let (called, behind) = sides[side];
+            let read_cpu = || -> anyhow::Result<(Duration, Duration)> {
+                let behind = behind.map(Target::cpu_time).transpose()?;
+                Ok((called.cpu_time()?, behind.unwrap_or_default()))
+            };
+            let before = read_cpu()?;
+            let progress = Arc::new(Progress::default());
             let exchange = Exchange::plain(point.payload);
-            let outcome = drive(rt, addrs[side], point, timing, exchange, Arc::default());
+            let outcome = drive(rt, called.addr, point, timing, exchange, progress.clone());
             if let Some(failure) = outcome.failure {
                 bail!("forwarding bench: {failure}");
             }
-            sides[side].push(outcome.msgs_per_s);
+            let after = read_cpu()?;
+            cpu[side].called += after.0.saturating_sub(before.0);
+            cpu[side].behind += after.1.saturating_sub(before.1);
+            cpu[side].replies += progress.replies.load(Ordering::Relaxed);
+            rates[side].push(outcome.msgs_per_s);
         }
     }
-    let [direct, fresh, reused] = sides.map(median);
+    let [direct, fresh, reused] = rates.map(median);
     let (Some(direct), Some(fresh), Some(reused)) = (direct, fresh, reused) else {
         bail!("forwarding bench: no rounds measured");
     };
     let ratios = [fresh / direct, reused / direct];
-    for ((instances, forwarded), ratio) in [("fresh", fresh), ("reused", reused)]
+    let direct_cpu = cpu[0].per_message(cpu[0].called);
+    for (((instances, forwarded), ratio), cpu) in [("fresh", fresh), ("reused", reused)]
         .into_iter()
         .zip(ratios)
+        .zip(&cpu[1..])
     {
+        let forwarded_cpu = cpu.per_message(cpu.called + cpu.behind);
         println!(
             "{}",
             serde_json::json!({
@@ -143,10 +165,35 @@ fn forwarding(
                 "forwarded_msgs_per_s": forwarded.round(),
                 "ratio_to_direct": (ratio * 1000.0).round() / 1000.0,
                 "limit": FORWARD_LIMIT,
+                "direct_cpu_us_per_msg": round_tenth(direct_cpu),
+                "forwarded_cpu_us_per_msg": round_tenth(forwarded_cpu),
+                "forwarder_cpu_us_per_msg": round_tenth(cpu.per_message(cpu.called)),
+                "cpu_ratio_to_direct": (direct_cpu / forwarded_cpu * 1000.0).round() / 1000.0,
             })
         );
     }
     Ok(ratios)
+}
+
+/// CPU the hosts of one side used over its turns, and the replies it gave.
+#[derive(Debug, Default, Clone, Copy)]
+struct Cpu {
+    /// The host the load generator called.
+    called: Duration,
+    /// The upstream behind it, when there is one.
+    behind: Duration,
+    replies: u64,
+}
+
+impl Cpu {
+    /// `spent` over the replies, in µs.
+    fn per_message(&self, spent: Duration) -> f64 {
+        spent.as_secs_f64() * 1e6 / self.replies.max(1) as f64
+    }
+}
+
+fn round_tenth(us: f64) -> f64 {
+    (us * 10.0).round() / 10.0
 }
 
 /// New TCP connections per 100 messages, each message one HTTP GET.

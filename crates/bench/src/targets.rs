@@ -41,6 +41,23 @@ impl Target {
         };
         Ok((field("VmRSS:")?, field("VmHWM:")?))
     }
+
+    /// CPU time the server process has used, user and system, all its
+    /// threads (`utime` + `stime` from `/proc/<pid>/stat`, in Linux's
+    /// fixed 100 ticks a second).
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // The command name, in parentheses, may hold spaces: count from
+        // after it, where the state (field 3) comes first.
+        let (_, after) = stat.rsplit_once(')').context("no command in /proc stat")?;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |field: usize| -> anyhow::Result<u64> {
+            let text = fields.get(field - 3).context("a short /proc stat")?;
+            text.parse()
+                .with_context(|| format!("field {field} of /proc stat"))
+        };
+        Ok(Duration::from_millis((ticks(14)? + ticks(15)?) * 10))
+    }
 }
 
 impl Drop for Target {
