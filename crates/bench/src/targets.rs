@@ -46,18 +46,23 @@ impl Target {
     /// threads (`utime` + `stime` from `/proc/<pid>/stat`, in Linux's
     /// fixed 100 ticks a second).
     pub fn cpu_time(&self) -> anyhow::Result<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        // The command name, in parentheses, may hold spaces: count from
-        // after it, where the state (field 3) comes first.
-        let (_, after) = stat.rsplit_once(')').context("no command in /proc stat")?;
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |field: usize| -> anyhow::Result<u64> {
-            let text = fields.get(field - 3).context("a short /proc stat")?;
-            text.parse()
-                .with_context(|| format!("field {field} of /proc stat"))
-        };
-        Ok(Duration::from_millis((ticks(14)? + ticks(15)?) * 10))
+        let path = format!("/proc/{}/stat", self.child.id());
+        cpu_time(&std::fs::read_to_string(path)?)
     }
+}
+
+/// `utime` + `stime` of a `/proc/<pid>/stat` line.
+fn cpu_time(stat: &str) -> anyhow::Result<Duration> {
+    // The command name, in parentheses, may hold spaces and parentheses:
+    // count from after its last `)`, where the state (field 3) comes first.
+    let (_, after) = stat.rsplit_once(')').context("no command in /proc stat")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |field: usize| -> anyhow::Result<u64> {
+        let text = fields.get(field - 3).context("a short /proc stat")?;
+        text.parse()
+            .with_context(|| format!("field {field} of /proc stat"))
+    };
+    Ok(Duration::from_millis((ticks(14)? + ticks(15)?) * 10))
 }
 
 impl Drop for Target {
@@ -596,6 +601,16 @@ fn serve(host_bin: &Path, config: &Config, cpu: Option<usize>) -> anyhow::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_time_reads_utime_and_stime_past_any_command_name() {
+        let line = "4242 (arrpc (x) host) S 1 4242 4242 0 -1 4194560 900 0 0 0 \
+                    250 50 0 0 20 0 3 0 100 0 0";
+        assert_eq!(cpu_time(line).unwrap(), Duration::from_secs(3));
+        assert!(cpu_time("4242 (cut) S 1 2").is_err());
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(cpu_time(&own).is_ok(), "{own}");
+    }
 
     /// Each variant's config is one the host accepts, and reads back from
     /// its file as built, with no key left at its default written.
