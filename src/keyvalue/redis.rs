@@ -4,7 +4,9 @@
 //! hold a `:`, so two stores on one server never see each other's keys.
 //! One multiplexed connection per store is made on first use and made
 //! again in the background when it breaks; while the server is away, only
-//! the calls made meanwhile fail, each within the store's `timeout`.
+//! the calls made meanwhile fail, each within the store's `timeout`. A
+//! `rediss://` server is reached over TLS, trusting `[store.tls]`'s CA file
+//! (else the system's) and presenting its certificate when one is set.
 //! Durability is the server's (docs/state.md says which settings give what).
 
 use std::future::Future;
