@@ -403,6 +403,14 @@ impl HandlerConfig {
     }
 }
 
+/// Makes each of `paths` that is set absolute against `base`, the
+/// config file's folder.
+fn rebase<'a>(base: &Path, paths: impl IntoIterator<Item = &'a mut Option<PathBuf>>) {
+    for path in paths.into_iter().flatten() {
+        *path = base.join(&*path);
+    }
+}
+
 /// Checks a handler's or upstream's `name`: what a client or a handler
 /// calls it by, so plain ASCII.
 fn check_name(name: &str) -> Result<(), String> {

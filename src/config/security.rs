@@ -265,12 +265,7 @@ impl TlsConfig {
 
     /// Makes relative certificate and key paths absolute against `base`.
     pub(super) fn resolve(&mut self, base: &Path) {
-        for path in [&mut self.cert, &mut self.key, &mut self.client_ca]
-            .into_iter()
-            .flatten()
-        {
-            *path = base.join(&*path);
-        }
+        super::rebase(base, [&mut self.cert, &mut self.key, &mut self.client_ca]);
     }
 }
 

@@ -185,12 +185,7 @@ impl StoreConfig {
             *file = base.join(&*file);
         }
         if let Some(tls) = &mut self.tls {
-            for path in [&mut tls.ca_file, &mut tls.cert, &mut tls.key]
-                .into_iter()
-                .flatten()
-            {
-                *path = base.join(&*path);
-            }
+            super::rebase(base, [&mut tls.ca_file, &mut tls.cert, &mut tls.key]);
         }
     }
 }

@@ -148,12 +148,7 @@ impl UpstreamConfig {
             *path = base.join(&*path);
         }
         if let Some(tls) = &mut self.tls {
-            for path in [&mut tls.ca_file, &mut tls.cert, &mut tls.key]
-                .into_iter()
-                .flatten()
-            {
-                *path = base.join(&*path);
-            }
+            super::rebase(base, [&mut tls.ca_file, &mut tls.cert, &mut tls.key]);
         }
     }
 }
