@@ -144,6 +144,48 @@ fn corpus() -> Vec<Vec<u8>> {
     corpus
 }
 
+/// Arrays of numbers only, every width and edge among them, as a vector
+/// or a batch of ids would come: the route that skips JSON.
+fn number_arrays() -> Vec<Vec<u8>> {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    (0..400)
+        .map(|_| {
+            let items = (0..rng.below(40))
+                .map(|_| {
+                    loop {
+                        let item = scalar(&mut rng);
+                        if matches!(item, Value::Integer(_) | Value::F32(_) | Value::F64(_)) {
+                            break item;
+                        }
+                    }
+                })
+                .collect();
+            let mut out = Vec::new();
+            rmpv::encode::write_value(&mut out, &Value::Array(items)).unwrap();
+            out
+        })
+        .collect()
+}
+
+/// Whether the value is an array of numbers JSON carries (integers within
+/// 2^53 - 1, finite floats): the values `msgpack_to_numbers` must carry,
+/// and only those.
+fn exact_numbers(value: &Value) -> bool {
+    const SAFE: i128 = (1 << 53) - 1;
+    let Value::Array(items) = value else {
+        return false;
+    };
+    items.iter().all(|item| match item {
+        Value::Integer(n) => {
+            let n = n.as_i64().map(i128::from).or(n.as_u64().map(i128::from));
+            n.expect("MessagePack integers fit i64 or u64").abs() <= SAFE
+        }
+        Value::F32(x) => x.is_finite(),
+        Value::F64(x) => x.is_finite(),
+        _ => false,
+    })
+}
+
 /// Whether the value holds what marshal cannot carry as msgpack-python
 /// decodes it: an ext, an array or map as a map key, a str not UTF-8.
 fn beyond_marshal(value: &Value) -> bool {
@@ -251,8 +293,9 @@ fn marshal_matches_msgpack_python_both_ways() {
 
 /// Every value JSON can carry parses in JavaScript as exactly what
 /// `@msgpack/msgpack`'s `decode` gives (`-0`, NaN and key order included),
-/// and the rest is left to it; back, what `JSON.stringify` writes becomes
-/// exactly `encode`'s bytes.
+/// and the rest is left to it; so does every array of numbers as the
+/// `Array` the SDK makes of its floats. Back, what `JSON.stringify` writes
+/// becomes exactly `encode`'s bytes.
 #[test]
 fn json_matches_msgpack_javascript_both_ways() {
     toolchain("js");
@@ -265,19 +308,26 @@ fn json_matches_msgpack_javascript_both_ways() {
             .unwrap();
         assert!(status.success(), "npm ci in handlers/js-example failed");
     }
+    let mut carried = 0;
     let lines: Vec<String> = corpus()
-        .iter()
+        .into_iter()
+        .chain(number_arrays())
         .map(|packed| {
-            let json = arrpc_codec::msgpack_to_json(packed).unwrap();
+            let json = arrpc_codec::msgpack_to_json(&packed).unwrap();
+            let numbers = arrpc_codec::msgpack_to_numbers(&packed);
             let value = rmpv::decode::read_value(&mut &packed[..]).unwrap();
             assert_eq!(json.is_none(), beyond_json(&value), "{value}");
+            assert_eq!(numbers.is_some(), exact_numbers(&value), "{value}");
+            carried += usize::from(numbers.is_some());
             format!(
-                "{} {}",
-                hex(packed),
-                json.map_or("-".to_owned(), |j| hex(j.as_bytes()))
+                "{} {} {}",
+                hex(&packed),
+                json.map_or("-".to_owned(), |j| hex(j.as_bytes())),
+                numbers.map_or("-".to_owned(), |n| hex(&n))
             )
         })
         .collect();
+    assert!(carried > 200, "only {carried} arrays of numbers");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/codec/node_check.mjs");
     let out = check(Command::new("node").arg(script).arg(&example), &lines);
     let encoded: Vec<&String> = out.iter().filter(|l| l.starts_with("json ")).collect();

@@ -119,12 +119,15 @@ fn assert_sums(lang: &str) {
     let total: Total<i64> = client.send::<[i64; 0], _>(&[]).unwrap();
     assert_eq!(total, Total { sum: 0, count: 0 });
     // Exact while a running total passes 2^53 (where JavaScript's floats
-    // stop counting by one), and over more items than a JavaScript call
-    // takes arguments.
+    // stop counting by one), and on both sides of the most arguments a
+    // JavaScript call takes (65,535), where its SDK changes how it makes
+    // an array of numbers.
     let safe = (1i64 << 53) - 1;
     let mut long = vec![1i64; 70_000];
     long[69_999] = safe - 69_999;
-    for numbers in [vec![safe, 2, -2], vec![-safe, -2, 2], long] {
+    let most: Vec<i64> = (0..65_535).collect();
+    let past: Vec<i64> = (0..65_536).map(|i| i * 3 - 7).collect();
+    for numbers in [vec![safe, 2, -2], vec![-safe, -2, 2], long, most, past] {
         let total: Total<i64> = client.send(&numbers).unwrap();
         let expected: i64 = numbers.iter().sum();
         assert_eq!(
@@ -935,9 +938,10 @@ fn js_session() {
 }
 
 /// Messages of every MessagePack type, for the `identity` operation: one
-/// that marshal and JSON carry, the rest each holding what sends the SDK
-/// to its MessagePack library (`keys`, which are not all strings; bin, ext
-/// and a timestamp, integers past 2^53, NaN, float 32).
+/// that marshal and JSON carry; an array of numbers of every width, which
+/// the JavaScript SDK takes as floats; the rest each holding what sends
+/// the SDK to its MessagePack library (`keys`, which are not all strings;
+/// bin, ext and a timestamp, integers past 2^53, NaN and float 32).
 fn typed_messages(keys: [Value; 3]) -> Vec<Vec<u8>> {
     let record = Value::Map(vec![
         (str_value("id"), Value::from(48_213)),
@@ -976,7 +980,21 @@ fn typed_messages(keys: [Value; 3]) -> Vec<Vec<u8>> {
             Value::F64(f64::INFINITY),
         ]),
     ];
-    std::iter::once(record)
+    let safe = (1i64 << 53) - 1;
+    let numbers = Value::Array(vec![
+        Value::from(0),
+        Value::F64(-0.0),
+        Value::from(-33),
+        Value::from(255),
+        Value::from(u32::MAX),
+        Value::from(safe),
+        Value::from(-safe),
+        Value::F32(1.5),
+        Value::F64(0.1),
+        Value::F64(1e300),
+    ]);
+    [record, numbers]
+        .into_iter()
         .chain(exotic)
         .map(|v| encode(&v))
         .collect()
@@ -1051,8 +1069,9 @@ fn python_objects_of_every_size_come_back_exactly_on_one_instance() {
 
 /// Handed values and returning them, the JavaScript example replies with
 /// exactly the bytes `@msgpack/msgpack` writes for what it decodes, with
-/// the options the example passes (`useBigInt64`): through JSON, or
-/// through `@msgpack/msgpack` itself for bin, ext, big integers and NaN.
+/// the options the example passes (`useBigInt64`): through JSON, as
+/// floats for an array of numbers, or through `@msgpack/msgpack` itself
+/// for bin, ext, big integers and NaN.
 #[test]
 fn js_values_keep_msgpack_javascripts_types() {
     let host = serve("js", "js-identity");

@@ -1,5 +1,6 @@
-//! `arrpc-codec`, MessagePack to and from marshal and JSON, on arbitrary
-//! bytes: what a client sends one way, what a guest hands back the other.
+//! `arrpc-codec`, MessagePack to and from marshal and JSON (and an array
+//! of numbers to floats), on arbitrary bytes: what a client sends one way,
+//! what a guest hands back the other.
 //!
 //! The first byte picks the direction. Checked beyond "no panic": what the
 //! guest hands back (marshal, JSON) is either refused or read as exactly
@@ -37,9 +38,14 @@ fn one_value(read: Result<Vec<u8>, arrpc_codec::Error>) {
 }
 
 fn round_trips(data: &[u8]) {
+    let numbers = arrpc_codec::msgpack_to_numbers(data);
     let Ok(value) = rmpv::decode::read_value(&mut &data[..]) else {
+        assert!(numbers.is_none(), "floats from bytes that are not MessagePack");
         return;
     };
+    if let Some(floats) = numbers {
+        same_numbers(data, &value, &floats);
+    }
     if let Ok(Some(marshal)) = arrpc_codec::msgpack_to_marshal(data) {
         let back = arrpc_codec::marshal_to_msgpack(&marshal).expect("marshal the host wrote reads back");
         let back = rmpv::decode::read_value(&mut &back[..]).unwrap();
@@ -50,6 +56,29 @@ fn round_trips(data: &[u8]) {
         let back = rmpv::decode::read_value(&mut &back[..]).unwrap();
         assert!(same(&back, &widened(&value, true)), "JSON {json}: {value} came back as {back}");
     }
+}
+
+/// Floats the host made of an array of numbers hold exactly its items, and
+/// JSON would have carried the same array: the two routes agree.
+fn same_numbers(data: &[u8], value: &Value, floats: &[u8]) {
+    let Value::Array(items) = value else {
+        panic!("floats from {value}, which is not an array");
+    };
+    assert_eq!(floats.len(), items.len() * 8, "{value}");
+    for (item, bytes) in items.iter().zip(floats.chunks_exact(8)) {
+        let got = f64::from_le_bytes(bytes.try_into().unwrap());
+        let want = match item {
+            Value::Integer(n) => n.as_i64().map(|n| n as f64).or(n.as_u64().map(|n| n as f64)).unwrap(),
+            Value::F32(x) => f64::from(*x),
+            Value::F64(x) => *x,
+            other => panic!("a float for {other} in {value}"),
+        };
+        assert_eq!(got.to_bits(), want.to_bits(), "{item} in {value}");
+    }
+    assert!(
+        matches!(arrpc_codec::msgpack_to_json(data), Ok(Some(_))),
+        "floats for {value}, which JSON does not carry"
+    );
 }
 
 /// `value` as it comes back: floats 32 widened, and for JSON, a float

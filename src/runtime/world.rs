@@ -10,11 +10,11 @@
 //! context record `handle` takes; each handler then keeps the one
 //! pre-instance that fits and builds only its context per message.
 //!
-//! Any 0.3.0 component may also import `codec` (`wit/codec.wit`), which
-//! the Python and JavaScript SDKs call to hand `handle` objects: the
-//! bindings are those of `interpreted-handler`, the handler world plus
-//! `codec`, so a component that imports it needs nothing said in
-//! `arrpc.toml`, and one that does not is bound exactly as before.
+//! Any 0.3.0 component may also import `codec` and `numbers`
+//! (`wit/codec.wit`), which the Python and JavaScript SDKs call to hand
+//! `handle` objects: the bindings are those of `served-handler`, the
+//! handler world plus both, so a component that imports them needs nothing
+//! said in `arrpc.toml`, and one that does not is bound exactly as before.
 
 use wasmtime::Store;
 use wasmtime::component::types::ComponentItem;
@@ -23,12 +23,12 @@ use wasmtime::component::{Component, HasSelf, InstancePre, Linker, Type};
 use super::HostState;
 use super::peer::Peer;
 
-/// Bindings for `wit/handler.wit`, the current world, with `codec`
-/// (`wit/codec.wit`): what any 0.3.0 component may import.
+/// Bindings for `wit/handler.wit`, the current world, with `codec` and
+/// `numbers` (`wit/codec.wit`): what any 0.3.0 component may import.
 pub(super) mod v0_3 {
     wasmtime::component::bindgen!({
         path: "wit",
-        world: "interpreted-handler",
+        world: "served-handler",
         exports: { default: async },
         // A call to another service waits on the network, or on another
         // handler of this host.
@@ -80,10 +80,11 @@ mod v0_1 {
 }
 
 /// Adds what the current worlds import, `arrpc:handler/client`,
-/// `arrpc:handler/upstream`, `arrpc:handler/codec` and `wasi:keyvalue`, to
-/// `linker`. Components of the older worlds import none of it.
+/// `arrpc:handler/upstream`, `arrpc:handler/codec`,
+/// `arrpc:handler/numbers` and `wasi:keyvalue`, to `linker`. Components of
+/// the older worlds import none of it.
 pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    v0_3::InterpretedHandler::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
+    v0_3::ServedHandler::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
 }
 
 /// `arrpc:handler/client`: who sent the message being handled.
@@ -125,6 +126,13 @@ impl v0_3::arrpc::handler::codec::Host for HostState {
     }
 }
 
+/// `arrpc:handler/numbers`: an array of numbers as floats, for QuickJS.
+impl v0_3::arrpc::handler::numbers::Host for HostState {
+    fn msgpack_to_numbers(&mut self, value: Vec<u8>) -> Option<Vec<u8>> {
+        arrpc_codec::msgpack_to_numbers(&value)
+    }
+}
+
 /// What the host tells a guest about one message, in any world's shape.
 pub(super) struct Context<'a> {
     pub handler: &'a str,
@@ -138,14 +146,14 @@ pub(super) struct Context<'a> {
 pub(super) enum HandlerPre {
     V0_1(v0_1::HandlerPre<HostState>),
     V0_2(v0_2::HandlerPre<HostState>),
-    V0_3(v0_3::InterpretedHandlerPre<HostState>),
+    V0_3(v0_3::ServedHandlerPre<HostState>),
 }
 
 /// An instance of a handler's component.
 pub(super) enum Guest {
     V0_1(v0_1::Handler),
     V0_2(v0_2::Handler),
-    V0_3(v0_3::InterpretedHandler),
+    V0_3(v0_3::ServedHandler),
 }
 
 impl HandlerPre {
@@ -178,7 +186,7 @@ impl HandlerPre {
                 .map(HandlerPre::V0_1)
                 .map_err(|e| format!("does not match arrpc:handler@0.1.0: {e:#}"))
         } else {
-            v0_3::InterpretedHandlerPre::new(pre).map(HandlerPre::V0_3).map_err(|e| {
+            v0_3::ServedHandlerPre::new(pre).map(HandlerPre::V0_3).map_err(|e| {
                 format!("matches none of arrpc:handler@0.3.0, @0.2.0 and @0.1.0 (checked against 0.3.0: {e:#})")
             })
         }

@@ -1,11 +1,11 @@
 // Checks arrpc-codec against @msgpack/msgpack's defaults, for
 // tests/codec.rs. argv[2]: the folder holding node_modules.
 //
-// stdin: lines `<msgpack hex> <JSON as hex of its UTF-8, or ->`, what the
-// host made of each value (`-`: left to @msgpack/msgpack, which
-// tests/codec.rs checks was right). JSON.parse of the host's text must be
-// deeply and strictly equal (Object.is for numbers) to what `decode`
-// returns. stdout:
+// stdin: lines `<msgpack hex> <JSON as hex of its UTF-8, or -> <floats hex,
+// or ->`, what the host made of each value (`-`: not carried that way,
+// which tests/codec.rs checks was right). JSON.parse of the host's text,
+// and the Array arrpc.js makes of the floats, must each be deeply and
+// strictly equal (Object.is for numbers) to what `decode` returns. stdout:
 // `FAIL <why>` lines, then for every value whose JSON.stringify reads back
 // as itself, `json <JSON.stringify hex> <encode hex>`, for the reverse.
 import { createRequire } from "node:module";
@@ -31,13 +31,24 @@ const faithful = (value) => {
 const out = [];
 for (const line of readFileSync(0, "utf8").split("\n")) {
   if (!line) continue;
-  const [packedHex, jsonHex] = line.split(" ");
+  const [packedHex, jsonHex, floatsHex] = line.split(" ");
   let expected;
   try {
     expected = decode(Buffer.from(packedHex, "hex"));
   } catch (e) {
-    if (jsonHex !== "-") out.push(`FAIL ${packedHex}: decode refuses it (${e.message}) but the host wrote JSON`);
+    if (jsonHex !== "-" || floatsHex !== "-") out.push(`FAIL ${packedHex}: decode refuses it (${e.message}) but the host transcoded it`);
     continue;
+  }
+  if (floatsHex !== "-") {
+    const floats = Buffer.from(floatsHex, "hex");
+    // As arrpc.js does it, from a buffer of its own.
+    const bytes = new Uint8Array(floats);
+    const got = Array.prototype.slice.call(new Float64Array(bytes.buffer, 0, bytes.length / 8));
+    try {
+      deepStrictEqual(got, expected);
+    } catch {
+      out.push(`FAIL ${packedHex}: the floats give ${got}, decode ${expected}`);
+    }
   }
   if (jsonHex === "-") {
     if (faithful(expected)) out.push(`json ${hex(Buffer.from(JSON.stringify(expected)))} ${hex(encode(expected))}`);

@@ -16,11 +16,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 
 use crate::msgpack::{Reader, Token};
 use crate::out::{Out, write_int as write_msgpack_int};
-use crate::{Error, MAX_DEPTH};
-
-/// The largest integer a JavaScript number holds exactly,
-/// `Number.MAX_SAFE_INTEGER`.
-const MAX_SAFE_INTEGER: i128 = (1 << 53) - 1;
+use crate::{Error, MAX_DEPTH, MAX_SAFE_INTEGER};
 
 /// `value`, exactly one MessagePack value, as JSON text that `JSON.parse`
 /// turns into what `@msgpack/msgpack`'s `decode` would return; `None` when

@@ -1,6 +1,7 @@
 //! MessagePack transcoded to the formats that guest language runtimes
-//! decode in C, and back: CPython's `marshal` (componentize-py) and JSON
-//! (QuickJS's `JSON.parse`).
+//! decode in C, and back: CPython's `marshal` (componentize-py), and JSON
+//! (QuickJS's `JSON.parse`) or, for an array of numbers, 64-bit floats (a
+//! `Float64Array`).
 //!
 //! A Python or JavaScript handler that decoded MessagePack itself would do
 //! it in interpreted code, tens of times slower than msgpack-python's C
@@ -20,15 +21,21 @@ mod cursor;
 mod json;
 mod marshal;
 mod msgpack;
+mod numbers;
 mod out;
 
 pub use json::{json_to_msgpack, msgpack_to_json};
 pub use marshal::{marshal_to_msgpack, msgpack_to_marshal};
+pub use numbers::msgpack_to_numbers;
 
 /// Containers nested deeper than this are refused, in every direction: the
 /// same limit as the wire's framing (`arrpc_wire::frame::MAX_DEPTH`), so
 /// whatever a client may send, a guest may echo.
 pub const MAX_DEPTH: usize = 512;
+
+/// The largest integer a JavaScript number holds exactly,
+/// `Number.MAX_SAFE_INTEGER`.
+const MAX_SAFE_INTEGER: i128 = (1 << 53) - 1;
 
 /// Why a value could not be transcoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +64,8 @@ mod tests {
     use super::*;
     use rmpv::Value;
 
-    fn pack(value: &Value) -> Vec<u8> {
+    /// `value` as MessagePack, as rmpv writes it.
+    pub(crate) fn pack(value: &Value) -> Vec<u8> {
         let mut buf = Vec::new();
         rmpv::encode::write_value(&mut buf, value).unwrap();
         buf
