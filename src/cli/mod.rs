@@ -74,7 +74,10 @@ pub fn run(cli: Cli) -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve(cli.serve));
     let result = match command {
         Command::Send(args) => {
-            crate::telemetry::init("warn", args.debug);
+            // A failed handshake is said in send's one `error:` line;
+            // rustls's own warning about it (a reply that is not a
+            // ServerHello, say) would be a second, cryptic one.
+            crate::telemetry::init("warn,rustls=error", args.debug);
             return send::run(args);
         }
         Command::New(args) => {

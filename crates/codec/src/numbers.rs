@@ -4,9 +4,8 @@
 //! A message that is an array of numbers only (a vector, a batch of ids or
 //! prices) is where JSON costs QuickJS most: `JSON.parse` reads each
 //! number's digits at about 930 instructions a number. Handed the floats
-//! instead, the SDK makes the same `Array` with one
-//! `Array.prototype.slice` over a `Float64Array`, in C, at about a fifth
-//! of that.
+//! instead, the SDK makes the same `Array` from a `Float64Array` in C,
+//! with nothing to parse.
 
 use crate::MAX_SAFE_INTEGER;
 use crate::msgpack::{Reader, Token};
