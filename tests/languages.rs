@@ -993,7 +993,32 @@ fn typed_messages(keys: [Value; 3]) -> Vec<Vec<u8>> {
         Value::F64(0.1),
         Value::F64(1e300),
     ]);
-    [record, numbers]
+    // Integers only, every width out to i64's ends, and floats only: the
+    // shapes of a batch of ids or a vector.
+    let integers = Value::Array(
+        [
+            0,
+            -1,
+            -33,
+            127,
+            128,
+            255,
+            65_536,
+            -32_769,
+            1 << 32,
+            i64::MAX,
+            i64::MIN,
+        ]
+        .map(Value::from)
+        .to_vec(),
+    );
+    let floats = Value::Array(vec![
+        Value::F64(-0.0),
+        Value::F32(f32::MIN_POSITIVE),
+        Value::F64(5e-324),
+        Value::F32(-3.4e38),
+    ]);
+    [record, numbers, integers, floats]
         .into_iter()
         .chain(exotic)
         .map(|v| encode(&v))
