@@ -15,6 +15,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -301,8 +302,14 @@ impl RpcClient {
         self.shared.link.lock().await.take();
     }
 
+    /// `message` as sent: signed when the config has a secret, else itself,
+    /// not a copy of it.
     fn sign(&self, message: Vec<u8>) -> Result<Vec<u8>, Error> {
-        Ok(crate::seal(&self.shared.config, &message)?.into_owned())
+        let signed = match crate::seal(&self.shared.config, &message)? {
+            Cow::Owned(signed) => Some(signed),
+            Cow::Borrowed(_) => None,
+        };
+        Ok(signed.unwrap_or(message))
     }
 
     /// Why `link` ended, for a caller who was using it.
