@@ -47,26 +47,8 @@ fail() {
     exit 1
 }
 
-# Debian packages, installed as root or asked for by name.
-apt_install() {
-    missing=""
-    for package do
-        dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
-    done
-    [ -z "$missing" ] && return 0
-    if ! command -v apt-get >/dev/null 2>&1; then
-        fail "missing:$missing (Debian package names); install their equivalents, then run this again"
-    fi
-    if [ "$(id -u)" != 0 ]; then
-        fail "missing Debian packages:$missing. Not root, so not installing them: run
-    sudo apt-get install$missing
-then run this again"
-    fi
-    step "apt-get install$missing"
-    apt-get update -qq
-    # shellcheck disable=SC2086
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
-}
+# Debian packages, installed as root or asked for by name (apt-install.sh).
+apt_install() { sh ./apt-install.sh "$@" || exit 1; }
 
 # The Python tools live in a virtualenv of their own, so neither root nor a
 # system Python that refuses pip (PEP 668) is in the way.

@@ -20,22 +20,7 @@ fail() {
     exit 1
 }
 
-apt_install() {
-    missing=""
-    for package do
-        dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
-    done
-    [ -z "$missing" ] && return 0
-    command -v apt-get >/dev/null 2>&1 ||
-        fail "missing:$missing (Debian package names); install their equivalents, then run this again"
-    [ "$(id -u)" = 0 ] || fail "missing Debian packages:$missing. Not root, so not installing them: run
-    sudo apt-get install$missing
-then run this again"
-    echo "install-services: apt-get install$missing"
-    apt-get update -qq
-    # shellcheck disable=SC2086
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
-}
+apt_install() { sh "$(dirname "$0")/../handlers/apt-install.sh" "$@" || exit 1; }
 
 for part in "$@"; do
     case "$part" in
