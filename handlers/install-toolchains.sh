@@ -7,7 +7,7 @@
 #   usage: sh handlers/install-toolchains.sh [PART...]   (no PART: all)
 #
 #   rust     rustup target wasm32-wasip2
-#   python   componentize-py, and ziglang for the SDK's allocator extension
+#   python   componentize-py, and ziglang for the SDK's C extensions
 #            (PyPI), in the virtualenv .toolchains/venv
 #   js       Node.js and npm (Debian, when missing); the example's locked
 #            npm dependencies (componentize-qjs, esbuild, @msgpack/msgpack);
@@ -120,7 +120,8 @@ msgpuck() {
 }
 
 part_rust() { rustup target add wasm32-wasip2; }
-# Zig's clang builds the Python SDK's allocator extension (_arrpc_alloc.c).
+# Zig's clang builds the Python SDK's C extensions (_arrpc_alloc.c,
+# _arrpc_unpack.c).
 part_python() { python_tools "componentize-py==$COMPONENTIZE_PY" "ziglang==$ZIG"; }
 part_node() { node_npm; }
 part_js() {

@@ -1058,6 +1058,91 @@ fn python_objects_keep_msgpack_pythons_types() {
     }
 }
 
+/// The Python SDK's C decoder makes exactly msgpack-python's objects: over
+/// thousands of generated values of every kind and edge (tests/codec.rs's
+/// corpus: integers at every width's ends, float 32, NaN, strs, bins, exts,
+/// maps with keys of every type, an array as a key), the `identity` reply
+/// is `packb(unpackb(message, raw=False, strict_map_key=False))`, or, where
+/// msgpack-python raises, an error naming what it raises. Values it leaves
+/// to msgpack are among them, so the hand-over is checked too, and so is
+/// an array nested 300 deep. (The
+/// corpus's strs that are not UTF-8 are left out: the host refuses them
+/// before any handler runs.)
+#[test]
+fn python_decoder_matches_msgpack_python_over_a_corpus() {
+    let host = Host::start(&format!(
+        "[[handler]]\nname = \"python-identity\"\nmodule = \"{}\"\ntimeout = \"10s\"\nreuse = 100000\n",
+        example("python").display()
+    ));
+    let mut messages: Vec<Vec<u8>> = common::corpus::corpus()
+        .into_iter()
+        .filter(|m| all_utf8(&decode(m)))
+        .collect();
+    // Nesting the decoder recurses through, and msgpack-python packs.
+    let mut deep = vec![0x91; 300];
+    deep.push(0x01);
+    messages.push(deep);
+    let mut reference = std::process::Command::new(common::seed::python())
+        .args([
+            "-c",
+            r#"
+import sys, msgpack
+for line in sys.stdin:
+    try:
+        m = msgpack.unpackb(bytes.fromhex(line), raw=False, strict_map_key=False)
+        print(msgpack.packb(m).hex())
+    except Exception as e:
+        print("!" + type(e).__name__)
+"#,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input: String = messages.iter().map(|m| hex(m) + "\n").collect();
+    let mut stdin = reference.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let output = reference.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(
+        output.status.success(),
+        "the msgpack-python reference failed"
+    );
+    let expected = String::from_utf8(output.stdout).unwrap();
+    let expected: Vec<&str> = expected.lines().collect();
+    assert_eq!(expected.len(), messages.len());
+    let mut wire = host.connect();
+    let mut raised = 0;
+    for (message, expected) in messages.iter().zip(expected) {
+        let reply = wire.call(message);
+        match expected.strip_prefix('!') {
+            Some(exception) => {
+                raised += 1;
+                let error = error_text(&reply)
+                    .unwrap_or_else(|| panic!("{}: replied {}", hex(message), hex(&reply)));
+                assert!(
+                    error.contains(exception),
+                    "{}: msgpack-python raises {exception}, the example replied {error}",
+                    hex(message)
+                );
+            }
+            None => assert_eq!(hex(&reply), expected, "{}", decode(message)),
+        }
+    }
+    // The corpus holds values msgpack-python refuses; they were met.
+    assert!(raised > 0);
+}
+
+/// Whether every str in `value` is UTF-8.
+fn all_utf8(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.is_str(),
+        Value::Array(items) => items.iter().all(all_utf8),
+        Value::Map(entries) => entries.iter().all(|(k, v)| all_utf8(k) && all_utf8(v)),
+        _ => true,
+    }
+}
+
 /// One Python instance serving message after message of objects of every
 /// size, on both sides of the SDK's small-object limit (512 bytes): strs and
 /// bytes from empty to 1,100 bytes, lists that grow past it as marshal fills

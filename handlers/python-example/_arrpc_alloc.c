@@ -13,22 +13,15 @@
  * pointer belongs to. Pools are kept for reuse, not returned; a component
  * runs one thread, under the GIL, so nothing is locked.
  *
- * It is built without CPython's headers (none exist for this target), so
- * the few declarations it needs are written out below, from CPython's
- * Include/cpython/pymem.h and Include/moduleobject.h; all are part of
- * CPython's stable ABI or unchanged since 3.5. build.sh compiles it with
- * Zig's clang as a position-independent wasm32 library that
- * componentize-py links into the component.
+ * It is built without CPython's headers (none exist for this target):
+ * the declarations it needs are written out in _arrpc_python.h and below,
+ * from CPython's Include/cpython/pymem.h; all are part of CPython's stable
+ * ABI or unchanged since 3.5. build-ext.sh compiles it with Zig's clang
+ * as a position-independent wasm32 library that componentize-py links
+ * into the component.
  */
 
-typedef __SIZE_TYPE__ size_t;
-typedef __INTPTR_TYPE__ Py_ssize_t;
-typedef __UINTPTR_TYPE__ uintptr_t;
-
-typedef struct {
-    Py_ssize_t ob_refcnt;
-    void *ob_type;
-} PyObject;
+#include "_arrpc_python.h"
 
 typedef struct {
     void *ctx;
@@ -40,31 +33,8 @@ typedef struct {
 
 enum { PYMEM_DOMAIN_RAW, PYMEM_DOMAIN_MEM, PYMEM_DOMAIN_OBJ };
 
-typedef struct {
-    PyObject ob_base;
-    void *m_init;
-    Py_ssize_t m_index;
-    PyObject *m_copy;
-} PyModuleDef_Base;
-
-typedef struct {
-    PyModuleDef_Base m_base;
-    const char *m_name;
-    const char *m_doc;
-    Py_ssize_t m_size;
-    void *m_methods;
-    void *m_slots;
-    void *m_traverse;
-    void *m_clear;
-    void *m_free;
-} PyModuleDef;
-
-/* PYTHON_API_VERSION, unchanged since 3.2. */
-#define API_VERSION 1013
-
 void PyMem_GetAllocator(int domain, PyMemAllocatorEx *allocator);
 void PyMem_SetAllocator(int domain, PyMemAllocatorEx *allocator);
-PyObject *PyModule_Create2(PyModuleDef *def, int api_version);
 void *aligned_alloc(size_t alignment, size_t size);
 void *memcpy(void *dst, const void *src, size_t n);
 void *memset(void *dst, int c, size_t n);
@@ -181,9 +151,7 @@ DOMAIN(mem, mem_before)
 DOMAIN(obj, obj_before)
 
 static PyModuleDef module = {
-    /* Immortal, as PyModuleDef_HEAD_INIT makes a static object on 32-bit
-     * targets (_Py_STATIC_IMMORTAL_INITIAL_REFCNT). */
-    .m_base = {.ob_base = {.ob_refcnt = (Py_ssize_t)7 << 28}},
+    .m_base = MODULE_DEF_HEAD,
     .m_name = "_arrpc_alloc",
     .m_doc = "Pools small objects, as pymalloc does; imported for its effect.",
     .m_size = -1,

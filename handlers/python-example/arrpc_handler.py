@@ -8,13 +8,15 @@
 
     WitWorld = arrpc_handler.serve(handle)
 
-The host turns each message from MessagePack into `marshal` natively
-(`arrpc:handler/codec`), and `marshal.loads` makes the objects in C; the
-reply goes back the same way. The types are msgpack-python's, as
-`unpackb(raw=False, strict_map_key=False)` gives them and `packb` takes
-them (docs/handlers.md has the table). What marshal cannot carry (an ext,
-or a reply holding a subclass, an `ExtType` or a `Timestamp`) goes through
-msgpack's pure-Python build instead, with the same result, slower.
+The SDK's decoder, `_arrpc_unpack` (_arrpc_unpack.c, compiled into the
+component), makes each message's objects from its MessagePack in C. The
+reply goes to the host as `marshal` bytes, which the host turns into
+MessagePack natively (`arrpc:handler/codec`). The types are
+msgpack-python's, as `unpackb(raw=False, strict_map_key=False)` gives them
+and `packb` takes them (docs/handlers.md has the table). What neither
+carries (an ext, a str that is not UTF-8, a list as a map key, or a reply
+holding a subclass, an `ExtType` or a `Timestamp`) goes through msgpack's
+pure-Python build instead, with the same result, slower.
 
 `raise arrpc_handler.Error("text")` replies with that error text; any
 other exception replies with its type and text, and its traceback goes to
@@ -35,6 +37,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import _arrpc_alloc  # noqa: F401  (imported for its effect)
+import _arrpc_unpack
 import msgpack
 import wit_world
 from wit_world.imports import codec
@@ -52,6 +55,11 @@ class Raw(NamedTuple):
 def decode(payload: bytes) -> Any:
     """One MessagePack value as Python objects, as msgpack-python's
     `unpackb(payload, raw=False, strict_map_key=False)` returns them."""
+    value = _arrpc_unpack.unpackb(payload)
+    if value is not NotImplemented:
+        return value
+    # What the C decoder leaves: the host's codec refuses a malformed
+    # value with its reason, and says which values msgpack must decode.
     try:
         dumped = codec.msgpack_to_marshal(payload)
     except wit_world.Err as e:

@@ -1,8 +1,9 @@
 #!/bin/sh
 # Builds python-example.wasm with componentize-py, bundling the pure-Python
-# build of msgpack, which arrpc_handler.py falls back on for what marshal
-# cannot carry, and the SDK's allocator extension, built with Zig. The world
-# is wit/python-handler.wit: the handler world plus wasi:http's
+# build of msgpack, which arrpc_handler.py falls back on for what its C
+# decoder and marshal cannot carry, and the SDK's C extensions (an
+# allocator and that decoder), built with Zig. The world is
+# wit/python-handler.wit: the handler world plus wasi:http's
 # outgoing-handler. Both have an interface named `types`; componentize-py's
 # poll_loop imports wasi:http's by that name, so the handler world's is bound
 # as `handler_types`.
@@ -15,8 +16,8 @@ if [ ! -f deps/msgpack/__init__.py ]; then
     MSGPACK_PUREPYTHON=1 python3 -m pip install --quiet --disable-pip-version-check \
         --no-binary msgpack --no-deps --target deps "msgpack==1.1.2"
 fi
-# The SDK's small-object allocator.
-sh build-alloc.sh
+# The SDK's C extensions: its allocator and its MessagePack decoder.
+sh build-ext.sh
 componentize-py -d wit -w handler \
     --import-interface-name wasi:http/types@0.2.12=types \
     --import-interface-name arrpc:handler/types@0.3.0=handler_types \

@@ -191,8 +191,16 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
                 include_str!("../../handlers/python-example/_arrpc_alloc.c"),
             ),
             (
-                "build-alloc.sh",
-                include_str!("../../handlers/python-example/build-alloc.sh"),
+                "_arrpc_python.h",
+                include_str!("../../handlers/python-example/_arrpc_python.h"),
+            ),
+            (
+                "_arrpc_unpack.c",
+                include_str!("../../handlers/python-example/_arrpc_unpack.c"),
+            ),
+            (
+                "build-ext.sh",
+                include_str!("../../handlers/python-example/build-ext.sh"),
             ),
             ("build.sh", include_str!("templates/python/build.sh")),
             ("wit/handler.wit", WIT),

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod certs;
 mod configs;
+pub mod corpus;
 pub mod dns;
 mod in_process;
 pub mod kubelet;
