@@ -1133,6 +1133,87 @@ for line in sys.stdin:
     assert!(raised > 0);
 }
 
+/// The Python SDK's decoder on bytes no client sent, which the wire would
+/// have refused: what another handler (`state`) stored under a session's
+/// key. `session` must take the stored bytes for a map only when they are
+/// exactly one MessagePack map: a map with bytes after it, a truncated map,
+/// a str or array length beyond the bytes, the reserved byte, and a map
+/// nested past 512 all leave it holding no map. A map holding an ext goes
+/// to msgpack and is a map.
+#[test]
+fn python_decoder_refuses_malformed_stored_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::start(&format!(
+        "[server]\ndefault_handler = \"python-session\"\n\
+         [[store]]\nname = \"kept\"\npath = \"{kept}\"\n\
+         [[handler]]\nname = \"python-session\"\nmodule = \"{python}\"\ntimeout = \"10s\"\n\
+         reuse = 1000\nstores = [\"kept\"]\n\
+         [[handler]]\nname = \"state\"\nmodule = \"{state}\"\nstores = [\"kept\"]\n",
+        kept = dir.path().join("kept.redb").display(),
+        python = example("python").display(),
+        state = component("state").display(),
+    ));
+    let mut wire = host.connect();
+    let mut msgid = 0;
+    let mut rpc = |method: &str, params: Value| {
+        msgid += 1;
+        match wire.rpc(msgid, method, &params) {
+            (Value::Nil, result) => Ok(result),
+            (error, _) => Err(error.as_str().unwrap_or_default().to_owned()),
+        }
+    };
+    // {"a": 1}
+    let map_a = [0x81, 0xa1, b'a', 0x01];
+    let deep = [vec![0x81, 0xa1, b'a'], vec![0x91; 520], vec![0x01]].concat();
+    let refused: [(&str, Vec<u8>); 7] = [
+        ("bytes after the map", [&map_a[..], &[0xc0]].concat()),
+        ("a truncated map", vec![0x82, 0xa1, b'a', 0x01]),
+        (
+            "a str longer than the bytes",
+            vec![0x81, 0xa1, b'a', 0xd9, 0x09, b'x'],
+        ),
+        (
+            "an array longer than the bytes",
+            vec![0x81, 0xa1, b'a', 0xdd, 0xff, 0xff, 0xff, 0xff, 0x01],
+        ),
+        ("the reserved byte", vec![0x81, 0xa1, b'a', 0xc1]),
+        (
+            "a str that is not UTF-8",
+            vec![0x81, 0xa1, b'a', 0xa2, 0xff, 0xfe],
+        ),
+        ("nesting past 512", deep),
+    ];
+    let set = |id: &str, bytes: &[u8]| {
+        map(vec![
+            ("op", str_value("set")),
+            ("store", str_value("kept")),
+            ("key", str_value(&format!("session:{id}"))),
+            ("value", Value::Binary(bytes.to_vec())),
+        ])
+    };
+    for (i, (what, bytes)) in refused.iter().enumerate() {
+        let id = format!("bad{i}");
+        assert_eq!(rpc("state", set(&id, bytes)), Ok(Value::Nil), "{what}");
+        assert_eq!(
+            rpc("python-session", session("kept", &id, None)),
+            Err(format!("session: session:{id} holds no MessagePack map")),
+            "{what}"
+        );
+    }
+    assert_eq!(rpc("state", set("good", &map_a)), Ok(Value::Nil));
+    assert_eq!(
+        rpc("python-session", session("kept", "good", None)),
+        Ok(map(vec![("a", 1.into())]))
+    );
+    // {"a": ext 5 "x"}: msgpack's ExtType, packed back as the same ext.
+    let ext = [0x81, 0xa1, b'a', 0xd4, 0x05, b'x'];
+    assert_eq!(rpc("state", set("ext", &ext)), Ok(Value::Nil));
+    assert_eq!(
+        rpc("python-session", session("kept", "ext", None)),
+        Ok(map(vec![("a", Value::Ext(5, b"x".to_vec()))]))
+    );
+}
+
 /// Whether every str in `value` is UTF-8.
 fn all_utf8(value: &Value) -> bool {
     match value {
