@@ -117,7 +117,8 @@ static PyObject *bin(struct reader *r, Py_ssize_t n) {
 }
 
 /* An integer of at most 16 bits (most are), made without a call to
- * `read`; NULL, reading nothing, for any other value. */
+ * `read`, and `made` set (NULL then means a Python exception); for any
+ * other value NULL, `made` unset and nothing read. */
 static PyObject *small_int(struct reader *r, int *made) {
     const byte *p = r->at;
     if (p == r->end) {
