@@ -121,7 +121,7 @@ msgpuck() {
 
 part_rust() { rustup target add wasm32-wasip2; }
 # Zig's clang builds the Python SDK's C extensions (_arrpc_alloc.c,
-# _arrpc_unpack.c).
+# _arrpc_unpack.c, _arrpc_pack.c).
 part_python() { python_tools "componentize-py==$COMPONENTIZE_PY" "ziglang==$ZIG"; }
 part_node() { node_npm; }
 part_js() {

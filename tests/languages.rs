@@ -344,7 +344,7 @@ fn assert_no_operation(lang: &str, operations: &str) {
 fn a_name_the_example_has_no_operation_for_is_an_error() {
     assert_no_operation(
         "python",
-        "echo, identity, sum, caller, relay, fetch, count or session",
+        "echo, identity, sum, caller, relay, fetch, count, session or samples",
     );
 }
 
@@ -1131,6 +1131,87 @@ for line in sys.stdin:
     }
     // The corpus holds values msgpack-python refuses; they were met.
     assert!(raised > 0);
+}
+
+/// Objects a Python handler returns that no message decodes to (tuples, a
+/// bytearray, an `IntEnum`, ints at every encoding's edge, keys of every
+/// type, strs and arrays at each length form's edge: samples.py) come back
+/// as exactly the bytes msgpack-python's `packb` writes for the same
+/// objects, made natively from the same module; what `packb` refuses (an
+/// int past either end of 64 bits, a lone surrogate, a set) is an error.
+#[test]
+fn python_replies_are_what_msgpack_python_packs() {
+    let host = serve("python", "python-samples");
+    let module = example("python");
+    let names = [
+        "tuple",
+        "bytearray",
+        "ints",
+        "floats",
+        "keys",
+        "strs",
+        "lengths",
+        "subclass",
+        "too-big",
+        "too-small",
+        "surrogate",
+        "set",
+    ];
+    let mut packb = std::process::Command::new(common::seed::python());
+    packb
+        .current_dir(module.parent().unwrap())
+        .args([
+            "-c",
+            r#"
+import sys, msgpack
+from samples import SAMPLES
+for name in sys.argv[1:]:
+    try:
+        print(msgpack.packb(SAMPLES[name]()).hex())
+    except Exception as e:
+        print("!" + type(e).__name__)
+"#,
+        ])
+        .args(names);
+    let output = packb.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let expected = String::from_utf8(output.stdout).unwrap();
+    let mut wire = host.connect();
+    let mut refused = 0;
+    for (name, expected) in names.iter().zip(expected.lines()) {
+        let reply = wire.call(&encode(&str_value(name)));
+        if expected.starts_with('!') {
+            refused += 1;
+            assert!(
+                error_text(&reply).is_some(),
+                "{name}: msgpack-python raises {expected}, the example replied {}",
+                decode(&reply)
+            );
+        } else {
+            let got = hex(&reply);
+            // Some samples are hundreds of kilobytes: show where they part.
+            let at = got
+                .bytes()
+                .zip(expected.bytes())
+                .position(|(a, b)| a != b)
+                .unwrap_or(got.len().min(expected.len()));
+            let around =
+                |hex: &str| hex[at.saturating_sub(16)..(at + 32).min(hex.len())].to_owned();
+            assert!(
+                got == expected,
+                "{name}: the reply ({} hex digits) parts from packb's ({}) at digit {at}: {} against {}",
+                got.len(),
+                expected.len(),
+                around(&got),
+                around(expected)
+            );
+        }
+    }
+    assert_eq!(refused, 4, "msgpack-python refuses the last four samples");
 }
 
 /// The Python SDK's decoder on bytes no client sent, which the wire would

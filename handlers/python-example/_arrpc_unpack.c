@@ -24,18 +24,6 @@
 
 typedef unsigned char byte;
 
-/* Include/cpython/listobject.h: PyObject_VAR_HEAD, then the items. */
-typedef struct {
-    PyObject ob_base;
-    Py_ssize_t ob_size;
-    PyObject **ob_item;
-    Py_ssize_t allocated;
-} PyListObject;
-
-/* Include/object.h, Py_GetConstantBorrowed's arguments (3.13 on). */
-enum { CONSTANT_NONE, CONSTANT_FALSE, CONSTANT_TRUE, CONSTANT_ELLIPSIS, CONSTANT_NOT_IMPLEMENTED };
-
-PyObject *Py_GetConstantBorrowed(unsigned int constant);
 int PyBytes_AsStringAndSize(PyObject *bytes, char **buffer, Py_ssize_t *length);
 PyObject *PyLong_FromLong(long value);
 PyObject *PyLong_FromLongLong(long long value);
@@ -43,12 +31,7 @@ PyObject *PyLong_FromUnsignedLongLong(unsigned long long value);
 PyObject *PyFloat_FromDouble(double value);
 PyObject *PyUnicode_DecodeUTF8(const char *s, Py_ssize_t size, const char *errors);
 PyObject *PyBytes_FromStringAndSize(const char *s, Py_ssize_t size);
-PyObject *PyList_New(Py_ssize_t size);
-int PyList_SetItem(PyObject *list, Py_ssize_t index, PyObject *item);
-PyObject *PyDict_New(void);
 int PyDict_SetItem(PyObject *dict, PyObject *key, PyObject *value);
-void Py_IncRef(PyObject *object);
-void Py_DecRef(PyObject *object);
 void PyErr_Clear(void);
 
 /* The host's limit (arrpc_codec::MAX_DEPTH): a container opened at this
@@ -60,8 +43,7 @@ void PyErr_Clear(void);
 static PyObject other_way;
 #define OTHER_WAY (&other_way)
 
-static PyObject *none, *py_true, *py_false, *not_implemented;
-/* Whether a list's items are where PyListObject says (checked at init). */
+/* Whether items may be written straight into a new list. */
 static int list_layout_known;
 
 struct reader {
@@ -325,36 +307,15 @@ static PyObject *unpackb(PyObject *module, PyObject *payload) {
     return value;
 }
 
-static PyMethodDef methods[] = {
-    {"unpackb", unpackb, METH_O,
-     "unpackb(payload: bytes) -> object: the MessagePack value as msgpack-python's "
-     "unpackb(raw=False, strict_map_key=False) gives it, or NotImplemented for a "
-     "message to decode the other way."},
-    {0, 0, 0, 0},
-};
-
-static PyModuleDef module = {
-    .m_base = MODULE_DEF_HEAD,
-    .m_name = "_arrpc_unpack",
-    .m_doc = "MessagePack to Python objects in C, for arrpc_handler.decode.",
-    .m_size = -1,
-    .m_methods = methods,
-};
+MODULE_OF_ONE_FUNCTION(
+    "_arrpc_unpack", unpackb,
+    "unpackb(payload: bytes) -> object: the MessagePack value as msgpack-python's "
+    "unpackb(raw=False, strict_map_key=False) gives it, or NotImplemented for a "
+    "message to decode the other way.",
+    "MessagePack to Python objects in C, for arrpc_handler.decode.");
 
 __attribute__((visibility("default"))) PyObject *PyInit__arrpc_unpack(void) {
-    none = Py_GetConstantBorrowed(CONSTANT_NONE);
-    py_false = Py_GetConstantBorrowed(CONSTANT_FALSE);
-    py_true = Py_GetConstantBorrowed(CONSTANT_TRUE);
-    not_implemented = Py_GetConstantBorrowed(CONSTANT_NOT_IMPLEMENTED);
-    /* Items are written straight into a new list (PyList_SET_ITEM); make
-     * sure they land where PyList_SetItem puts them. */
-    PyObject *probe = PyList_New(1);
-    if (!probe) {
-        return 0;
-    }
-    Py_IncRef(none);
-    PyList_SetItem(probe, 0, none);
-    list_layout_known = ((PyListObject *)probe)->ob_size == 1 && ((PyListObject *)probe)->ob_item[0] == none;
-    Py_DecRef(probe);
+    get_constants();
+    list_layout_known = list_layout_checked();
     return PyModule_Create2(&module, API_VERSION);
 }

@@ -1,5 +1,5 @@
 """An arrpc-host handler in Python: echo, identity, sum, caller, relay,
-fetch, count and session, chosen by the served name.
+fetch, count, session and samples, chosen by the served name.
 
 componentize-py turns this module into a WebAssembly component implementing
 the `interpreted-handler` world of wit/ (the handler world with `codec`),
@@ -18,7 +18,8 @@ lists (wasi:keyvalue), through the dict-like `Store` of keyvalue.py: one
 ending in "count" increments a counter, one ending in "session" reads and
 merges a session's fields. A name ending in "echo" returns the payload's
 bytes without decoding them, one ending in "identity" the message as the
-objects it decoded to.
+objects it decoded to, one ending in "samples" the objects samples.py
+names by the message (tuples, an `IntEnum`, ints at every edge, ...).
 
 wasi:http has an interface named `types` too, and `poll_loop` imports it by
 that name, so build.sh binds the handler world's `types` as `handler_types`.
@@ -34,6 +35,7 @@ import poll_loop
 import wit_world
 from arrpc_handler import Error, Raw, decode, encode, reply
 from keyvalue import Store, StoreError
+from samples import SAMPLES
 from wit_world.imports import client, handler_types, upstream
 from wit_world.imports.types import Fields, OutgoingRequest, Scheme_Http, Scheme_Https, Scheme_Other
 
@@ -51,7 +53,7 @@ class WitWorld(wit_world.WitWorld):
         # stderr goes to the host's log, tagged with handler and request id.
         print(f"no operation for the name {ctx.handler!r}", file=sys.stderr)
         raise Error(
-            f"{ctx.handler}: serve this component under a name ending in echo, identity, sum, caller, relay, fetch, count or session"
+            f"{ctx.handler}: serve this component under a name ending in echo, identity, sum, caller, relay, fetch, count, session or samples"
         )
 
 
@@ -59,6 +61,15 @@ def identity(message, ctx):
     """The message back, as the objects it decoded to: what `echo` does,
     through the object API (decoded, then encoded again)."""
     return message
+
+
+def sample(message, ctx):
+    """The objects samples.py names by the message, a str: what the SDK
+    packs of objects no message decodes to (tuples, an `IntEnum`, ints at
+    the edges, a set it cannot carry)."""
+    if message not in SAMPLES:
+        raise Error(f"samples: expected one of {', '.join(SAMPLES)}")
+    return SAMPLES[message]()
 
 
 def sum_numbers(message, ctx) -> dict:
@@ -280,4 +291,5 @@ OPERATIONS = {
     "fetch": fetch,
     "count": count,
     "session": session,
+    "samples": sample,
 }

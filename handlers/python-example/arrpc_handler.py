@@ -8,14 +8,14 @@
 
     WitWorld = arrpc_handler.serve(handle)
 
-The SDK's decoder, `_arrpc_unpack` (_arrpc_unpack.c, compiled into the
-component), makes each message's objects from its MessagePack in C. The
-reply goes to the host as `marshal` bytes, which the host turns into
-MessagePack natively (`arrpc:handler/codec`). The types are
+The SDK's C extensions, compiled into the component, make each
+message's objects from its MessagePack (`_arrpc_unpack`) and the reply's
+MessagePack from the objects returned (`_arrpc_pack`). The types are
 msgpack-python's, as `unpackb(raw=False, strict_map_key=False)` gives them
-and `packb` takes them (docs/handlers.md has the table). What neither
-carries (an ext, a str that is not UTF-8, a list as a map key, or a reply
-holding a subclass, an `ExtType` or a `Timestamp`) goes through msgpack's
+and `packb` takes them (docs/handlers.md has the table). What they leave
+(an ext, a str that is not UTF-8, a list as a map key, a subclass, an
+`ExtType` or a `Timestamp`) goes through the host's codec
+(`arrpc:handler/codec`: marshal, transcoded natively) or msgpack's
 pure-Python build instead, with the same result, slower.
 
 `raise arrpc_handler.Error("text")` replies with that error text; any
@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import _arrpc_alloc  # noqa: F401  (imported for its effect)
+import _arrpc_pack
 import _arrpc_unpack
 import msgpack
 import wit_world
@@ -73,6 +74,9 @@ def encode(value: Any) -> bytes:
     """`value` as MessagePack, as msgpack-python's `packb(value)` writes it."""
     if type(value) is Raw:
         return value.data
+    packed = _arrpc_pack.packb(value)
+    if packed is not NotImplemented:
+        return packed
     try:
         # Version 2: no back-references, which the host does not read.
         dumped = marshal.dumps(value, 2)

@@ -195,6 +195,10 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
                 include_str!("../../handlers/python-example/_arrpc_python.h"),
             ),
             (
+                "_arrpc_pack.c",
+                include_str!("../../handlers/python-example/_arrpc_pack.c"),
+            ),
+            (
                 "_arrpc_unpack.c",
                 include_str!("../../handlers/python-example/_arrpc_unpack.c"),
             ),

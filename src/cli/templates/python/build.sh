@@ -1,9 +1,9 @@
 #!/bin/sh
 # Builds {{name}}.wasm from app.py with componentize-py, bundling msgpack's
 # pure-Python build (deps/, installed on first use), which arrpc_handler.py
-# falls back on for what its C decoder and marshal cannot carry, and the
-# SDK's C extensions (an allocator and that decoder), built with Zig (the
-# PyPI package ziglang).
+# falls back on for what its C extensions and marshal cannot carry, and
+# those extensions (an allocator, a MessagePack decoder and encoder),
+# built with Zig (the PyPI package ziglang).
 set -eu
 cd "$(dirname "$0")"
 {{toolchains}}
@@ -14,6 +14,6 @@ if [ ! -f deps/msgpack/__init__.py ]; then
     MSGPACK_PUREPYTHON=1 python3 -m pip install --quiet --disable-pip-version-check \
         --no-binary msgpack --no-deps --target deps "msgpack==1.1.2"
 fi
-# The SDK's C extensions: its allocator and its MessagePack decoder.
+# The SDK's C extensions: its allocator, MessagePack decoder and encoder.
 sh build-ext.sh
 componentize-py -d wit -w interpreted-handler componentize app -p . -p deps -o {{name}}.wasm
