@@ -43,7 +43,6 @@ int PyDict_Next(PyObject *dict, Py_ssize_t *pos, PyObject **key, PyObject **valu
 Py_ssize_t PyDict_Size(PyObject *dict);
 PyObject *PyErr_Occurred(void);
 void PyErr_Clear(void);
-void *PyMem_Malloc(size_t size);
 void *PyMem_Realloc(void *p, size_t size);
 void PyMem_Free(void *p);
 void *memcpy(void *dst, const void *src, size_t n);
