@@ -8,11 +8,10 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::corpus::{Rng, corpus, scalar};
+use common::corpus::{Rng, check, corpus, scalar};
 use common::toolchains::toolchain;
 use common::{hex, unhex};
 use rmpv::Value;
@@ -86,31 +85,6 @@ fn beyond_json(value: &Value) -> bool {
             .any(|(k, v)| !matches!(k.as_str(), Some(key) if key != "__proto__") || beyond_json(v)),
         _ => false,
     }
-}
-
-/// Runs `program` with `lines` on stdin and returns its stdout's lines,
-/// failing the test on any `FAIL` line or a bad exit.
-fn check(program: &mut Command, lines: &[String]) -> Vec<String> {
-    let mut child = program
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting the checker");
-    let mut stdin = child.stdin.take().unwrap();
-    let input = lines.join("\n") + "\n";
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    assert!(output.status.success(), "the checker failed");
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let failures: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    stdout.lines().map(str::to_owned).collect()
 }
 
 /// Every value marshal can carry loads in CPython as exactly what

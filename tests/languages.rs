@@ -1065,9 +1065,8 @@ fn python_objects_keep_msgpack_pythons_types() {
 /// is `packb(unpackb(message, raw=False, strict_map_key=False))`, or, where
 /// msgpack-python raises, an error naming what it raises. Values it leaves
 /// to msgpack are among them, so the hand-over is checked too, and so is
-/// an array nested 300 deep. (The
-/// corpus's strs that are not UTF-8 are left out: the host refuses them
-/// before any handler runs.)
+/// an array nested 300 deep. (The corpus's strs that are not UTF-8 are
+/// left out: the host refuses them before any handler runs.)
 #[test]
 fn python_decoder_matches_msgpack_python_over_a_corpus() {
     let host = Host::start(&format!(
@@ -1082,8 +1081,9 @@ fn python_decoder_matches_msgpack_python_over_a_corpus() {
     let mut deep = vec![0x91; 300];
     deep.push(0x01);
     messages.push(deep);
-    let mut reference = std::process::Command::new(common::seed::python())
-        .args([
+    let lines: Vec<String> = messages.iter().map(|m| hex(m)).collect();
+    let expected = common::corpus::check(
+        std::process::Command::new(common::seed::python()).args([
             "-c",
             r#"
 import sys, msgpack
@@ -1094,22 +1094,9 @@ for line in sys.stdin:
     except Exception as e:
         print("!" + type(e).__name__)
 "#,
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let input: String = messages.iter().map(|m| hex(m) + "\n").collect();
-    let mut stdin = reference.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let output = reference.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    assert!(
-        output.status.success(),
-        "the msgpack-python reference failed"
+        ]),
+        &lines,
     );
-    let expected = String::from_utf8(output.stdout).unwrap();
-    let expected: Vec<&str> = expected.lines().collect();
     assert_eq!(expected.len(), messages.len());
     let mut wire = host.connect();
     let mut raised = 0;

@@ -1,8 +1,7 @@
 /*
  * What the Python SDK's C extensions (_arrpc_alloc.c, _arrpc_unpack.c,
- * _arrpc_pack.c)
- * need of CPython's C API, written out by hand: no CPython headers exist
- * for componentize-py's wasm32 target. The types and constants are from
+ * _arrpc_pack.c) need of CPython's C API, written out by hand: no CPython
+ * headers exist for componentize-py's wasm32 target. The types and constants are from
  * CPython's Include/ (object.h, moduleobject.h, methodobject.h,
  * modsupport.h, cpython/listobject.h); all are part of the stable ABI or
  * unchanged since 3.5, and the one layout outside it, a list's, is
@@ -111,11 +110,11 @@ static inline int list_layout_checked(void) {
     if (!probe) {
         return 0;
     }
-    PyObject *none = Py_GetConstantBorrowed(CONSTANT_NONE);
-    Py_IncRef(none);
-    PyList_SetItem(probe, 0, none);
+    PyObject *item = Py_GetConstantBorrowed(CONSTANT_NONE);
+    Py_IncRef(item);
+    PyList_SetItem(probe, 0, item);
     PyListObject *list = (PyListObject *)probe;
-    int known = list->ob_size == 1 && list->ob_item[0] == none;
+    int known = list->ob_size == 1 && list->ob_item[0] == item;
     Py_DecRef(probe);
     return known;
 }

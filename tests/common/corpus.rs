@@ -1,6 +1,10 @@
-//! MessagePack values of every kind and edge, generated deterministically:
-//! what the host's transcoders (tests/codec.rs) and the Python example's
-//! decoder (tests/languages.rs) are checked against the real libraries on.
+//! MessagePack values of every kind and edge, generated deterministically,
+//! and [`check`], which hands lines to a reference program: what the host's
+//! transcoders (tests/codec.rs) and the Python example's decoder
+//! (tests/languages.rs) are checked against the real libraries with.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 use rmpv::Value;
 
@@ -130,4 +134,29 @@ pub fn corpus() -> Vec<Vec<u8>> {
     corpus.push(vec![0xa2, 0xff, 0xfe]);
     corpus.push(vec![0x81, 0xa1, 0xff, 0x01]);
     corpus
+}
+
+/// Runs `program` with `lines` on stdin and returns its stdout's lines,
+/// failing the test on any `FAIL` line or a bad exit.
+pub fn check(program: &mut Command, lines: &[String]) -> Vec<String> {
+    let mut child = program
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting the checker");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = lines.join("\n") + "\n";
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(output.status.success(), "the checker failed");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let failures: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    stdout.lines().map(str::to_owned).collect()
 }
